@@ -1,0 +1,279 @@
+"""The storage functions the rest of hpscale calls. The contract:
+
+- Every function takes a ``Database`` and opens its own transaction (``Database.session``):
+  a call either commits all it wrote or nothing, and driver errors come out as
+  ``db.errors.StorageError`` subclasses.
+- Runs are keyed by (source, name). ``add_runs`` is idempotent on that key: a run whose key is
+  already stored is skipped, never duplicated or overwritten.
+- Losses handed in may be any float; non-finite ones are stored as a status plus NULL
+  (``final_loss_status`` for runs, ``nonfinite`` for curve points), never as NaN.
+- Functions return ORM objects detached from their session with their columns loaded
+  (relationships are not loaded unless the function says so).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, tuple_
+
+from db.engine import Database
+from db.errors import NotFoundError
+from db.models import CurvePoint, Law, LawRun, Run, Sweep, utcnow
+
+RUN_COLUMNS = (
+    "source", "name", "sweep_id", "n_params", "tokens", "lr", "batch_tokens", "batch_size", "seq_len",
+    "schedule", "tags", "config", "status", "seed", "corpus_hash", "code_version", "spec", "finished_at",
+)
+
+
+def loss_status(value: float | None) -> tuple[float | None, str]:
+    """Split a loss into (finite value or None, status): "finite", "nan", "inf" or "missing"."""
+    if value is None:
+        return None, "missing"
+    if math.isnan(value):
+        return None, "nan"
+    if math.isinf(value):
+        return None, "inf"
+    return float(value), "finite"
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """A float if it is finite, else None (what a curve-point column may hold)."""
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """What ``add_runs`` did: how many runs it added and how many it skipped as present."""
+
+    added: int
+    skipped: int
+
+
+def add_runs(db: Database, runs: Sequence[dict[str, Any]]) -> AddResult:
+    """Store runs (dicts with Run column names, ``final_loss`` any float or None, and an
+    optional ``curve``: a list of {step, tokens?, lr?, train_loss?, val_loss?}) in one
+    transaction. Runs whose (source, name) is already stored are skipped. Bulk inserts."""
+    if not runs:
+        return AddResult(0, 0)
+    keys = [(r["source"], r["name"]) for r in runs]
+    with db.session() as s:
+        existing: set[tuple[str, str]] = set()
+        sources = sorted({k[0] for k in keys})
+        for source in sources:
+            names = s.execute(select(Run.name).where(Run.source == source)).scalars()
+            existing.update((source, n) for n in names)
+        fresh = [r for r in runs if (r["source"], r["name"]) not in existing]
+        if not fresh:
+            return AddResult(0, len(runs))
+        now = utcnow()
+        rows = []
+        for r in fresh:
+            row = {c: r.get(c) for c in RUN_COLUMNS}
+            row["status"] = row["status"] or "done"
+            row["code_version"] = row["code_version"] or "import"
+            row["final_loss"], row["final_loss_status"] = loss_status(r.get("final_loss"))
+            row["created_at"] = now
+            rows.append(row)
+        s.execute(insert(Run), rows)
+        with_curves = [r for r in fresh if r.get("curve")]
+        if with_curves:
+            ids = dict(
+                s.execute(
+                    select(tuple_(Run.source, Run.name), Run.id).where(
+                        tuple_(Run.source, Run.name).in_([(r["source"], r["name"]) for r in with_curves])
+                    )
+                ).all()
+            )
+            points = [
+                _point_row(ids[(r["source"], r["name"])], p) for r in with_curves for p in r["curve"]
+            ]
+            s.execute(insert(CurvePoint), points)
+        return AddResult(len(fresh), len(runs) - len(fresh))
+
+
+def _point_row(run_id: int, p: dict[str, Any]) -> dict[str, Any]:
+    losses = [p.get("train_loss"), p.get("val_loss")]
+    return {
+        "run_id": run_id,
+        "step": int(p["step"]),
+        "tokens": p.get("tokens"),
+        "lr": p.get("lr"),
+        "train_loss": finite_or_none(losses[0]),
+        "val_loss": finite_or_none(losses[1]),
+        "nonfinite": any(v is not None and not math.isfinite(v) for v in losses),
+    }
+
+
+def add_curve_points(db: Database, run_id: int, points: Iterable[dict[str, Any]]) -> int:
+    """Append curve points to a run (as training goes); returns how many were written."""
+    rows = [_point_row(run_id, p) for p in points]
+    if rows:
+        with db.session() as s:
+            s.execute(insert(CurvePoint), rows)
+    return len(rows)
+
+
+def list_runs(
+    db: Database,
+    *,
+    sources: Sequence[str] | None = None,
+    names: Sequence[str] | None = None,
+    sweep_id: int | None = None,
+    statuses: Sequence[str] | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[Run]:
+    """Runs, filtered, ordered by (source, id)."""
+    q = select(Run).order_by(Run.source, Run.id)
+    if sources:
+        q = q.where(Run.source.in_(list(sources)))
+    if names:
+        q = q.where(Run.name.in_(list(names)))
+    if sweep_id is not None:
+        q = q.where(Run.sweep_id == sweep_id)
+    if statuses:
+        q = q.where(Run.status.in_(list(statuses)))
+    if offset:
+        q = q.offset(offset)
+    if limit is not None:
+        q = q.limit(limit)
+    with db.session() as s:
+        return list(s.execute(q).scalars())
+
+
+def count_runs(db: Database, *, sources: Sequence[str] | None = None) -> int:
+    """How many runs are stored (optionally only from some sources)."""
+    q = select(func.count()).select_from(Run)
+    if sources:
+        q = q.where(Run.source.in_(list(sources)))
+    with db.session() as s:
+        return int(s.execute(q).scalar_one())
+
+
+def run_sources(db: Database) -> list[tuple[str, int]]:
+    """Every run source with its run count, by name."""
+    with db.session() as s:
+        return [(a, int(b)) for a, b in s.execute(select(Run.source, func.count()).group_by(Run.source).order_by(Run.source))]
+
+
+def get_run(db: Database, run_id: int) -> Run:
+    """One run by id; ``NotFoundError`` if absent."""
+    with db.session() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise NotFoundError(f"no run with id {run_id}")
+        return run
+
+
+def get_curves(db: Database, run_ids: Sequence[int]) -> dict[int, list[CurvePoint]]:
+    """The curve points of several runs, by run id, each ordered by step."""
+    out: dict[int, list[CurvePoint]] = {i: [] for i in run_ids}
+    if not run_ids:
+        return out
+    with db.session() as s:
+        q = select(CurvePoint).where(CurvePoint.run_id.in_(list(run_ids))).order_by(CurvePoint.run_id, CurvePoint.step)
+        for p in s.execute(q).scalars():
+            out[p.run_id].append(p)
+    return out
+
+
+def get_curve(db: Database, run_id: int) -> list[CurvePoint]:
+    """One run's curve points ordered by step; ``NotFoundError`` if the run is absent."""
+    get_run(db, run_id)
+    return get_curves(db, [run_id])[run_id]
+
+
+# -- laws ------------------------------------------------------------------------------------
+def add_law(db: Database, law: dict[str, Any], run_ids: Sequence[int] = ()) -> Law:
+    """Store a law (dict with Law column names) and the ids of the runs it was fitted on."""
+    with db.session() as s:
+        row = Law(**law)
+        s.add(row)
+        s.flush()
+        if run_ids:
+            s.execute(insert(LawRun), [{"law_id": row.id, "run_id": int(i)} for i in sorted(set(run_ids))])
+        return row
+
+
+def upsert_published_law(db: Database, law: dict[str, Any]) -> Law:
+    """Insert a published law by name, or refresh its record if the code's version changed."""
+    with db.session() as s:
+        row = s.execute(select(Law).where(Law.name == law["name"])).scalar_one_or_none()
+        if row is None:
+            row = Law(**law)
+            s.add(row)
+        else:
+            for key, value in law.items():
+                setattr(row, key, value)
+        s.flush()
+        return row
+
+
+def list_laws(db: Database, *, kind: str | None = None, origin: str | None = None) -> list[Law]:
+    """Laws ordered by id (published laws first, as they are stored on first use)."""
+    q = select(Law).order_by(Law.id)
+    if kind:
+        q = q.where(Law.kind == kind)
+    if origin:
+        q = q.where(Law.origin == origin)
+    with db.session() as s:
+        return list(s.execute(q).scalars())
+
+
+def get_law(db: Database, law_id: int | str) -> Law:
+    """One law by id or by name; ``NotFoundError`` if absent."""
+    with db.session() as s:
+        if isinstance(law_id, int) or (isinstance(law_id, str) and law_id.isdigit()):
+            row = s.get(Law, int(law_id))
+        else:
+            row = s.execute(select(Law).where(Law.name == law_id)).scalar_one_or_none()
+        if row is None:
+            raise NotFoundError(f"no law {law_id!r} (see `hpscale laws list`)")
+        return row
+
+
+def law_run_ids(db: Database, law_id: int) -> list[int]:
+    """The ids of the runs a fitted law used."""
+    with db.session() as s:
+        return list(s.execute(select(LawRun.run_id).where(LawRun.law_id == law_id).order_by(LawRun.run_id)).scalars())
+
+
+def delete_law(db: Database, law_id: int) -> None:
+    """Remove a law (and its run links)."""
+    with db.session() as s:
+        result = s.execute(delete(Law).where(Law.id == law_id))
+        if result.rowcount == 0:
+            raise NotFoundError(f"no law with id {law_id}")
+
+
+# -- sweeps ----------------------------------------------------------------------------------
+def add_sweep(db: Database, name: str, spec: dict[str, Any], code_version: str, corpus_hash: str | None = None) -> Sweep:
+    """Store a new sweep."""
+    with db.session() as s:
+        row = Sweep(name=name, spec=spec, code_version=code_version, corpus_hash=corpus_hash)
+        s.add(row)
+        s.flush()
+        return row
+
+
+def get_sweep(db: Database, sweep_id: int | str) -> Sweep:
+    """One sweep by id or by name; ``NotFoundError`` if absent."""
+    with db.session() as s:
+        if isinstance(sweep_id, int) or str(sweep_id).isdigit():
+            row = s.get(Sweep, int(sweep_id))
+        else:
+            row = s.execute(select(Sweep).where(Sweep.name == sweep_id)).scalar_one_or_none()
+        if row is None:
+            raise NotFoundError(f"no sweep {sweep_id!r} (see `hpscale sweep status`)")
+        return row
+
+
+def list_sweeps(db: Database) -> list[Sweep]:
+    """All sweeps ordered by id."""
+    with db.session() as s:
+        return list(s.execute(select(Sweep).order_by(Sweep.id)).scalars())

@@ -1,0 +1,17 @@
+"""The exception root of the fitting package."""
+
+
+class FittingError(Exception):
+    """Root of every error the fitting package raises on purpose."""
+
+
+class InsufficientDataError(FittingError):
+    """The data cannot support the requested law (too few groups, one size only, ...)."""
+
+
+class NotFittedError(FittingError):
+    """``predict`` was called on a law that has not been fitted or loaded."""
+
+
+class InvalidLawRecordError(FittingError):
+    """A stored law record does not describe a law this package knows."""

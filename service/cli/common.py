@@ -1,0 +1,124 @@
+"""What every CLI command shares: the app class that turns errors into one line, the database
+in force, JSON output and number formatting."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from db.engine import Database
+from db.errors import StorageError
+from fitting.errors import FittingError
+from service.errors import ServiceError
+from service.settings import get_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Rich output for people goes to stderr so that stdout stays clean for --json and exports.
+# Off a terminal Rich would wrap tables at 80 columns; a wider page keeps numbers whole.
+err_console = Console(stderr=True)
+out_console = Console(width=None if sys.stdout.isatty() else 160)
+
+_database_override: dict[str, str | None] = {"url": None}
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Error roots of every package: these are the user's problem, shown as one line."""
+    from sweeps.errors import SweepError  # no torch behind this import
+
+    return (ServiceError, StorageError, FittingError, SweepError)
+
+
+def translate_errors(func: F) -> F:
+    """Run a command; an expected error becomes ``error: message`` on stderr and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except expected_errors() as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class App(typer.Typer):
+    """A Typer app whose every command reports expected errors as one line, never a traceback."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("no_args_is_help", True)
+        kwargs.setdefault("pretty_exceptions_enable", False)
+        kwargs.setdefault("context_settings", {"help_option_names": ["-h", "--help"]})
+        super().__init__(**kwargs)
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:  # type: ignore[override]
+        register = super().command(*args, **kwargs)
+
+        def decorator(func: F) -> F:
+            register(translate_errors(func))
+            return func
+
+        return decorator
+
+
+def set_database_url(url: str | None) -> None:
+    """Override the database URL for this process (the root ``--database`` option)."""
+    _database_override["url"] = url
+
+
+def database_url() -> str:
+    """The database URL in force: ``--database``, else ``HPSCALE_DATABASE_URL``, else SQLite."""
+    return _database_override["url"] or get_settings().resolved_database_url
+
+
+def open_db() -> Database:
+    """The database in force, its schema created on first use."""
+    db = Database(database_url())
+    db.ensure_schema()
+    return db
+
+
+def print_json(obj: Any) -> None:
+    """One JSON document on stdout (non-finite floats become null: JSON has no NaN)."""
+    typer.echo(json.dumps(_json_safe(obj), indent=2, sort_keys=False))
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    """A number for a table: engineering-friendly, '-' for missing."""
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return f"{value:.{digits}g}"
+
+
+def fail(message: str) -> None:
+    """Stop a command with one error line and exit code 1."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def is_tty() -> bool:
+    """Whether stderr is a terminal (progress bars only then)."""
+    return sys.stderr.isatty()

@@ -1,0 +1,60 @@
+"""``hpscale recommend``: learning rate and batch size for a large run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from service.cli.common import fmt, open_db, out_console, print_json
+from service.laws import recommend as recommend_config
+from service.settings import get_settings
+
+
+def recommend(
+    params: Annotated[float, typer.Option("--params", "-N", help="Non-embedding parameters N, e.g. 7e9.")],
+    tokens: Annotated[Optional[float], typer.Option("--tokens", "-D", help="Training tokens D, e.g. 1.4e12.")] = None,
+    compute: Annotated[
+        Optional[float],
+        typer.Option(help="Training compute C in FLOPs; default 6 N D. Given alone, D = C / (6 N)."),
+    ] = None,
+    seq_len: Annotated[int, typer.Option("--seq-len", help="Sequence length in tokens (for the batch in sequences).")] = 2048,
+    law: Annotated[
+        Optional[str],
+        typer.Option(help="Law: 'steplaw', 'deepseek', or a fitted law's id or name. Default: the newest "
+                     "fitted law whose extrapolation check passed, else Step Law."),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Recommend the peak learning rate and batch size for N parameters trained on D tokens."""
+    db = open_db()
+    rec = recommend_config(
+        db, params, tokens, compute=compute, seq_len=seq_len, law=law,
+        warn_factor=get_settings().extrapolation_warning,
+    )
+    if json_out:
+        print_json(asdict(rec))
+        return
+    table = Table(title=f"N = {rec.n_params:.4g} params, D = {rec.tokens:.4g} tokens, C = {rec.compute:.4g} FLOPs",
+                  show_header=True)
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_column("interval", justify="right")
+
+    def iv(pair: tuple[float, float] | None) -> str:
+        return f"{pair[0]:.3g} - {pair[1]:.3g}" if pair else "-"
+
+    table.add_row("peak learning rate", fmt(rec.lr), iv(rec.lr_interval))
+    table.add_row("batch (tokens)", f"{rec.batch_tokens:,.0f}", iv(rec.batch_tokens_interval))
+    table.add_row(f"batch (sequences of {rec.seq_len})", fmt(rec.batch_size), iv(rec.batch_size_interval))
+    if rec.final_loss is not None:
+        table.add_row("predicted final loss", fmt(rec.final_loss), iv(rec.final_loss_interval))
+    out_console.print(table)
+    out_console.print(f"law: {rec.law} (id {rec.law_id}, {rec.law_origin}) - {rec.law_title}")
+    out_console.print(f"source: {rec.source}", highlight=False)
+    if rec.extrapolation_factor is not None:
+        out_console.print(f"target lies {rec.extrapolation_factor:.3g}x outside the law's data")
+    for w in rec.warnings:
+        out_console.print(f"[yellow]warning:[/yellow] {w}")

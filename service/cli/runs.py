@@ -1,0 +1,84 @@
+"""``hpscale runs`` and ``hpscale export``: show and round-trip stored runs."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from db import storage
+from service.cli.common import App, fmt, open_db, out_console, print_json
+from service.runformat import records_to_csv, records_to_jsonl, run_to_record
+
+runs_app = App(help="Show stored runs.")
+export_app = App(help="Export stored data in hpscale's import format.")
+
+
+def _sources(source: list[str] | None) -> list[str] | None:
+    return [s for item in source for s in item.split(",") if s] if source else None
+
+
+@runs_app.command("list")
+def list_runs(
+    source: Annotated[Optional[list[str]], typer.Option(help="Only runs of this source (repeatable, or comma-separated).")] = None,
+    limit: Annotated[int, typer.Option(min=0, help="Rows to show in the table (0: all). --json shows all.")] = 50,
+    json_out: Annotated[bool, typer.Option("--json", help="Print every matching run as JSON.")] = False,
+) -> None:
+    """List stored runs with their configuration and final loss."""
+    db = open_db()
+    runs = storage.list_runs(db, sources=_sources(source))
+    if json_out:
+        print_json([
+            {"id": r.id, "source": r.source, "sweep_id": r.sweep_id, **run_to_record_safe(r)} for r in runs
+        ])
+        return
+    if not runs:
+        out_console.print("no runs stored: `hpscale import runs FILE`, `hpscale import steplaw FILE` or "
+                          "`hpscale sweep run SPEC` adds some")
+        return
+    shown = runs if limit == 0 else runs[:limit]
+    table = Table(show_header=True)
+    for col in ("id", "source", "name", "N", "D", "lr", "batch tokens", "status", "final loss"):
+        table.add_column(col, justify="right" if col not in ("source", "name", "status") else "left")
+    for r in shown:
+        table.add_row(str(r.id), r.source, r.name[:40], fmt(r.n_params), fmt(r.tokens), fmt(r.lr),
+                      fmt(r.batch_tokens), r.status, fmt(r.final_loss))
+    out_console.print(table)
+    counts = ", ".join(f"{s}: {n}" for s, n in storage.run_sources(db))
+    more = f" (showing {len(shown)}; --limit 0 shows all)" if len(shown) < len(runs) else ""
+    out_console.print(f"{len(runs)} runs{more}. By source: {counts}")
+
+
+def run_to_record_safe(run) -> dict:  # type: ignore[no-untyped-def]
+    """A run's fields for listing, whatever its status (queued runs included)."""
+    from service.runformat import EXPORT_FIELDS
+
+    return {f: getattr(run, f) for f in EXPORT_FIELDS}
+
+
+class ExportFormat(str, Enum):
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+@export_app.command("runs")
+def export_runs(
+    format: Annotated[ExportFormat, typer.Option("--format", "-f", help="csv (no curves) or jsonl (with curves).")] = ExportFormat.jsonl,
+    source: Annotated[Optional[list[str]], typer.Option(help="Only runs of this source (repeatable).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file (default: stdout).")] = None,
+) -> None:
+    """Export finished runs (done or diverged) so that `hpscale import runs` reads them back."""
+    db = open_db()
+    runs = [r for r in storage.list_runs(db, sources=_sources(source)) if r.status in ("done", "diverged")]
+    curves = storage.get_curves(db, [r.id for r in runs]) if format is ExportFormat.jsonl else {}
+    records = [run_to_record(r, curves.get(r.id)) for r in runs]
+    text = records_to_csv(records) if format is ExportFormat.csv else records_to_jsonl(records)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        typer.echo(f"{len(records)} runs written to {output}", err=True)

@@ -1,0 +1,141 @@
+"""Glue between stored laws and the fitting package: published laws, loading, recommending."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from db import storage
+from db.engine import Database
+from db.models import Law
+from db.provenance import code_version
+from fitting.hyper import HyperLaw, compute_flops
+from fitting.presets import DEFAULT_PRESET, PRESETS
+from fitting.registry import extrapolation_factor, law_from_record
+from service.errors import InputError
+
+
+def ensure_published_laws(db: Database) -> None:
+    """Store (or refresh) every published preset, so a new database can recommend at once."""
+    for preset in PRESETS.values():
+        storage.upsert_published_law(
+            db,
+            {
+                "name": preset.name,
+                "kind": "hyper",
+                "form": preset.law.form,
+                "origin": "published",
+                "title": preset.title,
+                "source": preset.source,
+                "record": preset.law.to_record(),
+                "extrapolation": None,
+                "settings": None,
+                "code_version": code_version(),
+            },
+        )
+
+
+def resolve_law(db: Database, law: str | int | None, kind: str = "hyper") -> Law:
+    """A stored law by id or name. None: the newest fitted law of ``kind`` whose extrapolation
+    check passed, else the default published preset."""
+    ensure_published_laws(db)
+    if law is not None:
+        row = storage.get_law(db, law)
+        if row.kind != kind:
+            raise InputError(f"law {row.id} ({row.name}) is a {row.kind} law, not a {kind} law")
+        return row
+    fitted = [r for r in storage.list_laws(db, kind=kind, origin="fitted") if (r.extrapolation or {}).get("passed")]
+    if fitted:
+        return fitted[-1]
+    return storage.get_law(db, DEFAULT_PRESET)
+
+
+def law_object(row: Law) -> Any:
+    """The fitting-package law a stored row describes."""
+    return law_from_record(row.record)
+
+
+@dataclass
+class Recommendation:
+    """A recommended configuration for one target (units: lr -, batch_tokens tokens,
+    batch_size sequences, compute FLOPs, final_loss nats/token)."""
+
+    n_params: float
+    tokens: float
+    compute: float
+    seq_len: int
+    lr: float
+    batch_tokens: float
+    batch_size: float
+    law: str
+    law_id: int
+    law_title: str
+    law_origin: str
+    source: str
+    lr_interval: tuple[float, float] | None = None
+    batch_tokens_interval: tuple[float, float] | None = None
+    batch_size_interval: tuple[float, float] | None = None
+    extrapolation_factor: float | None = None
+    warnings: list[str] = field(default_factory=list)
+    final_loss: float | None = None
+    final_loss_interval: tuple[float, float] | None = None
+    loss_law_id: int | None = None
+
+
+def check_target(n_params: float, tokens: float | None, compute: float | None, seq_len: int) -> tuple[float, float]:
+    """Validate a target and return (tokens, compute). Exactly one of tokens/compute may be
+    missing: D = C / (6 N) or C = 6 N D."""
+    if not (math.isfinite(n_params) and n_params > 0):
+        raise InputError(f"n_params must be a finite number > 0 (got {n_params!r})")
+    if seq_len <= 0:
+        raise InputError(f"seq_len must be > 0 (got {seq_len})")
+    for label, v in (("tokens", tokens), ("compute", compute)):
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise InputError(f"{label} must be a finite number > 0 (got {v!r})")
+    if tokens is None and compute is None:
+        raise InputError("give tokens (D) or compute (C, FLOPs)")
+    if tokens is None:
+        assert compute is not None
+        tokens = compute / (6.0 * n_params)
+    if compute is None:
+        compute = compute_flops(n_params, tokens)
+    return tokens, compute
+
+
+def recommend(
+    db: Database,
+    n_params: float,
+    tokens: float | None = None,
+    *,
+    compute: float | None = None,
+    seq_len: int = 2048,
+    law: str | int | None = None,
+    warn_factor: float = 10.0,
+) -> Recommendation:
+    """Recommended peak lr and batch for a target of N params on D tokens (or C FLOPs)."""
+    tokens, compute = check_target(n_params, tokens, compute, seq_len)
+    row = resolve_law(db, law, kind="hyper")
+    hyper: HyperLaw = law_object(row)
+    # A compute-form law uses C as given (DeepSeek's own C may differ from 6ND); others use N, D.
+    pred = hyper.predict(n_params, tokens, compute=compute)
+    rec = Recommendation(
+        n_params=n_params, tokens=tokens, compute=compute, seq_len=seq_len,
+        lr=pred.lr, batch_tokens=pred.batch_tokens, batch_size=pred.batch_tokens / seq_len,
+        law=row.name, law_id=row.id, law_title=row.title, law_origin=row.origin, source=row.source,
+        lr_interval=pred.lr_interval, batch_tokens_interval=pred.batch_tokens_interval,
+        batch_size_interval=(
+            (pred.batch_tokens_interval[0] / seq_len, pred.batch_tokens_interval[1] / seq_len)
+            if pred.batch_tokens_interval else None
+        ),
+    )
+    fit_range = (row.record or {}).get("fit_range")
+    if fit_range:
+        rec.extrapolation_factor = extrapolation_factor(fit_range, n_params, tokens)
+        if rec.extrapolation_factor > warn_factor:
+            rec.warnings.append(
+                f"the target lies {rec.extrapolation_factor:.3g}x outside the data law {row.name} was fitted on"
+            )
+    if pred.batch_tokens < seq_len:
+        rec.warnings.append(f"the recommended batch ({pred.batch_tokens:.3g} tokens) is under one sequence")
+    return rec

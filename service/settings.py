@@ -1,0 +1,46 @@
+"""The one settings class of hpscale. Every field can be set by an ``HPSCALE_`` variable."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """Where hpscale keeps its files: ``$XDG_DATA_HOME/hpscale`` or ``~/.local/share/hpscale``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "hpscale"
+
+
+class Settings(BaseSettings):
+    """hpscale's settings (environment prefix ``HPSCALE_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="HPSCALE_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir, description="Folder for the database and caches.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite file hpscale.db in data_dir."
+    )
+    api_key: SecretStr | None = Field(default=None, description="Key for API writes; no key: writes refused.")
+    max_body_bytes: int = Field(default=20 * 1024 * 1024, description="Largest accepted request body, bytes.")
+    load_demo: bool = Field(default=True, description="Load the demo sweep into an empty database on serve.")
+    extrapolation_warning: float = Field(
+        default=10.0, description="Warn when a target lies more than this factor outside a law's data."
+    )
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL in force (the SQLite default when none is set)."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'hpscale.db').expanduser()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings read once from the environment."""
+    return Settings()
