@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, tuple_
+from sqlalchemy import delete, func, insert, select
 
 from db.engine import Database
 from db.errors import NotFoundError
@@ -82,13 +82,11 @@ def add_runs(db: Database, runs: Sequence[dict[str, Any]]) -> AddResult:
         s.execute(insert(Run), rows)
         with_curves = [r for r in fresh if r.get("curve")]
         if with_curves:
-            ids = dict(
-                s.execute(
-                    select(tuple_(Run.source, Run.name), Run.id).where(
-                        tuple_(Run.source, Run.name).in_([(r["source"], r["name"]) for r in with_curves])
-                    )
-                ).all()
-            )
+            wanted = {(r["source"], r["name"]) for r in with_curves}
+            rows_ids = s.execute(
+                select(Run.source, Run.name, Run.id).where(Run.source.in_(sorted({k[0] for k in wanted})))
+            ).all()
+            ids = {(src, name): rid for src, name, rid in rows_ids if (src, name) in wanted}
             points = [
                 _point_row(ids[(r["source"], r["name"])], p) for r in with_curves for p in r["curve"]
             ]
@@ -277,3 +275,21 @@ def list_sweeps(db: Database) -> list[Sweep]:
     """All sweeps ordered by id."""
     with db.session() as s:
         return list(s.execute(select(Sweep).order_by(Sweep.id)).scalars())
+
+
+def get_runs(db: Database, run_ids: Sequence[int]) -> list[Run]:
+    """Several runs by id, ordered by id; ids that do not exist are left out."""
+    if not run_ids:
+        return []
+    with db.session() as s:
+        return list(s.execute(select(Run).where(Run.id.in_(sorted(set(run_ids)))).order_by(Run.id)).scalars())
+
+
+def sweep_run_counts(db: Database) -> dict[int, dict[str, int]]:
+    """Per sweep id, how many of its runs are in each status (a sweep's progress)."""
+    out: dict[int, dict[str, int]] = {}
+    with db.session() as s:
+        q = select(Run.sweep_id, Run.status, func.count()).where(Run.sweep_id.is_not(None)).group_by(Run.sweep_id, Run.status)
+        for sweep_id, status, n in s.execute(q):
+            out.setdefault(int(sweep_id), {})[status] = int(n)
+    return out

@@ -82,19 +82,19 @@ class RunIn(BaseModel):
     def _consistent(self) -> "RunIn":
         loss = self.final_loss
         if self.status == "done" and (loss is None or not math.isfinite(loss)):
-            raise ValueError("final_loss must be a finite number for a run with status 'done'")
+            raise ValueError("final_loss: must be a finite number for a run with status 'done'")
         if loss is not None and math.isfinite(loss) and loss <= 0:
-            raise ValueError("final_loss must be > 0")
+            raise ValueError("final_loss: must be > 0")
         if self.batch_size is not None and self.seq_len is not None:
             implied = self.batch_size * self.seq_len
             if self.batch_tokens is None:
                 self.batch_tokens = implied
             elif abs(self.batch_tokens - implied) > 1e-6 * implied:
                 raise ValueError(
-                    f"batch_tokens {self.batch_tokens:g} disagrees with batch_size x seq_len = {implied:g}"
+                    f"batch_tokens: {self.batch_tokens:g} disagrees with batch_size x seq_len = {implied:g}"
                 )
         elif self.batch_size is not None and self.batch_tokens is None:
-            raise ValueError("batch_size needs seq_len (or give batch_tokens)")
+            raise ValueError("batch_size: needs seq_len (or give batch_tokens)")
         if self.batch_tokens is not None and self.seq_len is not None and self.batch_size is None:
             self.batch_size = self.batch_tokens / self.seq_len
         return self
@@ -133,8 +133,10 @@ class RunIn(BaseModel):
 
 def _describe(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    loc = ".".join(str(x) for x in err["loc"]) or "record"
+    loc = ".".join(str(x) for x in err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
+    if not loc:  # a check across fields names its field first: "field: message"
+        loc, _, msg = msg.partition(": ") if ": " in msg else ("record", "", msg)
     if err["type"] == "missing":
         return f"field {loc!r}: missing (required)"
     if err["type"] == "extra_forbidden":

@@ -1,0 +1,119 @@
+"""The storage contract (db/storage.py docstring), run against SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from db import storage
+from db.engine import Database
+from db.errors import ConflictError, NotFoundError
+
+
+def run(name: str, loss: float | None = 3.0, source: str = "s", **extra) -> dict:
+    base = {"source": source, "name": name, "n_params": 1e6, "tokens": 2e7, "lr": 1e-3,
+            "batch_tokens": 65536.0, "final_loss": loss}
+    base.update(extra)
+    return base
+
+
+def test_add_runs_is_idempotent_on_source_and_name(db: Database) -> None:
+    first = storage.add_runs(db, [run("a"), run("b")])
+    again = storage.add_runs(db, [run("a"), run("b"), run("c")])
+    assert (first.added, first.skipped) == (2, 0)
+    assert (again.added, again.skipped) == (1, 2)
+    assert [r.name for r in storage.list_runs(db)] == ["a", "b", "c"]
+    # The same name in another source is another run.
+    storage.add_runs(db, [run("a", source="t")])
+    assert storage.count_runs(db) == 4
+    assert storage.run_sources(db) == [("s", 3), ("t", 1)]
+
+
+def test_existing_run_is_never_overwritten(db: Database) -> None:
+    storage.add_runs(db, [run("a", loss=3.0)])
+    storage.add_runs(db, [run("a", loss=9.0)])
+    assert storage.list_runs(db)[0].final_loss == 3.0
+
+
+def test_non_finite_losses_are_a_status_never_nan(db: Database) -> None:
+    storage.add_runs(db, [
+        run("nan", loss=float("nan"), status="diverged"),
+        run("inf", loss=float("inf"), status="diverged"),
+        run("none", loss=None, status="diverged"),
+        run("ok", loss=2.5),
+    ])
+    by_name = {r.name: r for r in storage.list_runs(db)}
+    assert (by_name["nan"].final_loss, by_name["nan"].final_loss_status) == (None, "nan")
+    assert (by_name["inf"].final_loss, by_name["inf"].final_loss_status) == (None, "inf")
+    assert (by_name["none"].final_loss, by_name["none"].final_loss_status) == (None, "missing")
+    assert (by_name["ok"].final_loss, by_name["ok"].final_loss_status) == (2.5, "finite")
+
+
+def test_curves_round_trip_and_mark_non_finite_points(db: Database) -> None:
+    curve = [{"step": 10, "lr": 1e-3, "val_loss": 4.0, "tokens": 1e5},
+             {"step": 20, "lr": 1e-3, "val_loss": float("nan")},
+             {"step": 0, "lr": 0.0, "val_loss": 5.0}]
+    storage.add_runs(db, [run("a", curve=curve)])
+    rid = storage.list_runs(db)[0].id
+    storage.add_curve_points(db, rid, [{"step": 30, "train_loss": 3.5, "val_loss": 3.9}])
+    points = storage.get_curve(db, rid)
+    assert [p.step for p in points] == [0, 10, 20, 30]
+    assert [p.nonfinite for p in points] == [False, False, True, False]
+    assert points[2].val_loss is None and points[1].val_loss == 4.0 and points[3].train_loss == 3.5
+
+
+def test_failed_batch_writes_nothing(db: Database) -> None:
+    # A curve point repeating a step breaks a unique constraint: the whole call must roll back.
+    bad = run("b", curve=[{"step": 1, "val_loss": 3.0}, {"step": 1, "val_loss": 3.0}])
+    with pytest.raises(ConflictError):
+        storage.add_runs(db, [run("a"), bad])
+    assert storage.count_runs(db) == 0
+
+
+def test_filters_and_lookups(db: Database) -> None:
+    storage.add_runs(db, [run("a"), run("b", status="diverged", loss=None), run("c", source="t")])
+    assert [r.name for r in storage.list_runs(db, sources=["t"])] == ["c"]
+    assert [r.name for r in storage.list_runs(db, statuses=["diverged"])] == ["b"]
+    assert [r.name for r in storage.list_runs(db, names=["a", "c"])] == ["a", "c"]
+    assert [r.name for r in storage.list_runs(db, limit=1, offset=1)] == ["b"]
+    with pytest.raises(NotFoundError):
+        storage.get_run(db, 10_000)
+    with pytest.raises(NotFoundError):
+        storage.get_curve(db, 10_000)
+
+
+def test_laws_keep_their_record_and_runs(db: Database) -> None:
+    storage.add_runs(db, [run("a"), run("b")])
+    ids = [r.id for r in storage.list_runs(db)]
+    record = {"kind": "hyper", "form": "steplaw", "coefficients": {"a_lr": 1.0, "x": math.pi}}
+    law = storage.add_law(db, {"name": "fit-1", "kind": "hyper", "form": "steplaw", "origin": "fitted",
+                               "title": "t", "source": "s", "record": record, "code_version": "x"}, ids)
+    assert storage.get_law(db, law.id).record == record
+    assert storage.get_law(db, "fit-1").id == law.id
+    assert storage.law_run_ids(db, law.id) == sorted(ids)
+    assert [x.name for x in storage.list_laws(db, kind="hyper")] == ["fit-1"]
+    with pytest.raises(NotFoundError):
+        storage.get_law(db, "nope")
+    storage.delete_law(db, law.id)
+    assert storage.list_laws(db) == []
+
+
+def test_published_law_upsert_refreshes_in_place(db: Database) -> None:
+    row = {"name": "pub", "kind": "hyper", "form": "steplaw", "origin": "published", "title": "t",
+           "source": "s", "record": {"v": 1}, "code_version": "1"}
+    first = storage.upsert_published_law(db, row)
+    second = storage.upsert_published_law(db, {**row, "record": {"v": 2}})
+    assert first.id == second.id
+    assert storage.get_law(db, "pub").record == {"v": 2}
+
+
+def test_sweeps(db: Database) -> None:
+    sweep = storage.add_sweep(db, "sw", {"a": 1}, code_version="x")
+    assert storage.get_sweep(db, "sw").id == sweep.id
+    assert storage.get_sweep(db, sweep.id).spec == {"a": 1}
+    assert [s.name for s in storage.list_sweeps(db)] == ["sw"]
+    with pytest.raises(ConflictError):
+        storage.add_sweep(db, "sw", {}, code_version="x")
+    with pytest.raises(NotFoundError):
+        storage.get_sweep(db, "other")

@@ -1,0 +1,65 @@
+"""``hpscale recommend`` with the published laws."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from support import hp, hp_json
+
+
+def test_steplaw_is_the_default_and_matches_the_paper(cli_env) -> None:
+    out = hp_json("recommend", "--params", "7e9", "--tokens", "1.4e12")
+    n, d = 7e9, 1.4e12
+    assert out["law"] == "steplaw"
+    assert out["lr"] == pytest.approx(1.79 * n**-0.713 * d**0.307, rel=1e-9)
+    assert out["batch_tokens"] == pytest.approx(0.58 * d**0.571, rel=1e-9)
+    assert out["batch_size"] == pytest.approx(out["batch_tokens"] / 2048)
+    assert out["seq_len"] == 2048
+    assert "Predictable Scale" in out["source"]
+
+
+def test_deepseek_uses_six_n_d_unless_compute_is_given(cli_env) -> None:
+    out = hp_json("recommend", "--params", "7e9", "--tokens", "1.4e12", "--law", "deepseek", "--seq-len", "4096")
+    c = 6 * 7e9 * 1.4e12
+    assert out["lr"] == pytest.approx(0.3118 * c**-0.125, rel=1e-9)
+    assert out["batch_tokens"] == pytest.approx(0.2920 * c**0.3271, rel=1e-9)
+    assert out["batch_size"] == pytest.approx(out["batch_tokens"] / 4096)
+    given = hp_json("recommend", "--params", "7e9", "--tokens", "1.4e12", "--law", "deepseek", "--compute", "1e23")
+    assert given["lr"] == pytest.approx(0.3118 * 1e23**-0.125, rel=1e-9)
+    assert given["compute"] == 1e23
+
+
+def test_compute_alone_sets_tokens(cli_env) -> None:
+    out = hp_json("recommend", "--params", "1e9", "--compute", "6e19")
+    assert out["tokens"] == pytest.approx(1e10)
+
+
+def test_human_output_names_law_and_source(cli_env) -> None:
+    result = hp("recommend", "--params", "7e9", "--tokens", "1.4e12")
+    assert result.exit_code == 0
+    assert "peak learning rate" in result.stdout and "Step Law" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--params", "-1", "--tokens", "1e9"], "n_params must be"),
+        (["--params", "1e9"], "give tokens"),
+        (["--params", "1e9", "--tokens", "0"], "tokens must be"),
+        (["--params", "nan", "--tokens", "1e9"], "n_params must be"),
+        (["--params", "1e9", "--tokens", "1e9", "--law", "nope"], "no law 'nope'"),
+        (["--params", "1e9", "--tokens", "1e9", "--seq-len", "0"], "seq_len must be"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_1(cli_env, args, message) -> None:
+    result = hp("recommend", *args)
+    assert result.exit_code == 1
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_non_number_is_a_usage_error(cli_env) -> None:
+    result = hp("recommend", "--params", "seven", "--tokens", "1e9")
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
