@@ -1,5 +1,17 @@
-"""The exception root of the sweeps package."""
+"""The exception root of the sweeps package.
+
+Every error that ``sweeps`` raises on purpose derives from :class:`SweepError`, so the API and
+the CLI can turn it into one readable line (or an RFC 9457 problem body) instead of a stack trace.
+"""
 
 
 class SweepError(Exception):
-    """Root of every error the sweeps package raises on purpose (bad spec, bad corpus, ...)."""
+    """Root of every error the sweeps package raises on purpose."""
+
+
+class CorpusError(SweepError):
+    """A corpus cannot be read, built or validated (missing files, bad .bin, empty split, ...)."""
+
+
+class TrainError(SweepError):
+    """A cell cannot be trained as asked (bad shapes, schedule length, learning rates, ...)."""

@@ -1,0 +1,381 @@
+"""The fused trainer: one step trains the K members of a cell (one learning rate or seed each).
+
+Every member sees the same batches in the same order; members differ only in their learning
+rate and initial seed and never interact. Per member: its own AdamW learning rate, its own
+gradient-norm clipping (the norm over its own row of the flat gradient), and its own divergence
+handling (a member whose loss turns NaN/inf or rises above ``divergence_factor`` times its best
+is marked diverged and stops updating; the others go on unaffected).
+
+The optimizer works on the model's flat [K, P] buffers (see ``sweeps.model``): weights, grads and
+the two Adam moments are four [K, P] tensors, so the whole update is a few fused elementwise
+kernels and everything per-member is a [K, 1] broadcast. No host synchronisation happens inside
+a step: divergence bookkeeping stays on the device and is read at evaluations.
+
+On CUDA, bf16 autocast and ``torch.compile`` (regional: one transformer block, the head + loss,
+and the optimizer update) are on by default; on the CPU the trainer runs eager float32, and is
+deterministic given the seeds and the batches.
+
+Entry points: :func:`train_cell` (a whole run with evaluations and callbacks) and
+:class:`CellTrainer` (one step at a time, used by the throughput benchmark). A run trained
+alone is ``train_cell`` with one learning rate: the same code with K = 1.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sweeps.errors import TrainError
+from sweeps.model import GPTConfig, StackedGPT, block_forward, head_loss
+
+Status = Literal["running", "done", "diverged"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything about a cell's training that is shared by its K members."""
+
+    batch_size: int  # sequences per step (every member sees the same ones); tokens = batch_size * seq_len
+    total_steps: int
+    weight_decay: float = 0.1  # decoupled (AdamW), on matrices only, scaled by each member's lr
+    beta1: float = 0.9
+    beta2: float = 0.95  # the usual LM choice: faster second-moment tracking than 0.999
+    eps: float = 1e-8
+    grad_clip: float | None = 1.0  # per-member global-norm clip; None disables it
+    eval_interval: int = 100  # steps between validation evaluations (one also runs at step 0 and the end)
+    eval_batches: int = 8  # validation batches per evaluation (caller supplies them)
+    divergence_factor: float = 2.0  # diverged when train loss > factor * the member's best train loss
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
+    compile: bool | None = None  # None: torch.compile on CUDA only
+    progress_interval: int = 50  # steps between progress callbacks
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "total_steps", "eval_interval", "eval_batches", "progress_interval"):
+            if getattr(self, name) < 1:
+                raise TrainError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.beta1 < 1.0 or not 0.0 <= self.beta2 < 1.0:
+            raise TrainError(f"betas must lie in [0, 1), got ({self.beta1}, {self.beta2})")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise TrainError(f"grad_clip must be positive or None, got {self.grad_clip}")
+        if self.divergence_factor <= 1.0:
+            raise TrainError(f"divergence_factor must exceed 1, got {self.divergence_factor}")
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One evaluation of one member. Losses in nats/token; None where not finite."""
+
+    step: int  # optimizer steps done
+    tokens: int  # training tokens seen by this member
+    lr: float  # the member's learning rate at the last step (peak lr x schedule multiplier)
+    train_loss: float | None  # mean train loss over the steps since the previous evaluation
+    val_loss: float | None
+
+
+@dataclass(frozen=True)
+class EvalEvent:
+    """What ``on_eval`` receives at each evaluation: one entry per member in every list."""
+
+    step: int
+    tokens: int  # per member
+    lr: list[float]
+    train_loss: list[float | None]  # None at step 0, and for diverged members
+    val_loss: list[float | None]  # None for diverged members
+    status: list[Status]  # "running" until the final evaluation, then "done"; "diverged" as soon as it happens
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What ``on_progress`` receives: throughput since the start of training."""
+
+    step: int
+    total_steps: int
+    tokens: int  # per member
+    tokens_per_s: float  # member-tokens per second: K x batch tokens per step / step time
+    elapsed_s: float
+
+
+@dataclass
+class MemberResult:
+    """The outcome of one member of a cell."""
+
+    lr: float  # peak learning rate
+    seed: int
+    status: Status  # "done" or "diverged"
+    final_val_loss: float | None  # validation loss at the last evaluation; None if diverged
+    steps: int  # optimizer updates applied (the step it diverged at, if it did)
+    tokens: int  # training tokens of the applied updates
+    diverged_step: int | None
+    curve: list[CurvePoint] = field(default_factory=list)
+
+
+def _adamw_update(flat: Tensor, grad: Tensor, m: Tensor, v: Tensor, lr: Tensor, mult: Tensor,
+                  active: Tensor, best: Tensor, diverged_step: Tensor, step_t: Tensor,
+                  decay_mask: Tensor, losses: Tensor, beta1: float, beta2: float, eps: float,
+                  weight_decay: float, max_norm: float, factor: float) -> None:
+    """One per-member AdamW step on the flat buffers, in place. Shapes: [K, P], [K], decay_mask [1, P].
+
+    lr: peak lr per member; mult: this step's schedule multiplier (0-d); losses: this step's train
+    loss per member, computed from the weights before this update. A member whose loss is not
+    finite or above ``factor`` x its best is marked diverged (``active`` False) and keeps its
+    weights; ``torch.where`` (not a multiply) keeps its NaNs out of the new weights. Gradients are
+    clipped to ``max_norm`` by each member's own global norm, its row of ``grad`` (0: no clipping).
+    Compiled, this is two kernels: the row norms, then one pass over the four buffers.
+    """
+    ok = active & torch.isfinite(losses) & (losses <= factor * best)  # [K]
+    diverged_step.copy_(torch.where(active & ~ok, step_t, diverged_step))
+    active.copy_(ok)
+    best.copy_(torch.where(ok, torch.minimum(best, losses), best))
+    step_t.add_(1.0)
+    g = grad
+    if max_norm > 0:
+        norm = g.square().sum(1, keepdim=True).sqrt()  # [K, 1]: each member's own gradient norm
+        g = g * (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    m.lerp_(g, 1.0 - beta1)
+    v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+    bc1 = 1.0 - beta1 ** step_t
+    bc2 = 1.0 - beta2 ** step_t
+    lr_k = (lr * mult).unsqueeze(1)  # [K, 1]
+    update = (m / bc1) / ((v / bc2).sqrt() + eps)
+    new = flat * (1.0 - lr_k * weight_decay * decay_mask) - lr_k * update
+    flat.copy_(torch.where(ok.unsqueeze(1), new, flat))
+
+
+def _set_recompile_limit(limit: int) -> None:
+    # Every (d_model, batch) cell is a new static shape of the same compiled functions: the default
+    # limit of 8 would silently drop a long-lived worker back to eager.
+    import torch._dynamo as dynamo
+
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(dynamo.config, name):
+            setattr(dynamo.config, name, max(limit, getattr(dynamo.config, name)))
+
+
+class CellTrainer:
+    """K members of one shape trained in lock-step; call :meth:`step` once per batch.
+
+    ``lrs[k]`` and ``seeds[k]`` belong to member k. Weights, moments and divergence state live
+    on ``device``; nothing here synchronises with the host except :meth:`evaluate` results read
+    by the caller.
+    """
+
+    def __init__(self, model_config: GPTConfig, train_config: TrainConfig, lrs: Sequence[float],
+                 seeds: Sequence[int], device: torch.device | str = "cpu") -> None:
+        if len(lrs) < 1 or len(lrs) != len(seeds):
+            raise TrainError(f"need one seed per learning rate, got {len(lrs)} lrs and {len(seeds)} seeds")
+        if not all(math.isfinite(lr) and lr > 0 for lr in lrs):
+            raise TrainError(f"learning rates must be positive and finite, got {list(lrs)}")
+        self.device = torch.device(device)
+        self.model_config, self.config = model_config, train_config
+        self.k = len(lrs)
+        self.lrs, self.seeds = [float(x) for x in lrs], [int(s) for s in seeds]
+        self.model = StackedGPT(model_config, self.seeds, self.device)
+        self.m = torch.zeros_like(self.model.flat)  # [K, P] Adam first moment, laid out like the weights
+        self.v = torch.zeros_like(self.model.flat)  # [K, P] Adam second moment
+        self.lr_t = torch.tensor(self.lrs, dtype=torch.float32, device=self.device)  # [K]
+        self.active = torch.ones(self.k, dtype=torch.bool, device=self.device)  # [K] not diverged
+        self.best = torch.full((self.k,), math.inf, device=self.device)  # [K] best train loss
+        self.diverged_step = torch.full((self.k,), -1.0, device=self.device)  # [K] -1: never
+        self.step_t = torch.zeros((), device=self.device)  # updates done (a tensor: no recompiles)
+        precision = train_config.precision
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" else "fp32"
+        self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+        use_compile = train_config.compile if train_config.compile is not None else self.device.type == "cuda"
+        self._update_fn: Callable[..., None] = _adamw_update
+        self._train_fns = (block_forward, head_loss)
+        self._compiled, self._compile_checked, self._update_checked = use_compile, False, False
+        if use_compile:
+            _set_recompile_limit(64)
+            self._train_fns = (torch.compile(block_forward, fullgraph=True, dynamic=False),
+                               torch.compile(head_loss, fullgraph=True, dynamic=False))
+            self._update_fn = torch.compile(_adamw_update, fullgraph=True, dynamic=False)
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                              enabled=self.autocast_dtype is not None)
+
+    def step(self, tokens: Tensor, lr_multiplier: Tensor | float = 1.0) -> Tensor:
+        """Train every member on ``tokens`` ([B, T + 1] int64, on any device) with lr = lrs x multiplier.
+
+        Returns the train loss of each member before the update, [K] float32 on the device
+        (nats/token; not synchronised: call ``.tolist()`` only when you need the values).
+        """
+        tokens = tokens.to(self.device, non_blocking=True)
+        if not torch.is_tensor(lr_multiplier):
+            lr_multiplier = torch.tensor(float(lr_multiplier), device=self.device)
+        if self._compiled and not self._compile_checked:
+            losses = self._first_compiled_backward(tokens)
+        else:
+            losses = self._forward_backward(tokens)
+        c = self.config
+        args = (self.model.flat, self.model.flat_grad, self.m, self.v, self.lr_t, lr_multiplier,
+                self.active, self.best, self.diverged_step, self.step_t, self.model.decay_mask, losses,
+                c.beta1, c.beta2, c.eps, c.weight_decay, c.grad_clip or 0.0, c.divergence_factor)
+        if self._update_fn is not _adamw_update and not self._update_checked:
+            self._update_checked = True
+            try:  # compile errors surface before the compiled code touches any state
+                self._update_fn(*args)
+            except Exception as exc:  # noqa: BLE001
+                warnings.warn(f"torch.compile of the optimizer failed ({type(exc).__name__}); eager update",
+                              RuntimeWarning, stacklevel=2)
+                self._update_fn = _adamw_update
+                self._update_fn(*args)
+        else:
+            self._update_fn(*args)
+        self.model.zero_grad()
+        return losses
+
+    def _forward_backward(self, tokens: Tensor) -> Tensor:
+        self.model.block_fn, self.model.head_loss_fn = self._train_fns
+        with self._autocast():
+            losses = self.model.loss(tokens)  # [K]
+        losses.sum().backward()  # member k's weights get exactly the gradient of its own loss
+        return losses.detach()
+
+    def _first_compiled_backward(self, tokens: Tensor) -> Tensor:
+        """The first compiled step; if compilation fails, warn and train eagerly from here on.
+
+        Compiler bugs are version-specific (DESIGN.md: K = 1 failed in backward on torch 2.11);
+        a sweep should lose speed, not the run. Nothing is updated before backward completes, so
+        zeroing the gradient is enough to retry the same step eagerly.
+        """
+        self._compile_checked = True
+        try:
+            return self._forward_backward(tokens)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure means "use eager"
+            warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:300]}); training eagerly",
+                          RuntimeWarning, stacklevel=3)
+            self.model.zero_grad()
+            self._train_fns = (block_forward, head_loss)
+            self._update_fn = _adamw_update
+            self._compiled = False
+            return self._forward_backward(tokens)
+
+    @torch.no_grad()
+    def evaluate(self, batches: Sequence[Tensor]) -> Tensor:
+        """Mean loss of each member over ``batches`` (each [B, T + 1]), [K] float32 on the device.
+
+        Runs the uncompiled functions: an inference graph would be one more compilation per
+        shape for a step that runs rarely. A member whose validation loss is not finite is
+        marked diverged.
+        """
+        if not batches:
+            raise TrainError("evaluation needs at least one validation batch")
+        self.model.block_fn, self.model.head_loss_fn = block_forward, head_loss
+        total = torch.zeros(self.k, device=self.device)
+        with self._autocast():
+            for batch in batches:
+                total += self.model.loss(batch.to(self.device, non_blocking=True)).float()
+        losses = total / len(batches)
+        newly = self.active & ~torch.isfinite(losses)
+        self.diverged_step.copy_(torch.where(newly, self.step_t, self.diverged_step))
+        self.active &= torch.isfinite(losses)
+        return losses
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def train_cell(
+    model_config: GPTConfig,
+    train_config: TrainConfig,
+    lrs: Sequence[float],
+    lr_schedule: Sequence[float] | np.ndarray | Tensor,
+    train_batches: Callable[[int], Tensor],
+    val_batches: Sequence[Tensor],
+    seeds: int | Sequence[int] = 0,
+    device: torch.device | str = "cpu",
+    on_eval: Callable[[EvalEvent], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> list[MemberResult]:
+    """Train the K = len(lrs) members of one cell together and return one result per member.
+
+    lrs: peak learning rates, one per member. lr_schedule: the multiplier of every step,
+    length ``train_config.total_steps`` (member k's lr at step s is lrs[k] * lr_schedule[s]).
+    train_batches(step) -> [B, T + 1] int64 tokens for that step (the same for every member;
+    ``sweeps.data.BatchSampler`` is such a callable). val_batches: the fixed validation batches
+    evaluated at step 0, every ``eval_interval`` steps and at the end. seeds: one per member,
+    or one int for all (an lr sweep starts every member from the same weights).
+    ``on_eval(EvalEvent)`` runs at each evaluation (write curve points there);
+    ``on_progress(Progress)`` every ``progress_interval`` steps. Training stops early if every
+    member has diverged.
+    """
+    cfg = train_config
+    seed_list = [int(seeds)] * len(lrs) if isinstance(seeds, int) else [int(s) for s in seeds]
+    schedule = np.asarray(lr_schedule.cpu() if torch.is_tensor(lr_schedule) else lr_schedule, dtype=np.float64)
+    if schedule.shape != (cfg.total_steps,):
+        raise TrainError(f"lr_schedule has shape {schedule.shape}, expected ({cfg.total_steps},)")
+    if not np.all(np.isfinite(schedule)) or np.any(schedule < 0):
+        raise TrainError("lr_schedule multipliers must be finite and >= 0")
+    val = list(val_batches)[: cfg.eval_batches]
+    trainer = CellTrainer(model_config, cfg, lrs, seed_list, device)
+    sched_t = torch.tensor(schedule, dtype=torch.float32, device=trainer.device)  # [S]
+    tokens_per_step = cfg.batch_size * model_config.seq_len
+    results = [MemberResult(lr=lr, seed=s, status="done", final_val_loss=None, steps=0, tokens=0,
+                            diverged_step=None) for lr, s in zip(trainer.lrs, seed_list)]
+    train_sum = torch.zeros(trainer.k, device=trainer.device)
+    since = 0
+
+    def evaluate(step: int, final: bool) -> bool:
+        """Evaluate, record, call back; returns True when every member has diverged."""
+        nonlocal since
+        val_loss = trainer.evaluate(val).tolist()
+        train_loss = (train_sum / since).tolist() if since else [math.nan] * trainer.k
+        active = trainer.active.tolist()
+        mult = float(schedule[max(step - 1, 0)])
+        event = EvalEvent(step=step, tokens=step * tokens_per_step, lr=[lr * mult for lr in trainer.lrs],
+                          train_loss=[], val_loss=[], status=[])
+        for k, res in enumerate(results):
+            alive = active[k]
+            tl = _finite_or_none(train_loss[k]) if alive else None
+            vl = _finite_or_none(val_loss[k]) if alive else None
+            status: Status = ("done" if final else "running") if alive else "diverged"
+            event.train_loss.append(tl)
+            event.val_loss.append(vl)
+            event.status.append(status)
+            if alive:
+                res.curve.append(CurvePoint(step, step * tokens_per_step, event.lr[k], tl, vl))
+        if on_eval is not None:
+            on_eval(event)
+        train_sum.zero_()
+        since = 0
+        return not any(active)
+
+    all_diverged = evaluate(0, final=False)
+    start, done = time.perf_counter(), 0
+    while done < cfg.total_steps and not all_diverged:
+        losses = trainer.step(train_batches(done), sched_t[done])
+        train_sum.add_(torch.where(torch.isfinite(losses), losses, 0.0))
+        since += 1
+        done += 1
+        if done % cfg.eval_interval == 0 or done == cfg.total_steps:
+            all_diverged = evaluate(done, final=done == cfg.total_steps)
+        if on_progress is not None and (done % cfg.progress_interval == 0 or done == cfg.total_steps):
+            if trainer.device.type == "cuda":
+                torch.cuda.synchronize(trainer.device)
+            elapsed = time.perf_counter() - start
+            on_progress(Progress(done, cfg.total_steps, done * tokens_per_step,
+                                 trainer.k * done * tokens_per_step / max(elapsed, 1e-9), elapsed))
+
+    diverged_at = trainer.diverged_step.tolist()
+    active = trainer.active.tolist()
+    for k, res in enumerate(results):
+        if active[k]:
+            res.status, res.steps = "done", done
+            res.final_val_loss = res.curve[-1].val_loss if res.curve else None
+        else:
+            res.status, res.final_val_loss = "diverged", None
+            res.diverged_step = int(diverged_at[k])
+            res.steps = int(diverged_at[k])
+        res.tokens = res.steps * tokens_per_step
+    return results

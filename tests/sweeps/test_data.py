@@ -1,0 +1,133 @@
+"""Corpora, tokenizer cache, .bin validation and the batch sampler."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sweeps.data import (BatchSampler, build_python_source_corpus, build_text_corpus, load_token_bin,
+                         validation_batches)
+from sweeps.errors import CorpusError
+
+
+def _write_folder(root: Path, n: int = 30) -> Path:
+    folder = root / "texts"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(n):
+        body = "\n".join(f"def function_{i}_{j}(x):\n    return x * {j} + {i}  # line {j}" for j in range(40))
+        (folder / ("sub" if i % 3 else ".") / f"doc{i}.txt").write_text(body)
+    (folder / "copy.txt").write_text((folder / "doc0.txt").read_text())  # a duplicate
+    (folder / "binary.txt").write_bytes(b"\xff\xfe\x00\x81" * 10)  # not UTF-8
+    return folder
+
+
+def test_text_folder_round_trip_through_the_cache(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer
+
+    folder = _write_folder(tmp_path)
+    corpus = build_text_corpus(folder, tmp_path / "cache", vocab_size=300, val_fraction=0.1)
+    m = corpus.manifest
+    assert m["files"] == 30 and m["skipped_files"] == 1  # the duplicate merged, the binary skipped
+    assert m["train_files"] + m["val_files"] == 30 and m["val_files"] >= 1
+    assert corpus.train.dtype == np.uint16 and corpus.train.size == m["train_tokens"] > 1000
+    assert int(corpus.train.max()) < corpus.vocab_size <= 300
+    tok = Tokenizer.from_file(str(corpus.tokenizer_path))
+    text = tok.decode([int(t) for t in corpus.val[: m["val_tokens"] - 1]])
+    assert "def function_" in text and "return x *" in text  # byte-level BPE decodes back to the source
+    again = build_text_corpus(folder, tmp_path / "cache", vocab_size=300, val_fraction=0.1)
+    assert again.corpus_hash == corpus.corpus_hash
+    assert len(list((tmp_path / "cache").iterdir())) == 1  # served from the cache, not rebuilt
+    folder.joinpath("new.txt").write_text("print('a new file changes the corpus')\n" * 5)
+    changed = build_text_corpus(folder, tmp_path / "cache", vocab_size=300, val_fraction=0.1)
+    assert changed.corpus_hash != corpus.corpus_hash
+
+
+def test_split_is_by_file_and_independent_of_file_names(tmp_path: Path) -> None:
+    folder = _write_folder(tmp_path, n=40)
+    a = build_text_corpus(folder, tmp_path / "c1", vocab_size=300, val_fraction=0.2)
+    for i, p in enumerate(sorted(folder.rglob("doc*.txt"))):
+        p.rename(p.with_name(f"renamed{i:03d}.txt"))
+    b = build_text_corpus(folder, tmp_path / "c2", vocab_size=300, val_fraction=0.2)
+    assert a.manifest["file_list_hash"] == b.manifest["file_list_hash"]
+    assert a.manifest["val_files"] == b.manifest["val_files"]
+    assert np.array_equal(np.asarray(a.val), np.asarray(b.val))
+    assert 0.05 < a.manifest["val_files"] / a.manifest["files"] < 0.5
+
+
+def test_python_source_corpus_with_few_files(tmp_path: Path) -> None:
+    corpus = build_python_source_corpus(tmp_path, vocab_size=400, max_files=40, tokenizer_max_bytes=200_000)
+    m = corpus.manifest
+    assert corpus.name == "python-source" and m["source"]["kind"] == "python-source"
+    assert 2 <= m["files"] <= 40 and m["val_files"] >= 1 and m["train_tokens"] > 0
+    assert 1.0 < m["bytes_per_token"] < 6.0
+    folder = corpus.tokenizer_path.parent  # type: ignore[union-attr]
+    assert {"train.bin", "val.bin", "tokenizer.json", "manifest.json"} <= {p.name for p in folder.iterdir()}
+    assert json.loads((folder / "manifest.json").read_text())["vocab_size"] == corpus.vocab_size
+    capped = build_python_source_corpus(tmp_path, vocab_size=400, max_files=40, tokenizer_max_bytes=200_000,
+                                        max_bytes=50_000)
+    assert capped.manifest["train_bytes"] <= 50_000 and capped.corpus_hash != corpus.corpus_hash
+
+
+def test_token_bin_loads_and_splits_off_the_tail(tmp_path: Path) -> None:
+    ids = np.arange(1000, dtype=np.uint32) % 70_000
+    path = tmp_path / "tokens.bin"
+    ids.tofile(path)
+    corpus = load_token_bin(path, vocab_size=70_000, dtype="uint32", val_fraction=0.1)
+    assert corpus.train.size == 900 and corpus.val.size == 100
+    assert int(corpus.val[0]) == 900 and corpus.tokenizer_path is None
+    assert load_token_bin(path, 70_000, "uint32", 0.1).corpus_hash == corpus.corpus_hash
+
+
+@pytest.mark.parametrize(("content", "vocab", "dtype", "message"), [
+    (np.arange(100, dtype=np.uint16).tobytes(), 50, "uint16", "holds id 99"),
+    (b"\x01\x02\x03", 256, "uint16", "not a positive multiple"),
+    (b"", 256, "uint16", "not a positive multiple"),
+    (np.arange(100, dtype=np.uint16).tobytes(), 70_000, "uint16", "does not fit uint16"),
+    (np.arange(100, dtype=np.uint16).tobytes(), 256, "int32", "must be 'uint16' or 'uint32'"),
+    (np.arange(10, dtype=np.uint16).tobytes(), 256, "uint16", "too few"),
+])
+def test_token_bin_validation_errors(tmp_path: Path, content: bytes, vocab: int, dtype: str, message: str) -> None:
+    path = tmp_path / "bad.bin"
+    path.write_bytes(content)
+    with pytest.raises(CorpusError, match=message):
+        load_token_bin(path, vocab_size=vocab, dtype=dtype)
+
+
+def test_missing_inputs_raise_corpus_error(tmp_path: Path) -> None:
+    with pytest.raises(CorpusError, match="does not exist"):
+        load_token_bin(tmp_path / "nope.bin", vocab_size=10)
+    with pytest.raises(CorpusError, match="does not exist"):
+        build_text_corpus(tmp_path / "nope", tmp_path / "cache")
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "a.txt").write_text("only one file")
+    with pytest.raises(CorpusError, match="at least 2"):
+        build_text_corpus(tmp_path / "one", tmp_path / "cache", vocab_size=300)
+
+
+def test_sampler_is_deterministic_per_seed_and_step() -> None:
+    tokens = np.arange(10_000, dtype=np.uint16)
+    a, b = BatchSampler(tokens, 8, 32, seed=1), BatchSampler(tokens, 8, 32, seed=1)
+    assert np.array_equal(a.numpy_batch(5), b.numpy_batch(5))  # same step, same batch, in any order
+    assert not np.array_equal(a.numpy_batch(5), a.numpy_batch(6))
+    assert not np.array_equal(a.numpy_batch(5), BatchSampler(tokens, 8, 32, seed=2).numpy_batch(5))
+    batch = a.batch(3)
+    assert tuple(batch.shape) == (8, 33) and str(batch.dtype) == "torch.int64"
+    assert (batch[:, 1:] - batch[:, :-1] == 1).all()  # contiguous windows of the stream
+    x, y = a.xy(3)
+    assert (x[:, 1:] == y[:, :-1]).all()
+    starts = np.concatenate([a.offsets(s) for s in range(200)])
+    assert starts.min() >= 0 and starts.max() <= 10_000 - 33
+    with pytest.raises(CorpusError, match="too short"):
+        BatchSampler(tokens[:20], 2, 32)
+
+
+def test_validation_batches_are_fixed(tmp_path: Path) -> None:
+    path = tmp_path / "t.bin"
+    np.arange(5000, dtype=np.uint16).tofile(path)
+    corpus = load_token_bin(path, vocab_size=5000, val_fraction=0.2)
+    first, second = validation_batches(corpus, 3, 4, 16), validation_batches(corpus, 3, 4, 16)
+    assert all((a == b).all() for a, b in zip(first, second))
+    assert all(int(b.min()) >= 4000 for b in first)  # drawn from the validation tail only

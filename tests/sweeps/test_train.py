@@ -1,0 +1,148 @@
+"""The fused trainer: a fused member equals the same run alone; divergence and clipping stay per member."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from sweeps.errors import TrainError
+from sweeps.model import GPTConfig
+from sweeps.train import CellTrainer, _adamw_update, EvalEvent, MemberResult, Progress, TrainConfig, train_cell
+
+CFG = GPTConfig(vocab_size=64, seq_len=16, d_model=32, n_layers=2, n_heads=2)
+STEPS = 24
+LRS = [3e-4, 1e-3, 3e-3, 1e-2]
+
+# The in-place gradient accumulation into strided views is intended (see sweeps.model).
+pytestmark = pytest.mark.filterwarnings("ignore:grad and param do not obey the gradient layout contract")
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _structured_tokens(seed: int, n: int) -> torch.Tensor:
+    """[n, 4, 17] batches of a noisy repeating pattern: learnable, so losses move and lrs differ."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.arange(17 * 4 * n).remainder(13).view(n, 4, 17)
+    noise = torch.randint(0, 64, (n, 4, 17), generator=g)
+    keep = torch.rand(n, 4, 17, generator=g) < 0.7
+    return torch.where(keep, base, noise)
+
+
+DATA = _structured_tokens(0, STEPS)
+VAL = list(_structured_tokens(1, 2))
+
+
+def run(lrs: list[float], seeds: list[int] | int = 0, steps: int = STEPS, **overrides: object) -> list[MemberResult]:
+    cfg = TrainConfig(batch_size=4, total_steps=steps, eval_interval=6, eval_batches=2, **overrides)  # type: ignore[arg-type]
+    schedule = np.linspace(1.0, 0.1, steps)
+    return train_cell(CFG, cfg, lrs, schedule, lambda s: DATA[s], VAL, seeds=seeds)
+
+
+def curve(result: MemberResult) -> np.ndarray:
+    return np.array([[p.train_loss or 0.0, p.val_loss or 0.0] for p in result.curve])
+
+
+def test_fused_member_matches_the_same_run_alone() -> None:
+    fused = run(LRS, seeds=[0, 1, 2, 3])
+    assert all(r.status == "done" for r in fused)
+    finals = [r.final_val_loss for r in fused]
+    assert len(set(finals)) == 4, "members with different lrs must reach different losses"
+    for k in (0, 2, 3):
+        alone = run([LRS[k]], seeds=[k])[0]
+        assert len(alone.curve) == len(fused[k].curve) == STEPS // 6 + 1
+        np.testing.assert_allclose(curve(fused[k]), curve(alone), rtol=1e-4)
+        assert [p.lr for p in alone.curve] == pytest.approx([p.lr for p in fused[k].curve])
+
+
+def test_training_reduces_loss_and_is_deterministic() -> None:
+    a, b = run([3e-3]), run([3e-3])
+    assert a[0].final_val_loss == b[0].final_val_loss
+    assert a[0].curve[-1].val_loss < a[0].curve[0].val_loss - 0.3
+    assert a[0].tokens == STEPS * 4 * 16 and a[0].steps == STEPS
+
+
+def test_diverging_member_is_masked_and_the_others_are_unchanged() -> None:
+    clean = run([1e-3, 3e-3])
+    with_bad = run([1e-3, 1e4, 3e-3])
+    bad = with_bad[1]
+    assert bad.status == "diverged" and bad.final_val_loss is None
+    assert bad.diverged_step is not None and bad.steps == bad.diverged_step < STEPS
+    for mine, ref in zip((with_bad[0], with_bad[2]), clean):
+        assert mine.status == "done"
+        np.testing.assert_allclose(curve(mine), curve(ref), rtol=1e-5)
+
+
+def test_nan_loss_marks_the_member_diverged_at_that_step() -> None:
+    trainer = CellTrainer(CFG, TrainConfig(batch_size=4, total_steps=4), [1e-3, 1e-3], [0, 0])
+    trainer.step(DATA[0])
+    with torch.no_grad():
+        trainer.model.flat[1, :64].fill_(float("nan"))  # poison member 1's embedding rows
+    frozen = trainer.model.flat[1].clone()
+    losses = trainer.step(DATA[1])
+    assert torch.isfinite(losses[0]) and not torch.isfinite(losses[1])
+    assert trainer.active.tolist() == [True, False]
+    assert trainer.diverged_step.tolist() == [-1.0, 1.0]
+    trainer.step(DATA[2])
+    assert torch.equal(trainer.model.flat[1].nan_to_num(7.0), frozen.nan_to_num(7.0))  # no update since
+    assert torch.isfinite(trainer.model.flat[0]).all()
+
+
+def test_gradient_clipping_is_per_member() -> None:
+    """Member 1's gradient norm is 1000, member 0's is 1, the clip is 10: only member 1 is scaled."""
+    K, P = 2, 1000
+    grad = torch.randn(K, P, generator=torch.Generator().manual_seed(0))
+    grad = grad / grad.norm(dim=1, keepdim=True) * torch.tensor([[1.0], [1000.0]])
+    flat, m, v = torch.zeros(K, P), torch.zeros(K, P), torch.zeros(K, P)
+    _adamw_update(flat, grad, m, v, lr=torch.full((K,), 1e-3), mult=torch.tensor(1.0),
+                  active=torch.ones(K, dtype=torch.bool), best=torch.full((K,), float("inf")),
+                  diverged_step=torch.full((K,), -1.0), step_t=torch.zeros(()), decay_mask=torch.ones(1, P),
+                  losses=torch.ones(K), beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.0, max_norm=10.0,
+                  factor=2.0)
+    clipped = m / 0.1  # after one step m = (1 - beta1) * clipped gradient
+    torch.testing.assert_close(clipped[0], grad[0])  # untouched by member 1's huge norm
+    torch.testing.assert_close(clipped[1].norm(), torch.tensor(10.0))
+
+
+def test_clipping_in_a_real_step_bounds_each_members_gradient() -> None:
+    trainer = CellTrainer(CFG, TrainConfig(batch_size=4, total_steps=1, grad_clip=0.05), [1e-3, 1e-3], [0, 1])
+    trainer.step(DATA[0])
+    torch.testing.assert_close(trainer.m.norm(dim=1) / 0.1, torch.full((2,), 0.05), rtol=1e-4, atol=0)
+
+
+def test_callbacks_report_every_evaluation_and_progress() -> None:
+    events: list[EvalEvent] = []
+    progress: list[Progress] = []
+    cfg = TrainConfig(batch_size=4, total_steps=12, eval_interval=5, eval_batches=1, progress_interval=4)
+    train_cell(CFG, cfg, [1e-3, 1e4], np.ones(12), lambda s: DATA[s], VAL, on_eval=events.append,
+               on_progress=progress.append)
+    assert [e.step for e in events] == [0, 5, 10, 12]
+    assert events[0].train_loss == [None, None] and events[0].status == ["running", "running"]
+    assert events[-1].status == ["done", "diverged"] and events[-1].val_loss[1] is None
+    assert events[-1].tokens == 12 * 64 and events[-1].lr == pytest.approx([1e-3, 1e4])
+    assert [p.step for p in progress] == [4, 8, 12] and all(p.tokens_per_s > 0 for p in progress)
+
+
+def test_all_members_diverged_stops_early() -> None:
+    results = run([1e4, 3e4])
+    assert all(r.status == "diverged" for r in results)
+    assert max(r.steps for r in results) < STEPS
+
+
+def test_bad_arguments_raise_train_error() -> None:
+    with pytest.raises(TrainError, match="lr_schedule"):
+        train_cell(CFG, TrainConfig(batch_size=4, total_steps=5), [1e-3], np.ones(4), lambda s: DATA[s], VAL)
+    with pytest.raises(TrainError, match="positive"):
+        CellTrainer(CFG, TrainConfig(batch_size=4, total_steps=5), [0.0], [0])
+    with pytest.raises(TrainError, match="one seed per"):
+        CellTrainer(CFG, TrainConfig(batch_size=4, total_steps=5), [1e-3, 1e-2], [0])
+    with pytest.raises(TrainError, match="batch_size"):
+        TrainConfig(batch_size=0, total_steps=5)
