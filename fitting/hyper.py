@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from fitting.errors import InsufficientDataError, InvalidLawRecordError, NotFittedError
-from fitting.optimum import GroupOptimum, group_optima, near_optimal_mask, smooth_optimum
+from fitting.optimum import GroupOptimum, group_optima, near_optimal_mask, smooth_optima
 from fitting.runs import RunSet, fit_range
 
 HyperForm = Literal["steplaw", "full", "compute"]
@@ -212,26 +212,38 @@ class HyperLaw:
         names = COEFFICIENTS[self.form]
         samples: list[dict[str, float]] = []
         attempts = 0
-        # Degenerate draws (one model size) are redrawn; cap the attempts so that a data set
-        # that almost always degenerates fails loudly instead of looping.
-        while len(samples) < self.n_bootstrap and attempts < 5 * self.n_bootstrap:
+        # Draws are made in rounds of n_bootstrap; degenerate draws (one model size) are
+        # redrawn, with a cap so that data that almost always degenerate fail loudly.
+        while len(samples) < self.n_bootstrap and attempts < 5:
             attempts += 1
-            cols: list[list[np.ndarray]] = [[], [], [], []]
-            for g in rng.integers(0, len(members), len(members)):
-                m = members[g]
-                pick = m[rng.integers(0, m.size, m.size)]
-                loss = runs.final_loss[pick]
-                if self.method == "smooth":
-                    lr, bt, _ = smooth_optimum(runs.lr[pick], runs.batch_tokens[pick], loss, self.eps)
-                    rows = (runs.n_params[pick[:1]], runs.tokens[pick[:1]], np.array([lr]), np.array([bt]))
-                else:
-                    sel = pick[near_optimal_mask(loss, self.eps)]
-                    rows = (runs.n_params[sel], runs.tokens[sel], runs.lr[sel], runs.batch_tokens[sel])
-                for c, r in zip(cols, rows):
-                    c.append(r)
-            sol = _solve(self.form, *(np.concatenate(c) for c in cols))
-            if sol is not None:
-                samples.append(dict(zip(names, map(float, sol))))
+            k = self.n_bootstrap
+            groups_drawn = rng.integers(0, len(members), (k, len(members)))
+            picks = [members[g][rng.integers(0, members[g].size, (k, members[g].size))] for g in range(len(members))]
+            if self.method == "smooth":
+                # Every group's smooth optimum under each of the k run resamples, batched.
+                opt = [smooth_optima(runs.lr[m], runs.batch_tokens[m], runs.final_loss[m], self.eps,
+                                     np.searchsorted(m, p))[:2]
+                       for m, p in zip(members, picks)]
+            for i in range(k):
+                cols: list[list[np.ndarray]] = [[], [], [], []]
+                for j, g in enumerate(groups_drawn[i]):
+                    # Position j of draw i takes run resample row (i + j) % k: a group drawn
+                    # twice in one draw gets two independent resamples of its runs.
+                    row = (i + j) % k
+                    if self.method == "smooth":
+                        rows = (runs.n_params[members[g][:1]], runs.tokens[members[g][:1]],
+                                opt[g][0][row : row + 1], opt[g][1][row : row + 1])
+                    else:
+                        pick = picks[g][row]
+                        sel = pick[near_optimal_mask(runs.final_loss[pick], self.eps)]
+                        rows = (runs.n_params[sel], runs.tokens[sel], runs.lr[sel], runs.batch_tokens[sel])
+                    for c, r in zip(cols, rows):
+                        c.append(r)
+                sol = _solve(self.form, *(np.concatenate(c) for c in cols))
+                if sol is not None:
+                    samples.append(dict(zip(names, map(float, sol))))
+                if len(samples) == self.n_bootstrap:
+                    break
         if len(samples) < self.n_bootstrap:
             raise InsufficientDataError(
                 f"only {len(samples)} of {self.n_bootstrap} bootstrap resamples spanned the variables of "

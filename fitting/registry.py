@@ -1,35 +1,64 @@
-"""Turn a stored law record back into a law object, and measure how far a target lies
-outside a law's data."""
+"""Turn stored law records back into laws, and measure how far a target lies from a fit.
+
+Every law's ``to_record()`` is a JSON-safe dict with at least: ``kind`` ("hyper", "loss",
+"trajectory", "critical_batch"), ``form``, ``coefficients``, ``intervals`` (coefficient ->
+[lo, hi] or None), ``fit_range``, ``warnings`` and ``runs_used``; laws with bootstrap
+intervals on predictions also carry ``coefficient_samples``.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 from fitting.errors import InvalidLawRecordError
-from fitting.hyper import HyperLaw, compute_flops
+from fitting.hyper import HyperLaw
+
+if TYPE_CHECKING:
+    from fitting.critical import CriticalBatchLaw
+    from fitting.loss import LossLaw
+    from fitting.trajectory import MomentumLaw, MultiPowerLaw
+
+Law = Union[HyperLaw, "LossLaw", "MultiPowerLaw", "MomentumLaw", "CriticalBatchLaw"]
+KINDS: tuple[str, ...] = ("hyper", "loss", "trajectory", "critical_batch")
 
 
-def law_from_record(record: dict[str, Any]) -> Any:
-    """The law a record (from ``to_record``) describes, dispatching on ``record["kind"]``."""
-    kind = record.get("kind") if isinstance(record, dict) else None
+def law_from_record(record: dict[str, Any]) -> Law:
+    """The law a record describes (inverse of ``law.to_record()``)."""
+    if not isinstance(record, dict):
+        raise InvalidLawRecordError("a law record must be a dict")
+    kind = record.get("kind")
     if kind == "hyper":
         return HyperLaw.from_record(record)
-    raise InvalidLawRecordError(f"unknown law kind {kind!r}")
+    # The other laws import scipy: loaded on demand so that importing the registry (the
+    # recommend path of the CLI and API) stays numpy-only and quick.
+    from fitting.critical import CriticalBatchLaw
+    from fitting.loss import LossLaw
+    from fitting.trajectory import TRAJECTORY_LAWS
+
+    if kind == "loss":
+        return LossLaw.from_record(record)
+    if kind == "critical_batch":
+        return CriticalBatchLaw.from_record(record)
+    if kind == "trajectory":
+        form = record.get("form")
+        if form not in TRAJECTORY_LAWS:
+            raise InvalidLawRecordError(f"unknown trajectory law form {form!r}; expected one of {tuple(TRAJECTORY_LAWS)}")
+        return TRAJECTORY_LAWS[form].from_record(record)
+    raise InvalidLawRecordError(f"unknown law kind {kind!r}; expected one of {KINDS}")
 
 
-def extrapolation_factor(fit_range: dict[str, list[float]], n_params: float, tokens: float) -> float:
-    """How far (N, D, C = 6ND) lies outside the fitted ranges: the largest ratio past an edge
-    over every axis the range gives; 1.0 when the target lies inside."""
-    target = {"n_params": n_params, "tokens": tokens, "compute": compute_flops(n_params, tokens)}
+def extrapolation_factor(fit_range: dict[str, list[float]] | None, n_params: float, tokens: float) -> float:
+    """How far (N, D) lies outside the fitted data: the largest ratio by which N, D or
+    C = 6 N D exceeds the fitted [min, max] on either side; 1.0 inside the range (or when the
+    law has no fit range: a published law)."""
+    if not fit_range:
+        return 1.0
+    values = {"n_params": n_params, "tokens": tokens, "compute": 6.0 * n_params * tokens}
     factor = 1.0
-    for axis, value in target.items():
-        bounds = fit_range.get(axis)
-        if not bounds:
+    for key, value in values.items():
+        if key not in fit_range or value <= 0:
             continue
-        lo, hi = float(bounds[0]), float(bounds[1])
-        if value > hi > 0:
-            factor = max(factor, value / hi)
-        elif 0 < value < lo:
-            factor = max(factor, lo / value)
-    return factor if math.isfinite(factor) else float("inf")
+        lo, hi = fit_range[key]
+        factor = max(factor, value / hi if value > hi else 1.0, lo / value if value < lo else 1.0)
+    return float(factor) if math.isfinite(factor) else math.inf

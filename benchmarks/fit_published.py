@@ -1,0 +1,134 @@
+"""Fit every law on published data and print our numbers beside the published ones.
+
+Usage: python benchmarks/fit_published.py [DATA_ROOT]   (default ../shared/data/external)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _external import (DEFAULT_ROOT, MPL_TEST, MPL_TRAIN, chinchilla_runs, mpl_curve,  # noqa: E402
+                       steplaw_runs, zhang_critical_batch)
+from fitting.critical import CriticalBatchLaw  # noqa: E402
+from fitting.hyper import HyperLaw  # noqa: E402
+from fitting.loss import LossLaw  # noqa: E402
+from fitting.presets import PRESETS  # noqa: E402
+from fitting.trajectory import MomentumLaw, MultiPowerLaw  # noqa: E402
+from fitting.validate import extrapolation_check  # noqa: E402
+
+EPOCH = {"E": 1.817, "A": 477.8, "B": 2143.9, "alpha": 0.347, "beta": 0.367}
+MPL_PAPER = {"25": (0.0012, 0.0040), "100": (0.0013, 0.0058)}
+MPL_PUBLISHED_PARAMS = {"25": (0.0011, 0.0041), "100": (0.0014, 0.0058)}
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def steplaw(root: Path) -> str:
+    runs = steplaw_runs(root)
+    published = PRESETS["steplaw"].law.coef_
+    rows = []
+    laws = {m: HyperLaw(form="steplaw", method=m, on_edge="warn").fit(runs) for m in ("near_optimal", "smooth")}
+    for k in published:
+        cells = [k, f"{published[k]:.4g}"]
+        for law in laws.values():
+            lo, hi = law.intervals_[k]
+            cells.append(f"{law.coef_[k]:.4g} [{lo:.3g}, {hi:.3g}]")
+        rows.append(cells)
+    out = ["### Step Law (1,911 dense runs, 17 (N, D) groups, smooth loss, eps = 0.25%, 1,000 bootstrap)",
+           table(["coefficient", "published", "ours, near-optimal OLS (Step Law's procedure) [95%]", "ours, smooth optima [95%]"], rows),
+           "", "Warnings: " + "; ".join(laws["near_optimal"].warnings_), ""]
+    rows = []
+    for m in ("near_optimal", "smooth"):
+        for holdout in ("n_params", "tokens"):
+            r = extrapolation_check(HyperLaw(form="steplaw", method=m, on_edge="warn"), runs, holdout)
+            rows.append([m, f"largest {'N' if holdout == 'n_params' else 'D per N'}", str(len(r["groups"])),
+                         f"{100 * r['mean_loss_regret']:.3f}%", f"{100 * r['max_loss_regret']:.3f}%",
+                         f"{r['mean_abs_lr_log_error']:.3f}", f"{r['mean_abs_batch_log_error']:.3f}"])
+    out += ["Extrapolation (refit without the held-out groups; regret = loss of the grid run nearest the "
+            "recommendation over the group's best; bar: mean regret <= 0.1%):",
+            table(["method", "held out", "groups", "mean regret", "max regret", "mean abs log err lr*", "mean abs log err B*"], rows)]
+    return "\n".join(out)
+
+
+def chinchilla(root: Path) -> str:
+    law = LossLaw().fit(chinchilla_runs(root))
+    rows = []
+    for k, v in EPOCH.items():
+        lo, hi = law.intervals_[k]
+        rows.append([k, f"{v:g}", f"{law.coef_[k]:.4g}", f"{100 * (law.coef_[k] / v - 1):+.2f}%", f"[{lo:.4g}, {hi:.4g}]"])
+    opt = law.compute_optimal(5.76e23)
+    return "\n".join([
+        "### Chinchilla approach 3 (240 points after dropping the 5 highest losses; Huber 1e-3 sum, L-BFGS-B)",
+        table(["parameter", "Epoch AI", "ours", "difference", "95% bootstrap (1,000)"], rows), "",
+        f"Compute-optimal at 5.76e23 FLOP (Chinchilla's budget): N* = {opt.n_params:.3g} "
+        f"[{opt.n_params_interval[0]:.3g}, {opt.n_params_interval[1]:.3g}], D* = {opt.tokens:.3g} "
+        f"[{opt.tokens_interval[0]:.3g}, {opt.tokens_interval[1]:.3g}]",
+    ])
+
+
+def mpl(root: Path) -> str:
+    rows, coef_rows = [], []
+    for size in ("25", "100"):
+        train = [mpl_curve(root, size, n) for n in MPL_TRAIN]
+        test = [mpl_curve(root, size, n) for n in MPL_TEST]
+        t = time.perf_counter()
+        law = MultiPowerLaw().fit(train)
+        dt = time.perf_counter() - t
+        s = law.score(test)
+        mom = MomentumLaw().fit(train)
+        m = mom.score(test)
+        rows.append([f"{size}M", f"{s['mean']:.5f}", f"{s['worst']:.5f}", f"{MPL_PAPER[size][0]} / {MPL_PAPER[size][1]}",
+                     f"{MPL_PUBLISHED_PARAMS[size][0]} / {MPL_PUBLISHED_PARAMS[size][1]}",
+                     f"{m['mean']:.5f}", f"{m['worst']:.5f}", f"{dt:.1f} s"])
+        coef_rows.append([f"{size}M MPL", ", ".join(f"{k}={v:.4g}" for k, v in law.coef_.items())])
+        coef_rows.append([f"{size}M momentum", ", ".join(f"{k}={v:.4g}" for k, v in mom.coef_.items())])
+        per = "; ".join(f"{k} {v['mean']:.4f}/{v['max']:.4f}" for k, v in s["per_curve"].items())
+        coef_rows.append([f"{size}M MPL per test curve (mean/max)", per])
+    return "\n".join([
+        "### Multi-power law (fit on constant_24000, cosine_24000, wsdcon_9; predict the other six; "
+        "lr rebuilt per step from file names)",
+        table(["model", "MPL PredE", "MPL WorstE", "paper bar PredE / WorstE", "published params here",
+               "momentum PredE", "momentum WorstE", "MPL fit time"], rows), "",
+        table(["fit", "coefficients"], coef_rows),
+    ])
+
+
+def critical(root: Path) -> str:
+    data = zhang_critical_batch(root)
+    by_n = CriticalBatchLaw(by="n_params").fit(**data)
+    rows = [[f"{t.n_params / 1e6:.0f}M", f"{t.target_loss}", f"{t.b_crit:.3g}", f"{t.b_crit / 512:.0f}",
+             f"{t.b_overhead20 / 512:.0f}", f"{t.s_min:.0f}", f"{100 * t.rel_error:.1f}%"] for t in by_n.targets_]
+    ex = by_n.exponents_
+    check = extrapolation_check(by_n, data)
+    return "\n".join([
+        "### Critical batch (Zhang et al. 2024 steps-to-target, S = S_min (1 + B_crit / B))",
+        table(["model", "target loss", "B_crit (tokens)", "B_crit (seqs of 512)", "20%-overhead batch (seqs)", "S_min", "fit mean rel err"], rows), "",
+        f"Growth exponents of B_crit: vs N {ex['n_params']:.3f}, vs E_min (tokens) {ex['tokens']:.3f}, "
+        f"vs target loss {ex['target_loss']:.2f}. Holding out the largest model: B_crit log error "
+        f"{check['mean_abs_log_error']:.3f}.",
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("root", nargs="?", type=Path, default=DEFAULT_ROOT)
+    root = parser.parse_args().root
+    if not (root / "README.md").exists():
+        sys.exit(f"published data not found at {root}")
+    for section in (steplaw, chinchilla, mpl, critical):
+        print(section(root))
+        print()
+
+
+if __name__ == "__main__":
+    main()

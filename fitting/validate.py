@@ -1,0 +1,141 @@
+"""Extrapolation check: hold out the largest scale, refit on the rest, score the held-out data.
+
+Scaling laws exist to extrapolate, so in-sample fit says little; every stored fit carries
+this report. What is held out: for runs, the groups of the largest N (``holdout="n_params"``)
+or, for each N, its largest D (``holdout="tokens"``); for loss curves, the longest curve; for
+critical batch data, the largest model size. The report is a JSON-safe dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from fitting.critical import CriticalBatchLaw
+from fitting.errors import FittingError, InsufficientDataError
+from fitting.hyper import HyperLaw
+from fitting.loss import LossLaw
+from fitting.optimum import group_optima
+from fitting.runs import RunSet
+from fitting.trajectory import LossCurve, _TrajectoryLaw
+
+HOLDOUTS: tuple[str, ...] = ("n_params", "tokens")
+
+
+def _holdout_mask(runs: RunSet, holdout: str) -> np.ndarray:
+    if holdout not in HOLDOUTS:
+        raise ValueError(f"holdout must be one of {HOLDOUTS}, got {holdout!r}")
+    if holdout == "n_params":
+        return runs.n_params == runs.n_params.max()
+    mask = np.zeros(len(runs), bool)
+    for n in np.unique(runs.n_params):
+        sizes = runs.n_params == n
+        if np.unique(runs.tokens[sizes]).size >= 2:
+            mask |= sizes & (runs.tokens == runs.tokens[sizes].max())
+    return mask
+
+
+def _split(runs: RunSet, holdout: str) -> tuple[RunSet, RunSet]:
+    usable = runs.require_usable()
+    mask = _holdout_mask(usable, holdout)
+    if not mask.any() or mask.all():
+        raise InsufficientDataError(f"holding out the largest {holdout} leaves nothing to fit or nothing to test")
+    return usable.subset(~mask), usable.subset(mask)
+
+
+def _hyper_report(law: HyperLaw, runs: RunSet, holdout: str) -> dict[str, Any]:
+    fit_runs, test_runs = _split(runs, holdout)
+    refit = replace(law, n_bootstrap=0).fit(fit_runs)
+    rows = []
+    for g in group_optima(test_runs, law.eps):
+        pred = refit.predict(g.n_params, g.tokens)
+        in_group = (test_runs.n_params == g.n_params) & (test_runs.tokens == g.tokens)
+        lr, bt, loss = test_runs.lr[in_group], test_runs.batch_tokens[in_group], test_runs.final_loss[in_group]
+        # The grid run a user would pick: nearest to the recommendation in (log lr, log B).
+        dist = (np.log(lr) - np.log(pred.lr)) ** 2 + (np.log(bt) - np.log(pred.batch_tokens)) ** 2
+        nearest = int(np.argmin(dist))
+        # Regret needs a grid to choose from; a lone run says nothing about the recommendation.
+        has_grid = np.unique(np.round(np.column_stack([np.log(lr), np.log(bt)]), 3), axis=0).shape[0] >= 2
+        rows.append({
+            "n_params": g.n_params, "tokens": g.tokens,
+            "lr_pred": pred.lr, "lr_opt": g.lr, "lr_log_error": float(np.log(pred.lr / g.lr)),
+            "batch_tokens_pred": pred.batch_tokens, "batch_tokens_opt": g.batch_tokens,
+            "batch_log_error": float(np.log(pred.batch_tokens / g.batch_tokens)),
+            "nearest_lr": float(lr[nearest]), "nearest_batch_tokens": float(bt[nearest]),
+            "loss_regret": float(loss[nearest] / loss.min() - 1.0) if has_grid else None,
+        })
+    regrets = [r["loss_regret"] for r in rows if r["loss_regret"] is not None]
+    return {
+        "n_fit_runs": len(fit_runs), "n_held_out_runs": len(test_runs), "groups": rows,
+        "mean_abs_lr_log_error": float(np.mean([abs(r["lr_log_error"]) for r in rows])),
+        "mean_abs_batch_log_error": float(np.mean([abs(r["batch_log_error"]) for r in rows])),
+        "mean_loss_regret": float(np.mean(regrets)) if regrets else None,
+        "max_loss_regret": float(np.max(regrets)) if regrets else None,
+    }
+
+
+def _loss_report(law: LossLaw, runs: RunSet, holdout: str) -> dict[str, Any]:
+    fit_runs, test_runs = _split(runs, holdout)
+    refit = replace(law, n_bootstrap=0).fit(fit_runs)
+    gid, keys = test_runs.group_keys()
+    rows = []
+    for g, (n, d) in enumerate(keys):
+        best = float(test_runs.final_loss[gid == g].min())
+        pred = refit.predict(n, d).loss
+        rows.append({"n_params": n, "tokens": d, "loss": best, "loss_pred": pred, "rel_error": pred / best - 1.0})
+    errs = np.abs([r["rel_error"] for r in rows])
+    return {"n_fit_runs": len(fit_runs), "n_held_out_runs": len(test_runs), "groups": rows,
+            "mean_abs_rel_error": float(errs.mean()), "max_abs_rel_error": float(errs.max())}
+
+
+def _trajectory_report(law: _TrajectoryLaw, curves: Sequence[LossCurve]) -> dict[str, Any]:
+    if len(curves) < 2:
+        raise InsufficientDataError("a trajectory extrapolation check needs at least two curves")
+    longest = max(range(len(curves)), key=lambda i: int(np.max(curves[i].steps)))
+    rest = [c for i, c in enumerate(curves) if i != longest]
+    refit = replace(law).fit(rest)
+    score = refit.score([curves[longest]])
+    return {"held_out_curve": curves[longest].name, "fit_curves": [c.name for c in rest],
+            "mean_rel_error": score["mean"], "max_rel_error": score["worst"]}
+
+
+def _critical_report(law: CriticalBatchLaw, data: dict[str, Any]) -> dict[str, Any]:
+    n = np.asarray(data["n_params"], float)
+    keep = n < n.max()
+    fit_data = {k: np.asarray(v)[keep] for k, v in data.items() if k != "names"}
+    test_data = {k: np.asarray(v)[~keep] for k, v in data.items() if k != "names"}
+    refit = replace(law, n_bootstrap=0).fit(**fit_data)
+    full = replace(law, n_bootstrap=0).fit(**{k: np.asarray(v) for k, v in data.items() if k != "names"})
+    assert full.targets_ is not None
+    rows = []
+    for t in full.targets_:
+        if t.n_params != test_data["n_params"].max():
+            continue
+        x = {"n_params": t.n_params, "tokens": t.e_min, "target_loss": t.target_loss}[law.by]
+        pred = refit.predict(x)
+        rows.append({"n_params": t.n_params, "target_loss": t.target_loss, "b_crit": t.b_crit,
+                     "b_crit_pred": pred, "log_error": float(np.log(pred / t.b_crit))})
+    return {"targets": rows, "mean_abs_log_error": float(np.mean([abs(r["log_error"]) for r in rows]))}
+
+
+def extrapolation_check(law: Any, data: Any, holdout: str = "n_params") -> dict[str, Any]:
+    """Refit ``law``'s settings without the largest scale of ``data`` and score the held-out
+    part. ``data``: a RunSet for hyper and loss laws, a list of LossCurve for trajectory laws,
+    the dict of arrays ``CriticalBatchLaw.fit`` takes for critical batch laws. Bootstrap is
+    switched off in the refit (the check scores the point estimate)."""
+    if isinstance(law, HyperLaw):
+        report = _hyper_report(law, data, holdout)
+    elif isinstance(law, LossLaw):
+        report = _loss_report(law, data, holdout)
+    elif isinstance(law, _TrajectoryLaw):
+        report = _trajectory_report(law, data)
+        holdout = "steps"
+    elif isinstance(law, CriticalBatchLaw):
+        report = _critical_report(law, data)
+        holdout = "n_params"
+    else:
+        raise FittingError(f"no extrapolation check for {type(law).__name__}")
+    return {"kind": law.kind, "form": law.form, "holdout": holdout, **report}

@@ -1,0 +1,103 @@
+"""Synthetic data with known parameters, shared by the fitting tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fitting.runs import RunSet
+from fitting.schedules import lr_schedule
+from fitting.trajectory import LossCurve
+
+# The law the synthetic hyperparameter grids are drawn from.
+TRUE_HYPER = {"a_lr": 2.0, "alpha_lr": -0.7, "beta_lr": 0.3, "a_b": 0.5, "beta_b": 0.55}
+
+
+def synthetic_grid(
+    sizes: tuple[float, ...] = (1e7, 3e7, 1e8, 3e8),
+    tokens: tuple[float, ...] = (1e9, 4e9, 1.6e10),
+    coef: dict[str, float] = TRUE_HYPER,
+    lr_shift: float = 0.0,
+    noise: float = 0.0,
+    seed: int = 0,
+) -> RunSet:
+    """Full lr x batch grids centred (up to ``lr_shift`` in log) on a known power law, with a
+    loss bowl L = L(N, D) + 0.02 (log lr - log lr*)^2 + 0.01 (log B - log B*)^2."""
+    rng = np.random.default_rng(seed)
+    cols: dict[str, list] = {k: [] for k in ("n_params", "tokens", "lr", "batch_tokens", "final_loss", "names")}
+    for n in sizes:
+        for d in tokens:
+            lr_star = coef["a_lr"] * n ** coef["alpha_lr"] * d ** coef["beta_lr"]
+            b_star = coef["a_b"] * d ** coef["beta_b"]
+            # Grid values on a fixed lattice (not centred on the optimum), like a real sweep.
+            lr_c = 2.0 ** np.round(np.log2(lr_star))
+            b_c = 2.0 ** np.round(np.log2(b_star))
+            for i in range(-4, 5):
+                for j in range(-3, 4):
+                    lr = lr_c * 2.0 ** (i / 2) * np.exp(lr_shift)
+                    b = b_c * 2.0 ** j
+                    base = 1.7 + 400 / n ** 0.34 + 400 / d ** 0.28
+                    loss = base + 0.02 * np.log(lr / lr_star) ** 2 + 0.01 * np.log(b / b_star) ** 2
+                    loss *= 1 + noise * rng.standard_normal()
+                    for key, v in zip(cols, (n, d, lr, b, loss, f"n{n:.0e}-d{d:.0e}-lr{lr:.3e}-b{b:.0f}")):
+                        cols[key].append(v)
+    size = len(cols["names"])
+    return RunSet(**{k: (v if k == "names" else np.array(v)) for k, v in cols.items()}, diverged=np.zeros(size, bool))
+
+
+TRUE_LOSS = {"E": 1.7, "A": 400.0, "B": 1500.0, "alpha": 0.34, "beta": 0.30}
+
+
+def chinchilla_like(noise: float = 0.0, seed: int = 0) -> RunSet:
+    rng = np.random.default_rng(seed)
+    n, d = np.meshgrid(np.geomspace(1e7, 3e9, 8), np.geomspace(1e9, 3e11, 8))
+    n, d = n.ravel(), d.ravel()
+    loss = TRUE_LOSS["E"] + TRUE_LOSS["A"] / n ** TRUE_LOSS["alpha"] + TRUE_LOSS["B"] / d ** TRUE_LOSS["beta"]
+    loss = loss * np.exp(noise * rng.standard_normal(loss.size))
+    return RunSet(n_params=n, tokens=d, lr=np.full(n.size, np.nan), batch_tokens=np.full(n.size, np.nan),
+                  final_loss=loss, diverged=np.zeros(n.size, bool), names=[f"p{i}" for i in range(n.size)])
+
+
+MPL_TRUE = {"L0": 3.0, "A": 0.5, "alpha": 0.5, "B": 450.0, "C": 1.5, "beta": 0.5, "gamma": 0.5}
+MOM_TRUE = {"L0": 3.0, "A": 0.5, "alpha": 0.5, "C": 1.2, "lam": 0.998}
+T, W, PEAK = 6000, 300, 3e-4
+
+
+def schedules() -> dict[str, np.ndarray]:
+    return {
+        "constant": lr_schedule("constant", T, PEAK, W),
+        "cosine": lr_schedule("cosine", T, PEAK, W, final_lr_ratio=0.1),
+        "wsd": lr_schedule("wsd", T, PEAK, W, final_lr_ratio=0.1, cooldown_fraction=0.2, decay="exponential"),
+        "linear": lr_schedule("linear", T, PEAK, W, final_lr_ratio=0.0),
+        "step": lr_schedule("table", T, PEAK, W, table=[(1, PEAK), (3001, 0.3 * PEAK), (4501, 0.1 * PEAK)]),
+    }
+
+
+def curves(law, names) -> list[LossCurve]:
+    steps = np.arange(W, T + 1, 64)
+    out = []
+    for name in names:
+        lr = schedules()[name]
+        out.append(LossCurve(name=name, lr=lr, steps=steps, loss=law.predict(lr, steps, W), warmup_steps=W))
+    return out
+
+
+def known(cls, coef):
+    law = cls()
+    law.coef_ = dict(coef)
+    return law
+
+
+
+def critical_data(p: float = 0.5):
+    rows = {"n_params": [], "target_loss": [], "batch_tokens": [], "steps": []}
+    for n, loss in ((1e8, 3.4), (3e8, 3.1), (1e9, 2.9), (3e9, 2.7)):
+        b_crit = 2e3 * n ** p
+        s_min = 1e-2 * n ** 0.5
+        for b in 2.0 ** np.arange(14, 24):
+            rows["n_params"].append(n)
+            rows["target_loss"].append(loss)
+            rows["batch_tokens"].append(b)
+            rows["steps"].append(s_min * (1 + b_crit / b))
+    return {k: np.array(v) for k, v in rows.items()}
+
+

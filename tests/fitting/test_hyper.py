@@ -1,0 +1,127 @@
+import json
+
+import numpy as np
+import pytest
+
+from fitting_synthetic import TRUE_HYPER, synthetic_grid
+from fitting.errors import InsufficientDataError, InvalidLawRecordError, NotFittedError
+from fitting.hyper import HyperLaw
+from fitting.registry import law_from_record
+from fitting.runs import RunSet
+
+
+def test_smooth_method_recovers_known_coefficients():
+    law = HyperLaw(form="steplaw", method="smooth", n_bootstrap=0).fit(synthetic_grid())
+    for k, v in TRUE_HYPER.items():
+        assert law.coef_[k] == pytest.approx(v, rel=1e-5), k
+
+
+def test_near_optimal_method_recovers_exponents():
+    # The near-optimal set sits on a lattice not centred on the optimum: exponents are
+    # recovered to within the lattice's resolution, not exactly.
+    law = HyperLaw(form="steplaw", n_bootstrap=0).fit(synthetic_grid())
+    assert law.coef_["alpha_lr"] == pytest.approx(-0.7, abs=0.12)
+    assert law.coef_["beta_lr"] == pytest.approx(0.3, abs=0.12)
+    assert law.coef_["beta_b"] == pytest.approx(0.55, abs=0.12)
+    pred = law.predict(1e8, 4e9)
+    truth = TRUE_HYPER["a_lr"] * 1e8 ** -0.7 * 4e9 ** 0.3
+    assert abs(np.log(pred.lr / truth)) < 0.3
+
+
+def test_full_and_compute_forms():
+    rs = synthetic_grid()
+    full = HyperLaw(form="full", method="smooth", n_bootstrap=0).fit(rs)
+    assert full.coef_["alpha_b"] == pytest.approx(0.0, abs=1e-5)
+    assert full.coef_["beta_b"] == pytest.approx(0.55, rel=1e-5)
+    comp = HyperLaw(form="compute", method="smooth", n_bootstrap=0).fit(rs)
+    assert set(comp.coef_) == {"a_lr", "gamma_lr", "a_b", "gamma_b"}
+    assert comp.predict(1e8, 4e9).lr == pytest.approx(comp.predict(0, 0, compute=6 * 1e8 * 4e9).lr)
+
+
+def test_bootstrap_is_seeded_and_intervals_cover_truth():
+    rs = synthetic_grid(noise=0.002, seed=3)
+    a = HyperLaw(method="smooth", n_bootstrap=200, seed=7).fit(rs)
+    b = HyperLaw(method="smooth", n_bootstrap=200, seed=7).fit(rs)
+    assert a.coef_samples_ == b.coef_samples_ and len(a.coef_samples_) == 200
+    for k in ("alpha_lr", "beta_lr", "beta_b"):
+        lo, hi = a.intervals_[k]
+        assert lo <= TRUE_HYPER[k] <= hi, (k, lo, hi)
+    pred = a.predict(3e8, 1.6e10)
+    assert pred.lr_interval[0] < pred.lr < pred.lr_interval[1]
+    assert pred.batch_tokens_interval[0] < pred.batch_tokens < pred.batch_tokens_interval[1]
+
+
+def test_fit_range_provenance_and_record_roundtrip():
+    rs = synthetic_grid()
+    law = HyperLaw(n_bootstrap=20).fit(rs)
+    assert law.fit_range_["n_params"] == [1e7, 3e8]
+    assert law.fit_range_["compute"] == [6 * 1e7 * 1e9, 6 * 3e8 * 1.6e10]
+    assert law.runs_used_ == rs.names
+    record = json.loads(json.dumps(law.to_record()))
+    back = law_from_record(record)
+    assert isinstance(back, HyperLaw) and back.coef_ == pytest.approx(law.coef_)
+    assert back.predict(1e9, 1e11) == law.predict(1e9, 1e11)
+
+
+def test_diverged_runs_are_ignored():
+    rs = synthetic_grid()
+    div = rs.final_loss > np.quantile(rs.final_loss, 0.8)
+    broken = RunSet(n_params=rs.n_params, tokens=rs.tokens, lr=rs.lr, batch_tokens=rs.batch_tokens,
+                    final_loss=np.where(div, np.inf, rs.final_loss), diverged=div, names=rs.names)
+    law = HyperLaw(method="smooth", n_bootstrap=0).fit(broken)
+    assert law.coef_["alpha_lr"] == pytest.approx(-0.7, rel=1e-4)
+    assert len(law.runs_used_) == int((~div).sum())
+
+
+def test_too_few_groups():
+    with pytest.raises(InsufficientDataError, match="at least 4 \\(N, D\\) groups"):
+        HyperLaw(n_bootstrap=0).fit(synthetic_grid(sizes=(1e7,), tokens=(1e9, 4e9, 1.6e10)))
+
+
+def test_single_model_size():
+    with pytest.raises(InsufficientDataError, match="every group has n_params=1e\\+07.*form='compute'"):
+        HyperLaw(n_bootstrap=0).fit(synthetic_grid(sizes=(1e7,), tokens=(1e9, 2e9, 4e9, 8e9)))
+    # The compute form does not need two sizes.
+    HyperLaw(form="compute", n_bootstrap=0).fit(synthetic_grid(sizes=(1e7,), tokens=(1e9, 2e9, 4e9, 8e9)))
+
+
+def test_all_diverged():
+    rs = synthetic_grid()
+    dead = RunSet(n_params=rs.n_params, tokens=rs.tokens, lr=rs.lr, batch_tokens=rs.batch_tokens,
+                  final_loss=np.full(len(rs), np.nan), diverged=np.ones(len(rs), bool), names=rs.names)
+    with pytest.raises(InsufficientDataError, match="all .* runs diverged"):
+        HyperLaw().fit(dead)
+
+
+def test_edge_error_names_group_and_edge_and_warn_records_it():
+    rs = synthetic_grid(lr_shift=-2.0)
+    with pytest.raises(InsufficientDataError, match="group N=1e\\+07, D=1e\\+09: .*grid edge lr_high"):
+        HyperLaw(n_bootstrap=0).fit(rs)
+    law = HyperLaw(n_bootstrap=0, on_edge="warn").fit(rs)
+    assert len(law.warnings_) == 12 and all("lr_high" in w for w in law.warnings_)
+    assert law.to_record()["warnings"] == law.warnings_
+
+
+def test_missing_batch_and_bad_settings():
+    rs = synthetic_grid()
+    no_batch = RunSet(n_params=rs.n_params, tokens=rs.tokens, lr=rs.lr, batch_tokens=np.full(len(rs), np.nan),
+                      final_loss=rs.final_loss, diverged=rs.diverged, names=rs.names)
+    with pytest.raises(InsufficientDataError, match="batch_tokens"):
+        HyperLaw(n_bootstrap=0).fit(no_batch)
+    with pytest.raises(ValueError, match="method"):
+        HyperLaw(method="magic").fit(rs)
+    with pytest.raises(ValueError, match="on_edge"):
+        HyperLaw(on_edge="ignore").fit(rs)
+    with pytest.raises(InvalidLawRecordError):
+        HyperLaw(form="cubic").fit(rs)
+
+
+def test_not_fitted_and_bad_records():
+    with pytest.raises(NotFittedError):
+        HyperLaw().predict(1e9, 1e10)
+    with pytest.raises(NotFittedError):
+        HyperLaw().to_record()
+    with pytest.raises(InvalidLawRecordError):
+        law_from_record({"kind": "hyper", "form": "steplaw", "coefficients": {"a_lr": 1.0}})
+    with pytest.raises(InvalidLawRecordError):
+        law_from_record({"kind": "hyper", "form": "steplaw"})

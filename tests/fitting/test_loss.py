@@ -1,0 +1,67 @@
+import json
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize_scalar
+
+from fitting.errors import InsufficientDataError, NotFittedError
+from fitting.loss import LossLaw
+from fitting.registry import law_from_record
+from fitting.runs import RunSet
+from fitting_synthetic import TRUE_LOSS as TRUE
+from fitting_synthetic import chinchilla_like
+
+def test_recovers_known_parameters():
+    law = LossLaw(n_bootstrap=0).fit(chinchilla_like())
+    for k, v in TRUE.items():
+        assert law.coef_[k] == pytest.approx(v, rel=1e-3), k
+
+
+def test_bootstrap_intervals_cover_truth_and_predictions():
+    law = LossLaw(n_bootstrap=200, seed=1).fit(chinchilla_like(noise=0.003, seed=2))
+    assert len(law.coef_samples_) == 200
+    for k in ("E", "alpha", "beta"):
+        lo, hi = law.intervals_[k]
+        assert lo <= TRUE[k] <= hi, (k, lo, hi)
+    p = law.predict(1e10, 2e11)
+    truth = TRUE["E"] + TRUE["A"] / 1e10 ** 0.34 + TRUE["B"] / 2e11 ** 0.30
+    assert p.interval[0] <= truth <= p.interval[1]
+    assert p.loss == pytest.approx(truth, rel=0.01)
+
+
+def test_compute_optimal_is_the_argmin():
+    law = LossLaw(n_bootstrap=50).fit(chinchilla_like(noise=0.001))
+    c = 1e22
+    opt = law.compute_optimal(c)
+    coef = law.coef_
+    f = lambda ln: coef["A"] / np.exp(ln) ** coef["alpha"] + coef["B"] / (c / 6 / np.exp(ln)) ** coef["beta"]
+    best = np.exp(minimize_scalar(f, bounds=(np.log(1e6), np.log(1e13)), method="bounded", options={"xatol": 1e-10}).x)
+    assert opt.n_params == pytest.approx(best, rel=1e-4)
+    assert opt.tokens == pytest.approx(c / (6 * opt.n_params))
+    assert opt.n_params_interval[0] <= opt.n_params <= opt.n_params_interval[1]
+
+
+def test_group_best_is_used_and_record_roundtrips():
+    rs = chinchilla_like()
+    worse = RunSet(n_params=np.concatenate([rs.n_params, rs.n_params]), tokens=np.concatenate([rs.tokens, rs.tokens]),
+                   lr=np.full(2 * len(rs), np.nan), batch_tokens=np.full(2 * len(rs), np.nan),
+                   final_loss=np.concatenate([rs.final_loss, rs.final_loss + 0.3]),
+                   diverged=np.zeros(2 * len(rs), bool), names=rs.names + [n + "-bad" for n in rs.names])
+    law = LossLaw(n_bootstrap=10).fit(worse)
+    assert law.coef_["E"] == pytest.approx(TRUE["E"], rel=1e-3)
+    assert sorted(law.runs_used_) == sorted(rs.names)
+    back = law_from_record(json.loads(json.dumps(law.to_record())))
+    assert back.predict(1e9, 1e10) == law.predict(1e9, 1e10)
+
+
+def test_failures():
+    rs = chinchilla_like()
+    with pytest.raises(InsufficientDataError, match="at least 6"):
+        LossLaw().fit(rs.subset(np.arange(5)))
+    same_n = rs.subset(rs.n_params == rs.n_params[0])
+    with pytest.raises(InsufficientDataError, match="two model sizes"):
+        LossLaw().fit(same_n)
+    with pytest.raises(NotFittedError):
+        LossLaw().predict(1e9, 1e10)
+    with pytest.raises(NotFittedError):
+        LossLaw().compute_optimal(1e20)

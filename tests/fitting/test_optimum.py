@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from fitting_synthetic import TRUE_HYPER, synthetic_grid
+from fitting.errors import InsufficientDataError
+from fitting.optimum import group_optima, smooth_optimum
+from fitting.runs import RunSet
+
+
+def test_smooth_optimum_recovers_the_bowl_minimum():
+    rs = synthetic_grid()
+    for g in group_optima(rs):
+        lr_star = TRUE_HYPER["a_lr"] * g.n_params ** TRUE_HYPER["alpha_lr"] * g.tokens ** TRUE_HYPER["beta_lr"]
+        b_star = TRUE_HYPER["a_b"] * g.tokens ** TRUE_HYPER["beta_b"]
+        assert g.method == "quadratic2d"
+        assert g.lr == pytest.approx(lr_star, rel=1e-6) and g.batch_tokens == pytest.approx(b_star, rel=1e-6)
+        assert not g.at_edge
+        near = rs.final_loss[g.near_optimal]
+        assert near.max() <= g.best_loss * 1.0025 and g.best_loss == near.min()
+
+
+def test_edge_is_flagged_with_its_side():
+    # Shift every lr of the grid down by a factor e^2: the optimum lies above the grid.
+    rs = synthetic_grid(lr_shift=-2.0)
+    edges = {e for g in group_optima(rs) for e in g.edges}
+    assert edges == {"lr_high"}
+
+
+def test_single_batch_size_falls_back_to_1d():
+    lr = np.exp(np.linspace(-8, -4, 9))
+    loss = 3.0 + 0.05 * (np.log(lr) + 6.3) ** 2
+    s_lr, s_b, method = smooth_optimum(lr, np.full(9, 1024.0), loss, 0.0025)
+    assert method == "quadratic1d" and np.log(s_lr) == pytest.approx(-6.3, abs=1e-9) and s_b == 1024.0
+
+
+def test_non_convex_surface_falls_back_to_near_optimal_mean():
+    x, y = np.meshgrid(np.linspace(-2, 2, 5), np.linspace(-2, 2, 5))
+    loss = 3.0 + 0.01 * (x ** 2 - y ** 2).ravel() + 0.2
+    lr, b = np.exp(x.ravel() - 6), np.exp(y.ravel() + 10)
+    assert smooth_optimum(lr, b, loss, 0.0025)[2] == "near_optimal_mean"
+
+
+def test_unknown_lr_is_refused():
+    rs = RunSet.from_records([{"n_params": 1e6, "tokens": 1e7, "final_loss": 3.0}])
+    with pytest.raises(InsufficientDataError, match="no learning rate"):
+        group_optima(rs)

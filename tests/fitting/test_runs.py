@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+
+from fitting.errors import FittingError, InsufficientDataError
+from fitting.runs import InvalidRunsError, RunSet
+
+
+def test_from_records_fills_unknowns_and_names():
+    rs = RunSet.from_records([
+        {"n_params": 1e6, "tokens": 2e7, "final_loss": 3.0, "lr": 1e-3, "name": "a"},
+        {"n_params": 1e6, "tokens": 2e7, "final_loss": None, "diverged": True},
+    ])
+    assert len(rs) == 2 and rs.names == ["a", "run-1"]
+    assert np.isnan(rs.batch_tokens).all() and np.isnan(rs.final_loss[1])
+    assert rs.usable.tolist() == [True, False]
+    assert rs.require_usable().names == ["a"]
+
+
+@pytest.mark.parametrize(
+    "records, message",
+    [
+        ([{"tokens": 1e7, "final_loss": 3.0}], "lacks 'n_params'"),
+        ([{"n_params": 1e6, "tokens": 1e7}], "no final_loss"),
+        ([{"n_params": -1, "tokens": 1e7, "final_loss": 3.0}], "n_params must be finite and > 0"),
+        ([{"n_params": 1e6, "tokens": 1e7, "final_loss": float("nan")}], "not marked diverged"),
+        ([{"n_params": 1e6, "tokens": 1e7, "final_loss": 3.0, "lr": 0.0}], "lr must be > 0 or NaN"),
+        ([{"n_params": 1e6, "tokens": 1e7, "final_loss": 3.0, "name": "x"}] * 2, "unique"),
+        ([{"n_params": "big", "tokens": 1e7, "final_loss": 3.0}], "run record 0"),
+    ],
+)
+def test_invalid_records_raise_fitting_errors(records, message):
+    with pytest.raises(InvalidRunsError, match=message):
+        RunSet.from_records(records)
+    assert issubclass(InvalidRunsError, FittingError)
+
+
+def test_shape_mismatch_is_reported():
+    with pytest.raises(InvalidRunsError, match="3 run names"):
+        RunSet(n_params=np.ones(2), tokens=np.ones(3), lr=np.ones(3), batch_tokens=np.ones(3),
+               final_loss=np.ones(3), diverged=np.zeros(3, bool), names=["a", "b", "c"])
+
+
+def test_all_diverged_and_empty_are_insufficient():
+    rs = RunSet.from_records([{"n_params": 1e6, "tokens": 1e7, "final_loss": float("inf"), "diverged": True}])
+    with pytest.raises(InsufficientDataError, match="all 1 runs diverged"):
+        rs.require_usable()
+    with pytest.raises(InsufficientDataError, match="no runs"):
+        RunSet.from_records([]).require_usable()
