@@ -67,6 +67,7 @@ class Run(Base):
     __table_args__ = (
         UniqueConstraint("source", "name", name="uq_runs_source_name"),
         Index("ix_runs_group", "n_params", "tokens"),
+        Index("ix_runs_sweep_status", "sweep_id", "status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -95,6 +96,15 @@ class Run(Base):
     spec: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    # Sweep engine (revision 0002): which (N, D) group and (N, D, batch) cell a sweep run belongs
+    # to, the Optuna trial that owns it now (trials live in the same database), and liveness.
+    group_key: Mapped[str | None] = mapped_column(String(120))
+    cell_key: Mapped[str | None] = mapped_column(String(160))
+    trial_id: Mapped[int | None] = mapped_column(Integer)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     sweep: Mapped[Sweep | None] = relationship(back_populates="runs")
     points: Mapped[list[CurvePoint]] = relationship(

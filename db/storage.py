@@ -18,15 +18,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, literal, select, update
 
 from db.engine import Database
 from db.errors import NotFoundError
 from db.models import CurvePoint, Law, LawRun, Run, Sweep, utcnow
 
+MAX_ID = 2**31 - 1  # ids are INTEGER columns (32-bit on PostgreSQL): a larger id names no row
+
 RUN_COLUMNS = (
     "source", "name", "sweep_id", "n_params", "tokens", "lr", "batch_tokens", "batch_size", "seq_len",
     "schedule", "tags", "config", "status", "seed", "corpus_hash", "code_version", "spec", "finished_at",
+    "group_key", "cell_key",
 )
 
 
@@ -162,7 +165,7 @@ def run_sources(db: Database) -> list[tuple[str, int]]:
 def get_run(db: Database, run_id: int) -> Run:
     """One run by id; ``NotFoundError`` if absent."""
     with db.session() as s:
-        run = s.get(Run, run_id)
+        run = s.get(Run, run_id) if 0 < run_id <= MAX_ID else None
         if run is None:
             raise NotFoundError(f"no run with id {run_id}")
         return run
@@ -226,8 +229,9 @@ def list_laws(db: Database, *, kind: str | None = None, origin: str | None = Non
 def get_law(db: Database, law_id: int | str) -> Law:
     """One law by id or by name; ``NotFoundError`` if absent."""
     with db.session() as s:
-        if isinstance(law_id, int) or (isinstance(law_id, str) and law_id.isdigit()):
-            row = s.get(Law, int(law_id))
+        # isdecimal, not isdigit: "¹" is a digit that int() refuses.
+        if isinstance(law_id, int) or (isinstance(law_id, str) and law_id.isdecimal()):
+            row = s.get(Law, int(law_id)) if 0 < int(law_id) <= MAX_ID else None
         else:
             row = s.execute(select(Law).where(Law.name == law_id)).scalar_one_or_none()
         if row is None:
@@ -262,8 +266,8 @@ def add_sweep(db: Database, name: str, spec: dict[str, Any], code_version: str, 
 def get_sweep(db: Database, sweep_id: int | str) -> Sweep:
     """One sweep by id or by name; ``NotFoundError`` if absent."""
     with db.session() as s:
-        if isinstance(sweep_id, int) or str(sweep_id).isdigit():
-            row = s.get(Sweep, int(sweep_id))
+        if isinstance(sweep_id, int) or str(sweep_id).isdecimal():
+            row = s.get(Sweep, int(sweep_id)) if 0 < int(sweep_id) <= MAX_ID else None
         else:
             row = s.execute(select(Sweep).where(Sweep.name == sweep_id)).scalar_one_or_none()
         if row is None:
@@ -293,3 +297,136 @@ def sweep_run_counts(db: Database) -> dict[int, dict[str, int]]:
         for sweep_id, status, n in s.execute(q):
             out.setdefault(int(sweep_id), {})[status] = int(n)
     return out
+
+
+# -- sweep engine ----------------------------------------------------------------------------
+# A sweep run's row is its idempotency key: (source = sweep name, name = run name) is unique,
+# and ``trial_id`` names the Optuna trial that owns the row now. Ownership moves only by a
+# compare-and-set on ``trial_id`` (``claim_sweep_run``), so two trials that carry the same run
+# (a retry racing a repair) can never both train it.
+SWEEP_RUN_COLUMNS = (*RUN_COLUMNS, "group_key", "cell_key")
+
+
+def add_sweep_runs(db: Database, sweep_id: int, runs: Sequence[dict[str, Any]]) -> int:
+    """Insert queued sweep runs (dicts with Run column names), skipping names already stored
+    for this sweep. Returns how many were added. Two planners racing on one name: the loser's
+    transaction fails with ``ConflictError`` and may simply call again."""
+    if not runs:
+        return 0
+    with db.session() as s:
+        have = set(s.execute(select(Run.name).where(Run.sweep_id == sweep_id)).scalars())
+        now = utcnow()
+        rows = []
+        for r in runs:
+            if r["name"] in have:
+                continue
+            have.add(r["name"])
+            row = {c: r.get(c) for c in SWEEP_RUN_COLUMNS}
+            row.update(sweep_id=sweep_id, status="queued", final_loss=None, final_loss_status="missing",
+                       created_at=now)
+            rows.append(row)
+        if rows:
+            s.execute(insert(Run), rows)
+        return len(rows)
+
+
+def update_sweep(db: Database, sweep_id: int, **fields: Any) -> Sweep:
+    """Set columns of a sweep (``status``, ``corpus_hash``)."""
+    with db.session() as s:
+        row = s.get(Sweep, sweep_id)
+        if row is None:
+            raise NotFoundError(f"no sweep with id {sweep_id}")
+        for key, value in fields.items():
+            setattr(row, key, value)
+        s.flush()
+        return row
+
+
+def claim_sweep_run(db: Database, run_id: int, trial_id: int, expected_trial_id: int | None, worker: str) -> bool:
+    """Make ``trial_id`` the owner of a queued or running run whose owner is still
+    ``expected_trial_id``; on success the run is "running" and the points of any earlier attempt
+    are deleted (a retried run starts its curve afresh). False when another trial got there first
+    or the run is finished."""
+    now = utcnow()
+    owner = Run.trial_id.is_(None) if expected_trial_id is None else Run.trial_id == expected_trial_id
+    with db.session() as s:
+        result = s.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.status.in_(("queued", "running")), owner)
+            .values(status="running", trial_id=trial_id, worker=worker, started_at=now, heartbeat_at=now,
+                    final_loss=None, final_loss_status="missing", finished_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:
+            return False
+        s.execute(delete(CurvePoint).where(CurvePoint.run_id == run_id))
+        return True
+
+
+def add_owned_curve_points(db: Database, run_id: int, trial_id: int, points: Sequence[dict[str, Any]]) -> int:
+    """Append curve points to a sweep run only while ``trial_id`` owns it (status "running"):
+    a worker that stalled past the grace period and lost its run must not write into the curve
+    of the run's new owner. Returns how many points were written (0 when not the owner)."""
+    rows = [_point_row(run_id, p) for p in points]
+    if not rows:
+        return 0
+    owned = select(Run.id).where(Run.id == run_id, Run.trial_id == trial_id, Run.status == "running")
+    cols = CurvePoint.__table__.c
+    with db.session() as s:
+        # PostgreSQL: a share lock on the run row makes a concurrent take-over wait for this
+        # transaction (and then delete these points). SQLite ignores it, but there each
+        # INSERT ... SELECT WHERE EXISTS below is atomic (one writer at a time).
+        if s.execute(owned.with_for_update(read=True)).first() is None:
+            return 0
+        written = 0
+        for row in rows:
+            values = select(*[literal(v, type_=cols[k].type) for k, v in row.items()]).where(owned.exists())
+            # RETURNING counts what was written (psycopg reports no rowcount for INSERT ... SELECT).
+            written += len(s.execute(insert(CurvePoint).from_select(list(row), values).returning(CurvePoint.id)).all())
+        return written
+
+
+def beat_sweep_runs(db: Database, run_ids: Sequence[int]) -> None:
+    """Record that the worker training these runs is alive (``heartbeat_at`` = now)."""
+    if run_ids:
+        with db.session() as s:
+            s.execute(update(Run).where(Run.id.in_(list(run_ids)), Run.status == "running")
+                      .values(heartbeat_at=utcnow()).execution_options(synchronize_session=False))
+
+
+def finish_sweep_run(db: Database, run_id: int, trial_id: int, status: str, final_loss: float | None,
+                     **fields: Any) -> bool:
+    """Store a run's outcome ("done", "diverged" or "failed") if ``trial_id`` still owns it.
+    ``fields`` sets more columns (config, corpus_hash, code_version). Returns False when the run
+    was taken over meanwhile (its result then belongs to the new owner)."""
+    value, loss_state = loss_status(final_loss)
+    with db.session() as s:
+        result = s.execute(
+            update(Run).where(Run.id == run_id, Run.trial_id == trial_id, Run.status == "running")
+            .values(status=status, final_loss=value, final_loss_status=loss_state, finished_at=utcnow(), **fields)
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1
+
+
+def release_sweep_runs(db: Database, run_ids: Sequence[int], statuses: Sequence[str] = ("running",)) -> int:
+    """Put runs back in the queue ("queued", no points): after Ctrl-C, or to retry "failed" runs."""
+    if not run_ids:
+        return 0
+    with db.session() as s:
+        result = s.execute(
+            update(Run).where(Run.id.in_(list(run_ids)), Run.status.in_(list(statuses)))
+            .values(status="queued", worker=None, started_at=None, heartbeat_at=None, final_loss=None,
+                    final_loss_status="missing", finished_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        s.execute(delete(CurvePoint).where(CurvePoint.run_id.in_(list(run_ids))))
+        return int(result.rowcount)
+
+
+def law_stamp(db: Database) -> tuple[int, int]:
+    """(how many laws, largest law id): changes whenever a law is added or deleted, so a
+    reader can keep resolved laws until it does (one cheap query instead of several)."""
+    with db.session() as s:
+        count, top = s.execute(select(func.count(), func.max(Law.id)).select_from(Law)).one()
+        return int(count), int(top or 0)

@@ -17,8 +17,14 @@ from service.errors import InputError
 
 
 def ensure_published_laws(db: Database) -> None:
-    """Store (or refresh) every published preset, so a new database can recommend at once."""
+    """Store every published preset (or refresh one whose record changed), so that a new
+    database can recommend at once. Writes nothing when all are up to date."""
+    stored = {r.name: r for r in storage.list_laws(db, origin="published")}
     for preset in PRESETS.values():
+        record = preset.law.to_record()
+        row = stored.get(preset.name)
+        if row is not None and row.record == record and row.source == preset.source:
+            continue
         storage.upsert_published_law(
             db,
             {
@@ -28,7 +34,7 @@ def ensure_published_laws(db: Database) -> None:
                 "origin": "published",
                 "title": preset.title,
                 "source": preset.source,
-                "record": preset.law.to_record(),
+                "record": record,
                 "extrapolation": None,
                 "settings": None,
                 "code_version": code_version(),
@@ -116,7 +122,15 @@ def recommend(
     """Recommended peak lr and batch for a target of N params on D tokens (or C FLOPs)."""
     tokens, compute = check_target(n_params, tokens, compute, seq_len)
     row = resolve_law(db, law, kind="hyper")
-    hyper: HyperLaw = law_object(row)
+    return recommend_with_law(row, law_object(row), n_params, tokens, compute, seq_len, warn_factor)
+
+
+def recommend_with_law(
+    row: Law, hyper: HyperLaw, n_params: float, tokens: float, compute: float, seq_len: int, warn_factor: float = 10.0
+) -> Recommendation:
+    """The recommendation of an already resolved hyper law (``row`` and its ``law_object``), for a
+    target checked by ``check_target``. No database access: the API resolves laws once and
+    caches them, then calls this per request."""
     # A compute-form law uses C as given (DeepSeek's own C may differ from 6ND); others use N, D.
     pred = hyper.predict(n_params, tokens, compute=compute)
     rec = Recommendation(

@@ -9,6 +9,24 @@ from pathlib import Path
 
 import pytest
 
+
+def _import_real_web_package() -> None:
+    """Import the ``web`` package (the UI's static files) before anything else can: with
+    ``tests/`` on sys.path, ``import web`` would otherwise find the folder ``tests/web`` (a
+    namespace package) and the app would serve the tests instead of the pages."""
+    import sys
+
+    tests_dir = str(Path(__file__).resolve().parent)
+    saved = list(sys.path)
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(tests_dir)]
+    try:
+        import web  # noqa: F401
+    finally:
+        sys.path[:] = saved
+
+
+_import_real_web_package()
+
 from support import EXTERNAL  # noqa: F401  (re-exported for tests that only need the path)
 
 PG_ADMIN_URL = os.environ.get("HPSCALE_TEST_PG", "postgresql://root@127.0.0.1:5432/test")

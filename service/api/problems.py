@@ -11,7 +11,6 @@ body reveals nothing of the server.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
 
@@ -110,6 +109,8 @@ def _describe_validation(errors: list[dict[str, Any]]) -> str:
     if not errors:
         return "the request is invalid"
     first = errors[0]
+    if first["type"] == "json_invalid":  # loc is ["body", position]: say it in words
+        return f"the request body is not valid JSON ({first['msg']} at character {first['loc'][-1]})"
     # "query.n_params" reads better than ['query', 'n_params']; a whole-body error has loc ['body'].
     where = ".".join(str(x) for x in first["loc"]) or "request"
     more = f" (and {len(errors) - 1} more invalid field{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
@@ -166,6 +167,7 @@ def _sweep_errors() -> tuple[type[BaseException], ...]:
 
 
 _DESCRIPTIONS = {
+    400: "The request body cannot be read (not UTF-8 text, or a malformed Content-Length).",
     401: "Missing or wrong X-API-Key.",
     403: "Writes are disabled: no API key is configured on the server (HPSCALE_API_KEY).",
     404: "No such resource.",
@@ -197,7 +199,3 @@ def use_problem_media_type(schema: dict[str, Any]) -> dict[str, Any]:
                     response["content"] = {PROBLEM_MEDIA_TYPE: content["application/json"]}
     return schema
 
-
-def codes_of(responses: Iterable[int]) -> list[int]:
-    """Sorted unique status codes (helper for tests that walk the declared responses)."""
-    return sorted(set(responses))

@@ -6,9 +6,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from service.cli import dbcmd, imports, runs
+from service.cli import dbcmd, demo, imports, laws, predict, runs, sweep
 from service.cli.common import App, set_database_url
+from service.cli.fit import fit
 from service.cli.recommend import recommend
+from service.cli.serve import serve
 
 app = App(
     help="hpscale: hyperparameter scaling laws. Sweep small GPTs, fit power laws for the optimal "
@@ -29,7 +31,14 @@ def main(
 
 
 app.command("recommend")(recommend)
+app.command("fit")(fit)
+app.add_typer(laws.app, name="laws")
+app.add_typer(predict.app, name="predict")
+app.command("serve")(serve)
 app.add_typer(imports.app, name="import")
 app.add_typer(runs.runs_app, name="runs")
 app.add_typer(runs.export_app, name="export")
 app.add_typer(dbcmd.app, name="db")
+app.add_typer(demo.app, name="demo")
+app.add_typer(sweep.app, name="sweep")
+app.command("worker")(sweep.worker_cmd)

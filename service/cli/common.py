@@ -84,8 +84,11 @@ def database_url() -> str:
 
 def open_db() -> Database:
     """The database in force, its schema created on first use."""
+    from service.laws import ensure_published_laws
+
     db = Database(database_url())
     db.ensure_schema()
+    ensure_published_laws(db)  # published laws come first in every database
     return db
 
 

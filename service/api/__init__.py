@@ -1,0 +1,170 @@
+"""The REST API: ``create_app(settings)`` builds the FastAPI application.
+
+Layout (after fastapi/full-stack-fastapi-template's backend/app): one router per resource under
+``/api/v1`` (``routes/``), ``Annotated`` dependencies (``deps``), request and response schemas
+separate from the table models (``schemas``), RFC 9457 problems for every error
+(``problems``), and the glue that builds answers from ``db`` and ``fitting`` (``glue``).
+``/healthz`` answers at the root; OpenAPI at ``/docs``; the static web UI at ``/``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from db.engine import Database
+from db.provenance import code_version
+from service.api.glue import LawCache
+from service.api.problems import install_problem_handlers, problem_response, use_problem_media_type
+from service.api.routes import fits, health, laws, predict, recommend, runs, sweeps
+from service.laws import ensure_published_laws
+from service.settings import Settings, get_settings
+
+API_PREFIX = "/api/v1"
+logger = logging.getLogger("hpscale.api")
+
+
+class BodySizeLimit:
+    """Refuse request bodies over ``max_bytes`` with a 413 problem: at once when Content-Length
+    says so, else while the body streams in (chunked uploads carry no length). The body is
+    buffered here up to the limit, then replayed to the app, so the app never sees a partial body."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await self._refuse(scope, send, 400, "invalid Content-Length header")
+                    return
+                if declared > self.max_bytes:
+                    await self._too_large(scope, send)
+                    return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(scope, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for the client to disconnect
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, send: Send) -> None:
+        await self._refuse(
+            scope, send, 413, f"request body larger than {self.max_bytes} bytes (the server's HPSCALE_MAX_BODY_BYTES)"
+        )
+
+    @staticmethod
+    async def _refuse(scope: Scope, send: Send, status: int, detail: str) -> None:
+        response = problem_response(status, detail, scope.get("path"))
+        await response(scope, _no_receive, send)
+
+
+async def _no_receive() -> Message:  # pragma: no cover - a problem response never reads the body
+    return {"type": "http.disconnect"}
+
+
+def web_dir() -> Path:
+    """The folder of the static web UI: the ``web`` package, installed beside ``service``.
+    Found by path rather than by import: an unrelated ``web`` folder earlier on sys.path (the
+    tests' own tests/web, say) would otherwise shadow it as a namespace package."""
+    return Path(__file__).resolve().parents[2] / "web"
+
+
+def plotly_js() -> Path:
+    """Plotly's bundled JS file from the installed plotly package (no CDN: works offline)."""
+    import plotly
+
+    return Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API application on ``settings`` (default: from ``HPSCALE_`` environment variables).
+    The database's schema and the published laws are ensured once at startup, not per request."""
+    settings = settings or get_settings()
+    db = Database(settings.resolved_database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db.ensure_schema()
+        ensure_published_laws(db)
+        yield
+        db.dispose()
+
+    app = FastAPI(
+        title="hpscale",
+        version=code_version(),
+        summary="Hyperparameter scaling laws: recommended learning rate and batch size, fitted laws, sweeps.",
+        description="Units: n_params non-embedding parameters, tokens, compute FLOPs, batch_tokens tokens, "
+        "batch_size sequences of seq_len tokens, losses nats/token. Errors are RFC 9457 "
+        "application/problem+json. Writes need the X-API-Key header.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.laws = LawCache()
+    install_problem_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+
+    app.include_router(health.router)
+    for module in (recommend, laws, sweeps, runs, predict, fits):
+        app.include_router(module.router, prefix=API_PREFIX)
+
+    plotly_file = plotly_js()
+
+    @app.get("/static/plotly.min.js", include_in_schema=False)
+    def plotly() -> FileResponse:
+        """Plotly.js for the web UI's charts."""
+        return FileResponse(plotly_file, media_type="text/javascript")
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = use_problem_media_type(
+                get_openapi(
+                    title=app.title, version=app.version, summary=app.summary, description=app.description,
+                    routes=app.routes,
+                )
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    # Last: a mount at "/" matches every path, so /api, /docs and /healthz must come before it.
+    pages = web_dir()
+    if pages.is_dir():
+        app.mount("/", StaticFiles(directory=pages, html=True), name="web")
+    else:  # a broken install: serve the API anyway
+        logger.warning("web UI folder %s not found: serving the API only", pages)
+    return app

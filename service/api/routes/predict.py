@@ -1,0 +1,19 @@
+"""``POST /api/v1/predict/curve``: a trajectory law's loss curve for a learning-rate schedule."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.api import glue
+from service.api import schemas as s
+from service.api.deps import DbDep
+from service.api.problems import problem_responses
+
+router = APIRouter(prefix="/predict", tags=["predict"])
+
+
+@router.post("/curve", response_model=s.CurvePrediction, responses=problem_responses(400, 404, 413, 422))
+def predict_curve(db: DbDep, body: s.CurvePredictionRequest) -> s.CurvePrediction:
+    """The predicted loss at every step after warmup of a named schedule (constant, cosine,
+    linear, wsd; with warmup) or of a step-wise table. A read: no API key needed."""
+    return glue.predict_curve(db, body)

@@ -1,0 +1,52 @@
+"""``GET /api/v1/runs``, ``/runs/{id}``, ``/runs/{id}/curve`` and ``POST /api/v1/runs``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from service.api import glue
+from service.api import schemas as s
+from service.api.deps import DbDep, WriteAccess
+from service.api.problems import problem_responses
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+
+RunId = Annotated[int, Path(ge=1, description="The run's id.")]
+
+
+@router.get("", response_model=s.RunPage, responses=problem_responses(422))
+def list_runs(
+    db: DbDep,
+    source: Annotated[
+        list[Annotated[str, Query(min_length=1, max_length=200)]] | None,
+        Query(max_length=100, description="Only runs of these sources (repeat the parameter for several)."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Runs per page.")] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1, description="Runs to skip.")] = 0,
+) -> s.RunPage:
+    """Stored runs ordered by (source, id), one page at a time."""
+    return glue.run_page(db, source, limit, offset)
+
+
+@router.get("/{run_id}", response_model=s.RunDetail, responses=problem_responses(404, 422))
+def get_run(db: DbDep, run_id: RunId) -> s.RunDetail:
+    """One run with its configuration, outcome and provenance."""
+    return glue.run_detail(db, run_id)
+
+
+@router.get("/{run_id}/curve", response_model=s.RunCurve, responses=problem_responses(404, 422))
+def get_run_curve(db: DbDep, run_id: RunId) -> s.RunCurve:
+    """A run's logged loss curve (step, tokens, lr, train and validation loss)."""
+    return glue.run_curve(db, run_id)
+
+
+@router.post(
+    "", response_model=s.ImportResult, dependencies=[WriteAccess],
+    responses=problem_responses(400, 401, 403, 409, 413, 422),
+)
+def import_runs(db: DbDep, body: s.RunsImport) -> s.ImportResult:
+    """Store runs in hpscale's import format (all or nothing); runs whose (source, name) is
+    already stored are skipped, so re-sending a batch adds nothing. Needs X-API-Key."""
+    return glue.import_runs(db, body)

@@ -1,0 +1,47 @@
+"""``hpscale fit``: fit a law from stored runs, store it, print it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from service.cli.common import open_db, print_json
+from service.cli.laws import law_summary, print_law
+from service.fits import DEFAULT_FORM, FORMS, KINDS, fit_and_store
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    return [v for item in values for v in item.split(",") if v] if values else None
+
+
+def fit(
+    kind: Annotated[str, typer.Option(help=f"Law kind: {', '.join(KINDS)}.")],
+    form: Annotated[
+        Optional[str],
+        typer.Option(help="Form of the law. hyper: steplaw (lr on N and D, B on D), full (both on N and D), "
+                     "compute (both on C = 6ND); loss: chinchilla; trajectory: multi_power, momentum; "
+                     f"critical-batch: zhang. Default: {', '.join(f'{k}={v}' for k, v in DEFAULT_FORM.items())}."),
+    ] = None,
+    source: Annotated[Optional[list[str]], typer.Option(help="Fit on runs of this source (repeatable or comma-separated; default: all).")] = None,
+    runs: Annotated[Optional[str], typer.Option(help="Fit only on these run names, comma-separated.")] = None,
+    bootstrap: Annotated[int, typer.Option(min=0, max=100_000, help="Bootstrap resamples for intervals (0: none).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap (a fit is reproducible).")] = 0,
+    method: Annotated[str, typer.Option(help="hyper laws: near_optimal (Step Law: every run within 0.25% of its group's best) or smooth (one quadratic-fit optimum per group).")] = "near_optimal",
+    allow_edge: Annotated[bool, typer.Option("--allow-edge", help="Fit even when a group's optimum lies on the grid's edge (recorded as a warning).")] = False,
+    name: Annotated[Optional[str], typer.Option(help="Name of the stored law (default: generated).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the stored law as JSON.")] = False,
+) -> None:
+    """Fit a law on stored runs; store its parameters, intervals, extrapolation check and the
+    exact runs used; print it."""
+    if kind not in FORMS:
+        raise typer.BadParameter(f"expected one of {', '.join(KINDS)}", param_hint="--kind")
+    db = open_db()
+    row = fit_and_store(
+        db, kind=kind, form=form, sources=_split(source), run_names=_split([runs] if runs else None),
+        n_bootstrap=bootstrap, seed=seed, on_edge="warn" if allow_edge else "error", method=method, name=name,
+    )
+    if json_out:
+        print_json(law_summary(db, row, detail=True))
+    else:
+        print_law(db, row)

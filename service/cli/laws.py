@@ -1,0 +1,91 @@
+"""``hpscale laws``: list and show stored laws (published and fitted)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from db import storage
+from db.engine import Database
+from db.models import Law
+from service.cli.common import App, fmt, open_db, out_console, print_json
+from service.laws import ensure_published_laws
+
+app = App(help="Published and fitted laws.")
+
+
+def law_summary(db: Database, row: Law, detail: bool = False) -> dict[str, Any]:
+    """A law as JSON: identity, coefficients, intervals, fit range, extrapolation report."""
+    rec = row.record or {}
+    out: dict[str, Any] = {
+        "id": row.id, "name": row.name, "kind": row.kind, "form": row.form, "origin": row.origin,
+        "title": row.title, "source": row.source, "coefficients": rec.get("coefficients"),
+        "intervals": rec.get("intervals"), "fit_range": rec.get("fit_range"), "warnings": rec.get("warnings") or [],
+        "extrapolation": row.extrapolation, "code_version": row.code_version,
+        "created_at": row.created_at.isoformat() if row.created_at else None,
+    }
+    if detail:
+        out["settings"] = row.settings
+        out["run_ids"] = storage.law_run_ids(db, row.id)
+    return out
+
+
+def print_law(db: Database, row: Law) -> None:
+    """A law for people: a coefficient table with intervals, then its provenance and checks."""
+    info = law_summary(db, row, detail=True)
+    table = Table(title=f"law {row.id}: {row.name} ({row.kind}, {row.form}, {row.origin})")
+    table.add_column("coefficient")
+    table.add_column("value", justify="right")
+    table.add_column("95% interval", justify="right")
+    intervals = info["intervals"] or {}
+    for key, value in (info["coefficients"] or {}).items():
+        iv = intervals.get(key)
+        table.add_row(key, fmt(value), f"{fmt(iv[0])} .. {fmt(iv[1])}" if iv else "-")
+    out_console.print(table)
+    out_console.print(f"{row.title}\nsource: {row.source}", highlight=False)
+    if info["fit_range"]:
+        ranges = ", ".join(f"{k} {fmt(v[0])}..{fmt(v[1])}" for k, v in info["fit_range"].items())
+        out_console.print(f"fitted range: {ranges}", highlight=False)
+    if info["run_ids"]:
+        out_console.print(f"fitted on {len(info['run_ids'])} runs")
+    if row.extrapolation:
+        ex = row.extrapolation
+        verdict = "passed" if ex.get("passed") else "did not pass"
+        out_console.print(f"extrapolation check {verdict}: {ex.get('summary', '')}", highlight=False)
+    for w in info["warnings"]:
+        out_console.print(f"[yellow]warning:[/yellow] {w}")
+
+
+@app.command("list")
+def list_laws(json_out: Annotated[bool, typer.Option("--json", help="Print the laws as JSON.")] = False) -> None:
+    """List the published laws and every fitted law."""
+    db = open_db()
+    ensure_published_laws(db)
+    rows = storage.list_laws(db)
+    if json_out:
+        print_json([law_summary(db, r) for r in rows])
+        return
+    table = Table()
+    for col in ("id", "name", "kind", "form", "origin", "extrapolation", "title"):
+        table.add_column(col)
+    for r in rows:
+        ex = "-" if not r.extrapolation else ("passed" if r.extrapolation.get("passed") else "failed")
+        table.add_row(str(r.id), r.name, r.kind, r.form, r.origin, ex, r.title)
+    out_console.print(table)
+
+
+@app.command("show")
+def show(
+    law: Annotated[str, typer.Argument(help="Law id or name.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the law as JSON.")] = False,
+) -> None:
+    """Show one law: coefficients with intervals, fitted range, provenance, extrapolation check."""
+    db = open_db()
+    ensure_published_laws(db)
+    row = storage.get_law(db, law)
+    if json_out:
+        print_json(law_summary(db, row, detail=True))
+    else:
+        print_law(db, row)

@@ -1,0 +1,89 @@
+"""``hpscale predict``: loss curves and final losses from stored laws."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from service.cli.common import App, fmt, open_db, out_console, print_json
+from service.errors import InputError
+from service.fits import predict_curve, predict_loss
+
+app = App(help="Predictions from stored laws.")
+
+
+def read_schedule(path: Path) -> np.ndarray:
+    """A learning-rate schedule file (CSV with columns step,lr; steps from 1, any spacing:
+    the lr holds from a listed step until the next) as the lr of every step."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    reader = csv.DictReader(text.splitlines())
+    if not reader.fieldnames or not {"step", "lr"} <= set(reader.fieldnames):
+        raise InputError(f"{path}:1: expected a header with columns step,lr")
+    rows: list[tuple[int, float]] = []
+    for row in reader:
+        line = reader.line_num
+        try:
+            step, lr = int(row["step"]), float(row["lr"])
+        except (TypeError, ValueError):
+            raise InputError(f"{path}:{line}: step must be an integer and lr a number (got {row['step']!r}, {row['lr']!r})") from None
+        if step < 1 or not np.isfinite(lr) or lr < 0:
+            raise InputError(f"{path}:{line}: step must be >= 1 and lr a finite number >= 0")
+        if rows and step <= rows[-1][0]:
+            raise InputError(f"{path}:{line}: steps must increase")
+        rows.append((step, lr))
+    if len(rows) < 2:
+        raise InputError(f"{path}: needs at least two steps")
+    if rows[0][0] != 1:
+        raise InputError(f"{path}: the schedule must start at step 1")
+    steps = np.arange(1, rows[-1][0] + 1)
+    firsts = np.array([s for s, _ in rows])
+    values = np.array([v for _, v in rows])
+    return values[np.searchsorted(firsts, steps, side="right") - 1]
+
+
+@app.command("curve")
+def curve(
+    law: Annotated[str, typer.Option(help="Id or name of a trajectory law.")],
+    lr_schedule: Annotated[Path, typer.Option("--lr-schedule", help="CSV with columns step,lr (every step, or the steps where lr changes).")],
+    tokens_per_step: Annotated[Optional[float], typer.Option(help="Tokens per step, to add a tokens column.")] = None,
+    every: Annotated[int, typer.Option(min=1, help="Print every n-th step in the table (--json prints all).")] = 100,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the curve as JSON.")] = False,
+) -> None:
+    """Predict the loss at each step of a learning-rate schedule with a trajectory law."""
+    out = predict_curve(open_db(), law, read_schedule(lr_schedule), tokens_per_step)
+    if json_out:
+        print_json(out)
+        return
+    table = Table()
+    cols = ["steps", "lr", "loss"] + (["tokens"] if "tokens" in out else [])
+    for c in cols:
+        table.add_column(c.removesuffix("s") if c == "steps" else c, justify="right")
+    n = len(out["steps"])
+    for i in list(range(0, n, every)) + ([n - 1] if (n - 1) % every else []):
+        table.add_row(*(str(out[c][i]) if c == "steps" else fmt(out[c][i]) for c in cols))
+    out_console.print(table)
+
+
+@app.command("loss")
+def loss(
+    law: Annotated[str, typer.Option(help="Id or name of a loss law.")],
+    params: Annotated[float, typer.Option("--params", "-N", help="Non-embedding parameters N.")],
+    tokens: Annotated[float, typer.Option("--tokens", "-D", help="Training tokens D.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the prediction as JSON.")] = False,
+) -> None:
+    """Predict the final loss (nats/token) of N parameters trained on D tokens."""
+    out = predict_loss(open_db(), law, params, tokens)
+    if json_out:
+        print_json(out)
+        return
+    iv = out["interval"]
+    extra = f" (95% interval {fmt(iv[0])} .. {fmt(iv[1])})" if iv else ""
+    out_console.print(f"predicted final loss {fmt(out['final_loss'])} nats/token{extra}")

@@ -1,0 +1,321 @@
+"""``hpscale sweep plan|run|status`` and ``hpscale worker``: plan, train and watch sweeps.
+
+torch is imported only by the commands that need it (plan sizes models; run and worker train),
+never by ``hpscale --help`` or the API.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from db import storage
+from service.cli.common import (
+    App, database_url, err_console, fmt, is_tty, open_db, out_console, print_json, set_database_url,
+)
+from service.settings import get_settings
+
+app = App(help="Plan, run and watch sweeps of small GPTs (learning rate x batch size grids).")
+
+SpecArg = Annotated[Path, typer.Argument(help="Sweep spec (YAML); see sweeps/examples/.", show_default=False)]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="Override the spec's device: auto, cpu, cuda or cuda:N.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--cpu-threads", min=1, help="torch CPU threads per worker (default: torch's).")]
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _plan_device(requested: str) -> str:
+    if requested == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def _plan_dict(plan: Any, device: str, flops_per_s: float | None) -> dict[str, Any]:
+    from sweeps.plan import estimate_seconds
+
+    seconds, rate = estimate_seconds(plan, device, flops_per_s)
+    return {
+        "sweep": plan.spec.name, "groups": len(plan.groups), "cells": len(plan.cells), "runs": plan.runs,
+        "flops": plan.flops, "device": device, "assumed_flops_per_s": rate, "estimated_seconds": seconds,
+        "cell_list": [
+            {"cell": c.key, "group": c.group, "n_params": c.shape.n_params, "tokens": c.tokens,
+             "d_model": c.shape.d_model, "n_layers": c.shape.n_layers, "n_heads": c.shape.n_heads,
+             "batch_size": c.batch_size, "batch_tokens": c.batch_tokens, "steps": c.steps,
+             "members": len(c.members), "lrs": sorted({m.lr for m in c.members}), "flops": f}
+            for c, f in zip(plan.cells, plan.flops_by_cell)
+        ],
+    }
+
+
+def _print_plan(info: dict[str, Any]) -> None:
+    table = Table(title=f"sweep {info['sweep']}: cells (each trains its learning rates x seeds fused)")
+    for col in ("cell", "shape (d x L, heads)", "N", "D", "batch", "steps", "K", "FLOPs"):
+        table.add_column(col, justify="left" if col in ("cell", "shape (d x L, heads)") else "right")
+    for c in info["cell_list"]:
+        table.add_row(c["cell"], f"{c['d_model']} x {c['n_layers']}, {c['n_heads']}", fmt(c["n_params"]),
+                      fmt(c["tokens"]), str(c["batch_size"]), str(c["steps"]), str(c["members"]), fmt(c["flops"], 3))
+    out_console.print(table)
+    out_console.print(
+        f"{info['groups']} groups, {info['cells']} cells, {info['runs']} runs, {info['flops']:.3g} FLOPs; "
+        f"estimated {_duration(info['estimated_seconds'])} on {info['device']} assuming "
+        f"{info['assumed_flops_per_s']:.3g} model FLOP/s (--flops-per-s to change)"
+    )
+
+
+@app.command("plan")
+def plan_cmd(
+    spec_path: SpecArg,
+    device: DeviceOpt = None,
+    flops_per_s: Annotated[Optional[float], typer.Option("--flops-per-s", min=1.0, help="Assumed model FLOP/s for the estimate.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """Show a spec's cells, run count, FLOPs and estimated time; trains nothing, stores nothing."""
+    from sweeps.plan import build_plan
+    from sweeps.spec import check_paths, load_spec
+
+    spec = load_spec(spec_path)
+    check_paths(spec)
+    plan = build_plan(spec)
+    info = _plan_dict(plan, _plan_device(device or spec.device), flops_per_s)
+    print_json(info) if json_out else _print_plan(info)
+
+
+class RichReporter:
+    """Worker progress on stderr: rich bars (runs, and the cell's steps with tokens/s and ETA)
+    on a terminal, one line per cell elsewhere."""
+
+    def __init__(self, live: bool, prefix: str = "") -> None:
+        self.live, self.prefix = live, prefix
+        self.bars: Progress | None = None
+        self.runs_task: Any = None
+        self.cell_task: Any = None
+
+    def __enter__(self) -> RichReporter:
+        if self.live:
+            self.bars = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err_console, transient=False,
+            )
+            self.bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bars is not None:
+            self.bars.stop()
+
+    def cell_started(self, task: Any, runs_finished: int, runs_total: int) -> None:
+        cell = task.cell
+        if self.bars is None:
+            err_console.print(f"{self.prefix}cell {cell.key}: {len(cell.members)} runs, {cell.steps} steps")
+            return
+        if self.runs_task is None:
+            self.runs_task = self.bars.add_task("runs finished", total=runs_total, completed=runs_finished, rate="")
+        else:
+            self.bars.update(self.runs_task, total=runs_total, completed=runs_finished)
+        if self.cell_task is not None:
+            self.bars.remove_task(self.cell_task)
+        self.cell_task = self.bars.add_task(f"{cell.key} K={len(cell.members)}", total=cell.steps, rate="")
+
+    def progress(self, step: int, total_steps: int, tokens_per_s: float) -> None:
+        if self.bars is not None and self.cell_task is not None:
+            self.bars.update(self.cell_task, completed=step, rate=f"{tokens_per_s:,.0f} tok/s")
+
+    def cell_finished(self, task: Any, results: Sequence[Any]) -> None:
+        done = [r for r in results if r.status == "done" and r.final_val_loss is not None]
+        best = min(done, key=lambda r: r.final_val_loss) if done else None
+        text = (f"{self.prefix}cell {task.cell.key}: {len(done)} done, {len(results) - len(done)} diverged"
+                + (f"; best lr {best.lr:.3g}, loss {best.final_val_loss:.4f}" if best else ""))
+        if self.bars is not None:
+            self.bars.console.print(text)
+            self.bars.advance(self.runs_task, len(results))
+        else:
+            err_console.print(text)
+
+    def message(self, text: str) -> None:
+        (self.bars.console if self.bars is not None else err_console).print(f"{self.prefix}{text}")
+
+
+def _runner_factory(device: str | None, cpu_threads: int | None):  # type: ignore[no-untyped-def]
+    cache_dir = get_settings().data_dir / "corpora"
+
+    def make(spec: Any) -> Any:
+        from sweeps.cellrun import TorchCellRunner
+
+        if cpu_threads:
+            import torch
+
+            torch.set_num_threads(cpu_threads)
+        return TorchCellRunner(spec, cache_dir, device or spec.device)
+
+    return make
+
+
+def _work(db: Any, sweep_name: str, device: str | None, cpu_threads: int | None, progress: bool) -> Any:
+    from sweeps.worker import Worker, default_worker_id
+
+    with RichReporter(live=progress and is_tty()) as reporter:
+        worker = Worker(db, sweep_name, _runner_factory(device, cpu_threads),
+                        worker_id=default_worker_id(device or ""), reporter=reporter)
+        return worker.run()
+
+
+def _summary_dict(summary: Any) -> dict[str, Any]:
+    return {"worker": summary.worker, "cells": summary.cells, "runs_done": summary.runs_done,
+            "runs_diverged": summary.runs_diverged, "runs_failed": summary.runs_failed,
+            "duplicates": summary.duplicates,
+            "refinements": [{"group": r.group, "round": r.round, "edge": r.edge, "lrs": list(r.lrs)}
+                            for r in summary.refinements]}
+
+
+def _gpu_slots(device: str) -> list[str]:
+    """CUDA_VISIBLE_DEVICES values, one per worker process, when several GPUs are visible."""
+    if device not in ("auto", "cuda"):
+        return []
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count < 2:
+        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else [str(i) for i in range(count)]
+    return ids[:count]
+
+
+def _spawn_workers(slots: list[str], sweep_name: str, cpu_threads: int | None) -> int:
+    """One ``hpscale worker`` process per GPU; returns the worst exit code."""
+    base = [sys.executable, "-c", "from service.cli import app; app()", "worker",
+            "--sweep", sweep_name, "--device", "cuda", "--no-progress"]
+    if cpu_threads:
+        base += ["--cpu-threads", str(cpu_threads)]
+    procs = []
+    for slot in slots:
+        # The URL travels in the environment, not in argv, where `ps` would show its password.
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": slot, "HPSCALE_DATABASE_URL": database_url()}
+        procs.append(subprocess.Popen(base, env=env))
+    err_console.print(f"started {len(procs)} workers, one per GPU ({', '.join(slots)})")
+    try:
+        return max(p.wait() for p in procs)
+    except KeyboardInterrupt:
+        # The children got the same Ctrl-C: each puts its runs back in the queue; wait for that.
+        for p in procs:
+            p.wait()
+        raise
+
+
+@app.command("run")
+def run_cmd(
+    spec_path: SpecArg,
+    device: DeviceOpt = None,
+    cpu_threads: ThreadsOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the sweep's status as JSON at the end.")] = False,
+) -> None:
+    """Plan a sweep into the database and train it here: one worker per visible GPU, or one on the
+    CPU. Rerunning the same spec resumes it; finished runs are never trained again."""
+    from sweeps.book import store_plan
+    from sweeps.plan import build_plan
+    from sweeps.spec import check_paths, load_spec
+
+    spec = load_spec(spec_path)
+    check_paths(spec)
+    plan = build_plan(spec)
+    dev = device or spec.device
+    info = _plan_dict(plan, _plan_device(dev), None)
+    err_console.print(f"sweep {spec.name}: {info['cells']} cells, {info['runs']} runs, {info['flops']:.3g} FLOPs, "
+                      f"estimated {_duration(info['estimated_seconds'])} on {info['device']}")
+    db = open_db()
+    sweep = store_plan(db, plan)
+    slots = _gpu_slots(dev)
+    if slots:
+        from sweeps.cellrun import prepare_corpus
+
+        # Build the corpus cache once here, so the workers open it instead of racing to write it.
+        prepare_corpus(spec, get_settings().data_dir / "corpora")
+        code = _spawn_workers(slots, sweep.name, cpu_threads)
+        if code:
+            raise typer.Exit(code)
+    else:
+        _work(db, sweep.name, device, cpu_threads, progress=True)
+    _show_status(db, [storage.get_sweep(db, sweep.id)], json_out)
+
+
+def _show_status(db: Any, sweeps: list[Any], json_out: bool) -> None:
+    from sweeps.status import sweep_status
+
+    statuses = [sweep_status(db, s) for s in sweeps]
+    if json_out:
+        print_json([s.to_dict() for s in statuses])
+        return
+    if not statuses:
+        out_console.print("no sweeps: `hpscale sweep run SPEC` starts one")
+        return
+    for st in statuses:
+        table = Table(title=f"sweep {st.name} (id {st.id})" + (": finished" if st.finished else ""))
+        for col in ("group", "N", "D", "done", "diverged", "running", "queued", "failed", "best lr",
+                    "best batch", "best loss", "bracketed", "rounds"):
+            table.add_column(col, justify="left" if col in ("group", "bracketed") else "right")
+        for g in st.groups:
+            running = str(g.counts["running"]) + (f" ({g.stale} stale)" if g.stale else "")
+            bracket = "-" if g.bracketed is None else ("yes" if g.bracketed else "no: " + ",".join(g.edges))
+            table.add_row(g.group, fmt(g.n_params), fmt(g.tokens), str(g.counts["done"]), str(g.counts["diverged"]),
+                          running, str(g.counts["queued"]), str(g.counts["failed"]), fmt(g.best_lr, 3),
+                          fmt(g.best_batch_size), fmt(g.best_loss, 5), bracket, str(g.rounds))
+        out_console.print(table)
+
+
+@app.command("status")
+def status_cmd(
+    name: Annotated[Optional[str], typer.Argument(help="Sweep name or id (default: every sweep).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Progress per group: runs done, diverged, running, queued; best lr, batch and loss so far;
+    whether the optimum is bracketed by the lr grid."""
+    db = open_db()
+    sweeps = [storage.get_sweep(db, name)] if name else storage.list_sweeps(db)
+    _show_status(db, sweeps, json_out)
+
+
+def worker_cmd(
+    database: Annotated[Optional[str], typer.Option("--database", help="Database URL shared by the workers (default: the root --database / HPSCALE_DATABASE_URL).")] = None,
+    sweep: Annotated[Optional[str], typer.Option("--sweep", help="Sweep name (default: the one sweep with work left).")] = None,
+    device: DeviceOpt = None,
+    cpu_threads: ThreadsOpt = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Rich progress bars on a terminal.")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="Print what this worker did as JSON.")] = False,
+) -> None:
+    """Join a sweep from this machine: train its queued cells until none is left."""
+    from sweeps.errors import SweepError
+
+    if database:
+        set_database_url(database)
+    db = open_db()
+    if sweep is None:
+        counts = storage.sweep_run_counts(db)
+        open_ = [s for s in storage.list_sweeps(db)
+                 if counts.get(s.id, {}).get("queued", 0) or counts.get(s.id, {}).get("running", 0)]
+        if not open_:
+            raise SweepError(f"no sweep in {db.safe_url} has runs queued or running")
+        if len(open_) > 1:
+            raise SweepError(f"several sweeps have work left ({', '.join(s.name for s in open_)}): pick one with --sweep")
+        sweep = open_[0].name
+    summary = _work(db, sweep, device, cpu_threads, progress)
+    if json_out:
+        print_json(_summary_dict(summary))
+    else:
+        err_console.print(f"worker {summary.worker}: {summary.cells} cells, {summary.runs_done} runs done, "
+                          f"{summary.runs_diverged} diverged, {summary.runs_failed} failed")

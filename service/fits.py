@@ -1,0 +1,289 @@
+"""Glue between stored runs and the fitting package: select runs, fit a law, check its
+extrapolation, store it with its provenance; and predictions from stored laws.
+
+The one place where ``db`` rows become ``fitting`` inputs (``RunSet``, ``LossCurve``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from db import storage
+from db.engine import Database
+from db.models import CurvePoint, Law, Run
+from db.provenance import code_version
+from fitting.critical import CriticalBatchLaw, steps_to_target
+from fitting.errors import InsufficientDataError
+from fitting.hyper import FORMS as HYPER_FORMS
+from fitting.hyper import METHODS as HYPER_METHODS
+from fitting.hyper import HyperLaw
+from fitting.loss import LossLaw
+from fitting.registry import law_from_record
+from fitting.runs import RunSet
+from fitting.schedules import infer_warmup
+from fitting.trajectory import LossCurve, MomentumLaw, MultiPowerLaw
+from fitting.validate import extrapolation_check
+from service.errors import InputError
+
+KINDS: tuple[str, ...] = ("hyper", "loss", "trajectory", "critical-batch")
+FORMS: dict[str, tuple[str, ...]] = {
+    "hyper": HYPER_FORMS,
+    "loss": ("chinchilla",),
+    "trajectory": ("multi_power", "momentum"),
+    "critical-batch": ("power",),
+}
+DEFAULT_FORM = {"hyper": "steplaw", "loss": "chinchilla", "trajectory": "multi_power", "critical-batch": "power"}
+
+# When a fit's extrapolation check passes (the held-out largest scale, see fitting.validate):
+# hyper laws by the loss regret of their recommendation, the others by their relative error.
+PASS_THRESHOLDS = {
+    "hyper": ("mean_loss_regret", 0.005),
+    "loss": ("max_abs_rel_error", 0.01),
+    "trajectory": ("mean_rel_error", 0.01),
+    "critical_batch": ("mean_abs_log_error", math.log(2.0)),
+}
+TITLES = {
+    "hyper": "optimal learning rate and batch size",
+    "loss": "final loss L(N, D)",
+    "trajectory": "loss curve under a learning-rate schedule",
+    "critical-batch": "critical batch size",
+}
+
+
+def select_runs(db: Database, sources: Sequence[str] | None, run_names: Sequence[str] | None) -> list[Run]:
+    """Finished runs (done or diverged) of the given sources and/or names; all when neither."""
+    runs = storage.list_runs(db, sources=sources or None, names=run_names or None, statuses=["done", "diverged"])
+    if run_names:
+        missing = sorted(set(run_names) - {r.name for r in runs})
+        if missing:
+            raise InputError(f"no finished run named {', '.join(repr(m) for m in missing[:5])}")
+    if not runs:
+        where = f" in source {', '.join(sources)}" if sources else ""
+        raise InputError(f"no finished runs{where}: import runs or run a sweep first")
+    return runs
+
+
+def runset(rows: Sequence[Run]) -> RunSet:
+    """Stored runs as the fitting package's input. Names are ``source/name`` (unique)."""
+    return RunSet.from_records(
+        {
+            "name": f"{r.source}/{r.name}", "n_params": r.n_params, "tokens": r.tokens, "lr": r.lr,
+            "batch_tokens": r.batch_tokens, "final_loss": r.final_loss, "diverged": r.status == "diverged",
+        }
+        for r in rows
+    )
+
+
+def per_step_lr(run: Run, points: Sequence[CurvePoint]) -> np.ndarray:
+    """The learning rate of every step 1..T of a run. Sweep runs rebuild it exactly from their
+    spec's schedule; imported runs interpolate the lr recorded with their curve points."""
+    spec, config = run.spec or {}, run.config or {}
+    if spec.get("schedule") and config.get("steps") and run.lr:
+        from sweeps.spec import ScheduleSpec, schedule_lrs  # pydantic only: no torch behind this import
+
+        return schedule_lrs(ScheduleSpec.model_validate(spec["schedule"]), int(config["steps"]), float(run.lr))
+    known = [(p.step, p.lr) for p in points if p.lr is not None]
+    if len(known) < 2:
+        raise InputError(f"run {run.source}/{run.name} has no learning rate recorded with its curve")
+    steps = np.arange(1, max(s for s, _ in known) + 1)
+    xs, ys = zip(*sorted(known))
+    return np.interp(steps, xs, ys)
+
+
+def loss_curves(db: Database, rows: Sequence[Run]) -> list[LossCurve]:
+    """Finished runs with curves as the trajectory laws' input (evaluation loss at each step)."""
+    curves = storage.get_curves(db, [r.id for r in rows if r.status == "done"])
+    out = []
+    for r in rows:
+        points = [p for p in curves.get(r.id, []) if p.val_loss is not None and p.step > 0]
+        if len(points) < 3:
+            continue
+        lr = per_step_lr(r, curves[r.id])
+        # The laws model the curve after warmup: earlier points carry no information for them.
+        warmup = infer_warmup(lr)
+        points = [p for p in points if warmup <= p.step <= lr.size]
+        if len(points) < 3:
+            continue
+        out.append(LossCurve(name=f"{r.source}/{r.name}", lr=lr, steps=np.array([p.step for p in points]),
+                             loss=np.array([p.val_loss for p in points])))
+    if not out:
+        raise InsufficientDataError("no finished run with a loss curve (at least 3 points) among the selected runs")
+    sizes = sorted({r.n_params for r in rows if f"{r.source}/{r.name}" in {c.name for c in out}})
+    if len(sizes) > 1:
+        raise InputError(
+            f"a trajectory law describes one model size, but the selected curves span {len(sizes)} "
+            f"(n_params {', '.join(f'{n:.4g}' for n in sizes[:6])}): choose runs with --runs or --source"
+        )
+    return out
+
+
+def critical_points(db: Database, rows: Sequence[Run]) -> dict[str, np.ndarray]:
+    """Steps-to-target measurements from stored curves: for each (N, D) group and batch size, the
+    best run's curve gives the first step at which it reaches each target loss; targets are the
+    losses every batch size of the group reaches."""
+    curves = storage.get_curves(db, [r.id for r in rows if r.status == "done" and r.batch_tokens])
+    by_group: dict[tuple[float, float], dict[float, Run]] = {}
+    for r in rows:
+        if r.id not in curves or not curves[r.id] or r.final_loss is None:
+            continue
+        cells = by_group.setdefault((r.n_params, r.tokens), {})
+        best = cells.get(float(r.batch_tokens))  # type: ignore[arg-type]
+        if best is None or (best.final_loss or math.inf) > r.final_loss:
+            cells[float(r.batch_tokens)] = r  # type: ignore[arg-type]
+    cols: dict[str, list[float]] = {"n_params": [], "target_loss": [], "batch_tokens": [], "steps": []}
+    for (n, _d), cells in by_group.items():
+        if len(cells) < 2:
+            continue
+        series = {
+            b: (np.array([p.step for p in curves[r.id] if p.val_loss is not None]),
+                np.array([p.val_loss for p in curves[r.id] if p.val_loss is not None]))
+            for b, r in cells.items()
+        }
+        worst_final = max(float(np.min(loss)) for _, loss in series.values())
+        best_start = min(float(loss[0]) for _, loss in series.values())
+        for target in np.linspace(worst_final, best_start, 6)[:4]:
+            for b, (steps, loss) in series.items():
+                s = steps_to_target(steps, loss, float(target))
+                if s is not None:
+                    for k, v in (("n_params", n), ("target_loss", target), ("batch_tokens", b), ("steps", s)):
+                        cols[k].append(float(v))
+    if not cols["steps"]:
+        raise InsufficientDataError(
+            "no steps-to-target measurements: the critical batch needs groups trained at two or more batch sizes "
+            "with loss curves"
+        )
+    return {k: np.array(v) for k, v in cols.items()}
+
+
+def fit_law(db: Database, rows: Sequence[Run], kind: str, form: str, n_bootstrap: int, seed: int,
+            on_edge: str = "error", method: str = "near_optimal") -> tuple[Any, dict[str, Any] | None]:
+    """Fit a law of ``kind``/``form`` on stored runs; returns (law, judged extrapolation report).
+    Data enough for the law but not for refitting it without its largest scale still give a
+    stored law, whose report says why it was not checked (and does not pass)."""
+    law, data = _fit(db, rows, kind, form, n_bootstrap, seed, on_edge, method)
+    try:
+        return law, judge(extrapolation_check(law, data))
+    except InsufficientDataError as exc:
+        return law, {"kind": law.kind, "form": law.form, "passed": False, "checked": False,
+                     "summary": f"not checked: {exc}"}
+
+
+def _fit(db: Database, rows: Sequence[Run], kind: str, form: str, n_bootstrap: int, seed: int,
+         on_edge: str, method: str) -> tuple[Any, Any]:
+    if kind == "hyper":
+        data = runset([r for r in rows if r.lr is not None and r.batch_tokens is not None] or rows)
+        return HyperLaw(form=form, n_bootstrap=n_bootstrap, seed=seed, on_edge=on_edge, method=method).fit(data), data
+    if kind == "loss":
+        data = runset(rows)
+        return LossLaw(n_bootstrap=n_bootstrap, seed=seed).fit(data), data
+    if kind == "trajectory":
+        curves = loss_curves(db, rows)
+        return (MultiPowerLaw() if form == "multi_power" else MomentumLaw()).fit(curves), curves
+    if kind == "critical-batch":
+        pts = critical_points(db, rows)
+        return CriticalBatchLaw(n_bootstrap=n_bootstrap, seed=seed).fit(**pts), pts
+    raise InputError(f"unknown law kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+def judge(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Add ``passed`` and a one-line ``summary`` to an extrapolation report."""
+    if report is None:
+        return None
+    metric, limit = PASS_THRESHOLDS[report["kind"]]
+    value = float(report[metric])
+    return {**report, "metric": metric, "threshold": limit, "passed": bool(value <= limit),
+            "summary": f"held out the largest {report['holdout']}: {metric} = {value:.4g} (pass at <= {limit:.4g})"}
+
+
+def fit_and_store(
+    db: Database,
+    *,
+    kind: str,
+    form: str | None = None,
+    sources: Sequence[str] | None = None,
+    run_names: Sequence[str] | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    on_edge: str = "error",
+    method: str = "near_optimal",
+    name: str | None = None,
+) -> Law:
+    """Fit a law from stored runs and store it with its record, extrapolation report and the
+    exact runs used. Raises ``InputError`` / ``FittingError`` with what is missing."""
+    if kind not in KINDS:
+        raise InputError(f"unknown law kind {kind!r}; expected one of {', '.join(KINDS)}")
+    form = form or DEFAULT_FORM[kind]
+    if form not in FORMS[kind]:
+        raise InputError(f"kind {kind!r} has forms {', '.join(FORMS[kind])}; got {form!r}")
+    if not 0 <= n_bootstrap <= 100_000:
+        raise InputError(f"bootstrap must lie in 0..100000 (got {n_bootstrap})")
+    if on_edge not in ("error", "warn"):
+        raise InputError(f"on_edge must be 'error' or 'warn' (got {on_edge!r})")
+    if method not in HYPER_METHODS:
+        raise InputError(f"method must be one of {', '.join(HYPER_METHODS)} (got {method!r})")
+    rows = select_runs(db, sources, run_names)
+    law, report = fit_law(db, rows, kind, form, n_bootstrap, seed, on_edge, method)
+    record = law.to_record()
+    used = set(record.get("runs_used") or [f"{r.source}/{r.name}" for r in rows])
+    used_ids = [r.id for r in rows if f"{r.source}/{r.name}" in used]
+    label = ", ".join(sorted({r.source for r in rows}))
+    count = len(storage.list_laws(db, kind="hyper" if kind == "hyper" else law.kind))
+    return storage.add_law(
+        db,
+        {
+            "name": name or f"{kind}-{form}-{label[:60]}-{count + 1}".replace(" ", ""),
+            "kind": law.kind,
+            "form": form,
+            "origin": "fitted",
+            "title": f"{TITLES[kind]} ({form}) fitted on {label}",
+            "source": f"fitted by hpscale on {len(used_ids)} runs of {label}",
+            "record": record,
+            "extrapolation": report,
+            "settings": {"n_bootstrap": n_bootstrap, "seed": seed, "on_edge": on_edge, "method": method,
+                         "sources": list(sources or []),
+                         "runs": list(run_names or [])},
+            "code_version": code_version(),
+        },
+        used_ids,
+    )
+
+
+def load_law(db: Database, law_id: int | str, kind: str | None = None) -> tuple[Law, Any]:
+    """A stored law and its fitting object; ``kind`` checks what the caller expects."""
+    row = storage.get_law(db, law_id)
+    if kind is not None and row.kind != kind:
+        raise InputError(f"law {row.id} ({row.name}) is a {row.kind} law, not a {kind} law")
+    return row, law_from_record(row.record)
+
+
+def predict_curve(db: Database, law_id: int | str, lr: np.ndarray, tokens_per_step: float | None = None) -> dict[str, Any]:
+    """The predicted loss of a trajectory law at every step after warmup of a schedule whose
+    step i + 1 uses ``lr[i]``. ``tokens_per_step`` adds a tokens column (tokens per step)."""
+    row, law = load_law(db, law_id, kind="trajectory")
+    lr = np.asarray(lr, dtype=float)
+    if lr.ndim != 1 or lr.size < 2 or not np.all(np.isfinite(lr)) or np.any(lr < 0):
+        raise InputError("the schedule must hold at least 2 finite learning rates >= 0")
+    loss = law.predict(lr)
+    steps = np.arange(lr.size - loss.size + 1, lr.size + 1)
+    out: dict[str, Any] = {"law_id": row.id, "steps": steps.tolist(), "lr": lr[steps - 1].tolist(),
+                           "loss": loss.tolist()}
+    if tokens_per_step is not None:
+        if not (math.isfinite(tokens_per_step) and tokens_per_step > 0):
+            raise InputError("tokens_per_step must be a finite number > 0")
+        out["tokens"] = (steps * tokens_per_step).tolist()
+    return out
+
+
+def predict_loss(db: Database, law_id: int | str, n_params: float, tokens: float) -> dict[str, Any]:
+    """A loss law's predicted final loss (nats/token) for N params on D tokens, with interval."""
+    row, law = load_law(db, law_id, kind="loss")
+    for label, v in (("n_params", n_params), ("tokens", tokens)):
+        if not (math.isfinite(v) and v > 0):
+            raise InputError(f"{label} must be a finite number > 0 (got {v!r})")
+    pred = law.predict(n_params, tokens)
+    return {"law_id": row.id, "n_params": n_params, "tokens": tokens, "final_loss": pred.loss,
+            "interval": list(pred.interval) if pred.interval else None}

@@ -1,0 +1,215 @@
+"""A sweep's book-keeping in the database: store a plan, refine finished groups, repair the queue.
+
+The runs table says what must be trained (one row per planned run, keyed by name); Optuna's
+trials (``sweeps.queue``) say who trains what. Every function here is idempotent and safe to
+call from any number of workers at once: rows are inserted under their unique names, trials
+for a row are enqueued only when the row has no waiting or running trial, and a duplicate trial
+is harmless because ``db.storage.claim_sweep_run`` lets one trial own a run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from db import storage
+from db.engine import Database
+from db.errors import ConflictError, NotFoundError
+from db.models import Run, Sweep
+from db.provenance import code_version
+from sweeps import queue
+from sweeps.errors import SweepError
+from sweeps.plan import Cell, Member, Plan, Shape, judge_group, make_cell, refinement_lrs
+from sweeps.spec import SweepSpec, parse_spec
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.storages import RDBStorage
+
+ACTIVE = ("queued", "running")
+FINISHED = ("done", "diverged", "failed")
+
+
+def schedule_label(spec: SweepSpec) -> str:
+    """The schedule as the runs table's ``schedule`` column shows it."""
+    s = spec.schedule
+    extra = f",cooldown={s.cooldown_fraction:g}" if s.kind == "wsd" else ""
+    return f"{s.kind}(warmup={s.warmup_fraction:g},final={s.final_lr_ratio:g}{extra})"
+
+
+def run_rows(spec: SweepSpec, cell: Cell) -> list[dict[str, Any]]:
+    """The runs table rows (queued) of one cell's members."""
+    config = {"d_model": cell.shape.d_model, "n_layers": cell.shape.n_layers, "n_heads": cell.shape.n_heads,
+              "vocab_size": spec.vocab_size, "steps": cell.steps, "flops_per_token": cell.shape.flops_per_token}
+    return [
+        {"source": spec.name, "name": m.name, "n_params": float(cell.shape.n_params), "tokens": float(cell.tokens),
+         "lr": m.lr, "batch_size": float(cell.batch_size), "batch_tokens": float(cell.batch_tokens),
+         "seq_len": cell.seq_len, "schedule": schedule_label(spec), "tags": {"round": cell.round},
+         "config": config, "seed": m.seed, "code_version": code_version(), "spec": spec.model_dump(mode="json"),
+         "group_key": cell.group, "cell_key": cell.key}
+        for m in cell.members
+    ]
+
+
+def cell_from_rows(rows: Sequence[Run]) -> Cell:
+    """Rebuild a cell (its members restricted to ``rows``) from stored run rows of one cell."""
+    r = rows[0]
+    c = r.config or {}
+    shape = Shape(int(c["d_model"]), int(c["n_layers"]), int(c["n_heads"]), int(r.n_params),
+                  float(c["flops_per_token"]))
+    members = tuple(Member(float(x.lr or 0.0), int(x.seed or 0), x.name) for x in rows)
+    return Cell(str(r.group_key), str(r.cell_key), shape, int(r.tokens), int(r.batch_size or 0),
+                int(r.seq_len or 0), int(c["steps"]), int((r.tags or {}).get("round", 0)), members)
+
+
+def _canonical(spec: dict[str, Any]) -> str:
+    return json.dumps(spec, sort_keys=True)
+
+
+def _changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def open_sweep(db: Database, name: str) -> tuple[Sweep, SweepSpec]:
+    """A stored sweep and its spec; ``SweepError`` when absent."""
+    try:
+        row = storage.get_sweep(db, name)
+    except NotFoundError:
+        raise SweepError(f"no sweep {name!r} in {db.safe_url}: `hpscale sweep run SPEC` plans it") from None
+    return row, parse_spec(row.spec, f"stored spec of sweep {name!r}")
+
+
+def open_queue(db: Database, spec: SweepSpec) -> RDBStorage:
+    """Optuna's storage on this database, after hpscale's own schema (see ``sweeps.queue``)."""
+    db.ensure_schema()
+    return queue.open_storage(db.url, spec.workers.heartbeat_s, spec.workers.grace_s)
+
+
+def group_keys(db: Database, sweep_id: int) -> list[str]:
+    """The groups of a sweep, in planning order."""
+    rows = storage.list_runs(db, sweep_id=sweep_id)
+    return list(dict.fromkeys(str(r.group_key) for r in rows))
+
+
+def studies(db: Database, store: RDBStorage, sweep: Sweep, create: bool = False) -> dict[str, optuna.Study]:
+    """Every group's study, by group key."""
+    return {g: queue.load_study(store, queue.study_name(sweep.name, g), create=create)
+            for g in group_keys(db, sweep.id)}
+
+
+def store_plan(db: Database, plan: Plan) -> Sweep:
+    """Store a plan: the sweep, its queued runs and their trials. Idempotent: planning the same
+    spec again adds nothing, puts "failed" runs back in the queue and repairs lost trials;
+    a different spec under a stored name is refused."""
+    spec = plan.spec
+    dumped = spec.model_dump(mode="json")
+    try:
+        sweep = storage.get_sweep(db, spec.name)
+    except NotFoundError:
+        try:
+            sweep = storage.add_sweep(db, spec.name, dumped, code_version())
+        except ConflictError:  # another planner stored it a moment ago
+            sweep = storage.get_sweep(db, spec.name)
+    # Compare as this code reads the stored spec: a field added since (with its default) is no change.
+    try:
+        stored = parse_spec(sweep.spec).model_dump(mode="json")
+    except SweepError:
+        stored = sweep.spec
+    if _canonical(stored) != _canonical(dumped):
+        changed = ", ".join(_changed_fields(stored, dumped))
+        raise SweepError(f"sweep {spec.name!r} already exists with a different spec (changed: {changed}): "
+                         "give the new spec another name")
+    rows = [row for cell in plan.cells for row in run_rows(spec, cell)]
+    _insert(db, sweep.id, rows)
+    failed = [r.id for r in storage.list_runs(db, sweep_id=sweep.id, statuses=["failed"])]
+    storage.release_sweep_runs(db, failed, statuses=["failed"])
+    store = open_queue(db, spec)
+    repair(db, store, sweep, studies(db, store, sweep, create=True))
+    return storage.get_sweep(db, sweep.id)
+
+
+def _insert(db: Database, sweep_id: int, rows: list[dict[str, Any]]) -> int:
+    try:
+        return storage.add_sweep_runs(db, sweep_id, rows)
+    except ConflictError:  # a concurrent planner inserted some of these names: theirs stand
+        return storage.add_sweep_runs(db, sweep_id, rows)
+
+
+def repair(db: Database, store: RDBStorage, sweep: Sweep, by_group: dict[str, optuna.Study]) -> int:
+    """Enqueue a trial for every queued or running run that has no waiting or running trial
+    (a crash between two steps of a hand-over can leave one so). Returns how many."""
+    added = 0
+    active = storage.list_runs(db, sweep_id=sweep.id, statuses=list(ACTIVE))
+    by_study: dict[str, list[Run]] = defaultdict(list)
+    for r in active:
+        by_study[str(r.group_key)].append(r)
+    for group, rows in by_study.items():
+        study = by_group.get(group) or queue.load_study(store, queue.study_name(sweep.name, group), create=True)
+        by_group[group] = study
+        live = queue.live_runs(study)
+        for r in rows:
+            if r.name not in live:
+                queue.enqueue_run(study, r.name, str(r.cell_key), group, float(r.lr or 0.0),
+                                  int(r.batch_size or 0), int(r.seed or 0))
+                added += 1
+    return added
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """What one refinement call did to one group."""
+
+    group: str
+    round: int
+    edge: str
+    lrs: tuple[float, ...]
+    runs_added: int
+
+
+def refine(db: Database, store: RDBStorage, sweep: Sweep, spec: SweepSpec,
+           by_group: dict[str, optuna.Study]) -> list[Refinement]:
+    """For every finished group whose best lr is on the grid's edge (and rounds remain), add
+    ``spec.refine.points`` lrs beyond that edge at every batch size, as round r + 1.
+
+    Deterministic in the group's finished runs, so workers refining at once compute the same
+    run names; the unique names make the second insert a no-op, and only the inserting worker
+    enqueues (``repair`` covers it if it dies first).
+    """
+    done: list[Refinement] = []
+    rows = storage.list_runs(db, sweep_id=sweep.id)
+    groups: dict[str, list[Run]] = defaultdict(list)
+    for r in rows:
+        groups[str(r.group_key)].append(r)
+    for group, members in groups.items():
+        if any(r.status in ACTIVE for r in members):
+            continue
+        rnd = max(int((r.tags or {}).get("round", 0)) for r in members)
+        if rnd >= spec.refine.max_rounds:
+            continue
+        judged = [r for r in members if r.status in ("done", "diverged")]
+        verdict = judge_group([float(r.lr or 0) for r in judged], [float(r.batch_size or 0) for r in judged],
+                              [r.final_loss if r.status == "done" else None for r in judged])
+        edge = verdict.lr_edge
+        if edge is None:
+            continue
+        searched = sorted({float(r.lr or 0) for r in members})
+        lrs = refinement_lrs(searched, edge, spec.lr.log_step(), spec.refine.points)
+        cells_rows: dict[str, list[Run]] = defaultdict(list)
+        for r in members:
+            cells_rows[str(r.cell_key)].append(r)
+        new_rows = []
+        for cell_rows in cells_rows.values():
+            base = cell_from_rows(cell_rows)
+            cell = make_cell(spec, base.shape, base.tokens, base.batch_size, lrs, rnd + 1)
+            new_rows += run_rows(spec, cell)
+        added = _insert(db, sweep.id, new_rows)
+        if added:
+            study = by_group.get(group) or queue.load_study(store, queue.study_name(sweep.name, group), create=True)
+            for row in new_rows:
+                queue.enqueue_run(study, row["name"], row["cell_key"], group, row["lr"], int(row["batch_size"]),
+                                  row["seed"])
+        done.append(Refinement(group, rnd + 1, edge, tuple(lrs), added))
+    return done

@@ -1,0 +1,206 @@
+"""From a spec to cells: the grid of runs, their names, FLOPs and estimated time, and refinement.
+
+Pure planning: nothing here touches the database or Optuna (``sweeps.queue`` does). Units:
+params and tokens are counts, FLOPs are FLOP, rates FLOP/s, times seconds.
+
+Names are deterministic, so whoever plans the same spec gets the same keys:
+``group`` = ``N{n_params}-D{tokens}``, ``cell`` = ``{group}-B{batch}``,
+``run`` = ``{cell}-lr{lr:.6g}-s{seed}``. The run name is the idempotency key of the runs table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sweeps.spec import SizeSpec, SweepSpec, round_lr
+
+# Assumed sustained model-FLOP rates for the time estimate (FLOP/s). CPU: what this project's
+# 2-core CI machine reaches on tiny float32 models (measured ~5-8 GFLOP/s; take the low end).
+# CUDA: ~10% of an H100's 989 TFLOP/s bf16 peak, what the fused engine reaches at d_model
+# 128-256 (DESIGN.md); larger models do better, so this is conservative for them.
+ASSUMED_FLOPS_PER_S = {"cpu": 5e9, "cuda": 1e14}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A member's model shape and its sizes."""
+
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_params: int  # non-embedding parameters, count
+    flops_per_token: float  # training FLOPs per token of one member, attention included
+
+
+@dataclass(frozen=True)
+class Member:
+    """One run of a cell: its peak lr, its init seed and its name."""
+
+    lr: float
+    seed: int
+    name: str
+
+
+@dataclass(frozen=True)
+class Cell:
+    """The runs sharing (N, D, batch): one fused training job."""
+
+    group: str
+    key: str
+    shape: Shape
+    tokens: int  # the group's token budget D
+    batch_size: int  # sequences per step
+    seq_len: int
+    steps: int  # optimizer steps: round(D / (batch_size x seq_len)), at least 1
+    round: int  # 0 for the spec's grid, r for the r-th refinement
+    members: tuple[Member, ...]
+
+    @property
+    def batch_tokens(self) -> int:
+        return self.batch_size * self.seq_len
+
+    @property
+    def train_tokens(self) -> int:
+        """Tokens one member actually trains on (steps x batch tokens; close to D)."""
+        return self.steps * self.batch_tokens
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every cell of a spec, and its cost."""
+
+    spec: SweepSpec
+    cells: tuple[Cell, ...]
+    flops_by_cell: tuple[float, ...] = field(default=())
+
+    @property
+    def runs(self) -> int:
+        return sum(len(c.members) for c in self.cells)
+
+    @property
+    def groups(self) -> list[str]:
+        return list(dict.fromkeys(c.group for c in self.cells))
+
+    @property
+    def flops(self) -> float:
+        return float(sum(self.flops_by_cell))
+
+
+def shape_for(size: SizeSpec, spec: SweepSpec) -> Shape:
+    """The model shape of one size entry (imports ``sweeps.model``, hence torch)."""
+    from sweeps.model import GPTConfig, config_for_params, flops_per_token, n_params
+
+    if size.n_params is not None:
+        cfg = config_for_params(size.n_params, vocab_size=spec.vocab_size, seq_len=spec.seq_len,
+                                head_dim=size.head_dim)
+    else:
+        cfg = GPTConfig(vocab_size=spec.vocab_size, seq_len=spec.seq_len, d_model=size.d_model,  # type: ignore[arg-type]
+                        n_layers=size.n_layers, n_heads=size.n_heads)  # type: ignore[arg-type]
+    return Shape(cfg.d_model, cfg.n_layers, cfg.n_heads, n_params(cfg), flops_per_token(cfg))
+
+
+def group_key(n_params: int, tokens: int) -> str:
+    return f"N{n_params}-D{tokens}"
+
+
+def cell_key(group: str, batch_size: int) -> str:
+    return f"{group}-B{batch_size}"
+
+
+def run_name(cell: str, lr: float, seed: int) -> str:
+    return f"{cell}-lr{round_lr(lr):.6g}-s{seed}"
+
+
+def token_budgets(spec: SweepSpec, n_params: int) -> list[int]:
+    """The token budgets D of one size (tokens), ascending."""
+    if spec.tokens.values is not None:
+        return sorted({int(round(v)) for v in spec.tokens.values})
+    return sorted({int(round(r * n_params)) for r in spec.tokens.per_param or ()})
+
+
+def make_cell(spec: SweepSpec, shape: Shape, tokens: int, batch_size: int, lrs: Sequence[float], rnd: int) -> Cell:
+    """One cell: every (lr, seed) pair of ``lrs`` x the spec's seeds at one (N, D, batch)."""
+    group = group_key(shape.n_params, tokens)
+    key = cell_key(group, batch_size)
+    steps = max(1, round(tokens / (batch_size * spec.seq_len)))
+    members = tuple(Member(round_lr(lr), s, run_name(key, lr, s)) for lr in sorted(lrs) for s in spec.seeds)
+    return Cell(group, key, shape, tokens, batch_size, spec.seq_len, steps, rnd, members)
+
+
+def cell_flops(spec: SweepSpec, cell: Cell) -> float:
+    """FLOPs of a whole cell (FLOP): training of every member plus its evaluations (forward only, 1/3)."""
+    train = cell.train_tokens * cell.shape.flops_per_token
+    evals = cell.steps // spec.eval.interval + 2  # step 0, every interval, and the end
+    eval_tokens = evals * spec.eval.batches * spec.eval.batch_size * spec.seq_len
+    return len(cell.members) * (train + eval_tokens * cell.shape.flops_per_token / 3.0)
+
+
+def build_plan(spec: SweepSpec) -> Plan:
+    """The spec's grid: one cell per (size, token budget, batch size), members = lrs x seeds."""
+    cells: list[Cell] = []
+    seen: set[str] = set()
+    lrs = spec.lr.grid()
+    for size in spec.sizes:
+        shape = shape_for(size, spec)
+        for tokens in token_budgets(spec, shape.n_params):
+            for batch in spec.batch_sizes:
+                cell = make_cell(spec, shape, tokens, batch, lrs, 0)
+                if cell.key not in seen:  # two size entries may resolve to one shape
+                    seen.add(cell.key)
+                    cells.append(cell)
+    return Plan(spec, tuple(cells), tuple(cell_flops(spec, c) for c in cells))
+
+
+def estimate_seconds(plan: Plan, device: str, flops_per_s: float | None = None) -> tuple[float, float]:
+    """(seconds, assumed FLOP/s) to train the plan on one ``device`` ("cpu" or "cuda")."""
+    rate = flops_per_s or ASSUMED_FLOPS_PER_S["cuda" if device.startswith("cuda") else "cpu"]
+    return plan.flops / rate, rate
+
+
+# -- refinement ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GroupVerdict:
+    """Where a finished group's optimum lies on its searched lr grid."""
+
+    best_lr: float | None  # None when every run diverged
+    best_batch: int | None
+    best_loss: float | None
+    edges: tuple[str, ...]  # fitting.optimum.grid_edges' names, or ("all_diverged",)
+
+    @property
+    def lr_edge(self) -> str | None:
+        """"low" or "high" when the optimum needs lrs beyond the grid, else None."""
+        if "all_diverged" in self.edges or "lr_low" in self.edges:
+            return "low"
+        if "lr_high" in self.edges:
+            return "high"
+        return None
+
+
+def judge_group(lrs: Sequence[float], batches: Sequence[float], losses: Sequence[float | None]) -> GroupVerdict:
+    """The group's best run and the grid edges it touches.
+
+    A diverged run counts as searched with an infinite loss: an optimum whose higher
+    neighbours diverged is bracketed from above, not on an edge.
+    """
+    from fitting.optimum import grid_edges
+
+    loss = np.array([math.inf if v is None else v for v in losses], dtype=float)
+    if loss.size == 0 or not np.isfinite(loss).any():
+        return GroupVerdict(None, None, None, ("all_diverged",))
+    best = int(np.argmin(loss))
+    edges = grid_edges(np.asarray(lrs, float), np.asarray(batches, float), best)
+    return GroupVerdict(float(lrs[best]), int(batches[best]), float(loss[best]), edges)
+
+
+def refinement_lrs(searched: Sequence[float], edge: str, log_step: float, points: int) -> list[float]:
+    """``points`` new lrs one grid step apart beyond the ``edge`` ("low"/"high") of ``searched``."""
+    if edge == "low":
+        start = min(searched)
+        return [round_lr(start * math.exp(-log_step * i)) for i in range(1, points + 1)]
+    start = max(searched)
+    return [round_lr(start * math.exp(log_step * i)) for i in range(1, points + 1)]

@@ -1,0 +1,313 @@
+"""The sweep spec: a YAML file, validated by pydantic, that says which grid of small GPTs to train.
+
+A spec names model sizes (a target non-embedding parameter count, or an explicit shape), token
+budgets (absolute, or tokens per parameter), learning rates (a log range with a count, or a
+list), batch sizes in sequences, the sequence length, the lr schedule, AdamW's weight decay and
+clipping, seeds, evaluation, the corpus and its tokenizer, precision, device, how far
+refinement may widen the lr grid, and the workers' heartbeat. ``load_spec`` reads one; every
+problem becomes one :class:`SpecError` line naming the field path and the bad value.
+
+Units: params and tokens are counts, batch sizes are sequences, seq_len is tokens, intervals
+are optimizer steps, heartbeat times are seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sweeps.errors import SweepError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class SpecError(SweepError):
+    """A sweep spec that cannot be read or is invalid; the message is one line."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a misspelt "warmup_fracton" must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PosInt = Annotated[int, Field(ge=1)]
+PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class SizeSpec(_Strict):
+    """One model size: ``n_params`` (target non-embedding params, the shape is chosen by
+    ``sweeps.model.config_for_params``) or an explicit ``d_model`` / ``n_layers`` / ``n_heads``."""
+
+    n_params: PosFloat | None = None
+    d_model: PosInt | None = None
+    n_layers: PosInt | None = None
+    n_heads: PosInt | None = None
+    head_dim: PosInt = 64  # used with n_params only: d_model is a multiple of it
+
+    @model_validator(mode="after")
+    def _one_way(self) -> SizeSpec:
+        shape = (self.d_model, self.n_layers, self.n_heads)
+        if self.n_params is not None:
+            if any(v is not None for v in shape):
+                raise ValueError("give n_params or d_model/n_layers/n_heads, not both")
+        elif any(v is None for v in shape):
+            raise ValueError("give n_params, or all of d_model, n_layers and n_heads")
+        elif self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:  # type: ignore[operator]
+            raise ValueError(f"d_model {self.d_model} must split into n_heads {self.n_heads} heads of even size")
+        return self
+
+
+class TokensSpec(_Strict):
+    """Token budgets D: absolute ``values`` (tokens) or ``per_param`` (D = ratio x N)."""
+
+    values: list[PosFloat] | None = Field(default=None, min_length=1)
+    per_param: list[PosFloat] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> TokensSpec:
+        if (self.values is None) == (self.per_param is None):
+            raise ValueError("give exactly one of values (tokens) or per_param (tokens per parameter)")
+        return self
+
+
+class LrSpec(_Strict):
+    """Peak learning rates: a list (``values``) or ``count`` points log-spaced in [low, high]."""
+
+    values: list[PosFloat] | None = Field(default=None, min_length=1)
+    low: PosFloat | None = None
+    high: PosFloat | None = None
+    count: Annotated[int, Field(ge=2)] | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> LrSpec:
+        ranged = (self.low, self.high, self.count)
+        if self.values is not None:
+            if any(v is not None for v in ranged):
+                raise ValueError("give values, or low/high/count, not both")
+        elif any(v is None for v in ranged):
+            raise ValueError("give values, or all of low, high and count")
+        elif self.low >= self.high:  # type: ignore[operator]
+            raise ValueError(f"low {self.low} must be below high {self.high}")
+        return self
+
+    def grid(self) -> list[float]:
+        """The learning rates, ascending, rounded to 6 significant digits (stable run names)."""
+        if self.values is not None:
+            raw = list(self.values)
+        else:
+            lo, hi, n = math.log(self.low), math.log(self.high), self.count  # type: ignore[arg-type]
+            raw = [math.exp(lo + (hi - lo) * i / (n - 1)) for i in range(n)]  # type: ignore[operator]
+        return sorted({round_lr(v) for v in raw})
+
+    def log_step(self) -> float:
+        """The grid's spacing in log space (the median gap; refinement extends the grid by it)."""
+        grid = self.grid()
+        if len(grid) < 2:
+            return math.log(2.0)  # one lr given: widen by factors of 2
+        gaps = sorted(math.log(b / a) for a, b in zip(grid, grid[1:]))
+        return gaps[len(gaps) // 2]
+
+
+class ScheduleSpec(_Strict):
+    """The lr schedule (``fitting.schedules.lr_schedule``): linear warmup, then the decay ``kind``."""
+
+    kind: Literal["constant", "cosine", "linear", "wsd"] = "cosine"
+    warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.05  # of each run's steps
+    final_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1  # final lr / peak lr
+    cooldown_fraction: Annotated[float, Field(gt=0, le=1)] = 0.2  # wsd only: the decay's share of steps
+
+
+def schedule_lrs(schedule: ScheduleSpec, steps: int, peak_lr: float) -> Any:
+    """The learning rate of every step 1..``steps`` of a run with this schedule and peak lr
+    (numpy array). The trainer (peak 1: a multiplier) and the trajectory fits both use it."""
+    from fitting.schedules import lr_schedule
+
+    return lr_schedule(schedule.kind, steps, peak_lr, warmup_steps=int(round(schedule.warmup_fraction * steps)),
+                       final_lr_ratio=schedule.final_lr_ratio, cooldown_fraction=schedule.cooldown_fraction)
+
+
+class EvalSpec(_Strict):
+    """Validation: every ``interval`` steps, ``batches`` batches of ``batch_size`` sequences."""
+
+    interval: PosInt = 100
+    batches: PosInt = 8
+    batch_size: PosInt = 16
+
+
+class CorpusSpec(_Strict):
+    """``python-source`` (built in), ``folder`` (text files under ``path``) or ``bin`` (token ids at ``path``)."""
+
+    kind: Literal["python-source", "folder", "bin"] = "python-source"
+    path: str | None = None
+    max_files: PosInt | None = None  # read at most this many files (tests, quick looks)
+    max_bytes: PosInt | None = None  # keep at most this much de-duplicated text
+    val_fraction: Annotated[float, Field(gt=0, lt=0.5)] = 0.01
+    vocab_size: PosInt | None = None  # bin only: ids are below it
+    dtype: Literal["uint16", "uint32"] = "uint16"  # bin only
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> CorpusSpec:
+        if self.kind == "python-source" and self.path is not None:
+            raise ValueError("python-source takes no path")
+        if self.kind in ("folder", "bin") and not self.path:
+            raise ValueError(f"kind {self.kind} needs a path")
+        if self.kind == "bin" and self.vocab_size is None:
+            raise ValueError("kind bin needs vocab_size (the tokenizer's vocabulary)")
+        if self.kind != "bin" and self.vocab_size is not None:
+            raise ValueError("vocab_size belongs under tokenizer for text corpora")
+        return self
+
+
+class TokenizerSpec(_Strict):
+    """The byte-level BPE trained on a text corpus."""
+
+    vocab_size: Annotated[int, Field(ge=258, le=1 << 20)] = 8192
+    max_bytes: PosInt = 40_000_000  # text the BPE learns from
+
+
+class OptimizerSpec(_Strict):
+    """AdamW settings shared by every run (per-member lr comes from the grid)."""
+
+    weight_decay: Annotated[float, Field(ge=0)] = 0.1
+    grad_clip: PosFloat | None = 1.0  # per-member global-norm clip; null disables
+    beta1: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    beta2: Annotated[float, Field(ge=0, lt=1)] = 0.95
+    divergence_factor: Annotated[float, Field(gt=1)] = 2.0  # diverged when loss > factor x best
+
+
+class RefineSpec(_Strict):
+    """Refinement: while a group's best lr sits on the grid's edge, add ``points`` lrs beyond it,
+    one grid step apart, at every batch size; at most ``max_rounds`` times per group."""
+
+    max_rounds: Annotated[int, Field(ge=0, le=10)] = 2
+    points: Annotated[int, Field(ge=1, le=8)] = 2
+
+
+class WorkersSpec(_Strict):
+    """Liveness: a worker beats every ``heartbeat_s``; a trial silent for ``grace_s`` is failed
+    and re-queued (Optuna's RDB heartbeat)."""
+
+    heartbeat_s: Annotated[int, Field(ge=1, le=3600)] = 20
+    grace_s: Annotated[int, Field(ge=2, le=36000)] = 120
+
+    @model_validator(mode="after")
+    def _grace_exceeds_beat(self) -> WorkersSpec:
+        if self.grace_s <= self.heartbeat_s:
+            raise ValueError(f"grace_s {self.grace_s} must exceed heartbeat_s {self.heartbeat_s}")
+        return self
+
+
+class SweepSpec(_Strict):
+    """A whole sweep. ``name`` is the run source in the database and must be unique there."""
+
+    name: str
+    description: str = ""
+    sizes: list[SizeSpec] = Field(min_length=1)
+    tokens: TokensSpec
+    lr: LrSpec
+    batch_sizes: list[PosInt] = Field(min_length=1)  # sequences per step
+    seq_len: Annotated[int, Field(ge=2)] = 512
+    schedule: ScheduleSpec = ScheduleSpec()
+    optimizer: OptimizerSpec = OptimizerSpec()
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default=[0], min_length=1)
+    data_seed: Annotated[int, Field(ge=0)] = 0  # batch order: the same for every run of a cell
+    eval: EvalSpec = EvalSpec()
+    corpus: CorpusSpec = CorpusSpec()
+    tokenizer: TokenizerSpec = TokenizerSpec()
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    compile: bool | None = None  # torch.compile; null: on CUDA only
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    refine: RefineSpec = RefineSpec()
+    workers: WorkersSpec = WorkersSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError("use 1-100 letters, digits, '_', '.' or '-', starting with a letter or digit")
+        return v
+
+    @field_validator("batch_sizes", "seeds")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("values must be distinct")
+        return sorted(v)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.match(r"^(auto|cpu|cuda(:\d+)?)$", v):
+            raise ValueError("use auto, cpu, cuda or cuda:N")
+        return v
+
+    @property
+    def vocab_size(self) -> int:
+        """The vocabulary the models are built for (ids)."""
+        return self.corpus.vocab_size if self.corpus.kind == "bin" else self.tokenizer.vocab_size  # type: ignore[return-value]
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _format_error(exc: ValidationError, source: str) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        msg = err["msg"].removeprefix("Value error, ")
+        bad = err.get("input")
+        shown = "" if isinstance(bad, dict) or err["type"] == "missing" else f" (got {bad!r})"
+        parts.append(f"{_where(loc)}: {msg}{shown}")
+    more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
+    return f"{source}: " + "; ".join(parts) + more
+
+
+def parse_spec(data: Any, source: str = "spec") -> SweepSpec:
+    """Validate a spec already parsed from YAML/JSON; ``SpecError`` (one line) if invalid."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: a sweep spec is a mapping of fields, got {type(data).__name__}")
+    try:
+        return SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_format_error(exc, source)) from None
+
+
+def load_spec(path: Path | str) -> SweepSpec:
+    """Read and validate a YAML sweep spec."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read sweep spec {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise SpecError(f"{path}:{where} is not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    return parse_spec(data, str(path))
+
+
+def check_paths(spec: SweepSpec) -> None:
+    """Check on this machine what validation cannot: that a folder or .bin corpus exists.
+    (Kept out of the model so a stored spec still parses on a machine without the files.)"""
+    c = spec.corpus
+    if c.path is None:
+        return
+    path = Path(c.path).expanduser()
+    ok = path.is_dir() if c.kind == "folder" else path.is_file()
+    if not ok:
+        what = "a folder" if c.kind == "folder" else "a file"
+        raise SpecError(f"corpus.path: {what} that does not exist here (got {c.path!r})")
+
+
+def round_lr(lr: float) -> float:
+    """An lr rounded to 6 significant digits: the same value whoever computes it (run names, trial params)."""
+    return float(f"{lr:.6g}")

@@ -1,0 +1,84 @@
+"""The app as a whole: startup on an empty database, problems for every kind of error, the
+OpenAPI document, the docs, the web UI and Plotly's file."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi.testclient import TestClient
+from test_api_support import PROBLEM, app_db, assert_problem, client, make_client  # noqa: F401  (fixtures)
+
+import service.api as api
+from db import storage
+from service.api import glue
+from service.settings import Settings
+
+
+def test_startup_creates_schema_and_published_laws(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    with TestClient(api.create_app(Settings(database_url=url))) as c:
+        assert {x.name for x in storage.list_laws(app_db(c))} == {"steplaw", "deepseek"}
+        assert c.get("/api/v1/recommend", params={"n_params": 1e9, "tokens": 2e10}).status_code == 200
+
+
+def test_unknown_path_and_method_are_problems(client) -> None:
+    assert_problem(client.get("/api/v1/nothing"), 404, detail_has="/api/v1")
+    assert_problem(client.delete("/api/v1/runs"), 405)
+
+
+def test_unexpected_error_is_a_generic_500_and_logged(client, monkeypatch, caplog) -> None:
+    def broken(db):  # type: ignore[no-untyped-def]
+        raise RuntimeError("secret internal state")
+
+    monkeypatch.setattr(glue, "list_sweeps", broken)
+    with caplog.at_level(logging.ERROR, logger="hpscale.api"):
+        body = assert_problem(client.get("/api/v1/sweeps"), 500)
+    assert "secret" not in body["detail"] and body["detail"].startswith("internal server error")
+    assert any("secret internal state" in (r.exc_text or "") for r in caplog.records)
+
+
+def test_openapi_declares_schemas_and_problems(client) -> None:
+    doc = client.get("/openapi.json").json()
+    assert doc["info"]["title"] == "hpscale"
+    ops = [(path, method, op) for path, item in doc["paths"].items() for method, op in item.items()]
+    assert {p for p, _, _ in ops} >= {
+        "/healthz", "/api/v1/recommend", "/api/v1/laws", "/api/v1/laws/{law}", "/api/v1/sweeps", "/api/v1/sweeps/{sweep}",
+        "/api/v1/sweeps/{sweep}/groups", "/api/v1/runs", "/api/v1/runs/{run_id}", "/api/v1/runs/{run_id}/curve",
+        "/api/v1/predict/curve", "/api/v1/fits",
+    }
+    for path, method, op in ops:
+        ok = [c for c in op["responses"] if c.startswith("2")]
+        assert ok and "$ref" in str(op["responses"][ok[0]]["content"]["application/json"]["schema"]), (path, method)
+        for code, response in op["responses"].items():
+            if code[0] in "45":
+                assert list(response["content"]) == [PROBLEM], (path, method, code)
+        assert "500" in op["responses"]
+    writes = {(p, m): op for p, m, op in ops if m == "post" and p in ("/api/v1/runs", "/api/v1/fits")}
+    for op in writes.values():
+        assert {"401", "403", "413", "422"} <= set(op["responses"]) and op["security"] == [{"APIKeyHeader": []}]
+    recommend = doc["paths"]["/api/v1/recommend"]["get"]
+    assert {p["name"] for p in recommend["parameters"]} == {
+        "n_params", "d_model", "n_layers", "vocab_size", "tokens", "compute", "seq_len", "law"}
+    assert "Problem" in doc["components"]["schemas"]
+
+
+def test_docs_page(client) -> None:
+    r = client.get("/docs")
+    assert r.status_code == 200 and "swagger" in r.text.lower()
+
+
+def test_web_ui_and_plotly_are_served(client) -> None:
+    js = client.get("/static/plotly.min.js")
+    assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript") and "plotly" in js.text[:200]
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.text == (api.web_dir() / "index.html").read_text() and "recommend.js" in page.text
+
+
+def test_mount_works_without_pages(tmp_path, monkeypatch) -> None:
+    empty = tmp_path / "web"
+    empty.mkdir()
+    monkeypatch.setattr(api, "web_dir", lambda: empty)
+    with TestClient(api.create_app(Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}"))) as c:
+        assert_problem(c.get("/"), 404)
+        assert c.get("/healthz").status_code == 200 and c.get("/api/v1/laws").status_code == 200

@@ -1,0 +1,70 @@
+"""POST /api/v1/fits: fit a law from stored runs (auth, validation, a fit the data cannot
+support), store it with its provenance, and read it back."""
+
+from __future__ import annotations
+
+import pytest
+from test_api_support import (  # noqa: F401  (fixtures)
+    API_KEY, any_client, app_db, assert_problem, client, make_client, seed_grid,
+)
+
+KEY = {"X-API-Key": API_KEY}
+HYPER = {"kind": "hyper", "form": "steplaw", "sources": ["grid"], "bootstrap": 20, "seed": 3}
+
+
+def test_fit_is_stored_with_its_runs(any_client) -> None:
+    run_ids = seed_grid(app_db(any_client))
+    r = any_client.post("/api/v1/fits", json=HYPER, headers=KEY)
+    assert r.status_code == 201, r.text
+    law = r.json()
+    assert r.headers["location"] == f"/api/v1/laws/{law['id']}"
+    assert law["kind"] == "hyper" and law["form"] == "steplaw" and law["origin"] == "fitted"
+    assert law["parameters"]["alpha_lr"] == pytest.approx(-0.5, abs=0.05)
+    assert law["intervals"] is not None and law["fit_range"]["n_params"] == {"low": 1e6, "high": 1.6e7}
+    assert sorted(p["run_id"] for p in law["data"]) == sorted(run_ids)
+    assert any_client.get(law["location"] if "location" in law else f"/api/v1/laws/{law['id']}").json()["id"] == law["id"]
+    listed = any_client.get("/api/v1/laws", params={"origin": "fitted"}).json()
+    assert [x["id"] for x in listed] == [law["id"]]
+    # The new law can be asked for a recommendation at once.
+    rec = any_client.get("/api/v1/recommend", params={"n_params": 4e6, "tokens": 2e8, "law": law["id"]}).json()
+    assert rec["law"]["id"] == law["id"] and rec["lr_interval"] is not None
+
+
+def test_fit_on_named_runs(client) -> None:
+    seed_grid(app_db(client))
+    names = [r["name"] for r in client.get("/api/v1/runs", params={"limit": 1000}).json()["items"]
+             if r["tokens"] == 1e8 or r["n_params"] != 1.6e7]
+    r = client.post("/api/v1/fits", json={**HYPER, "sources": None, "runs": names}, headers=KEY)
+    assert r.status_code == 201, r.text
+    assert len(r.json()["data"]) == len(names)
+
+
+def test_fit_the_data_cannot_support_is_422(client) -> None:
+    assert_problem(client.post("/api/v1/fits", json={**HYPER, "sources": ["nothing"]}, headers=KEY), 422)
+    seed_grid(app_db(client))
+    one_size = [r["name"] for r in client.get("/api/v1/runs", params={"limit": 1000}).json()["items"] if r["n_params"] == 1e6]
+    body = assert_problem(client.post("/api/v1/fits", json={**HYPER, "sources": None, "runs": one_size}, headers=KEY), 422)
+    assert "n_params" in body["detail"] or "group" in body["detail"]
+    assert client.get("/api/v1/laws", params={"origin": "fitted"}).json() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ({"kind": "magic"}, "body.kind"),
+        ({**HYPER, "bootstrap": 10_001}, "body.bootstrap"),
+        ({**HYPER, "bootstrap": -1}, "body.bootstrap"),
+        ({**HYPER, "colour": "red"}, "body.colour"),
+        ({**HYPER, "sources": [""]}, "body.sources.0"),
+    ],
+)
+def test_invalid_requests_are_422(client, body, where) -> None:
+    assert_problem(client.post("/api/v1/fits", json=body, headers=KEY), 422, detail_has=where)
+
+
+def test_auth(make_client) -> None:
+    closed = make_client(api_key=None)
+    assert_problem(closed.post("/api/v1/fits", json=HYPER, headers=KEY), 403, detail_has="HPSCALE_API_KEY")
+    c = make_client()
+    assert_problem(c.post("/api/v1/fits", json=HYPER), 401)
+    assert_problem(c.post("/api/v1/fits", json=HYPER, headers={"X-API-Key": "guess"}), 401)

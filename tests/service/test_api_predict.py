@@ -1,0 +1,77 @@
+"""POST /api/v1/predict/curve: a trajectory law's loss curve for a named schedule or a table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_api_support import app_db, assert_problem, client, make_client  # noqa: F401  (fixtures)
+
+from db import storage
+from fitting.schedules import lr_schedule
+from fitting.trajectory import MultiPowerLaw
+
+URL = "/api/v1/predict/curve"
+# Multi-power-law coefficients of the order of the paper's 25M model.
+COEF = {"L0": 3.0, "A": 0.5, "alpha": 0.5, "B": 300.0, "C": 2.0, "beta": 0.6, "gamma": 0.6}
+
+
+@pytest.fixture
+def mpl(client) -> int:
+    law = MultiPowerLaw()
+    law.coef_ = dict(COEF)
+    law.fit_range_ = {"steps": [100.0, 24000.0]}
+    row = storage.add_law(app_db(client), {
+        "name": "mpl-25m", "kind": "trajectory", "form": law.form, "origin": "fitted", "title": "MPL 25M",
+        "source": "runs", "record": law.to_record(), "code_version": "t"})
+    return row.id
+
+
+def test_named_schedule(client, mpl) -> None:
+    schedule = {"kind": "cosine", "total_steps": 2000, "peak_lr": 3e-4, "warmup_steps": 100, "final_lr_ratio": 0.1}
+    r = client.post(URL, json={"law": mpl, "schedule": schedule})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["law"]["id"] == mpl and body["law"]["kind"] == "trajectory"
+    assert len(body["steps"]) == len(body["lr"]) == len(body["loss"]) > 0
+    assert body["steps"][-1] == 2000
+    expected_lr = lr_schedule("cosine", 2000, 3e-4, warmup_steps=100, final_lr_ratio=0.1)
+    assert body["lr"][-1] == pytest.approx(expected_lr[-1])
+    assert body["loss"][-1] < body["loss"][0]  # a cosine run keeps improving to its end
+    law = MultiPowerLaw.from_record({"kind": "trajectory", "coefficients": COEF})
+    assert body["loss"][-1] == pytest.approx(float(law.predict(expected_lr)[-1]), rel=1e-6)
+
+
+def test_table_schedule_by_law_name(client, mpl) -> None:
+    table = [{"step": 1, "lr": 1e-3}, {"step": 800, "lr": 3e-4}, {"step": 900, "lr": 1e-4}]
+    body = client.post(URL, json={"law": "mpl-25m", "schedule": {"kind": "table", "table": table, "total_steps": 1000}}).json()
+    lr = dict(zip(body["steps"], body["lr"]))
+    assert lr[799] == pytest.approx(1e-3) and lr[800] == pytest.approx(3e-4) and lr[1000] == pytest.approx(1e-4)
+    loss = np.array(body["loss"])
+    assert np.all(np.isfinite(loss)) and loss[-1] < loss[np.array(body["steps"]) == 799][0]  # the drop anneals
+
+
+@pytest.mark.parametrize(
+    ("schedule", "where"),
+    [
+        ({"kind": "cosine", "total_steps": 100, "peak_lr": 1e-3, "warmup_steps": 200}, "warmup_steps"),
+        ({"kind": "wsd", "total_steps": 100, "peak_lr": 1e-3, "cooldown_fraction": 0}, "cooldown_fraction"),
+        ({"kind": "table", "table": [{"step": 5, "lr": 1e-3}]}, "step 1"),
+        ({"kind": "table", "table": [{"step": 1, "lr": 0.0}]}, "lr must be > 0"),
+        ({"kind": "sawtooth", "total_steps": 10, "peak_lr": 1e-3}, "body.schedule"),
+        ({"kind": "constant", "total_steps": 0, "peak_lr": 1e-3}, "total_steps"),
+    ],
+)
+def test_bad_schedules_are_422(client, mpl, schedule, where) -> None:
+    assert_problem(client.post(URL, json={"law": mpl, "schedule": schedule}), 422, detail_has=where)
+
+
+def test_law_errors(client, mpl) -> None:
+    schedule = {"kind": "constant", "total_steps": 100, "peak_lr": 1e-3}
+    assert_problem(client.post(URL, json={"law": 999, "schedule": schedule}), 404)
+    assert_problem(client.post(URL, json={"law": "steplaw", "schedule": schedule}), 422, detail_has="not a trajectory law")
+
+
+def test_no_key_needed(make_client) -> None:
+    c = make_client(api_key=None)
+    r = c.post(URL, json={"law": "steplaw", "schedule": {"kind": "constant", "total_steps": 10, "peak_lr": 1e-3}})
+    assert r.status_code == 422  # refused for the law's kind, not for a missing key

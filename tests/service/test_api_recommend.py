@@ -1,0 +1,160 @@
+"""GET /api/v1/recommend: the published laws, N from the model shape, D from compute, fitted
+laws with their near-optimal region and extrapolation warning, and every error path."""
+
+from __future__ import annotations
+
+import pytest
+from test_api_support import (  # noqa: F401  (fixtures)
+    any_client, app_db, assert_problem, client, close, make_client, seed_fitted_law, seed_grid,
+)
+
+from db import storage
+
+URL = "/api/v1/recommend"
+
+
+def test_default_is_step_law(client) -> None:
+    r = client.get(URL, params={"n_params": 7e9, "tokens": 1.4e12})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["law"]["name"] == "steplaw" and body["law"]["origin"] == "published"
+    assert close(body["lr"], 1.79 * 7e9**-0.713 * 1.4e12**0.307)
+    assert close(body["batch_tokens"], 0.58 * 1.4e12**0.571)
+    assert close(body["batch_size"], body["batch_tokens"] / 2048)
+    assert body["seq_len"] == 2048
+    assert body["n_params_basis"] == "given" and body["compute_basis"] == "6 * n_params * tokens"
+    assert close(body["compute"], 6 * 7e9 * 1.4e12)
+    # A published law has no data range and no intervals: no region, no factor, no warning.
+    assert body["near_optimal"] is None and body["extrapolation_factor"] is None and body["warnings"] == []
+    assert body["lr_interval"] is None and body["final_loss"] is None
+
+
+def test_n_from_model_shape_is_echoed(client) -> None:
+    r = client.get(URL, params={"d_model": 4096, "n_layers": 32, "vocab_size": 32000, "tokens": 1e12, "seq_len": 4096})
+    body = r.json()
+    assert r.status_code == 200, r.text
+    assert body["n_params"] == 12 * 32 * 4096**2
+    assert body["n_params_basis"] == "12 * n_layers * d_model^2"
+    assert (body["d_model"], body["n_layers"], body["vocab_size"]) == (4096, 32, 32000)
+    assert body["embedding_params"] == 32000 * 4096
+    assert close(body["batch_size"], body["batch_tokens"] / 4096)
+
+
+def test_compute_alone_gives_tokens_and_deepseek_uses_it(client) -> None:
+    body = client.get(URL, params={"n_params": 1e9, "compute": 6e19, "law": "deepseek"}).json()
+    assert body["law"]["name"] == "deepseek" and body["law"]["form"] == "compute"
+    assert close(body["tokens"], 1e10) and body["tokens_basis"] == "compute / (6 * n_params)"
+    assert body["compute_basis"] == "given"
+    assert close(body["lr"], 0.3118 * 6e19**-0.125)
+    assert close(body["batch_tokens"], 0.2920 * 6e19**0.3271)
+
+
+def test_law_by_id(client) -> None:
+    law_id = client.get("/api/v1/laws/deepseek").json()["id"]
+    assert client.get(URL, params={"n_params": 1e9, "tokens": 1e10, "law": str(law_id)}).json()["law"]["name"] == "deepseek"
+
+
+def test_tiny_batch_warns(client) -> None:
+    body = client.get(URL, params={"n_params": 1e5, "tokens": 1e4, "seq_len": 1_000_000}).json()
+    assert any("under one sequence" in w for w in body["warnings"])
+
+
+@pytest.mark.parametrize(
+    ("params", "detail"),
+    [
+        ({"tokens": 1e10}, "give n_params, or both d_model and n_layers"),
+        ({"n_params": 1e9}, "give tokens (D) or compute"),
+        ({"n_params": 1e9, "d_model": 512, "n_layers": 4, "tokens": 1e10}, "not both"),
+        ({"d_model": 512, "tokens": 1e10}, "both d_model and n_layers"),
+        ({"n_params": 1e9, "vocab_size": 50000, "tokens": 1e10}, "vocab_size needs d_model"),
+    ],
+)
+def test_inconsistent_targets_are_422(client, params, detail) -> None:
+    assert_problem(client.get(URL, params=params), 422, detail_has=detail)
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"n_params": -5, "tokens": 1e10}, "n_params"),
+        ({"n_params": "lots", "tokens": 1e10}, "n_params"),
+        ({"n_params": 1e9, "tokens": "nan"}, "tokens"),
+        ({"n_params": 1e9, "tokens": "inf"}, "tokens"),
+        ({"n_params": 1e30, "tokens": 1e10}, "n_params"),
+        ({"n_params": 1e9, "tokens": 1e10, "seq_len": 0}, "seq_len"),
+        ({"d_model": 1.5, "n_layers": 2, "tokens": 1e10}, "d_model"),
+        ({"n_params": 1e9, "tokens": 1e10, "law": ""}, "law"),
+    ],
+)
+def test_invalid_values_are_422_naming_the_field(client, params, field) -> None:
+    body = assert_problem(client.get(URL, params=params), 422, detail_has=f"query.{field}")
+    assert body["errors"][0]["loc"] == ["query", field]
+
+
+def test_unknown_law_is_404(client) -> None:
+    assert_problem(client.get(URL, params={"n_params": 1e9, "tokens": 1e10, "law": "nosuchlaw"}), 404, detail_has="nosuchlaw")
+
+
+def test_law_of_another_kind_is_422(client) -> None:
+    storage.add_law(app_db(client), {"name": "mpl", "kind": "trajectory", "form": "multi_power", "origin": "fitted",
+                                     "title": "t", "source": "s", "record": {"kind": "trajectory"}, "code_version": "t"})
+    assert_problem(client.get(URL, params={"n_params": 1e9, "tokens": 1e10, "law": "mpl"}), 422, detail_has="not a hyper law")
+
+
+def test_fitted_law_gives_intervals_region_and_extrapolation(any_client) -> None:
+    db = app_db(any_client)
+    seed_grid(db)
+    law_id = seed_fitted_law(db)
+    inside = any_client.get(URL, params={"n_params": 4e6, "tokens": 2e8, "law": "grid-fit"}).json()
+    assert inside["law"]["id"] == law_id and inside["law"]["origin"] == "fitted"
+    assert inside["lr_interval"]["low"] < inside["lr"] < inside["lr_interval"]["high"]
+    assert inside["batch_size_interval"] is not None
+    assert inside["extrapolation_factor"] == 1.0 and inside["warnings"] == []
+    region = inside["near_optimal"]
+    # The grid's near-optimal runs span one lr step (x2) either side of the optimum.
+    assert region["basis"] == "law_data" and region["eps"] == 0.0025
+    assert 0.4 < region["lr"]["low"] / inside["lr"] < 0.8 and 1.3 < region["lr"]["high"] / inside["lr"] < 2.5
+    assert region["batch_tokens"]["low"] <= inside["batch_tokens"] <= region["batch_tokens"]["high"]
+    assert close(region["batch_size"]["low"], region["batch_tokens"]["low"] / 2048)
+    far = any_client.get(URL, params={"n_params": 1.6e9, "tokens": 4e8, "law": str(law_id)}).json()
+    assert close(far["extrapolation_factor"], 100.0, rel=1e-6)
+    assert far["extrapolation_warning_factor"] == 10.0
+    assert any("100x outside" in w for w in far["warnings"])
+
+
+def test_default_switches_to_a_passing_fitted_law(client) -> None:
+    db = app_db(client)
+    seed_grid(db)
+    client.app.state.laws.ttl = 0  # check for new laws on every request (default: every second)
+    assert client.get(URL, params={"n_params": 4e6, "tokens": 2e8}).json()["law"]["name"] == "steplaw"
+    # Stored by "another process": the law cache notices that the stored laws changed.
+    seed_fitted_law(db, name="failed-check", passed=False)
+    assert client.get(URL, params={"n_params": 4e6, "tokens": 2e8}).json()["law"]["name"] == "steplaw"
+    seed_fitted_law(db, name="passed-check", passed=True)
+    assert client.get(URL, params={"n_params": 4e6, "tokens": 2e8}).json()["law"]["name"] == "passed-check"
+
+
+def test_warning_threshold_comes_from_settings(make_client) -> None:
+    c = make_client(extrapolation_warning=1000.0)
+    db = app_db(c)
+    seed_grid(db)
+    seed_fitted_law(db)
+    body = c.get(URL, params={"n_params": 1.6e9, "tokens": 4e8, "law": "grid-fit"}).json()
+    assert body["extrapolation_warning_factor"] == 1000.0 and body["warnings"] == []
+
+
+def test_fitted_loss_law_predicts_the_final_loss(client) -> None:
+    from fitting.loss import LossLaw
+
+    law = LossLaw(n_bootstrap=0)
+    law.coef_ = {"E": 1.8, "A": 400.0, "B": 2000.0, "alpha": 0.34, "beta": 0.37}
+    law.fit_range_ = {"n_params": [1e6, 1e8], "tokens": [1e8, 1e10], "compute": [6e14, 6e18]}
+    row = storage.add_law(app_db(client), {
+        "name": "loss-fit", "kind": "loss", "form": law.form, "origin": "fitted", "title": "loss", "source": "runs",
+        "record": law.to_record(), "extrapolation": {"passed": True}, "code_version": "t"})
+    body = client.get(URL, params={"n_params": 1e8, "tokens": 1e10}).json()
+    assert body["loss_law"]["id"] == row.id
+    assert close(body["final_loss"], 1.8 + 400.0 / 1e8**0.34 + 2000.0 / 1e10**0.37)
+    assert body["final_loss_interval"] is None and body["warnings"] == []
+    far = client.get(URL, params={"n_params": 1e11, "tokens": 1e10}).json()
+    assert any("outside the data loss law loss-fit" in w for w in far["warnings"])

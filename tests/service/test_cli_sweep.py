@@ -1,0 +1,131 @@
+"""``hpscale sweep plan|run|status`` and ``hpscale worker`` through the CLI, with the real trainer:
+the tiny CPU example (2 sizes x 4 learning rates x 2 batch sizes) end to end into SQLite."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from support import hp, hp_json
+
+from db import storage
+from db.engine import Database
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "sweeps" / "examples" / "tiny_cpu.yaml"
+
+
+def test_plan_prints_cells_runs_flops_and_the_assumed_rate(cli_env: Path) -> None:
+    result = hp("sweep", "plan", TINY)
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    assert "N24576-D16384-B4" in out and "N98304-D16384-B8" in out and "32 x 2, 2" in out
+    assert "2 groups, 4 cells, 16 runs, 1.53e+11 FLOPs" in out
+    assert "estimated 31 s on cpu assuming 5e+09 model FLOP/s" in out
+    info = hp_json("sweep", "plan", TINY, "--device", "cuda", "--flops-per-s", "1e12")
+    assert info["runs"] == 16 and info["assumed_flops_per_s"] == 1e12 and info["device"] == "cuda"
+    assert info["estimated_seconds"] == info["flops"] / 1e12
+    assert [c["steps"] for c in info["cell_list"]] == [128, 64, 128, 64]
+    assert not (cli_env / "hpscale.db").exists()  # planning stores nothing
+
+
+def test_bad_spec_is_one_line_and_no_traceback(cli_env: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.read_text().replace("count: 4", "count: 1"))
+    result = hp("sweep", "plan", bad)
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {bad}: lr.count: Input should be greater than or equal to 2 (got 1)\n"
+    result = hp("sweep", "run", tmp_path / "missing.yaml")
+    assert result.exit_code == 1 and result.stderr.startswith("error: cannot read sweep spec")
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_tiny_cpu_sweep_end_to_end_then_status_and_resume(cli_env: Path) -> None:
+    result = hp("sweep", "run", TINY, "--cpu-threads", "1")
+    assert result.exit_code == 0, result.stderr + result.stdout
+    assert "sweep tiny-cpu: 4 cells, 16 runs" in result.stderr
+    assert "cell N98304-D16384-B8: " in result.stderr and "finished" in result.stdout
+    db = Database(f"sqlite:///{cli_env / 'hpscale.db'}")
+    runs = storage.list_runs(db, sources=["tiny-cpu"])
+    assert len(runs) == 16 and {r.status for r in runs} <= {"done", "diverged"}
+    done = [r for r in runs if r.status == "done"]
+    assert len(done) >= 12 and all(1.0 < r.final_loss < 7.0 for r in done)  # ln(512) = 6.24 at init
+    sweep = storage.get_sweep(db, "tiny-cpu")
+    assert len(sweep.corpus_hash) == 64 and all(r.corpus_hash == sweep.corpus_hash for r in runs)
+    assert all(r.code_version and r.spec["name"] == "tiny-cpu" and r.seed == 0 for r in runs)
+    curve = storage.get_curve(db, done[0].id)
+    assert curve[0].step == 0 and curve[-1].step == done[0].config["trained_steps"]
+    assert curve[-1].val_loss == done[0].final_loss and curve[-1].val_loss < curve[0].val_loss
+
+    status = hp_json("sweep", "status")
+    (st,) = status
+    assert st["name"] == "tiny-cpu" and st["finished"] and st["counts"]["done"] == len(done)
+    for g in st["groups"]:
+        assert g["counts"]["queued"] == 0 and g["best_loss"] is not None and g["bracketed"] in (True, False)
+    human = hp("sweep", "status", "tiny-cpu")
+    assert human.exit_code == 0 and "N24576-D16384" in human.stdout and "bracketed" in human.stdout
+
+    # A rerun resumes: nothing left, nothing retrained, no row added.
+    finished = {r.name: r.finished_at for r in runs}
+    again = hp("sweep", "run", TINY, "--cpu-threads", "1")
+    assert again.exit_code == 0, again.stderr
+    assert "cell " not in again.stderr
+    rerun = storage.list_runs(db, sources=["tiny-cpu"])
+    assert {r.name: r.finished_at for r in rerun} == finished
+    # A worker joining a finished sweep has nothing to do.
+    joined = hp("worker", "--database", db.url, "--sweep", "tiny-cpu", "--json")
+    assert joined.exit_code == 0 and json.loads(joined.stdout)["cells"] == 0
+    db.dispose()
+
+
+def test_worker_without_work_says_so(cli_env: Path) -> None:
+    result = hp("worker")
+    assert result.exit_code == 1 and result.stderr.startswith("error: no sweep in ") and "queued or running" in result.stderr
+    result = hp("worker", "--sweep", "nope")
+    assert result.exit_code == 1 and "no sweep 'nope'" in result.stderr
+    assert hp("sweep", "status").stdout.startswith("no sweeps")
+
+
+def test_help_and_status_do_not_import_torch_or_optuna(cli_env: Path) -> None:
+    code = (
+        "import sys\n"
+        "from service.cli import app\n"
+        "for args in (['--help'], ['sweep', '--help'], ['sweep', 'status']):\n"
+        "    try:\n"
+        "        app(args)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(sorted(m for m in ('torch', 'optuna', 'fastapi', 'uvicorn', 'psycopg') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+def test_one_worker_process_per_visible_gpu(cli_env: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from service.cli import sweep as sweep_cli
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert sweep_cli._gpu_slots("auto") == ["3", "5"] and sweep_cli._gpu_slots("cpu") == []
+    assert sweep_cli._gpu_slots("cuda:1") == []  # one named GPU: one worker, in-process
+    started = []
+
+    class FakeProc:
+        def __init__(self, args: list[str], env: dict[str, str]) -> None:
+            started.append((args, env["CUDA_VISIBLE_DEVICES"]))
+            assert env["HPSCALE_DATABASE_URL"].startswith("sqlite:///")
+
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(sweep_cli.subprocess, "Popen", FakeProc)
+    assert sweep_cli._spawn_workers(["3", "5"], "s", None) == 0
+    assert [slot for _, slot in started] == ["3", "5"]
+    args = started[0][0]
+    assert args[args.index("--sweep") + 1] == "s" and args[args.index("--device") + 1] == "cuda"
+    assert "worker" in args and "--database" not in args  # the URL goes by environment, never argv

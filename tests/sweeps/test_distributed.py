@@ -1,0 +1,150 @@
+"""Three worker processes on one PostgreSQL database, one of them killed (SIGKILL) mid-cell:
+Optuna's heartbeat fails its trials, the retry callback re-queues them, the survivors train
+them, and every planned run ends up finished exactly once with one clean curve."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from db import storage
+from db.engine import Database
+from sweeps import book
+from sweeps.plan import build_plan
+from sweeps.spec import parse_spec
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+
+# A worker process with the fake runner of test_worker (a formula, 40 ms a step: the longest
+# cells take 5 s, longer than the 3 s grace period, so live workers must keep beating).
+WORKER = """
+import sys
+sys.path.insert(0, {here!r})
+from test_worker import FakeRunner
+from db.engine import Database
+from sweeps.worker import Worker
+url, name = sys.argv[1], sys.argv[2]
+Worker(Database(url), "dist", lambda spec: FakeRunner(step_s=0.04), worker_id=name, poll_s=0.3).run()
+"""
+
+
+def _spec() -> dict:
+    from test_worker import spec_dict
+
+    # 2 sizes x 2 budgets x 2 batch sizes = 8 cells of 4 lrs: 32 runs, 1-5 s a cell.
+    return spec_dict("dist", tokens={"values": [8192, 16384]})
+
+
+@pytest.mark.postgres
+def test_three_workers_one_killed_every_run_finishes_exactly_once(pg_url: str, tmp_path: Path) -> None:
+    sys.path.insert(0, str(HERE))
+    db = Database(pg_url)
+    sweep = book.store_plan(db, build_plan(parse_spec(_spec())))
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER.format(here=str(HERE)))
+    procs = {name: subprocess.Popen([sys.executable, str(script), pg_url, name], cwd=ROOT,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for name in ("w1", "w2", "w3")}
+    try:
+        # Kill w1 once it is training a cell (its runs are "running" and have curve points).
+        deadline = time.monotonic() + 60
+        while True:
+            mine = [r for r in storage.list_runs(db, sweep_id=sweep.id, statuses=["running"]) if r.worker == "w1"]
+            if mine and all(storage.get_curve(db, r.id) for r in mine):
+                break
+            assert time.monotonic() < deadline, "w1 never started a cell"
+            assert procs["w1"].poll() is None, procs["w1"].stdout.read().decode()  # type: ignore[union-attr]
+            time.sleep(0.05)
+        killed = {r.name for r in mine}
+        os.kill(procs["w1"].pid, signal.SIGKILL)
+        procs["w1"].wait()
+        for name in ("w2", "w3"):
+            out, _ = procs[name].communicate(timeout=150)
+            assert procs[name].returncode == 0, out.decode()
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+    runs = storage.list_runs(db, sweep_id=sweep.id)
+    assert len(runs) == 32 and len({r.name for r in runs}) == 32
+    assert Counter(r.status for r in runs) == {"done": 32}
+    assert all(r.final_loss is not None for r in runs)
+    # The killed worker's runs were finished by the others, each with one clean curve (the
+    # points of the killed attempt were deleted when the run was taken over).
+    retrained = [r for r in runs if r.name in killed]
+    assert len(killed) == 4 and all(r.worker in ("w2", "w3") for r in retrained)
+    for r in runs:
+        steps = [p.step for p in storage.get_curve(db, r.id)]
+        assert steps == sorted(set(steps)) and steps[-1] == r.config["trained_steps"]
+    # Optuna: exactly one COMPLETE trial per run; the killed trials are FAIL and were retried.
+    _, spec = book.open_sweep(db, "dist")
+    store = book.open_queue(db, spec)
+    all_trials = [t for s in book.studies(db, store, sweep).values() for t in s.get_trials(deepcopy=False)]
+    complete = Counter(t.user_attrs["run"] for t in all_trials if t.state == TrialState.COMPLETE)
+    assert set(complete) == {r.name for r in runs} and set(complete.values()) == {1}
+    # Only the killed worker's trials failed: the live workers' heartbeats kept theirs alive.
+    failed = [t for t in all_trials if t.state == TrialState.FAIL]
+    assert {t.user_attrs["run"] for t in failed} == killed and len(failed) == len(killed)
+    retries = [t for t in all_trials if "failed_trial" in t.system_attrs]
+    assert {t.user_attrs["run"] for t in retries} == killed
+    assert not [t for t in all_trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    db.dispose()
+
+
+INTERRUPTIBLE = """
+import sys
+sys.path.insert(0, {here!r})
+from test_worker import FakeRunner
+from db.engine import Database
+from sweeps.worker import Worker
+try:
+    Worker(Database(sys.argv[1]), "dist", lambda spec: FakeRunner(step_s=0.04), worker_id="w", poll_s=0.3).run()
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+def test_ctrl_c_mid_cell_then_a_rerun_finishes_everything_once(tmp_path: Path) -> None:
+    # A real SIGINT (what Ctrl-C sends) at an arbitrary point inside a cell, on SQLite.
+    sys.path.insert(0, str(HERE))
+    db = Database(f"sqlite:///{tmp_path / 'sweep.db'}")
+    sweep = book.store_plan(db, build_plan(parse_spec(_spec())))
+    script = tmp_path / "worker.py"
+    script.write_text(INTERRUPTIBLE.format(here=str(HERE)))
+    proc = subprocess.Popen([sys.executable, str(script), db.url], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while not storage.list_runs(db, sweep_id=sweep.id, statuses=["done"]):
+        assert time.monotonic() < deadline and proc.poll() is None, "the worker never finished a cell"
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the next cell
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out.decode()
+    runs = storage.list_runs(db, sweep_id=sweep.id)
+    assert not [r for r in runs if r.status == "running"]  # released at once, no grace period
+    before = {r.name: r.finished_at for r in runs if r.status == "done"}
+    assert 0 < len(before) < 32
+    # The rerun (what `hpscale sweep run SPEC` does again) finishes the rest, nothing twice.
+    book.store_plan(db, build_plan(parse_spec(_spec())))
+    from test_worker import FakeRunner
+    from sweeps.worker import Worker
+
+    runner = FakeRunner()
+    Worker(db, "dist", lambda spec: runner, poll_s=0.05).run()
+    assert not set(runner.trained) & set(before) and len(runner.trained) == 32 - len(before)
+    runs = storage.list_runs(db, sweep_id=sweep.id)
+    assert Counter(r.status for r in runs) == {"done": 32}
+    assert {r.name: r.finished_at for r in runs if r.name in before} == before
+    db.dispose()

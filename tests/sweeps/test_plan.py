@@ -1,0 +1,157 @@
+"""Planning: cells, names, FLOPs, estimates and refinement rules; storing a plan into the database
+with Optuna beside hpscale's schema (on both backends); the 0001 -> 0002 migration keeps data."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+
+from db import storage
+from db.engine import Database, alembic_config
+from sweeps import book, queue
+from sweeps.errors import SweepError
+from sweeps.plan import build_plan, estimate_seconds, judge_group, refinement_lrs
+from sweeps.spec import parse_spec
+
+OPTUNA_TABLES = {"studies", "trials", "trial_params", "trial_values", "trial_heartbeats", "version_info"}
+
+
+def spec(**over: Any) -> Any:
+    data: dict[str, Any] = {
+        "name": "p", "sizes": [{"d_model": 32, "n_layers": 2, "n_heads": 2}, {"d_model": 64, "n_layers": 2, "n_heads": 2}],
+        "tokens": {"values": [24576]}, "lr": {"low": 1e-3, "high": 3e-2, "count": 4}, "batch_sizes": [4, 8],
+        "seq_len": 32, "eval": {"interval": 32, "batches": 2, "batch_size": 8}, "tokenizer": {"vocab_size": 512},
+        "device": "cpu", "workers": {"heartbeat_s": 1, "grace_s": 3},
+    }
+    data.update(over)
+    return parse_spec(data)
+
+
+def test_cells_runs_and_names() -> None:
+    plan = build_plan(spec())
+    assert plan.runs == 16 and len(plan.cells) == 4 and plan.groups == ["N24576-D24576", "N98304-D24576"]
+    cell = plan.cells[0]
+    assert cell.key == "N24576-D24576-B4" and cell.steps == 24576 // (4 * 32) and cell.batch_tokens == 128
+    assert [m.name for m in cell.members] == [
+        "N24576-D24576-B4-lr0.001-s0", "N24576-D24576-B4-lr0.00310723-s0",
+        "N24576-D24576-B4-lr0.00965489-s0", "N24576-D24576-B4-lr0.03-s0"]
+    assert build_plan(spec()).cells == plan.cells  # deterministic
+
+
+def test_tokens_per_param_seeds_and_target_sizes() -> None:
+    plan = build_plan(spec(sizes=[{"n_params": 1e6}], tokens={"per_param": [10, 20]}, seeds=[0, 1], batch_sizes=[8]))
+    n = plan.cells[0].shape.n_params
+    assert 0.7e6 < n < 1.4e6 and n == 12 * plan.cells[0].shape.n_layers * plan.cells[0].shape.d_model ** 2
+    assert [c.tokens for c in plan.cells] == [10 * n, 20 * n]
+    assert len(plan.cells[0].members) == 8 and {m.seed for m in plan.cells[0].members} == {0, 1}
+
+
+def test_flops_and_estimate() -> None:
+    s = spec()
+    plan = build_plan(s)
+    c = plan.cells[0]
+    d, L, V, T = 32, 2, 512, 32
+    per_token = 6 * (12 * L * d * d + d * V) + 12 * L * T * d
+    evals = c.steps // 32 + 2
+    expected = 4 * (c.steps * 128 * per_token + evals * 2 * 8 * 32 * per_token / 3)
+    assert plan.flops_by_cell[0] == pytest.approx(expected)
+    seconds, rate = estimate_seconds(plan, "cpu")
+    assert rate == 5e9 and seconds == pytest.approx(plan.flops / 5e9)
+    assert estimate_seconds(plan, "cuda:1", flops_per_s=1e12) == (pytest.approx(plan.flops / 1e12), 1e12)
+
+
+@pytest.mark.parametrize(
+    ("losses", "edge", "best"),
+    [
+        ([3.0, 2.5, 2.7, 2.9], None, 2),  # interior optimum
+        ([2.0, 2.5, 2.7, 2.9], "low", 1),
+        ([3.0, 2.9, 2.8, 2.7], "high", 8),
+        ([3.0, 2.9, 2.8, None], None, 4),  # the next lr diverged: bracketed from above
+        ([None, None, None, None], "low", None),  # all diverged: search lower
+    ],
+)
+def test_judge_group(losses: list[float | None], edge: str | None, best: float | None) -> None:
+    lrs = [1.0, 2.0, 4.0, 8.0]
+    verdict = judge_group(lrs, [16] * 4, losses)
+    assert verdict.lr_edge == edge and verdict.best_lr == best
+
+
+def test_refinement_lrs_step_beyond_the_edge() -> None:
+    assert refinement_lrs([1e-3, 1e-2], "high", math.log(10), 2) == [0.1, 1.0]
+    assert refinement_lrs([1e-3, 1e-2], "low", math.log(2), 1) == [0.0005]
+
+
+def _tables(db: Database) -> set[str]:
+    with db.engine.connect() as conn:
+        return set(sa.inspect(conn).get_table_names())
+
+
+def test_store_plan_is_idempotent_and_lives_beside_optuna(db: Database) -> None:
+    s = spec()
+    sweep = book.store_plan(db, build_plan(s))
+    assert OPTUNA_TABLES <= _tables(db) and {"runs", "sweeps", "alembic_version"} <= _tables(db)
+    assert db.current_revision() == db.head_revision() == "0002"  # Optuna left alembic_version alone
+    runs = storage.list_runs(db, sweep_id=sweep.id)
+    assert len(runs) == 16 and {r.status for r in runs} == {"queued"} and runs[0].source == "p"
+    assert runs[0].group_key == "N24576-D24576" and runs[0].cell_key == "N24576-D24576-B4"
+    assert runs[0].spec["name"] == "p" and runs[0].config["steps"] == 192 and runs[0].batch_tokens == 128
+    store = book.open_queue(db, s)
+    studies = book.studies(db, store, sweep)
+    assert sorted(studies) == ["N24576-D24576", "N98304-D24576"]
+    waiting = [t for st in studies.values() for t in st.get_trials(deepcopy=False)]
+    assert len(waiting) == 16 and {t.user_attrs["run"] for t in waiting} == {r.name for r in runs}
+    assert waiting[0].system_attrs["fixed_params"] == {"lr": 0.001, "batch_size": 4, "seed": 0}
+    # Again: nothing added, nothing enqueued twice; hpscale's upgrade leaves Optuna's tables.
+    book.store_plan(db, build_plan(s))
+    assert len(storage.list_runs(db, sweep_id=sweep.id)) == 16
+    assert sum(len(st.get_trials(deepcopy=False)) for st in book.studies(db, store, sweep).values()) == 16
+    assert db.upgrade() == ("0002", "0002") and OPTUNA_TABLES <= _tables(db)
+    fresh = Database(db.url)
+    fresh.ensure_schema()  # a new handle accepts the shared database as hpscale's
+    fresh.dispose()
+
+
+def test_a_changed_spec_under_a_stored_name_is_refused(db: Database) -> None:
+    book.store_plan(db, build_plan(spec()))
+    with pytest.raises(SweepError, match=r"sweep 'p' already exists with a different spec \(changed: batch_sizes\)"):
+        book.store_plan(db, build_plan(spec(batch_sizes=[4, 16])))
+
+
+def test_study_names_and_urls() -> None:
+    assert queue.study_name("s", "N1-D2") == "hpscale:s:N1-D2"
+    assert queue.optuna_url("postgresql://u:pw@h/db") == "postgresql+psycopg://u:pw@h/db"
+    assert queue.optuna_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_migration_0001_to_0002_keeps_rows(any_db_url: str) -> None:
+    db = Database(any_db_url)
+    command.upgrade(alembic_config(db.engine), "0001")
+    assert db.current_revision() == "0001"
+    with db.engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO sweeps (id, name, spec, status, code_version, created_at) "
+            "VALUES (1, 'old', '{}', 'planned', 'v0', '2026-01-01 00:00:00')"))
+        conn.execute(sa.text(
+            "INSERT INTO runs (id, source, name, sweep_id, n_params, tokens, lr, status, final_loss, "
+            "final_loss_status, code_version, created_at) VALUES "
+            "(1, 'old', 'r1', 1, 1e6, 2e7, 0.001, 'done', 3.5, 'finite', 'v0', '2026-01-01 00:00:00')"))
+        conn.execute(sa.text("INSERT INTO curve_points (run_id, step, val_loss, nonfinite) VALUES (1, 10, 4.0, false)"))
+    with pytest.raises(Exception, match="older than this hpscale"):
+        db.ensure_schema()
+    assert db.upgrade() == ("0001", "0002")
+    (run,) = storage.list_runs(db)
+    assert (run.name, run.final_loss, run.status, run.sweep_id) == ("r1", 3.5, "done", 1)
+    assert run.group_key is None and run.trial_id is None and run.heartbeat_at is None
+    assert [p.val_loss for p in storage.get_curve(db, 1)] == [4.0]
+    with db.engine.connect() as conn:
+        indexes = {i["name"] for i in sa.inspect(conn).get_indexes("runs")}
+    assert "ix_runs_sweep_status" in indexes
+    command.downgrade(alembic_config(db.engine), "0001")  # and back, still keeping the row
+    assert db.current_revision() == "0001"
+    with db.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT name FROM runs")).scalar_one() == "r1"
+    db.dispose()

@@ -1,0 +1,109 @@
+"""Sweep specs: the examples load, and every invalid spec fails with one line naming the field
+path and the bad value."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sweeps.spec import SpecError, check_paths, load_spec, parse_spec
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "sweeps" / "examples"
+
+
+def base(**over: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {"name": "t", "sizes": [{"n_params": 1e6}], "tokens": {"per_param": [20]},
+                            "lr": {"values": [1e-3, 3e-3]}, "batch_sizes": [8]}
+    spec.update(over)
+    return spec
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_examples_are_valid(path: Path) -> None:
+    spec = load_spec(path)
+    assert spec.name and spec.sizes and spec.lr.grid()
+
+
+def test_gpu_example_is_the_promised_sweep() -> None:
+    spec = load_spec(EXAMPLES / "gpu_small.yaml")
+    assert spec.corpus.kind == "python-source" and len(spec.batch_sizes) == 3
+    sizes = [12 * s.n_layers * s.d_model**2 for s in spec.sizes]  # type: ignore[operator]
+    assert min(sizes) >= 0.5e6 and max(sizes) <= 4e6
+    assert len(spec.lr.grid()) >= 8 and spec.lr.grid()[-1] / spec.lr.grid()[0] >= 30
+
+
+def test_defaults_and_derived_values() -> None:
+    spec = parse_spec(base(lr={"low": 1e-4, "high": 1e-2, "count": 5}, batch_sizes=[16, 4]))
+    assert spec.lr.grid() == [1e-4, 0.000316228, 0.001, 0.00316228, 0.01]
+    assert spec.lr.log_step() == pytest.approx(math.log(10) / 2, rel=1e-5)
+    assert spec.batch_sizes == [4, 16]  # sorted
+    assert spec.schedule.kind == "cosine" and spec.device == "auto" and spec.seeds == [0]
+    assert spec.vocab_size == 8192
+    binary = parse_spec(base(corpus={"kind": "bin", "path": "x.bin", "vocab_size": 50257, "dtype": "uint16"}))
+    assert binary.vocab_size == 50257
+
+
+@pytest.mark.parametrize(
+    ("over", "expected"),
+    [
+        ({"lr": {"low": 1e-3, "high": 1e-2, "count": 1}}, "lr.count: Input should be greater than or equal to 2 (got 1)"),
+        ({"lr": {"low": 1e-2, "high": 1e-3, "count": 4}}, "lr: low 0.01 must be below high 0.001"),
+        ({"lr": {"values": [1e-3, -1.0]}}, "lr.values.1: Input should be greater than 0 (got -1.0)"),
+        ({"batch_sizes": [8, 0]}, "batch_sizes.1: Input should be greater than or equal to 1 (got 0)"),
+        ({"batch_sizes": [8, 8]}, "batch_sizes: values must be distinct (got [8, 8])"),
+        ({"sizes": [{"n_params": 1e6, "d_model": 64}]}, "sizes.0: give n_params or d_model/n_layers/n_heads, not both"),
+        ({"sizes": [{"d_model": 64, "n_layers": 2}]}, "sizes.0: give n_params, or all of d_model, n_layers and n_heads"),
+        ({"sizes": [{"d_model": 60, "n_layers": 2, "n_heads": 4}]}, "sizes.0: d_model 60 must split into n_heads 4 heads of even size"),
+        ({"tokens": {"values": [1e6], "per_param": [20]}}, "tokens: give exactly one of values"),
+        ({"schedule": {"kind": "step"}}, "schedule.kind: Input should be 'constant', 'cosine', 'linear' or 'wsd' (got 'step')"),
+        ({"schedule": {"warmup_fracton": 0.1}}, "schedule.warmup_fracton: Extra inputs are not permitted (got 0.1)"),
+        ({"schedule": {"warmup_fraction": 1.5}}, "schedule.warmup_fraction: Input should be less than 1 (got 1.5)"),
+        ({"corpus": {"kind": "bin", "path": "x.bin"}}, "corpus: kind bin needs vocab_size"),
+        ({"corpus": {"kind": "folder"}}, "corpus: kind folder needs a path"),
+        ({"tokenizer": {"vocab_size": 100}}, "tokenizer.vocab_size: Input should be greater than or equal to 258 (got 100)"),
+        ({"device": "tpu"}, "device: use auto, cpu, cuda or cuda:N (got 'tpu')"),
+        ({"precision": "fp8"}, "precision: Input should be 'auto', 'fp32' or 'bf16' (got 'fp8')"),
+        ({"name": "has space"}, "name: use 1-100 letters"),
+        ({"workers": {"heartbeat_s": 30, "grace_s": 20}}, "workers: grace_s 20 must exceed heartbeat_s 30"),
+        ({"seq_len": "long"}, "seq_len: Input should be a valid integer, unable to parse string as an integer (got 'long')"),
+    ],
+)
+def test_errors_name_the_field_and_the_value(over: dict[str, Any], expected: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec(base(**over), "s.yaml")
+    message = str(info.value)
+    assert message.startswith("s.yaml: ") and expected in message, message
+    assert "\n" not in message
+
+
+def test_missing_fields_are_listed_on_one_line() -> None:
+    with pytest.raises(SpecError, match=r"^spec: sizes: Field required; tokens: Field required; lr: Field required \(\+1 more\)$"):
+        parse_spec({"name": "x"})
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="cannot read sweep spec .*nope.yaml"):
+        load_spec(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nsizes: [\n  - oops: 1\n")
+    with pytest.raises(SpecError, match=r"bad.yaml: line \d+ is not valid YAML"):
+        load_spec(bad)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    with pytest.raises(SpecError, match="a sweep spec is a mapping of fields, got list"):
+        load_spec(listed)
+
+
+def test_corpus_paths_are_checked_on_this_machine(tmp_path: Path) -> None:
+    folder = parse_spec(base(corpus={"kind": "folder", "path": str(tmp_path / "texts")}))
+    with pytest.raises(SpecError, match=r"^corpus.path: a folder that does not exist here \(got '.*texts'\)$"):
+        check_paths(folder)
+    (tmp_path / "texts").mkdir()
+    check_paths(folder)
+    tokens = parse_spec(base(corpus={"kind": "bin", "path": str(tmp_path / "t.bin"), "vocab_size": 300}))
+    with pytest.raises(SpecError, match="corpus.path: a file that does not exist here"):
+        check_paths(tokens)
+    check_paths(parse_spec(base()))  # python-source: nothing to check

@@ -1,0 +1,297 @@
+"""The worker loop on SQLite with a fake cell runner: queueing, results, divergence, refinement,
+interruption and resume, failures and duplicate trials. The real trainer runs in
+tests/service/test_cli_sweep.py; here training is a formula, so every path is fast and exact."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from optuna.trial import TrialState
+
+from db import storage
+from db.engine import Database
+from sweeps import book, queue
+from sweeps.errors import SweepError
+from sweeps.plan import build_plan
+from sweeps.spec import parse_spec
+from sweeps.worker import Worker
+
+OPT_LR = 3e-3  # the fake loss surface's optimum
+
+
+def spec_dict(name: str = "fake", **over: Any) -> dict[str, Any]:
+    """A small spec: 2 sizes x 4 lrs x 2 batch sizes = 16 runs in 4 cells."""
+    spec: dict[str, Any] = {
+        "name": name,
+        "sizes": [{"d_model": 32, "n_layers": 2, "n_heads": 2}, {"d_model": 64, "n_layers": 2, "n_heads": 2}],
+        "tokens": {"values": [8192]}, "lr": {"low": 1e-3, "high": 1e-2, "count": 4},
+        "batch_sizes": [4, 8], "seq_len": 32, "eval": {"interval": 8, "batches": 1, "batch_size": 4},
+        "tokenizer": {"vocab_size": 512}, "device": "cpu",
+        "refine": {"max_rounds": 0}, "workers": {"heartbeat_s": 1, "grace_s": 3},
+    }
+    spec.update(over)
+    return spec
+
+
+class FakeRunner:
+    """Trains nothing: loss = 3 + 0.2 (ln lr - ln OPT_LR)^2 + 0.05 ln B, curve points at every
+    eval interval, ``step_s`` seconds a step; lrs >= ``diverge_at`` diverge half way.
+    ``trained`` lists every run name it was asked to train."""
+
+    corpus_hash = "f" * 64
+
+    def __init__(self, step_s: float = 0.0, diverge_at: float = math.inf, opt_lr: float = OPT_LR,
+                 interrupt_on: int | None = None, fail_on: int | None = None) -> None:
+        self.step_s, self.diverge_at, self.opt_lr = step_s, diverge_at, opt_lr
+        self.interrupt_on, self.fail_on = interrupt_on, fail_on
+        self.trained: list[str] = []
+        self.calls = 0
+
+    def loss(self, lr: float, batch: int) -> float:
+        return 3.0 + 0.2 * (math.log(lr) - math.log(self.opt_lr)) ** 2 + 0.05 * math.log(batch)
+
+    def __call__(self, task: Any, on_eval: Any, on_progress: Any) -> list[Any]:
+        self.calls += 1
+        cell, spec = task.cell, task.spec
+        if self.fail_on == self.calls:
+            raise RuntimeError("simulated CUDA out of memory")
+        self.trained += [m.name for m in cell.members]
+        k = len(cell.members)
+        final = [self.loss(m.lr, cell.batch_size) for m in cell.members]
+        diverged = [m.lr >= self.diverge_at for m in cell.members]
+        for step in range(0, cell.steps + 1):
+            if step and self.step_s:
+                time.sleep(self.step_s)
+            if self.interrupt_on == self.calls and step == cell.steps // 2:
+                raise KeyboardInterrupt
+            if step % spec.eval.interval == 0 or step == cell.steps:
+                status = ["diverged" if d and step > cell.steps // 2 else ("done" if step == cell.steps else "running")
+                          for d in diverged]
+                frac = step / cell.steps
+                on_eval(SimpleNamespace(step=step, tokens=step * cell.batch_tokens, lr=[m.lr for m in cell.members],
+                                        train_loss=[None if step == 0 else f + (1 - frac) for f in final],
+                                        val_loss=[f + (1 - frac) for f in final], status=status))
+                on_progress(SimpleNamespace(step=step, total_steps=cell.steps, tokens_per_s=1e6))
+        return [SimpleNamespace(lr=m.lr, seed=m.seed, status="diverged" if d else "done",
+                                final_val_loss=None if d else f, steps=cell.steps // 2 if d else cell.steps,
+                                tokens=(cell.steps // 2 if d else cell.steps) * cell.batch_tokens,
+                                diverged_step=cell.steps // 2 if d else None)
+                for m, f, d in zip(cell.members, final, diverged)][:k]
+
+
+def plan_into(db: Database, spec: dict[str, Any]) -> Any:
+    return book.store_plan(db, build_plan(parse_spec(spec)))
+
+
+def trials(db: Database, sweep_name: str) -> list[Any]:
+    sweep, spec = book.open_sweep(db, sweep_name)
+    store = book.open_queue(db, spec)
+    return [t for s in book.studies(db, store, sweep).values() for t in s.get_trials(deepcopy=False)]
+
+
+@pytest.fixture
+def sdb(tmp_path: Path):  # type: ignore[no-untyped-def]
+    database = Database(f"sqlite:///{tmp_path / 'sweep.db'}")
+    database.ensure_schema()
+    yield database
+    database.dispose()
+
+
+def test_worker_trains_every_run_once_and_records_it(sdb: Database) -> None:
+    sweep = plan_into(sdb, spec_dict())
+    runner = FakeRunner()
+    summary = Worker(sdb, "fake", lambda spec: runner, poll_s=0.05).run()
+    assert summary.cells == 4 and summary.runs_done == 16 and summary.duplicates == 0
+    assert sorted(runner.trained) == sorted(set(runner.trained)) and len(runner.trained) == 16
+    runs = storage.list_runs(sdb, sweep_id=sweep.id)
+    assert {r.status for r in runs} == {"done"} and len(runs) == 16
+    r = min(runs, key=lambda r: r.final_loss)
+    assert r.lr == pytest.approx(2.15443e-3) and r.batch_size == 4  # the grid point nearest OPT_LR
+    assert r.corpus_hash == "f" * 64 and r.code_version and r.spec["name"] == "fake"
+    assert r.config["trained_steps"] == 64 and r.config["d_model"] in (32, 64)
+    curve = storage.get_curve(sdb, r.id)
+    assert [p.step for p in curve] == list(range(0, 65, 8))
+    assert curve[-1].val_loss == pytest.approx(r.final_loss)
+    assert storage.get_sweep(sdb, sweep.id).corpus_hash == "f" * 64
+    told = trials(sdb, "fake")
+    assert len(told) == 16 and all(t.state == TrialState.COMPLETE for t in told)
+    assert {(t.params["lr"], t.params["batch_size"]) for t in told} == {(x.lr, x.batch_size) for x in runs}
+    assert sorted(t.value for t in told) == pytest.approx(sorted(x.final_loss for x in runs))
+
+
+def test_diverged_runs_are_failed_trials_and_diverged_rows(sdb: Database) -> None:
+    sweep = plan_into(sdb, spec_dict())
+    summary = Worker(sdb, "fake", lambda spec: FakeRunner(diverge_at=0.009), poll_s=0.05).run()
+    assert summary.runs_diverged == 4 and summary.runs_done == 12
+    runs = storage.list_runs(sdb, sweep_id=sweep.id, statuses=["diverged"])
+    assert len(runs) == 4 and all(r.final_loss is None and r.final_loss_status == "missing" for r in runs)
+    assert all(r.config["diverged_step"] is not None for r in runs)
+    failed = [t for t in trials(sdb, "fake") if t.state == TrialState.FAIL]
+    assert len(failed) == 4 and {t.user_attrs["outcome"] for t in failed} == {"diverged"}
+
+
+def test_refinement_extends_the_grid_until_the_optimum_is_bracketed(sdb: Database) -> None:
+    # The optimum lies above the grid (1e-3 .. 1e-2): round 1 adds 2 lrs above, and the best
+    # of those is interior, so the group is bracketed and no round 2 follows.
+    spec = spec_dict(sizes=[{"d_model": 32, "n_layers": 2, "n_heads": 2}], refine={"max_rounds": 3, "points": 2})
+    sweep = plan_into(sdb, spec)
+    runner = FakeRunner(opt_lr=0.03)
+    summary = Worker(sdb, "fake", lambda s: runner, poll_s=0.05).run()
+    (ref,) = summary.refinements
+    assert ref.edge == "high" and ref.round == 1 and ref.runs_added == 4  # 2 lrs x 2 batch sizes
+    assert ref.lrs == pytest.approx((0.0215443, 0.0464159), rel=1e-5)
+    from sweeps.status import sweep_status
+
+    (group,) = sweep_status(sdb, storage.get_sweep(sdb, sweep.id)).groups
+    assert group.bracketed is True and group.rounds == 1 and group.counts["done"] == 12
+    assert group.best_lr == pytest.approx(0.0215443, rel=1e-5)
+
+
+def test_refinement_stops_after_max_rounds(sdb: Database) -> None:
+    spec = spec_dict(sizes=[{"d_model": 32, "n_layers": 2, "n_heads": 2}], refine={"max_rounds": 1, "points": 1})
+    sweep = plan_into(sdb, spec)
+    Worker(sdb, "fake", lambda s: FakeRunner(opt_lr=10.0), poll_s=0.05).run()
+    from sweeps.status import sweep_status
+
+    (group,) = sweep_status(sdb, storage.get_sweep(sdb, sweep.id)).groups
+    assert group.rounds == 1 and group.bracketed is False and "lr_high" in group.edges
+    assert group.counts == {"done": 10, "diverged": 0, "running": 0, "queued": 0, "failed": 0}
+
+
+def test_ctrl_c_requeues_and_a_rerun_resumes_without_retraining(sdb: Database) -> None:
+    sweep = plan_into(sdb, spec_dict())
+    first = FakeRunner(interrupt_on=2)
+    with pytest.raises(KeyboardInterrupt):
+        Worker(sdb, "fake", lambda s: first, poll_s=0.05).run()
+    runs = storage.list_runs(sdb, sweep_id=sweep.id)
+    assert sum(r.status == "done" for r in runs) == 4 and sum(r.status == "queued" for r in runs) == 12
+    interrupted = [r for r in runs if r.name in first.trained[4:]]
+    assert len(interrupted) == 4 and all(r.status == "queued" for r in interrupted)
+    assert all(storage.get_curve(sdb, r.id) == [] for r in interrupted)  # partial curves are gone
+    # The rerun plans again (a no-op) and finishes the rest; the 4 finished runs are not retrained.
+    plan_into(sdb, spec_dict())
+    second = FakeRunner()
+    Worker(sdb, "fake", lambda s: second, poll_s=0.05).run()
+    assert not set(first.trained[:4]) & set(second.trained) and len(second.trained) == 12
+    runs = storage.list_runs(sdb, sweep_id=sweep.id)
+    assert len(runs) == 16 and {r.status for r in runs} == {"done"}
+    states = [t.state for t in trials(sdb, "fake")]
+    assert states.count(TrialState.COMPLETE) == 16 and states.count(TrialState.FAIL) == 4
+
+
+def test_a_failing_cell_is_recorded_and_retried_by_the_next_run(sdb: Database) -> None:
+    sweep = plan_into(sdb, spec_dict())
+    summary = Worker(sdb, "fake", lambda s: FakeRunner(fail_on=1), poll_s=0.05).run()
+    assert summary.runs_failed == 4 and summary.runs_done == 12
+    failed = storage.list_runs(sdb, sweep_id=sweep.id, statuses=["failed"])
+    assert len(failed) == 4 and "simulated CUDA out of memory" in failed[0].tags["error"]
+    plan_into(sdb, spec_dict())  # `hpscale sweep run` again: failed runs go back in the queue
+    runner = FakeRunner()
+    Worker(sdb, "fake", lambda s: runner, poll_s=0.05).run()
+    assert sorted(runner.trained) == sorted(r.name for r in failed)
+    runs = storage.list_runs(sdb, sweep_id=sweep.id)
+    assert {r.status for r in runs} == {"done"} and not [r for r in runs if "error" in r.tags]
+
+
+def test_a_duplicate_trial_never_trains_a_run_twice(sdb: Database) -> None:
+    sweep = plan_into(sdb, spec_dict())
+    Worker(sdb, "fake", lambda s: FakeRunner(), poll_s=0.05).run()
+    done = storage.list_runs(sdb, sweep_id=sweep.id)[0]
+    _, spec = book.open_sweep(sdb, "fake")
+    store = book.open_queue(sdb, spec)
+    study = book.studies(sdb, store, sweep)[done.group_key]
+    queue.enqueue_run(study, done.name, done.cell_key, done.group_key, done.lr, int(done.batch_size), done.seed)
+    runner = FakeRunner()
+    summary = Worker(sdb, "fake", lambda s: runner, poll_s=0.05).run()
+    assert runner.trained == [] and summary.duplicates == 1
+    assert storage.get_run(sdb, done.id).final_loss == done.final_loss
+    dup = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("outcome") == "duplicate"]
+    assert len(dup) == 1 and dup[0].state == TrialState.FAIL
+
+
+def test_a_lost_trial_is_repaired(sdb: Database) -> None:
+    # A crash between inserting a run and enqueueing its trial leaves a queued run with no trial.
+    sweep = plan_into(sdb, spec_dict())
+    _, spec = book.open_sweep(sdb, "fake")
+    extra = dict(book.run_rows(spec, build_plan(spec).cells[0])[0], name="orphan", lr=0.002)
+    assert storage.add_sweep_runs(sdb, sweep.id, [extra]) == 1
+    runner = FakeRunner()
+    Worker(sdb, "fake", lambda s: runner, poll_s=0.05).run()
+    assert "orphan" in runner.trained
+    assert {r.status for r in storage.list_runs(sdb, sweep_id=sweep.id)} == {"done"}
+
+
+def test_a_worker_with_another_corpus_claims_nothing(sdb: Database) -> None:
+    sweep = plan_into(sdb, spec_dict())
+    storage.update_sweep(sdb, sweep.id, corpus_hash="a" * 64)
+    with pytest.raises(SweepError, match=r"this machine's corpus \(hash ffffffffffff\) differs from sweep 'fake'"):
+        Worker(sdb, "fake", lambda s: FakeRunner(), poll_s=0.05).run()
+    assert {t.state for t in trials(sdb, "fake")} == {TrialState.WAITING}
+    assert {r.status for r in storage.list_runs(sdb, sweep_id=sweep.id)} == {"queued"}
+
+
+def test_run_ownership_moves_only_by_compare_and_set(db: Database) -> None:
+    # On both backends: the storage calls the worker relies on for "exactly once".
+    sweep = plan_into(db, spec_dict())
+    run = storage.list_runs(db, sweep_id=sweep.id)[0]
+    point = {"step": 8, "val_loss": 4.0}
+    assert storage.add_owned_curve_points(db, run.id, 101, [point]) == 0  # queued: nobody owns it
+    assert storage.claim_sweep_run(db, run.id, 101, None, "a")
+    assert not storage.claim_sweep_run(db, run.id, 102, None, "b")  # the owner moved on: CAS fails
+    assert storage.add_owned_curve_points(db, run.id, 101, [point]) == 1
+    assert storage.add_owned_curve_points(db, run.id, 102, [{"step": 16, "val_loss": 3.0}]) == 0
+    assert storage.claim_sweep_run(db, run.id, 102, 101, "b")  # take-over from a dead trial 101
+    assert storage.get_curve(db, run.id) == []  # the dead attempt's points are gone
+    assert storage.add_owned_curve_points(db, run.id, 101, [point]) == 0  # the old owner writes nothing
+    assert not storage.finish_sweep_run(db, run.id, 101, "done", 3.0)
+    assert storage.finish_sweep_run(db, run.id, 102, "done", float("nan"))
+    done = storage.get_run(db, run.id)
+    assert (done.status, done.final_loss, done.final_loss_status, done.worker) == ("done", None, "nan", "b")
+    assert not storage.claim_sweep_run(db, run.id, 103, 102, "c")  # finished runs are never claimed
+    assert storage.release_sweep_runs(db, [run.id]) == 0  # nor released
+
+
+def test_status_of_a_sweep_stored_by_other_means(sdb: Database) -> None:
+    # A sweep imported or seeded without this engine: no group keys, a spec of another shape.
+    from sweeps.status import sweep_status
+
+    sweep = storage.add_sweep(sdb, "imported", {"grid": "someone else's"}, "v0")
+    storage.add_runs(sdb, [
+        {"source": "imported", "name": f"r{i}", "sweep_id": sweep.id, "n_params": 1e6, "tokens": 2e7, "lr": lr,
+         "batch_size": 32, "final_loss": loss, "status": "done"}
+        for i, (lr, loss) in enumerate([(1e-3, 3.2), (2e-3, 3.0), (4e-3, 3.1)])])
+    (group,) = sweep_status(sdb, storage.get_sweep(sdb, sweep.id)).groups
+    assert group.group == "N1000000-D20000000" and group.best_lr == 2e-3 and group.bracketed is True
+
+
+def test_torch_runner_on_folder_and_bin_corpora(tmp_path: Path) -> None:
+    # The real adapter (sweeps.cellrun): corpus kinds, schedule and sampler wiring, K = 2 fused.
+    import numpy as np
+
+    from sweeps.cellrun import CellTask, TorchCellRunner
+
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for i in range(6):
+        (texts / f"f{i}.txt").write_text(f"def f{i}(x):\n    return x * {i} + {i * i}\n" * 40)
+    ids = np.random.default_rng(0).integers(0, 300, size=20000).astype(np.uint16)
+    ids.tofile(tmp_path / "t.bin")
+    corpora = [{"kind": "folder", "path": str(texts), "val_fraction": 0.3},
+               {"kind": "bin", "path": str(tmp_path / "t.bin"), "vocab_size": 300}]
+    for corpus in corpora:
+        spec = parse_spec(spec_dict(corpus=corpus, sizes=[{"d_model": 32, "n_layers": 1, "n_heads": 2}],
+                                    tokens={"values": [1024]}, lr={"values": [1e-3, 1e-2]}, batch_sizes=[4],
+                                    schedule={"kind": "wsd", "warmup_fraction": 0.25}))
+        runner = TorchCellRunner(spec, tmp_path / "cache", "cpu")
+        assert len(runner.corpus_hash) == 64
+        cell = build_plan(spec).cells[0]
+        events: list[Any] = []
+        results = runner(CellTask(spec, cell), events.append, lambda p: None)
+        assert [r.status for r in results] == ["done", "done"] and cell.steps == 8
+        assert [e.step for e in events] == [0, 8] and all(r.final_val_loss < 7 for r in results)
+        assert events[-1].lr[1] == pytest.approx(10 * events[-1].lr[0])  # per-member peak x one schedule

@@ -1,0 +1,175 @@
+"""Seed data for the browser tests: a small sweep with curves, a sweep in progress, runs under
+three lr schedules, and laws fitted on them with the fitting package's public API.
+
+The loss landscape is synthetic but shaped like a real one: a Chinchilla-style L(N, D) plus a
+quadratic bowl in (log lr, log batch) around Step Law's optimum, so the fitted law lands near
+Step Law and every plot has something to show (an optimum inside the grid, diverged runs at
+the largest learning rate and smallest batch).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from db import storage
+from db.engine import Database
+from fitting.hyper import HyperLaw
+from fitting.loss import LossLaw
+from fitting.runs import RunSet
+from fitting.schedules import lr_schedule
+from fitting.trajectory import LossCurve, MultiPowerLaw
+from fitting.validate import extrapolation_check
+from service.runformat import parse_runs_file
+
+SWEEP = "grid-demo"
+SIZES = (1e6, 3e6, 9e6)  # N, non-embedding parameters
+TOKENS = (4e7, 1.6e8)  # D, tokens
+LR_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)  # around Step Law's lr*
+BATCH_FACTORS = (0.25, 0.5, 1.0, 2.0)  # around Step Law's B*
+SEQ_LEN = 256
+CURVE_POINTS = 12
+SCHEDULES = ("constant", "cosine", "wsd")
+SCHEDULE_STEPS = 600
+
+
+def _steplaw(n: float, d: float) -> tuple[float, float]:
+    return 1.79 * n**-0.713 * d**0.307, 0.58 * d**0.571
+
+
+def _loss(n: float, d: float, lr: float, bt: float, lr_opt: float, bt_opt: float) -> float:
+    base = 1.7 + 250.0 / n**0.34 + 1200.0 / d**0.36
+    # The bowl is wider in batch than in lr, as measured landscapes are.
+    return base * (1 + 0.004 * math.log(lr / lr_opt) ** 2 + 0.0015 * math.log(bt / bt_opt) ** 2)
+
+
+def grid_runs() -> list[dict[str, Any]]:
+    """The sweep's runs in hpscale's import format, each with a loss curve."""
+    rng = np.random.default_rng(7)
+    out = []
+    for n in SIZES:
+        for d in TOKENS:
+            lr_opt, bt_opt = _steplaw(n, d)
+            for bf in BATCH_FACTORS:
+                # Whole sequences, so batch_size x seq_len reproduces batch_tokens exactly.
+                batch_size = max(1, round(bt_opt * bf / SEQ_LEN))
+                bt = batch_size * SEQ_LEN
+                for lf in LR_FACTORS:
+                    lr = lr_opt * lf
+                    name = f"n{n:.0e}-d{d:.0e}-b{batch_size}-lr{lr:.3e}"
+                    diverged = lf == LR_FACTORS[-1] and bf == BATCH_FACTORS[0]
+                    final = _loss(n, d, lr, bt, lr_opt, bt_opt) * (1 + rng.normal(0, 2e-4))
+                    steps = np.linspace(d / bt / CURVE_POINTS, d / bt, CURVE_POINTS).round().astype(int)
+                    curve = []
+                    for i, s in enumerate(steps):
+                        frac = (i + 1) / CURVE_POINTS
+                        loss = final + 3.0 * (1 - frac) ** 2 + 0.05 * (1 - frac)
+                        if diverged and i >= CURVE_POINTS // 2:
+                            loss = float("nan")
+                        curve.append({"step": int(s), "lr": lr, "loss": loss, "tokens": float(s * bt)})
+                    out.append({
+                        "name": name, "n_params": n, "tokens": d, "lr": lr, "batch_size": batch_size,
+                        "seq_len": SEQ_LEN, "final_loss": None if diverged else final,
+                        "status": "diverged" if diverged else "done", "schedule": "cosine", "curve": curve,
+                    })
+    return out
+
+
+def schedule_runs() -> list[dict[str, Any]]:
+    """One model trained under three lr schedules, its curves drawn from a multi-power law."""
+    truth = MultiPowerLaw()
+    truth.coef_ = {"L0": 2.6, "A": 0.9, "alpha": 0.45, "B": 350.0, "C": 2.0, "beta": 0.55, "gamma": 0.6}
+    rng = np.random.default_rng(3)
+    out = []
+    for kind in SCHEDULES:
+        lr = lr_schedule(kind, SCHEDULE_STEPS, 3e-3, warmup_steps=30, final_lr_ratio=0.1)
+        steps = np.arange(30, SCHEDULE_STEPS + 1, 10)
+        loss = truth.predict(lr, steps, warmup_steps=30) * (1 + rng.normal(0, 1e-3, steps.size))
+        # The curve logs the lr of every step (the trajectory page rebuilds the schedule from
+        # it) and the evaluation loss every 10 steps after warmup.
+        curve = [
+            {"step": int(s), "lr": float(lr[s - 1]), "loss": float(loss[(s - 30) // 10])}
+            for s in steps
+        ]
+        out.append({
+            "name": f"mpl-{kind}", "n_params": 4e6, "tokens": SCHEDULE_STEPS * 64 * SEQ_LEN, "lr": 3e-3,
+            "batch_size": 64, "seq_len": SEQ_LEN, "final_loss": float(loss[-1]), "schedule": kind, "curve": curve,
+        })
+    return out
+
+
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
+    # NaN is what a diverged run logs; the import format reads it back (as the CLI would).
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    return path
+
+
+def _import(db: Database, path: Path, source: str, sweep_id: int | None = None) -> None:
+    runs = [r.to_storage(source) for r in parse_runs_file(path)]
+    for r in runs:
+        r["sweep_id"] = sweep_id
+    storage.add_runs(db, runs)
+
+
+def seed(db: Database, tmp: Path) -> dict[str, Any]:
+    """Fill ``db``; returns the ids the tests navigate to."""
+    sweep = storage.add_sweep(db, SWEEP, {"sizes": list(SIZES), "tokens": list(TOKENS), "seq_len": SEQ_LEN}, "test")
+    _import(db, _write_jsonl(tmp / "grid.jsonl", grid_runs()), SWEEP, sweep.id)
+    # A sweep still running: two runs done, the rest queued or running (the list's progress).
+    running = storage.add_sweep(db, "grid-running", {"sizes": [1e6]}, "test")
+    storage.add_runs(db, [
+        {"source": "grid-running", "name": f"r{i}", "sweep_id": running.id, "n_params": 1e6, "tokens": 2e7,
+         "lr": 1e-3 * 2**i, "batch_tokens": 32768, "batch_size": 128, "seq_len": SEQ_LEN,
+         "status": status, "final_loss": 3.5 if status == "done" else None}
+        for i, status in enumerate(["done", "done", "running", "queued", "queued", "queued"])
+    ])
+    _import(db, _write_jsonl(tmp / "schedules.jsonl", schedule_runs()), "schedules")
+
+    stored = storage.list_runs(db, sweep_id=sweep.id)
+    runs = RunSet.from_records(
+        {"name": str(r.id), "n_params": r.n_params, "tokens": r.tokens, "lr": r.lr, "batch_tokens": r.batch_tokens,
+         "final_loss": r.final_loss, "diverged": r.status == "diverged"}
+        for r in stored
+    )
+    hyper = HyperLaw(form="steplaw", n_bootstrap=200, seed=0, on_edge="warn").fit(runs)
+    law = storage.add_law(db, {
+        "name": "grid-demo-steplaw", "kind": "hyper", "form": "steplaw", "origin": "fitted",
+        "title": "Step Law form fitted on grid-demo", "source": SWEEP, "record": hyper.to_record(),
+        "extrapolation": extrapolation_check(hyper, runs), "settings": hyper.to_record()["settings"],
+        "code_version": "test",
+    }, [r.id for r in stored])
+
+    # Few refinements and no bootstrap: the full default fit takes half a minute on six points.
+    # No extrapolation check: holding out the largest N leaves four (N, D) points, fewer than
+    # the law's five coefficients.
+    loss = LossLaw(n_refine=4, n_bootstrap=0).fit(runs)
+    best = {int(name) for name in loss.runs_used_ or []}
+    loss_row = storage.add_law(db, {
+        "name": "grid-demo-loss", "kind": "loss", "form": loss.form, "origin": "fitted",
+        "title": "Loss law fitted on grid-demo", "source": SWEEP, "record": loss.to_record(),
+        "extrapolation": None, "settings": loss.to_record()["settings"], "code_version": "test",
+    }, sorted(best))
+
+    sched = storage.list_runs(db, sources=["schedules"])
+    curves = storage.get_curves(db, [r.id for r in sched])
+    loss_curves = []
+    for r in sched:
+        pts = curves[r.id]
+        lr = lr_schedule(r.schedule, SCHEDULE_STEPS, 3e-3, warmup_steps=30, final_lr_ratio=0.1)
+        loss_curves.append(LossCurve(name=f"{r.source}/{r.name}", lr=lr, steps=np.array([p.step for p in pts]),
+                                     loss=np.array([p.val_loss for p in pts]), warmup_steps=30))
+    mpl = MultiPowerLaw().fit(loss_curves)
+    traj = storage.add_law(db, {
+        "name": "schedules-mpl", "kind": "trajectory", "form": "multi_power", "origin": "fitted",
+        "title": "Multi-power law on the schedule runs", "source": "schedules", "record": mpl.to_record(),
+        "extrapolation": extrapolation_check(mpl, loss_curves), "settings": None, "code_version": "test",
+    }, [r.id for r in sched])
+    return {
+        "sweep_id": sweep.id, "running_sweep_id": running.id, "hyper_law_id": law.id, "trajectory_law_id": traj.id,
+        "loss_law_id": loss_row.id,
+        "run_id": stored[0].id, "n_groups": len(SIZES) * len(TOKENS), "n_batches": len(BATCH_FACTORS),
+    }

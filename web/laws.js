@@ -1,0 +1,382 @@
+// The Laws page: every stored law, and one law judged against its data. State:
+//   laws.html            the list, with the newest fitted lr/batch law opened
+//   laws.html?law=7      law 7 (by id; a name works too)
+import {
+  api, h, mount, showError, emptyState, loading, readState, writeState, hrefFor,
+  fmt, si, fmtInterval, plot, figure, logAxis, linAxis, bandTraces, COLORS, start,
+} from "./app.js";
+
+const content = document.getElementById("content");
+const KIND_TITLES = {
+  hyper: "Learning rate and batch", loss: "Loss", trajectory: "Loss curve (trajectory)",
+  critical_batch: "Critical batch", "critical-batch": "Critical batch",
+};
+// How to fit a law: the CLI on the server's machine, or the API from anywhere (with the key).
+const FIT_COMMANDS = [
+  "hpscale fit --kind hyper --source my-sweep",
+  `curl -X POST ${location.origin}/api/v1/fits -H "X-API-Key: $HPSCALE_API_KEY" \\\n  -H "Content-Type: application/json" -d '{"kind": "hyper", "sources": ["my-sweep"]}'`,
+];
+const MAX_CURVES = 5; // distinct D drawn as their own fitted line; more would be unreadable
+
+// -- the list -------------------------------------------------------------------------------
+
+function badge(law) {
+  if (law.origin === "published") return h("span", { class: "badge" }, "published");
+  if (law.extrapolation_passed === true) return h("span", { class: "badge ok" }, "extrapolation ok");
+  if (law.extrapolation_passed === false) return h("span", { class: "badge bad" }, "extrapolation failed");
+  return h("span", { class: "badge" }, "fitted");
+}
+
+function lawList(laws, current) {
+  const kinds = [...new Set(laws.map((l) => l.kind))];
+  return h("nav", { class: "card", "aria-label": "Laws" },
+    kinds.map((kind) => [
+      h("h2", {}, KIND_TITLES[kind] || kind),
+      h("ul", { class: "law-list" }, laws.filter((l) => l.kind === kind).map((l) =>
+        h("li", {},
+          h("a", { href: hrefFor("laws.html", { law: l.id }), "aria-current": current && current.id === l.id ? "true" : null }, l.title),
+          " ", badge(l),
+          h("div", { class: "muted small" }, `${l.name} · ${l.form}`)))),
+    ]),
+    laws.some((l) => l.origin === "fitted")
+      ? null
+      : emptyState("No fitted laws yet: only the published ones. Fit one from your runs (the API needs the server's key):", ...FIT_COMMANDS),
+  );
+}
+
+// -- pieces every law shows -----------------------------------------------------------------
+
+function header(law) {
+  return h("section", { class: "card" },
+    h("h1", {}, law.title, " ", badge(law)),
+    h("dl", { class: "meta" },
+      h("dt", {}, "Name"), h("dd", {}, `${law.name} (id ${law.id})`),
+      h("dt", {}, "Kind"), h("dd", {}, `${law.kind}, form ${law.form}`),
+      h("dt", {}, "Source"), h("dd", {}, law.source),
+      law.fit_range?.n_params ? [h("dt", {}, "Fitted on"), h("dd", {}, fitRangeText(law.fit_range))] : null,
+      h("dt", {}, "Data"), h("dd", {}, law.data.length ? `${law.data.length} runs` : "none stored (a published law)"),
+      h("dt", {}, "Created"), h("dd", {}, `${new Date(law.created_at).toLocaleString()}, code ${law.code_version}`),
+    ),
+    law.warnings.map((w) => h("div", { class: "warning" }, w)),
+  );
+}
+
+function fitRangeText(fr) {
+  const part = (iv, f, unit) => (iv ? `${f(iv.low)} – ${f(iv.high)}${unit}` : null);
+  return [part(fr.n_params, si, " params"), part(fr.tokens, si, " tokens"), part(fr.compute, fmt, " FLOPs")].filter(Boolean).join(", ");
+}
+
+function parameterTable(law) {
+  const names = Object.keys(law.parameters);
+  if (!names.length) return null;
+  const level = law.settings?.level ? `${fmt(law.settings.level * 100)}%` : "95%";
+  return h("section", { class: "card" },
+    h("h2", {}, "Parameters"),
+    h("div", { class: "table-wrap" },
+      h("table", { id: "parameters" },
+        h("thead", {}, h("tr", {}, h("th", {}, "Parameter"), h("th", { class: "num" }, "Value"), h("th", { class: "num" }, `${level} bootstrap interval`))),
+        h("tbody", {}, names.map((k) => h("tr", {},
+          h("td", {}, k), h("td", { class: "num" }, fmt(law.parameters[k], 4)),
+          h("td", { class: "num" }, law.intervals?.[k] ? fmtInterval(law.intervals[k], (x) => fmt(x, 4)) : "–")))),
+      )),
+    law.intervals ? null : h("p", { class: "muted small" }, law.origin === "published"
+      ? "No intervals: published laws come without their bootstrap samples."
+      : "No intervals: this law was fitted without a bootstrap."),
+  );
+}
+
+/** The held-out rows of an extrapolation report (fitting.validate): per held-out (N, D) group
+ *  for hyper and loss laws (`groups`), per target for critical-batch laws (`targets`). */
+function heldOutRows(report) {
+  const rows = report?.groups ?? report?.targets;
+  return Array.isArray(rows) ? rows.filter((r) => r && typeof r === "object" && "n_params" in r) : [];
+}
+
+const HOLDOUT_TEXT = {
+  n_params: "the largest model size was held out",
+  tokens: "each model size's largest token count was held out",
+  steps: "the longest curve was held out",
+};
+
+/** Report fields in words; the rest show under their own names. */
+const REPORT_LABELS = {
+  n_fit_runs: "runs refitted on", n_held_out_runs: "runs held out",
+  mean_abs_lr_log_error: "mean |log error| of lr*", mean_abs_batch_log_error: "mean |log error| of B*",
+  mean_loss_regret: "mean loss regret", max_loss_regret: "worst loss regret",
+  mean_abs_rel_error: "mean |relative error|", max_abs_rel_error: "worst |relative error|",
+  mean_rel_error: "mean relative error", max_rel_error: "worst relative error",
+  mean_abs_log_error: "mean |log error|", held_out_curve: "held-out curve",
+};
+
+function extrapolationCard(law) {
+  const report = law.extrapolation;
+  if (!report) {
+    return law.origin === "fitted"
+      ? h("section", { class: "card" }, h("h2", {}, "Extrapolation check"),
+          h("p", { class: "muted" }, "No held-out check was stored with this law (the data had no larger scale to hold out)."))
+      : null;
+  }
+  const skip = new Set(["kind", "form", "holdout", "passed"]);
+  const scalars = Object.entries(report).filter(([k, v]) => !skip.has(k) && (v === null || ["number", "string", "boolean"].includes(typeof v)));
+  const held = heldOutRows(report);
+  const cols = held.length ? Object.keys(held[0]) : [];
+  const cell = (v) => (typeof v === "number" ? (Math.abs(v) >= 1e3 ? si(v) : fmt(v, 3)) : String(v ?? "–"));
+  const verdict = report.passed === true ? "Passed. " : report.passed === false ? "Failed. " : "";
+  return h("section", { class: "card" },
+    h("h2", {}, "Extrapolation check"),
+    h("p", {}, verdict, `To test how the law extrapolates, ${HOLDOUT_TEXT[report.holdout] || `the largest ${report.holdout} was held out`}, `,
+      "the law refitted on the rest, and the refit scored on what was held out."),
+    h("dl", { class: "meta" }, scalars.flatMap(([k, v]) => [h("dt", {}, REPORT_LABELS[k] || k), h("dd", {}, cell(v))])),
+    held.length
+      ? h("div", { class: "table-wrap" }, h("table", { id: "held-out" },
+          h("thead", {}, h("tr", {}, cols.map((c) => h("th", { class: "num" }, c)))),
+          h("tbody", {}, held.map((p) => h("tr", {}, cols.map((c) => h("td", { class: "num" }, cell(p[c]))))))))
+      : null,
+  );
+}
+
+// -- hyper laws -----------------------------------------------------------------------------
+
+/** Per (N, D) group, the runs within eps of its best loss: the points the regression used. */
+function nearOptimal(data, eps) {
+  const groups = new Map();
+  for (const r of data) {
+    if (r.final_loss === null || r.lr === null || r.status !== "done") continue;
+    const key = `${r.n_params}|${r.tokens}`;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(r);
+  }
+  return [...groups.values()].flatMap((runs) => {
+    const best = Math.min(...runs.map((r) => r.final_loss));
+    return runs.filter((r) => r.final_loss <= best * (1 + eps));
+  });
+}
+
+/** At most `n` of the values, spread evenly in log space (always the smallest and largest). */
+function spread(values, n) {
+  const v = [...new Set(values)].sort((a, b) => a - b);
+  if (v.length <= n) return v;
+  return Array.from({ length: n }, (_, i) => v[Math.round((i * (v.length - 1)) / (n - 1))]);
+}
+
+async function renderHyper(law, el) {
+  const eps = law.settings?.eps ?? 0.0025;
+  const near = nearOptimal(law.data, eps);
+  const held = heldOutRows(law.extrapolation);
+  // One fitted line per D of the data (a law with no data: the API's own rule, D = 20 N).
+  const ds = spread(near.map((r) => r.tokens), MAX_CURVES);
+  const details = ds.length
+    ? await Promise.all(ds.map((d) => api(`/laws/${law.id}`, { params: { tokens: d, points: 60 } })))
+    : [law];
+  const lrTraces = [], bTraces = [];
+  details.forEach((detail, i) => {
+    const color = COLORS[i % COLORS.length];
+    const pts = detail.curve?.points || [];
+    const x = pts.map((p) => p.n_params);
+    const label = ds.length ? `D = ${si(ds[i])}` : detail.curve?.tokens_rule || law.title;
+    if (pts.length && pts.every((p) => p.lr_interval)) {
+      lrTraces.push(...bandTraces(x, pts.map((p) => p.lr_interval.low), pts.map((p) => p.lr_interval.high),
+        { name: `band, ${label}`, color: `${color}2e`, legendgroup: label }));
+    }
+    if (pts.length && pts.every((p) => p.batch_tokens_interval)) {
+      bTraces.push(...bandTraces(x, pts.map((p) => p.batch_tokens_interval.low), pts.map((p) => p.batch_tokens_interval.high),
+        { name: `band, ${label}`, color: `${color}2e`, legendgroup: label }));
+    }
+    lrTraces.push({ x, y: pts.map((p) => p.lr), mode: "lines", name: `fit, ${label}`, line: { color, width: 2 }, legendgroup: label, meta: "fit" });
+    bTraces.push({ x, y: pts.map((p) => p.batch_tokens), mode: "lines", name: `fit, ${label}`, line: { color, width: 2 }, legendgroup: label, meta: "fit" });
+    const mine = near.filter((r) => r.tokens === ds[i]);
+    if (mine.length) {
+      const text = mine.map((r) => `${r.name}<br>N ${si(r.n_params)}, D ${si(r.tokens)}<br>loss ${fmt(r.final_loss, 4)}`);
+      lrTraces.push({ x: mine.map((r) => r.n_params), y: mine.map((r) => r.lr), mode: "markers", name: `near-optimal runs, ${label}`,
+        marker: { color, size: 7, opacity: 0.75 }, text, hoverinfo: "text", legendgroup: label, showlegend: false, meta: "data" });
+      bTraces.push({ x: mine.map((r) => r.n_params), y: mine.map((r) => r.batch_tokens), mode: "markers", name: `near-optimal runs, ${label}`,
+        marker: { color, size: 7, opacity: 0.75 }, text, hoverinfo: "text", legendgroup: label, showlegend: false, meta: "data" });
+    }
+  });
+  const rest = near.filter((r) => !ds.includes(r.tokens));
+  if (rest.length) {
+    lrTraces.push({ x: rest.map((r) => r.n_params), y: rest.map((r) => r.lr), mode: "markers", name: "near-optimal runs, other D", marker: { color: "#9ca3af", size: 6 }, meta: "data" });
+    bTraces.push({ x: rest.map((r) => r.n_params), y: rest.map((r) => r.batch_tokens), mode: "markers", name: "near-optimal runs, other D", marker: { color: "#9ca3af", size: 6 }, meta: "data" });
+  }
+  // The extrapolation check: each held-out group's optimum, and where the law refitted
+  // without them put it.
+  const observed = { mode: "markers", name: "held-out optimum", meta: "held_out",
+    marker: { symbol: "diamond-open", size: 14, color: "#111827", line: { width: 2 } } };
+  const predicted = { mode: "markers", name: "refit's prediction for it", meta: "held_out_pred",
+    marker: { symbol: "x-thin-open", size: 12, color: "#111827", line: { width: 2 } } };
+  for (const [traceList, opt, pred] of [[lrTraces, "lr_opt", "lr_pred"], [bTraces, "batch_tokens_opt", "batch_tokens_pred"]]) {
+    const rows = held.filter((p) => Number.isFinite(p[opt]));
+    if (!rows.length) continue;
+    const text = rows.map((p) => `held out: N ${si(p.n_params)}, D ${si(p.tokens)}<br>optimum ${fmt(p[opt])}, refit predicts ${fmt(p[pred])}`);
+    traceList.push({ ...observed, x: rows.map((p) => p.n_params), y: rows.map((p) => p[opt]), text, hoverinfo: "text" });
+    traceList.push({ ...predicted, x: rows.map((p) => p.n_params), y: rows.map((p) => p[pred]), text, hoverinfo: "text" });
+  }
+
+  const lr = figure({ id: "plot-lr", "aria-label": "Optimal lr against N" });
+  const batch = figure({ id: "plot-batch", "aria-label": "Optimal batch against N" });
+  mount(el, h("section", { class: "card" },
+    h("h2", {}, ds.length ? "Fit against its data" : "The law"),
+    h("p", { class: "muted small" }, ds.length
+      ? "Lines: the law at each D of its data, with its bootstrap band; points: each group's near-optimal runs (the regression's data), coloured by D; open diamonds: the optima held out by the extrapolation check, crosses: where the law refitted without them predicts them."
+      : `A published law: no data stored. Drawn along ${details[0].curve?.tokens_rule ?? "N"}.`),
+    h("div", { class: "plots two" }, lr.box, batch.box)));
+  await plot(lr.el, lrTraces, { title: { text: "Optimal peak lr vs N" }, xaxis: logAxis("N (non-embedding parameters)"), yaxis: logAxis("peak lr") });
+  await plot(batch.el, bTraces, { title: { text: "Optimal batch vs N" }, xaxis: logAxis("N (non-embedding parameters)"), yaxis: logAxis("batch (tokens)") });
+}
+
+// -- loss laws ------------------------------------------------------------------------------
+
+/** A curve point's predicted loss and its interval, whichever name the API gives them. */
+const lossOf = (p) => p.final_loss ?? p.loss;
+const lossIntervalOf = (p) => p.final_loss_interval ?? p.loss_interval;
+
+async function renderLoss(law, el) {
+  const fig = figure({ id: "plot-loss", "aria-label": "Final loss against N" });
+  const byD = new Map();
+  for (const r of law.data.filter((r) => r.final_loss !== null)) {
+    if (!byD.has(r.tokens)) byD.set(r.tokens, []);
+    byD.get(r.tokens).push(r);
+  }
+  const ds = spread([...byD.keys()], MAX_CURVES);
+  // The API's law detail carries plotting curves for hyper laws; for a loss law, ask for its
+  // curve at each D of the data and draw it wherever the API gives one.
+  const details = law.curve ? await Promise.all(ds.map((d) => api(`/laws/${law.id}`, { params: { tokens: d, points: 60 } }))) : [];
+  const traces = [];
+  let fitted = false;
+  [...byD.entries()].sort((a, b) => a[0] - b[0]).forEach(([d, runs], i) => {
+    const color = COLORS[i % COLORS.length];
+    const pts = (details[ds.indexOf(d)]?.curve?.points || []).filter((p) => lossOf(p) !== undefined);
+    if (pts.length && pts.every(lossIntervalOf)) {
+      traces.push(...bandTraces(pts.map((p) => p.n_params), pts.map((p) => lossIntervalOf(p).low), pts.map((p) => lossIntervalOf(p).high),
+        { name: `band, D = ${si(d)}`, color: `${color}2e`, legendgroup: `D${i}` }));
+    }
+    if (pts.length) {
+      fitted = true;
+      traces.push({ x: pts.map((p) => p.n_params), y: pts.map(lossOf), mode: "lines", name: `fit, D = ${si(d)}`,
+        line: { color, width: 2 }, legendgroup: `D${i}`, meta: "fit" });
+    }
+    traces.push({
+      x: runs.map((r) => r.n_params), y: runs.map((r) => r.final_loss), mode: "markers", name: `data, D = ${si(d)}`,
+      marker: { color, size: 8 }, meta: "data", legendgroup: `D${i}`,
+      text: runs.map((r) => `${r.name}<br>loss ${fmt(r.final_loss, 4)}`), hoverinfo: "text",
+    });
+  });
+  const held = heldOutRows(law.extrapolation).filter((p) => Number.isFinite(p.loss));
+  if (held.length) {
+    const text = held.map((p) => `held out: N ${si(p.n_params)}, D ${si(p.tokens)}<br>loss ${fmt(p.loss, 4)}, refit predicts ${fmt(p.loss_pred, 4)}`);
+    traces.push({ x: held.map((p) => p.n_params), y: held.map((p) => p.loss), mode: "markers", name: "held-out loss", meta: "held_out",
+      marker: { symbol: "diamond-open", size: 14, color: "#111827", line: { width: 2 } }, text, hoverinfo: "text" });
+    traces.push({ x: held.map((p) => p.n_params), y: held.map((p) => p.loss_pred), mode: "markers", name: "refit's prediction for it",
+      meta: "held_out_pred", marker: { symbol: "x-thin-open", size: 12, color: "#111827", line: { width: 2 } }, text, hoverinfo: "text" });
+  }
+  mount(el, h("section", { class: "card" },
+    h("h2", {}, "Fit against its data"),
+    h("p", { class: "muted small" }, fitted
+      ? "Points: the best run of each (N, D) group; lines: the law at each D, with its bootstrap band."
+      : "Points: the best run of each (N, D) group the law was fitted on, by D. (The API gives no fitted curve for loss laws yet, so only the data is drawn.)"),
+    traces.length ? fig.box : emptyState("This law stores no data points.")));
+  if (traces.length) await plot(fig.el, traces, { title: { text: "Final loss vs N" }, xaxis: logAxis("N (non-embedding parameters)"), yaxis: logAxis("final loss (nats/token)") });
+}
+
+// -- trajectory laws ------------------------------------------------------------------------
+
+/** A run's schedule as the API's step table, from the lr its curve logged (each logged lr
+ *  holds until the next logged step; exact when the run logged every step's lr). */
+function tableFromCurve(points) {
+  const withLr = points.filter((p) => p.lr !== null && p.step >= 1);
+  if (!withLr.length) return null;
+  const table = [{ step: 1, lr: withLr[0].lr }];
+  for (const p of withLr) {
+    if (p.step === 1) table[0].lr = p.lr;
+    else if (p.lr !== table[table.length - 1].lr) table.push({ step: p.step, lr: p.lr });
+  }
+  return { kind: "table", table, total_steps: withLr[withLr.length - 1].step };
+}
+
+async function renderTrajectory(law, el) {
+  const curvesFig = figure({ id: "plot-trajectory", "aria-label": "Observed and predicted loss curves" });
+  const runs = law.data;
+  if (!runs.length) {
+    mount(el, emptyState("This law stores no runs, so there are no observed curves to compare with."));
+    return;
+  }
+  const curves = await Promise.all(runs.map((r) => api(`/runs/${r.run_id}/curve`)));
+  const preds = await Promise.all(curves.map((c) => {
+    const schedule = tableFromCurve(c.points);
+    return schedule ? api("/predict/curve", { body: { law: law.id, schedule } }) : null;
+  }));
+  const lrFig = figure({ id: "plot-schedules", "aria-label": "Learning-rate schedules" });
+  const traces = [], lrTraces = [];
+  // The extrapolation check refits without the longest curve: say which one that was.
+  const heldOut = law.extrapolation?.held_out_curve;
+  runs.forEach((r, i) => {
+    const color = COLORS[i % COLORS.length];
+    const obs = curves[i].points.filter((p) => p.val_loss !== null);
+    const label = `${r.name}${heldOut === `${r.source}/${r.name}` ? " (held out)" : ""}`;
+    traces.push({ x: obs.map((p) => p.step), y: obs.map((p) => p.val_loss), mode: "markers", name: `${label} observed`,
+      marker: { color, size: 5, opacity: 0.7 }, legendgroup: label, meta: "observed" });
+    if (preds[i]) {
+      // Drawn over the steps the run logged: before them (warmup, the first steps) the law's
+      // prediction has nothing to be compared with and would only stretch the loss axis.
+      const first = obs.length ? obs[0].step : 0;
+      const keep = preds[i].steps.map((st, j) => (st >= first ? j : -1)).filter((j) => j >= 0);
+      traces.push({ x: keep.map((j) => preds[i].steps[j]), y: keep.map((j) => preds[i].loss[j]), mode: "lines",
+        name: `${label} predicted`, line: { color, width: 2 }, legendgroup: label, meta: "predicted" });
+      lrTraces.push({ x: preds[i].steps, y: preds[i].lr, mode: "lines", name: label, line: { color } });
+    }
+  });
+  mount(el, h("section", { class: "card" },
+    h("h2", {}, "Observed against predicted, per schedule"),
+    h("p", { class: "muted small" }, "Points: each run's logged validation loss; lines: the law's prediction for the same learning-rate schedule (rebuilt from the lr the run logged)."),
+    h("div", { class: "plots two" }, curvesFig.box, lrFig.box)));
+  await plot(curvesFig.el, traces, { title: { text: "Loss curves" }, xaxis: linAxis("step"), yaxis: linAxis("loss (nats/token)") });
+  await plot(lrFig.el, lrTraces, { title: { text: "Learning-rate schedules" }, xaxis: linAxis("step"), yaxis: logAxis("lr") });
+}
+
+// -- flow -----------------------------------------------------------------------------------
+
+const RENDERERS = { hyper: renderHyper, loss: renderLoss, trajectory: renderTrajectory };
+
+async function main() {
+  const state = readState();
+  mount(content, h("h1", {}, "Laws"), loading());
+  const laws = await api("/laws");
+  let current = null;
+  if (state.law) current = laws.find((l) => String(l.id) === state.law || l.name === state.law) || { id: state.law };
+  else {
+    // Default: the newest fitted lr/batch law (what recommendations come from), else the
+    // newest fit of any kind, else the first published law.
+    const fitted = laws.filter((l) => l.origin === "fitted");
+    const hyper = fitted.filter((l) => l.kind === "hyper");
+    current = hyper[hyper.length - 1] || fitted[fitted.length - 1] || laws[0];
+    if (current) writeState({ law: current.id });
+  }
+  const detailEl = h("div", { id: "law-detail" }, loading());
+  mount(content, h("div", { class: "layout-laws" }, lawList(laws, current), detailEl));
+  if (!current) {
+    mount(detailEl, emptyState("No laws stored. Starting the server stores the published ones; fit your own with:", ...FIT_COMMANDS));
+    return;
+  }
+  let law;
+  try {
+    law = await api(`/laws/${encodeURIComponent(current.id)}`);
+  } catch (err) {
+    showError(detailEl, err);
+    return;
+  }
+  document.title = `${law.title} · hpscale`;
+  const plotsEl = h("div", {}, loading("Drawing…"));
+  mount(detailEl, header(law), plotsEl, parameterTable(law), extrapolationCard(law));
+  const render = RENDERERS[law.kind];
+  if (render) {
+    try {
+      await render(law, plotsEl);
+    } catch (err) {
+      showError(plotsEl, err);
+    }
+  } else {
+    mount(plotsEl, h("p", { class: "muted" }, `No plot for ${law.kind} laws yet; their parameters are below.`));
+  }
+}
+
+start(main, content);
