@@ -20,6 +20,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from fitting.errors import FittingError, InsufficientDataError, InvalidLawRecordError, NotFittedError
+from fitting.records import restore_fitted
 
 BY: tuple[str, ...] = ("n_params", "tokens", "target_loss")
 
@@ -232,9 +233,4 @@ class CriticalBatchLaw:
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidLawRecordError(f"malformed critical batch law record: {exc}") from exc
         law.exponents_ = record.get("exponents")
-        law.coef_samples_ = record.get("coefficient_samples")
-        law.intervals_ = record.get("intervals")
-        law.fit_range_ = record.get("fit_range")
-        law.warnings_ = list(record.get("warnings") or [])
-        law.runs_used_ = record.get("runs_used")
-        return law
+        return restore_fitted(law, record)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from fitting.errors import InsufficientDataError, InvalidLawRecordError, NotFittedError
+from fitting.records import restore_fitted
 from fitting.optimum import GroupOptimum, group_optima, near_optimal_mask, smooth_optima
 from fitting.runs import RunSet, fit_range
 
@@ -159,7 +160,7 @@ class HyperLaw:
         ]
         if warnings and self.on_edge == "error":
             raise InsufficientDataError(
-                "optimum at a grid edge, widen the sweep (or fit with on_edge='warn'): " + "; ".join(warnings)
+                "optimum at a grid edge, widen the sweep (or fit anyway: on_edge='warn', the CLI's --allow-edge): " + "; ".join(warnings)
             )
         per_group = [self._group_points(runs, g) for g in groups]
         point = _solve(self.form, *map(np.concatenate, zip(*per_group)))
@@ -319,12 +320,7 @@ class HyperLaw:
             law.level = float(settings.get("level", law.level))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InvalidLawRecordError(f"malformed hyperparameter law record: {exc}") from exc
-        law.coef_samples_ = record.get("coefficient_samples")
-        law.intervals_ = record.get("intervals")
-        law.fit_range_ = record.get("fit_range")
-        law.warnings_ = list(record.get("warnings") or [])
-        law.runs_used_ = record.get("runs_used")
-        return law
+        return restore_fitted(law, record)
 
 
 def _interval(log_values: list[float], level: float) -> tuple[float, float]:

@@ -19,6 +19,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from fitting.errors import InsufficientDataError, InvalidLawRecordError, NotFittedError
+from fitting.records import restore_fitted
 from fitting.runs import RunSet, fit_range
 
 # Epoch AI's grid of starting points (e, a, b, alpha, beta).
@@ -103,7 +104,10 @@ def _refit_many(theta0: np.ndarray, ln: np.ndarray, ld: np.ndarray, log_y: np.nd
         grad = np.einsum("kp,kpi->ki", w * r, jac)
         hess = np.einsum("kp,kpi,kpj->kij", w, jac, jac)
         damped = hess + lam[:, None, None] * (hess * eye + 1e-12 * eye)
-        step = np.linalg.solve(damped, -grad[:, :, None])[:, :, 0]
+        try:
+            step = np.linalg.solve(damped, -grad[:, :, None])[:, :, 0]
+        except np.linalg.LinAlgError as exc:  # extreme inputs (N or D near float limits): no fit
+            raise InsufficientDataError(f"the loss law cannot be fitted on these values ({exc})") from None
         f_new = cost(theta + step)
         better = f_new < f
         theta[better] += step[better]
@@ -269,9 +273,4 @@ class LossLaw:
             law.coef_ = {k: float(record["coefficients"][k]) for k in cls.COEFFICIENTS}
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidLawRecordError(f"malformed loss law record: {exc}") from exc
-        law.coef_samples_ = record.get("coefficient_samples")
-        law.intervals_ = record.get("intervals")
-        law.fit_range_ = record.get("fit_range")
-        law.warnings_ = list(record.get("warnings") or [])
-        law.runs_used_ = record.get("runs_used")
-        return law
+        return restore_fitted(law, record)

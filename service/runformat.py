@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from service.errors import InputError
 
-MAX_LINE_ERRORS = 1  # the first bad row aborts the import: all-or-nothing
+MAX_INT32 = 2**31 - 1  # steps and sequence lengths are 32-bit integer columns
 
 
 class CurvePointIn(BaseModel):
@@ -40,7 +40,7 @@ class CurvePointIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    step: int = Field(ge=0, description="Optimizer step.")
+    step: int = Field(ge=0, le=MAX_INT32, description="Optimizer step.")
     lr: float | None = Field(default=None, ge=0, description="Learning rate at this step.")
     loss: float = Field(description="Evaluation loss at this step, nats/token.")
     tokens: float | None = Field(default=None, ge=0, description="Tokens seen at this step.")
@@ -65,7 +65,7 @@ class RunIn(BaseModel):
     lr: float | None = Field(default=None, gt=0, description="Peak learning rate.")
     batch_tokens: float | None = Field(default=None, gt=0, description="Batch in tokens.")
     batch_size: float | None = Field(default=None, gt=0, description="Batch in sequences.")
-    seq_len: int | None = Field(default=None, gt=0, description="Sequence length, tokens.")
+    seq_len: int | None = Field(default=None, gt=0, le=MAX_INT32, description="Sequence length, tokens.")
     status: Literal["done", "diverged"] = "done"
     schedule: str | None = Field(default=None, max_length=200)
     tags: dict[str, Any] | None = None

@@ -33,6 +33,7 @@ from service import laws as law_service
 from service.api import schemas as s
 from service.errors import InputError
 from service.runformat import validate_runs
+from service.jsonsafe import json_safe
 
 logger = logging.getLogger("hpscale.api")
 
@@ -356,17 +357,6 @@ def _fit_range(raw: Any) -> s.FitRange | None:
     return fr if (fr.n_params or fr.tokens or fr.compute) else None
 
 
-def _json_safe(obj: Any) -> Any:
-    """A stored JSON document with non-finite floats replaced by null."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
 def law_curve(
     row: Law,
     law: Any,
@@ -467,8 +457,8 @@ def law_detail(
         parameters=_float_dict(record.get("coefficients")),
         intervals=intervals,
         fit_range=fit_range,
-        extrapolation=_json_safe(row.extrapolation) if isinstance(row.extrapolation, dict) else None,
-        settings=_json_safe(row.settings or record.get("settings")) or None,
+        extrapolation=json_safe(row.extrapolation) if isinstance(row.extrapolation, dict) else None,
+        settings=json_safe(row.settings or record.get("settings")) or None,
         warnings=warnings,
         data=data,
         curve=curve,
@@ -510,7 +500,7 @@ def run_out(r: Run) -> s.Run:
         id=r.id, source=r.source, name=r.name, sweep_id=r.sweep_id, n_params=r.n_params, tokens=r.tokens,
         compute=finite(compute_flops(r.n_params, r.tokens)), lr=r.lr, batch_tokens=r.batch_tokens, batch_size=r.batch_size,
         seq_len=r.seq_len, schedule=r.schedule, status=r.status, final_loss=finite(r.final_loss),
-        final_loss_status=r.final_loss_status, tags=_json_safe(r.tags), seed=r.seed, corpus_hash=r.corpus_hash,
+        final_loss_status=r.final_loss_status, tags=json_safe(r.tags), seed=r.seed, corpus_hash=r.corpus_hash,
         code_version=r.code_version, created_at=r.created_at, finished_at=r.finished_at,
     )
 
@@ -518,7 +508,7 @@ def run_out(r: Run) -> s.Run:
 def run_detail(db: Database, run_id: int) -> s.RunDetail:
     """One run with its configuration and spec."""
     r = storage.get_run(db, run_id)
-    return s.RunDetail(**run_out(r).model_dump(), config=_json_safe(r.config), spec=_json_safe(r.spec))
+    return s.RunDetail(**run_out(r).model_dump(), config=json_safe(r.config), spec=json_safe(r.spec))
 
 
 def run_page(db: Database, sources: list[str] | None, limit: int, offset: int) -> s.RunPage:
@@ -569,7 +559,7 @@ def sweep_detail(db: Database, sweep: str) -> s.SweepDetail:
     """One sweep (by id or name) with its spec and progress."""
     row = storage.get_sweep(db, sweep)
     counts = storage.sweep_run_counts(db).get(row.id, {})
-    return s.SweepDetail(**_sweep_summary(row, counts), spec=_json_safe(row.spec) or {})
+    return s.SweepDetail(**_sweep_summary(row, counts), spec=json_safe(row.spec) or {})
 
 
 def _run_set(runs: Sequence[Run]) -> RunSet:

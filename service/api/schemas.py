@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from service.runformat import CurvePointIn, RunIn
+from service.runformat import RunIn
 
 # Bounds of the targets the API accepts: wide enough for any language model anyone trains,
 # narrow enough that N^alpha D^beta and 6 N D stay finite in double precision.
@@ -345,21 +345,6 @@ class Group(BaseModel):
 
 
 # -- writes ------------------------------------------------------------------------------------
-MAX_INT32 = 2**31 - 1  # the database's integer columns (PostgreSQL INTEGER is 32-bit)
-
-
-class CurvePointRecord(CurvePointIn):
-    """A curve point of the import format, with the step bounded by what the database stores."""
-
-    step: int = Field(ge=0, le=MAX_INT32, description="Optimizer step.")
-
-
-class RunRecord(RunIn):
-    """A run in the import format (``service.runformat.RunIn``), with the integers bounded by
-    what the database stores, so that an out-of-range value is a 422, not a driver error."""
-
-    seq_len: int | None = Field(default=None, gt=0, le=MAX_INT32, description="Sequence length, tokens.")
-    curve: list[CurvePointRecord] | None = Field(default=None, max_length=100_000)
 
 
 class RunsImport(BaseModel):
@@ -368,7 +353,7 @@ class RunsImport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source: str = Field(min_length=1, max_length=200, description="Label of the batch; with each run's name, its key.")
-    runs: list[RunRecord] = Field(min_length=1, description="The runs; re-sending a known (source, name) skips it.")
+    runs: list[RunIn] = Field(min_length=1, description="The runs; re-sending a known (source, name) skips it.")
 
 
 class ImportResult(BaseModel):

@@ -18,6 +18,7 @@ from db.errors import StorageError
 from fitting.errors import FittingError
 from service.errors import ServiceError
 from service.settings import get_settings
+from service.jsonsafe import json_safe
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -94,17 +95,7 @@ def open_db() -> Database:
 
 def print_json(obj: Any) -> None:
     """One JSON document on stdout (non-finite floats become null: JSON has no NaN)."""
-    typer.echo(json.dumps(_json_safe(obj), indent=2, sort_keys=False))
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
+    typer.echo(json.dumps(json_safe(obj), indent=2, sort_keys=False))
 
 
 def fmt(value: float | None, digits: int = 4) -> str:

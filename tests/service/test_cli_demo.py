@@ -1,0 +1,51 @@
+"""The demo dataset: shipped, loaded on request and into an empty database by ``serve``."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+from support import hp, hp_json
+
+from service.demo import DEMO_FILE, read_demo
+
+
+def test_the_shipped_demo_is_small_and_real() -> None:
+    assert DEMO_FILE.stat().st_size < 5 * 1024 * 1024
+    doc = read_demo()
+    assert {s["name"] for s in doc["sweeps"]} >= {"val-main", "val-long"}
+    runs = doc["runs"]
+    assert len(runs) >= 150 and all(r["curve"] for r in runs if r["status"] == "done")
+    assert all(r["corpus_hash"] and r["code_version"] for r in runs)
+    assert any(law["kind"] == "hyper" for law in doc["laws"])
+
+
+def test_demo_load_is_idempotent_and_keeps_provenance(cli_env) -> None:
+    first = hp_json("demo", "load")
+    assert first["runs"] == len(read_demo()["runs"]) and first["laws"] == len(read_demo()["laws"])
+    assert hp_json("demo", "load") == {**first, "runs": 0, "laws": 0}
+    laws = {law["name"]: law for law in hp_json("laws", "list")}
+    fitted = laws["validation-hyper"]
+    shown = hp_json("laws", "show", str(fitted["id"]))
+    assert len(shown["run_ids"]) == 165  # the sweep's 168 runs less 3 diverged, linked again by name
+    status = json.loads(hp("sweep", "status", "--json").stdout)
+    assert {s["name"] for s in status} >= {"val-main", "held-grid"}
+
+
+@pytest.mark.parametrize("content, message", [(b"not gzip", "not a demo file"), (None, "no such demo file")])
+def test_bad_demo_files(cli_env, tmp_path: Path, content, message) -> None:
+    path = tmp_path / "demo.json.gz"
+    if content is not None:
+        path.write_bytes(content)
+    result = hp("demo", "load", "--file", str(path))
+    assert result.exit_code == 1 and message in result.stderr
+
+
+def test_wrong_version_is_refused(cli_env, tmp_path: Path) -> None:
+    path = tmp_path / "demo.json.gz"
+    with gzip.open(path, "wt") as f:
+        json.dump({"version": 99}, f)
+    result = hp("demo", "load", "--file", str(path))
+    assert result.exit_code == 1 and "version 1" in result.stderr
