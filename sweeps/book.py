@@ -164,15 +164,18 @@ class Refinement:
 
     group: str
     round: int
-    edge: str
+    edge: str  # "low"/"high": the lr grid's edge; "batch_low"/"batch_high" when only the batch was
     lrs: tuple[float, ...]
     runs_added: int
+    batches: tuple[int, ...] = ()  # batch sizes (sequences) added beyond the batch grid's edge
 
 
 def refine(db: Database, store: RDBStorage, sweep: Sweep, spec: SweepSpec,
            by_group: dict[str, optuna.Study]) -> list[Refinement]:
     """For every finished group whose best lr is on the grid's edge (and rounds remain), add
-    ``spec.refine.points`` lrs beyond that edge at every batch size, as round r + 1.
+    ``spec.refine.points`` lrs beyond that edge at every batch size, as round r + 1; with
+    ``spec.refine.batches``, a best batch on the batch grid's edge adds one batch size beyond it
+    (half the smallest, twice the largest) at every lr the group has.
 
     Deterministic in the group's finished runs, so workers refining at once compute the same
     run names; the unique names make the second insert a no-op, and only the inserting worker
@@ -193,23 +196,35 @@ def refine(db: Database, store: RDBStorage, sweep: Sweep, spec: SweepSpec,
         verdict = judge_group([float(r.lr or 0) for r in judged], [float(r.batch_size or 0) for r in judged],
                               [r.final_loss if r.status == "done" else None for r in judged])
         edge = verdict.lr_edge
-        if edge is None:
+        batch_edge = verdict.batch_edge if spec.refine.batches else None
+        if edge is None and batch_edge is None:
             continue
         searched = sorted({float(r.lr or 0) for r in members})
-        lrs = refinement_lrs(searched, edge, spec.lr.log_step(), spec.refine.points)
+        lrs = refinement_lrs(searched, edge, spec.lr.log_step(), spec.refine.points) if edge else []
         cells_rows: dict[str, list[Run]] = defaultdict(list)
         for r in members:
             cells_rows[str(r.cell_key)].append(r)
         new_rows = []
-        for cell_rows in cells_rows.values():
-            base = cell_from_rows(cell_rows)
-            cell = make_cell(spec, base.shape, base.tokens, base.batch_size, lrs, rnd + 1)
-            new_rows += run_rows(spec, cell)
+        bases = [cell_from_rows(cell_rows) for cell_rows in cells_rows.values()]
+        if lrs:
+            for base in bases:
+                new_rows += run_rows(spec, make_cell(spec, base.shape, base.tokens, base.batch_size, lrs, rnd + 1))
+        new_batches: tuple[int, ...] = ()
+        if batch_edge:
+            sizes = sorted({b.batch_size for b in bases})
+            batch = sizes[0] // 2 if batch_edge == "low" else sizes[-1] * 2
+            if batch >= 1 and batch not in sizes:
+                new_batches = (batch,)
+                base = bases[0]
+                cell = make_cell(spec, base.shape, base.tokens, batch, sorted(set(searched) | set(lrs)), rnd + 1)
+                new_rows += run_rows(spec, cell)
+        if not new_rows:
+            continue
         added = _insert(db, sweep.id, new_rows)
         if added:
             study = by_group.get(group) or queue.load_study(store, queue.study_name(sweep.name, group), create=True)
             for row in new_rows:
                 queue.enqueue_run(study, row["name"], row["cell_key"], group, row["lr"], int(row["batch_size"]),
                                   row["seed"])
-        done.append(Refinement(group, rnd + 1, edge, tuple(lrs), added))
+        done.append(Refinement(group, rnd + 1, edge or f"batch_{batch_edge}", tuple(lrs), added, new_batches))
     return done

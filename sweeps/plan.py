@@ -180,6 +180,15 @@ class GroupVerdict:
             return "high"
         return None
 
+    @property
+    def batch_edge(self) -> str | None:
+        """"low" or "high" when the best batch is the smallest or largest searched, else None."""
+        if "batch_low" in self.edges:
+            return "low"
+        if "batch_high" in self.edges:
+            return "high"
+        return None
+
 
 def judge_group(lrs: Sequence[float], batches: Sequence[float], losses: Sequence[float | None]) -> GroupVerdict:
     """The group's best run and the grid edges it touches.

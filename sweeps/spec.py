@@ -181,10 +181,13 @@ class OptimizerSpec(_Strict):
 
 class RefineSpec(_Strict):
     """Refinement: while a group's best lr sits on the grid's edge, add ``points`` lrs beyond it,
-    one grid step apart, at every batch size; at most ``max_rounds`` times per group."""
+    one grid step apart, at every batch size; at most ``max_rounds`` times per group. With
+    ``batches``, a best batch on the batch grid's edge also adds a batch size beyond it (half
+    the smallest or twice the largest), trained at every lr the group searched."""
 
     max_rounds: Annotated[int, Field(ge=0, le=10)] = 2
     points: Annotated[int, Field(ge=1, le=8)] = 2
+    batches: bool = False
 
 
 class WorkersSpec(_Strict):

@@ -152,6 +152,23 @@ def test_refinement_extends_the_grid_until_the_optimum_is_bracketed(sdb: Databas
     assert group.best_lr == pytest.approx(0.0215443, rel=1e-5)
 
 
+def test_batch_refinement_adds_a_batch_beyond_the_edge(sdb: Database) -> None:
+    # The fake loss grows with ln B, so the best batch is the smallest (4): with batch
+    # refinement on, round 1 adds batch 2 at the group's 4 lrs (the lr optimum is inside).
+    spec = spec_dict(sizes=[{"d_model": 32, "n_layers": 2, "n_heads": 2}],
+                     refine={"max_rounds": 1, "points": 1, "batches": True})
+    sweep = plan_into(sdb, spec)
+    runner = FakeRunner()
+    summary = Worker(sdb, "fake", lambda s: runner, poll_s=0.05).run()
+    (ref,) = summary.refinements
+    assert ref.edge == "batch_low" and ref.batches == (2,) and ref.lrs == () and ref.runs_added == 4
+    runs = storage.list_runs(sdb, sweep_id=sweep.id)
+    assert sorted({int(r.batch_size) for r in runs}) == [2, 4, 8] and all(r.status == "done" for r in runs)
+    b2 = [r for r in runs if r.batch_size == 2]
+    assert len(b2) == 4 and {r.name for r in b2} <= set(runner.trained)
+    assert all(r.tokens == runs[0].tokens for r in b2)  # same D: twice the steps of batch 4
+
+
 def test_refinement_stops_after_max_rounds(sdb: Database) -> None:
     spec = spec_dict(sizes=[{"d_model": 32, "n_layers": 2, "n_heads": 2}], refine={"max_rounds": 1, "points": 1})
     sweep = plan_into(sdb, spec)
