@@ -14,6 +14,7 @@ on the relative error L_pred / L - 1, the quantity the MPL paper scores.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
@@ -113,7 +114,7 @@ def _relative_errors(pred: np.ndarray, loss: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class _TrajectoryLaw:
+class _TrajectoryLaw(ABC):
     """Shared fitting scaffold: a law's curves in, coefficients out, curves predicted."""
 
     coef_: dict[str, float] | None = field(default=None, init=False)
@@ -163,8 +164,9 @@ class _TrajectoryLaw:
         steps = np.arange(max(warmup, 1), lr.size + 1) if steps is None else np.asarray(steps, dtype=int)
         return self._predict_prepared(_prepare(lr, steps, warmup))
 
+    @abstractmethod
     def _predict_prepared(self, p: _Prepared) -> np.ndarray:
-        raise NotImplementedError
+        """The law's loss at the evaluation steps of one prepared schedule (each law's formula)."""
 
     def score(self, curves: Sequence[LossCurve]) -> dict[str, Any]:
         """Relative errors |pred / loss - 1| on curves: per curve mean and max, and their means

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,10 +11,13 @@ from db import storage
 from db.engine import Database
 from db.models import Law
 from db.provenance import code_version
+from fitting.errors import FittingError
 from fitting.hyper import HyperLaw, compute_flops
 from fitting.presets import DEFAULT_PRESET, PRESETS
 from fitting.registry import extrapolation_factor, law_from_record
 from service.errors import InputError
+
+logger = logging.getLogger("hpscale")
 
 
 def ensure_published_laws(db: Database) -> None:
@@ -51,10 +55,59 @@ def resolve_law(db: Database, law: str | int | None, kind: str = "hyper") -> Law
         if row.kind != kind:
             raise InputError(f"law {row.id} ({row.name}) is a {row.kind} law, not a {kind} law")
         return row
-    fitted = [r for r in storage.list_laws(db, kind=kind, origin="fitted") if (r.extrapolation or {}).get("passed")]
+    fitted = [r for r in storage.list_laws(db, kind=kind, origin="fitted") if check_passed(r)]
     if fitted:
         return fitted[-1]
     return storage.get_law(db, DEFAULT_PRESET)
+
+
+def check_passed(row: Law) -> bool | None:
+    """Whether a law's extrapolation check passed; None when it carries no check (published)."""
+    report = row.extrapolation
+    if not isinstance(report, dict) or "passed" not in report:
+        return None
+    return bool(report["passed"])
+
+
+@dataclass(frozen=True)
+class LossLawChoice:
+    """The loss law recommendations predict the final loss with: its row, its fitting object,
+    and whether its extrapolation check passed."""
+
+    row: Law
+    law: Any
+    passed: bool
+
+
+def resolve_loss_law(db: Database) -> LossLawChoice | None:
+    """The newest fitted loss law whose extrapolation check passed, else the newest fitted loss
+    law (flagged as not passed), else None. An unreadable law is logged and skipped: it must
+    not take recommendations down with it."""
+    rows = storage.list_laws(db, kind="loss", origin="fitted")
+    passing = [r for r in rows if check_passed(r)]
+    row = passing[-1] if passing else (rows[-1] if rows else None)
+    if row is None:
+        return None
+    try:
+        return LossLawChoice(row=row, law=law_object(row), passed=bool(passing))
+    except FittingError as exc:
+        logger.warning("loss law %s (id %s) cannot be loaded: %s", row.name, row.id, exc)
+        return None
+
+
+def add_loss_prediction(rec: "Recommendation", loss: LossLawChoice, warn_factor: float = 10.0) -> None:
+    """Add the loss law's predicted final loss (nats/token) for the target to ``rec``, with a
+    warning when the law's check failed or the target lies far outside its data."""
+    pred = loss.law.predict(rec.n_params, rec.tokens)
+    rec.final_loss, rec.final_loss_interval, rec.loss_law_id = pred.loss, pred.interval, loss.row.id
+    name = loss.row.name
+    if not loss.passed:
+        rec.warnings.append(f"the predicted loss comes from loss law {name}, whose extrapolation check did not pass")
+    fit_range = (loss.row.record or {}).get("fit_range")
+    if fit_range:
+        factor = extrapolation_factor(fit_range, rec.n_params, rec.tokens)
+        if factor > warn_factor:
+            rec.warnings.append(f"the target lies {factor:.3g}x outside the data loss law {name} was fitted on")
 
 
 def law_object(row: Law) -> Any:
@@ -122,7 +175,11 @@ def recommend(
     """Recommended peak lr and batch for a target of N params on D tokens (or C FLOPs)."""
     tokens, compute = check_target(n_params, tokens, compute, seq_len)
     row = resolve_law(db, law, kind="hyper")
-    return recommend_with_law(row, law_object(row), n_params, tokens, compute, seq_len, warn_factor)
+    rec = recommend_with_law(row, law_object(row), n_params, tokens, compute, seq_len, warn_factor)
+    loss = resolve_loss_law(db)
+    if loss is not None:
+        add_loss_prediction(rec, loss, warn_factor)
+    return rec
 
 
 def recommend_with_law(

@@ -18,7 +18,7 @@ from typing import Any
 
 from sweeps.errors import SweepError
 from sweeps.plan import Cell
-from sweeps.spec import SweepSpec
+from sweeps.spec import SweepSpec, schedule_lrs
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,6 @@ class TorchCellRunner:
 
     def __call__(self, task: CellTask, on_eval: Callable[[Any], None],
                  on_progress: Callable[[Any], None]) -> Sequence[Any]:
-        from fitting.schedules import lr_schedule
         from sweeps import data
         from sweeps.model import GPTConfig
         from sweeps.train import TrainConfig, train_cell
@@ -85,10 +84,8 @@ class TorchCellRunner:
                             eval_interval=spec.eval.interval, eval_batches=spec.eval.batches,
                             divergence_factor=opt.divergence_factor, precision=spec.precision,
                             compile=spec.compile, progress_interval=max(1, min(50, cell.steps // 20 or 1)))
-        s = spec.schedule
         # A multiplier per step (peak 1): member k's lr at step i is lrs[k] * multiplier[i].
-        multiplier = lr_schedule(s.kind, cell.steps, 1.0, warmup_steps=int(round(s.warmup_fraction * cell.steps)),
-                                 final_lr_ratio=s.final_lr_ratio, cooldown_fraction=s.cooldown_fraction)
+        multiplier = schedule_lrs(spec.schedule, cell.steps, 1.0)
         sampler = data.BatchSampler(self.corpus.train, cell.batch_size, cell.seq_len, seed=spec.data_seed)
         val = data.validation_batches(self.corpus, spec.eval.batches, spec.eval.batch_size, cell.seq_len,
                                       seed=spec.data_seed)

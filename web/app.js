@@ -289,3 +289,21 @@ export function start(main, el) {
   window.addEventListener("popstate", go);
   go();
 }
+
+/** The runs of each (N, D) group within `eps` (relative) of the group's best final loss: the
+ *  points a hyper law's regression saw (the rest of the grid says where the optimum is not). */
+export function nearOptimalRuns(data, eps) {
+  const groups = new Map();
+  for (const r of data) {
+    if (r.final_loss === null || r.lr === null || r.status !== "done") continue;
+    const key = `${r.n_params}|${r.tokens}`;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(r);
+  }
+  const out = [];
+  for (const runs of groups.values()) {
+    const best = Math.min(...runs.map((r) => r.final_loss));
+    out.push(...runs.filter((r) => r.final_loss <= best * (1 + eps)));
+  }
+  return out;
+}

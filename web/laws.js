@@ -4,6 +4,7 @@
 import {
   api, h, mount, showError, emptyState, loading, readState, writeState, hrefFor,
   fmt, si, fmtInterval, plot, figure, logAxis, linAxis, bandTraces, COLORS, start,
+  nearOptimalRuns,
 } from "./app.js";
 
 const content = document.getElementById("content");
@@ -137,21 +138,6 @@ function extrapolationCard(law) {
 
 // -- hyper laws -----------------------------------------------------------------------------
 
-/** Per (N, D) group, the runs within eps of its best loss: the points the regression used. */
-function nearOptimal(data, eps) {
-  const groups = new Map();
-  for (const r of data) {
-    if (r.final_loss === null || r.lr === null || r.status !== "done") continue;
-    const key = `${r.n_params}|${r.tokens}`;
-    if (!groups.has(key)) groups.set(key, []);
-    groups.get(key).push(r);
-  }
-  return [...groups.values()].flatMap((runs) => {
-    const best = Math.min(...runs.map((r) => r.final_loss));
-    return runs.filter((r) => r.final_loss <= best * (1 + eps));
-  });
-}
-
 /** At most `n` of the values, spread evenly in log space (always the smallest and largest). */
 function spread(values, n) {
   const v = [...new Set(values)].sort((a, b) => a - b);
@@ -161,7 +147,7 @@ function spread(values, n) {
 
 async function renderHyper(law, el) {
   const eps = law.settings?.eps ?? 0.0025;
-  const near = nearOptimal(law.data, eps);
+  const near = nearOptimalRuns(law.data, eps);
   const held = heldOutRows(law.extrapolation);
   // One fitted line per D of the data (a law with no data: the API's own rule, D = 20 N).
   const ds = spread(near.map((r) => r.tokens), MAX_CURVES);

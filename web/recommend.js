@@ -5,6 +5,7 @@
 import {
   api, h, mount, showError, errorBox, loading, readState, writeState, hrefFor, parseNumber,
   fmt, si, fmtInterval, plot, logAxis, bandTraces, COLORS, start, settle, ApiError,
+  nearOptimalRuns,
 } from "./app.js";
 
 const FIELDS = ["n_params", "d_model", "n_layers", "vocab_size", "tokens", "compute", "seq_len", "law"];
@@ -165,24 +166,6 @@ function renderAnswer(rec) {
 function geomspace(lo, hi, n) {
   const a = Math.log(lo), b = Math.log(hi);
   return Array.from({ length: n }, (_, i) => Math.exp(a + ((b - a) * i) / (n - 1)));
-}
-
-/** The runs of each (N, D) group within eps of the group's best loss: the points the law's
- *  regression saw (the rest of the grid says where the optimum is not). */
-function nearOptimalRuns(data, eps) {
-  const groups = new Map();
-  for (const r of data) {
-    if (r.final_loss === null || r.lr === null || r.status !== "done") continue;
-    const key = `${r.n_params}|${r.tokens}`;
-    if (!groups.has(key)) groups.set(key, []);
-    groups.get(key).push(r);
-  }
-  const out = [];
-  for (const runs of groups.values()) {
-    const best = Math.min(...runs.map((r) => r.final_loss));
-    out.push(...runs.filter((r) => r.final_loss <= best * (1 + eps)));
-  }
-  return out;
 }
 
 /** Range around the target and the data, a decade of margin either side. */

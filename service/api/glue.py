@@ -25,7 +25,6 @@ from fitting.errors import FittingError
 from fitting.hyper import HyperLaw, compute_flops
 from fitting.optimum import GroupOptimum as FitGroupOptimum
 from fitting.optimum import group_optima, near_optimal_mask
-from fitting.registry import extrapolation_factor
 from fitting.runs import RunSet
 from fitting.schedules import lr_schedule
 from service import fits
@@ -100,13 +99,7 @@ class ResolvedLaw:
     spread: tuple[float, float, float, float] | None
 
 
-@dataclass(frozen=True)
-class ResolvedLoss:
-    """The loss law recommendations predict the final loss with, and its fitting object."""
-
-    row: Law
-    law: Any
-    passed: bool
+ResolvedLoss = law_service.LossLawChoice
 
 
 _UNRESOLVED = object()
@@ -175,16 +168,7 @@ class LawCache:
             hit = self._loss
         if hit is not _UNRESOLVED:
             return hit  # type: ignore[no-any-return]
-        rows = storage.list_laws(db, kind="loss", origin="fitted")
-        passing = [r for r in rows if _passed(r)]
-        row = passing[-1] if passing else (rows[-1] if rows else None)
-        resolved = None
-        if row is not None:
-            try:
-                resolved = ResolvedLoss(row=row, law=law_service.law_object(row), passed=bool(passing))
-            except FittingError as exc:
-                # An unreadable loss law must not take recommendations down with it.
-                logger.warning("loss law %s (id %s) cannot be loaded: %s", row.name, row.id, exc)
+        resolved = law_service.resolve_loss_law(db)
         with self._lock:
             self._loss = resolved
         return resolved
@@ -284,7 +268,7 @@ async def recommend(db: Database, laws: LawCache, q: s.RecommendQuery, warn_fact
     rec = law_service.recommend_with_law(resolved.row, resolved.law, n, d, c, seq_len, warn_factor)
     loss = await laws.loss_async(db)
     if loss is not None:
-        _predict_loss(rec, loss, warn_factor)
+        law_service.add_loss_prediction(rec, loss, warn_factor)
     return s.Recommendation(
         n_params=rec.n_params, n_params_basis=n_basis, d_model=d_model, n_layers=n_layers, vocab_size=vocab_size,
         embedding_params=embedding, tokens=rec.tokens, compute=rec.compute,
@@ -302,33 +286,11 @@ async def recommend(db: Database, laws: LawCache, q: s.RecommendQuery, warn_fact
     )
 
 
-def _predict_loss(rec: law_service.Recommendation, loss: ResolvedLoss, warn_factor: float) -> None:
-    """Add the loss law's predicted final loss (nats/token) for the target to ``rec``, with a
-    warning when the law's check failed or the target lies far outside its data."""
-    pred = loss.law.predict(rec.n_params, rec.tokens)
-    rec.final_loss, rec.final_loss_interval, rec.loss_law_id = pred.loss, pred.interval, loss.row.id
-    name = loss.row.name
-    if not loss.passed:
-        rec.warnings.append(f"the predicted loss comes from loss law {name}, whose extrapolation check did not pass")
-    fit_range = (loss.row.record or {}).get("fit_range")
-    if fit_range:
-        factor = extrapolation_factor(fit_range, rec.n_params, rec.tokens)
-        if factor > warn_factor:
-            rec.warnings.append(f"the target lies {factor:.3g}x outside the data loss law {name} was fitted on")
-
-
 # -- laws --------------------------------------------------------------------------------------
-def _passed(row: Law) -> bool | None:
-    report = row.extrapolation
-    if not isinstance(report, dict) or "passed" not in report:
-        return None
-    return bool(report["passed"])
-
-
 def law_summary(row: Law) -> s.LawSummary:
     """A law as listed."""
     return s.LawSummary(
-        **law_ref(row).model_dump(), extrapolation_passed=_passed(row), code_version=row.code_version,
+        **law_ref(row).model_dump(), extrapolation_passed=law_service.check_passed(row), code_version=row.code_version,
         created_at=row.created_at,
     )
 

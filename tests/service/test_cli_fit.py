@@ -48,6 +48,12 @@ def test_loss_fit_and_prediction(grid) -> None:
     out = hp_json("predict", "loss", "--law", str(law["id"]), "--params", "4e7", "--tokens", "8e9")
     assert out["final_loss"] == pytest.approx(1.7 + 400 / 4e7**0.34 + 1500 / 8e9**0.30, rel=0.01)
     assert out["interval"][0] <= out["final_loss"] <= out["interval"][1]
+    # recommend predicts the final loss with the newest loss law, and says when its check failed.
+    rec = hp_json("recommend", "--params", "4e7", "--tokens", "8e9")
+    assert rec["final_loss"] == pytest.approx(out["final_loss"]) and rec["loss_law_id"] == law["id"]
+    assert law["extrapolation"]["passed"] or any("extrapolation check did not pass" in w for w in rec["warnings"])
+    human = hp("recommend", "--params", "4e7", "--tokens", "8e9")
+    assert "predicted final loss" in human.stdout
 
 
 def test_trajectory_fit_and_curve_prediction(grid, tmp_path: Path) -> None:

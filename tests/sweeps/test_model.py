@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -15,16 +14,10 @@ from sweeps.model import GPTConfig, StackedGPT, config_for_params, flops_per_tok
 TINY = GPTConfig(vocab_size=64, seq_len=16, d_model=32, n_layers=2, n_heads=2)
 
 # The in-place gradient accumulation into strided views is intended (see sweeps.model).
-pytestmark = pytest.mark.filterwarnings("ignore:grad and param do not obey the gradient layout contract")
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Two OpenMP threads on a busy 2-core CI box are 50x slower than one for these tiny tensors.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:grad and param do not obey the gradient layout contract"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 
 def tokens(seed: int, batch: int = 3, length: int = 17) -> torch.Tensor:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -17,15 +15,10 @@ STEPS = 24
 LRS = [3e-4, 1e-3, 3e-3, 1e-2]
 
 # The in-place gradient accumulation into strided views is intended (see sweeps.model).
-pytestmark = pytest.mark.filterwarnings("ignore:grad and param do not obey the gradient layout contract")
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:grad and param do not obey the gradient layout contract"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 
 def _structured_tokens(seed: int, n: int) -> torch.Tensor:
