@@ -39,7 +39,17 @@ from fitting.errors import FittingError  # noqa: E402
 
 SPECS = ROOT / "benchmarks" / "validation"
 MAIN, LONG = "val-main", "val-long"
-HELD_SHAPE = {"d_model": 384, "n_layers": 6, "n_heads": 6}  # 12 * 6 * 384^2 = 10.6M = 4 x 2.65M
+# The sweep's shape family (6 layers, head_dim 32) at twice the largest width:
+# 12 * 6 * 384^2 = 10.6M = 4 x 2.65M non-embedding parameters.
+HELD_SHAPE = {"d_model": 384, "n_layers": 6, "n_heads": 12}
+# The candidate lr/batch laws. Which one predicts is decided by each one's extrapolation check on
+# the sweep alone (refit without the largest N, scored on it), before any held-out run exists.
+HYPER_CANDIDATES = {
+    "hyper": dict(kind="hyper", form="steplaw", method="near_optimal"),
+    "hyper_smooth": dict(kind="hyper", form="steplaw", method="smooth"),
+    "hyper_full": dict(kind="hyper", form="full", method="near_optimal"),
+    "hyper_full_smooth": dict(kind="hyper", form="full", method="smooth"),
+}
 TOKENS_PER_PARAM = 10
 SEQ_LEN = 256
 
@@ -92,7 +102,9 @@ def run_concurrently(work: Path, specs: list[Path], extra_workers: dict[str, int
 
 
 def stage_sweep(work: Path) -> None:
-    run_concurrently(work, [SPECS / "sweep_main.yaml", SPECS / "sweep_long.yaml"])
+    # Small models leave the GPU mostly idle: extra workers train cells side by side.
+    run_concurrently(work, [SPECS / "sweep_main.yaml", SPECS / "sweep_long.yaml"],
+                     extra_workers={MAIN: 3, LONG: 1})
 
 
 def best_batch_runs(db: Database, source: str, n_params: float) -> list[str]:
@@ -102,6 +114,18 @@ def best_batch_runs(db: Database, source: str, n_params: float) -> list[str]:
     return [r.name for r in runs if r.batch_size == best.batch_size and r.tokens == best.tokens]
 
 
+def choose_hyper_law(laws: dict[str, Any]) -> str:
+    """The key of the candidate hyper law whose extrapolation check scored best: lowest mean loss
+    regret on the held-out largest size, then lowest summed |log error| of lr* and B*."""
+    def score(key: str) -> tuple[float, float]:
+        check = laws[key].extrapolation or {}
+        regret = check.get("mean_loss_regret")
+        errors = (check.get("mean_abs_lr_log_error") or math.inf) + (check.get("mean_abs_batch_log_error") or math.inf)
+        return (math.inf if regret is None else regret, errors)
+
+    return min(HYPER_CANDIDATES, key=score)
+
+
 def stage_predict(work: Path) -> dict[str, Any]:
     from service import fits
     from service.laws import recommend
@@ -109,12 +133,7 @@ def stage_predict(work: Path) -> dict[str, Any]:
     db = Database(db_url(work))
     sources = [MAIN, LONG]
     laws: dict[str, Any] = {}
-    for key, kw in {
-        "hyper": dict(kind="hyper", form="steplaw", method="near_optimal"),
-        "hyper_smooth": dict(kind="hyper", form="steplaw", method="smooth"),
-        "hyper_full": dict(kind="hyper", form="full", method="near_optimal"),
-        "loss": dict(kind="loss"),
-    }.items():
+    for key, kw in {**HYPER_CANDIDATES, "loss": dict(kind="loss")}.items():
         name = f"validation-{key}"
         try:
             row = storage.get_law(db, name)
@@ -137,14 +156,17 @@ def stage_predict(work: Path) -> dict[str, Any]:
         laws[f"trajectory_{form}"] = row
         log(f"{name}: check: {(row.extrapolation or {}).get('summary')}")
 
+    chosen = choose_hyper_law(laws)
+    log(f"prediction law: {laws[chosen].name} (best extrapolation check of {len(HYPER_CANDIDATES)} candidates)")
     n, d = held_n(), TOKENS_PER_PARAM * held_n()
-    pred = recommend(db, n, d, seq_len=SEQ_LEN, law=laws["hyper"].id)
+    pred = recommend(db, n, d, seq_len=SEQ_LEN, law=laws[chosen].id)
     loss_pred = fits.predict_loss(db, laws["loss"].id, n, d)
     presets = {p: recommend(db, n, d, seq_len=SEQ_LEN, law=p) for p in ("steplaw", "deepseek")}
     prediction = {
         "n_params": n, "tokens": d, "lr": pred.lr, "batch_tokens": pred.batch_tokens,
         "batch_size": max(1, round(pred.batch_tokens / SEQ_LEN)), "lr_interval": pred.lr_interval,
         "batch_tokens_interval": pred.batch_tokens_interval, "final_loss": loss_pred["final_loss"],
+        "hyper_law": chosen,
         "final_loss_interval": loss_pred["interval"], "law_ids": {k: v.id for k, v in laws.items()},
         "presets": {p: {"lr": r.lr, "batch_tokens": r.batch_tokens, "batch_size": max(1, round(r.batch_size))}
                     for p, r in presets.items()},

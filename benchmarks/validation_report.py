@@ -66,7 +66,7 @@ def heldout_table(db: Database, res: dict[str, Any]) -> str:
 
 def plot_hyper(db: Database, optima: list[Any], res: dict[str, Any]) -> None:
     p = res["prediction"]
-    law = law_from_record(storage.get_law(db, p["law_ids"]["hyper"]).record)
+    law = law_from_record(storage.get_law(db, p["law_ids"][p.get("hyper_law", "hyper")]).record)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     ns = np.geomspace(2.5e5, 1.4e7, 60)
     for ratio, color in ((10, "C0"), (20, "C1")):

@@ -168,12 +168,15 @@ def param_layout(config: GPTConfig) -> tuple[list[ParamSpec], int]:
 
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
-    """x: [K, N, d], weight: [K, d] -> [K, N, d]. Computed in float32 (bf16 loses the mean square)."""
+    """x: [K, N, d], weight: [K, d] -> [K, N, d] in x's dtype.
+
+    Computed in float32 (bf16 loses the mean square), rounded back to x's dtype at the end.
+    """
     xf = x.float()
     xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
     # Index the gain to [K, 1, d] here rather than storing it so: compiling K = 1 with a stored
     # [K, 1, d] gain failed in backward on torch 2.11 (DESIGN.md).
-    return xf * weight.unsqueeze(1)
+    return (xf * weight.unsqueeze(1)).to(x.dtype)
 
 
 def rotary_tables(seq_len: int, head_dim: int, base: float, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -264,6 +267,10 @@ class StackedGPT(nn.Module):
         cos, sin = rotary_tables(config.seq_len, config.head_dim, config.rope_base, device)
         self.register_buffer("rope_cos", cos, persistent=False)  # [T, hd / 2]
         self.register_buffer("rope_sin", sin, persistent=False)
+        # The residual stream's dtype. bfloat16 under bf16 training (set by sweeps.train): every
+        # memory-bound elementwise pass (norms, residual adds, saved activations) then moves half
+        # the bytes; norms and the loss still compute in float32, and the weights stay float32.
+        self.residual_dtype = torch.float32
         self.block_fn = block_forward  # replaced by a compiled version in sweeps.train on CUDA
         self.head_loss_fn = head_loss
 
@@ -301,7 +308,7 @@ class StackedGPT(nn.Module):
         c = self.config
         if T > c.seq_len:
             raise TrainError(f"sequence of {T} tokens is longer than seq_len {c.seq_len}")
-        x = torch.index_select(self._w("wte"), 1, idx.reshape(-1))  # [K, N, d]
+        x = torch.index_select(self._w("wte"), 1, idx.reshape(-1)).to(self.residual_dtype)  # [K, N, d]
         cos, sin = self.rope_cos[:T], self.rope_sin[:T]
         for i in range(c.n_layers):
             x = self.block_fn(x, self._w(f"h{i}_attn_norm"), self._w(f"h{i}_wqkv"), self._w(f"h{i}_wo"),

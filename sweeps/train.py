@@ -189,6 +189,7 @@ class CellTrainer:
         if precision == "auto":
             precision = "bf16" if self.device.type == "cuda" else "fp32"
         self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+        self.model.residual_dtype = self.autocast_dtype or torch.float32
         use_compile = train_config.compile if train_config.compile is not None else self.device.type == "cuda"
         self._update_fn: Callable[..., None] = _adamw_update
         self._train_fns = (block_forward, head_loss)
