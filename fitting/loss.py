@@ -104,10 +104,12 @@ def _refit_many(theta0: np.ndarray, ln: np.ndarray, ld: np.ndarray, log_y: np.nd
         grad = np.einsum("kp,kpi->ki", w * r, jac)
         hess = np.einsum("kp,kpi,kpj->kij", w, jac, jac)
         damped = hess + lam[:, None, None] * (hess * eye + 1e-12 * eye)
-        try:
-            step = np.linalg.solve(damped, -grad[:, :, None])[:, :, 0]
-        except np.linalg.LinAlgError as exc:  # extreme inputs (N or D near float limits): no fit
-            raise InsufficientDataError(f"the loss law cannot be fitted on these values ({exc})") from None
+        step, singular = _solve_each(damped, -grad)
+        if singular.any():  # a degenerate data set (a bootstrap resample of a few distinct points): no fit
+            theta[singular] = np.nan
+            f[singular] = np.nan
+            lam[singular] = np.inf
+            step[singular] = 0.0
         f_new = cost(theta + step)
         better = f_new < f
         theta[better] += step[better]
@@ -117,6 +119,21 @@ def _refit_many(theta0: np.ndarray, ln: np.ndarray, ld: np.ndarray, log_y: np.nd
         if np.all(converged & (np.abs(step).max(axis=1) < 1e-9) | (lam > 1e12)):
             break
     return theta
+
+
+def _solve_each(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Solve a[k] x = b[k] for each k ((K, 5, 5), (K, 5)); returns x and a mask of the singular
+    systems (their x is 0). One batched solve unless a system is singular, then one at a time."""
+    try:
+        return np.linalg.solve(a, b[:, :, None])[:, :, 0], np.zeros(len(a), dtype=bool)
+    except np.linalg.LinAlgError:
+        x, singular = np.zeros_like(b), np.zeros(len(a), dtype=bool)
+        for i in range(len(a)):
+            try:
+                x[i] = np.linalg.solve(a[i], b[i])
+            except np.linalg.LinAlgError:
+                singular[i] = True
+        return x, singular
 
 
 def _fit_once(starts: np.ndarray, ln: np.ndarray, ld: np.ndarray, log_y: np.ndarray, delta: float) -> np.ndarray:
@@ -181,6 +198,9 @@ class LossLaw:
         k = starts.shape[0]
         polished = _refit_many(starts, np.tile(ln, (k, 1)), np.tile(ld, (k, 1)), np.tile(log_y, (k, 1)),
                                self.huber_delta, max_iter=100)
+        polished = polished[np.isfinite(polished).all(axis=1)]
+        if not len(polished):
+            raise InsufficientDataError("the loss law cannot be fitted on these values (singular at every start)")
         costs = np.array([_objective(t, ln, ld, log_y, self.huber_delta)[0] for t in polished])
         theta = _fit_once(polished[np.argsort(costs)[:3]], ln, ld, log_y, self.huber_delta)
         self.coef_ = self._coef(theta)
@@ -191,7 +211,14 @@ class LossLaw:
         if self.n_bootstrap > 0:
             rng = np.random.default_rng(self.seed)
             idx = rng.integers(0, y.size, (self.n_bootstrap, y.size))
-            samples = [self._coef(t) for t in _refit_many(theta, ln[idx], ld[idx], log_y[idx], self.huber_delta)]
+            refits = _refit_many(theta, ln[idx], ld[idx], log_y[idx], self.huber_delta)
+            # A resample can be degenerate (too few distinct points for five coefficients): it
+            # has no fit, and is left out of the intervals rather than failing the whole law.
+            samples = [self._coef(t) for t in refits[np.isfinite(refits).all(axis=1)]]
+            if len(samples) < self.n_bootstrap // 2:
+                raise InsufficientDataError(
+                    f"only {len(samples)} of {self.n_bootstrap} bootstrap resamples could be fitted: "
+                    "too few distinct (N, D) points for an interval")
             self.coef_samples_ = samples
             arr = np.array([[s[k] for k in self.COEFFICIENTS] for s in samples])
             lo, hi = np.quantile(arr, [(1 - self.level) / 2, (1 + self.level) / 2], axis=0)

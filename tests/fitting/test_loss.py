@@ -29,6 +29,21 @@ def test_bootstrap_intervals_cover_truth_and_predictions():
     assert p.loss == pytest.approx(truth, rel=0.01)
 
 
+def test_degenerate_bootstrap_resamples_are_left_out():
+    # The seven group optima of a small GPU sweep (hpscale's validation run, 2026-11-23): some
+    # bootstrap resamples of seven points are degenerate (singular normal equations) and have
+    # no fit; the law still fits, with intervals from the other resamples.
+    n = np.array([294912, 294912, 663552, 663552, 1179648, 1843200, 2654208], dtype=float)
+    d = np.array([2949120, 5898240, 6635520, 13271040, 11796480, 18432000, 26542080], dtype=float)
+    loss = np.array([4.19806, 3.71583, 3.44425, 2.89479, 2.89139, 2.60102, 2.41447])
+    runs = RunSet(n_params=n, tokens=d, lr=np.full(7, 0.01), batch_tokens=np.full(7, 4096.0), final_loss=loss,
+                  diverged=np.zeros(7, bool), names=[f"g{i}" for i in range(7)])
+    law = LossLaw(n_bootstrap=1000, seed=0).fit(runs)
+    assert 500 <= len(law.coef_samples_) < 1000
+    assert all(np.isfinite(list(s.values())).all() for s in law.coef_samples_)
+    assert law.intervals_["B"][0] <= law.coef_["B"] <= law.intervals_["B"][1]
+
+
 def test_compute_optimal_is_the_argmin():
     law = LossLaw(n_bootstrap=50).fit(chinchilla_like(noise=0.001))
     c = 1e22
