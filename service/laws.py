@@ -46,19 +46,42 @@ def ensure_published_laws(db: Database) -> None:
         )
 
 
-def resolve_law(db: Database, law: str | int | None, kind: str = "hyper") -> Law:
-    """A stored law by id or name. None: the newest fitted law of ``kind`` whose extrapolation
-    check passed, else the default published preset."""
+# A fitted law is the default only for targets within this factor of the data it was fitted on
+# (in N, D and C): further out, a published law, fitted on models up to billions of parameters,
+# is the better guess. (A sweep of 3M-parameter models says little about a 7B model.)
+DEFAULT_RANGE_FACTOR = 10.0
+
+
+def resolve_law(db: Database, law: str | int | None, kind: str = "hyper",
+                target: tuple[float, float] | None = None) -> Law:
+    """A stored law by id or name. None: the default for ``target`` (N params, D tokens), see
+    ``choose_default``; with no target, the newest fitted law whose check passed, else the preset."""
     ensure_published_laws(db)
     if law is not None:
         row = storage.get_law(db, law)
         if row.kind != kind:
             raise InputError(f"law {row.id} ({row.name}) is a {row.kind} law, not a {kind} law")
         return row
-    fitted = [r for r in storage.list_laws(db, kind=kind, origin="fitted") if check_passed(r)]
-    if fitted:
-        return fitted[-1]
-    return storage.get_law(db, DEFAULT_PRESET)
+    candidates = default_candidates(db, kind)
+    if target is None:
+        chosen = candidates[0] if candidates else None
+    else:
+        chosen = choose_default(candidates, *target)
+    return chosen if chosen is not None else storage.get_law(db, DEFAULT_PRESET)
+
+
+def default_candidates(db: Database, kind: str = "hyper") -> list[Law]:
+    """The fitted laws of ``kind`` whose extrapolation check passed, newest first."""
+    return [r for r in reversed(storage.list_laws(db, kind=kind, origin="fitted")) if check_passed(r)]
+
+
+def choose_default(candidates: list[Law], n_params: float, tokens: float) -> Law | None:
+    """The first of ``candidates`` (newest first) whose fitted data the target (N params, D
+    tokens) lies within ``DEFAULT_RANGE_FACTOR`` of; None: use the published preset."""
+    for row in candidates:
+        if extrapolation_factor((row.record or {}).get("fit_range"), n_params, tokens) <= DEFAULT_RANGE_FACTOR:
+            return row
+    return None
 
 
 def check_passed(row: Law) -> bool | None:
@@ -174,7 +197,7 @@ def recommend(
 ) -> Recommendation:
     """Recommended peak lr and batch for a target of N params on D tokens (or C FLOPs)."""
     tokens, compute = check_target(n_params, tokens, compute, seq_len)
-    row = resolve_law(db, law, kind="hyper")
+    row = resolve_law(db, law, kind="hyper", target=(n_params, tokens))
     rec = recommend_with_law(row, law_object(row), n_params, tokens, compute, seq_len, warn_factor)
     loss = resolve_loss_law(db)
     if loss is not None:

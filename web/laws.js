@@ -330,7 +330,7 @@ async function main() {
   let current = null;
   if (state.law) current = laws.find((l) => String(l.id) === state.law || l.name === state.law) || { id: state.law };
   else {
-    // Default: the newest fitted lr/batch law (what recommendations come from), else the
+    // Default: the newest fitted lr/batch law (what recommendations near its data come from), else the
     // newest fit of any kind, else the first published law.
     const fitted = laws.filter((l) => l.origin === "fitted");
     const hyper = fitted.filter((l) => l.kind === "hyper");

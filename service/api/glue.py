@@ -25,6 +25,7 @@ from fitting.errors import FittingError
 from fitting.hyper import HyperLaw, compute_flops
 from fitting.optimum import GroupOptimum as FitGroupOptimum
 from fitting.optimum import group_optima, near_optimal_mask
+from fitting.presets import DEFAULT_PRESET
 from fitting.runs import RunSet
 from fitting.schedules import lr_schedule
 from service import fits
@@ -116,6 +117,7 @@ class LawCache:
     def __init__(self, ttl: float = LAW_CACHE_SECONDS) -> None:
         self.ttl = ttl
         self._resolved: dict[str | None, ResolvedLaw] = {}
+        self._defaults: list[Any] | None = None  # law_service.default_candidates, newest first
         self._loss: Any = _UNRESOLVED
         self._spreads: dict[tuple[int, str], tuple[float, float, float, float] | None] = {}
         self._stamp: tuple[int, int] | None = None
@@ -131,14 +133,18 @@ class LawCache:
         with self._lock:
             if stamp != self._stamp:
                 self._resolved.clear()
+                self._defaults = None
                 self._loss = _UNRESOLVED
                 self._stamp = stamp
             self._checked_at = time.monotonic()
 
-    def hyper(self, db: Database, law: str | None) -> ResolvedLaw:
-        """The hyper law ``law`` names (id or name; None: the default, as ``resolve_law``)."""
+    def hyper(self, db: Database, law: str | None, target: tuple[float, float]) -> ResolvedLaw:
+        """The hyper law ``law`` names (id or name; None: the default for ``target``, N params
+        and D tokens, as ``resolve_law``)."""
         if self._due():
             self._check(db)
+        if law is None:
+            law = self._default_key(db, target)
         with self._lock:
             hit = self._resolved.get(law)
         if hit is not None:
@@ -173,15 +179,33 @@ class LawCache:
             self._loss = resolved
         return resolved
 
-    async def hyper_async(self, db: Database, law: str | None) -> ResolvedLaw:
+    def _default_key(self, db: Database, target: tuple[float, float]) -> str:
+        """The id (as a key of ``_resolved``) of the default law for ``target``: the candidates
+        are looked up once per change of the stored laws, the choice is made per request."""
+        with self._lock:
+            candidates = self._defaults
+        if candidates is None:
+            candidates = law_service.default_candidates(db, "hyper")
+            with self._lock:
+                self._defaults = candidates
+        chosen = law_service.choose_default(candidates, *target)
+        if chosen is None:
+            return DEFAULT_PRESET
+        return str(chosen.id)
+
+    async def hyper_async(self, db: Database, law: str | None, target: tuple[float, float]) -> ResolvedLaw:
         """``hyper`` for async routes: a cached law at once, else looked up in a worker thread
         (queries must not block the event loop)."""
         if not self._due():
             with self._lock:
-                hit = self._resolved.get(law)
-            if hit is not None:
-                return hit
-        return await anyio.to_thread.run_sync(self.hyper, db, law)
+                defaults_known = self._defaults is not None
+            if law is not None or defaults_known:  # then finding the key needs no query
+                key = law if law is not None else self._default_key(db, target)
+                with self._lock:
+                    hit = self._resolved.get(key)
+                if hit is not None:
+                    return hit
+        return await anyio.to_thread.run_sync(self.hyper, db, law, target)
 
     async def loss_async(self, db: Database) -> ResolvedLoss | None:
         """``loss`` for async routes (a lookup runs in a worker thread)."""
@@ -196,6 +220,7 @@ class LawCache:
         """Forget resolved laws now (after a fit through this process)."""
         with self._lock:
             self._resolved.clear()
+            self._defaults = None
             self._loss = _UNRESOLVED
             self._checked_at = -math.inf
 
@@ -264,7 +289,7 @@ async def recommend(db: Database, laws: LawCache, q: s.RecommendQuery, warn_fact
     tokens, compute, seq_len = q.tokens, q.compute, q.seq_len
     n, n_basis, embedding = model_size(n_params, d_model, n_layers, vocab_size)
     d, c = law_service.check_target(n, tokens, compute, seq_len)
-    resolved = await laws.hyper_async(db, q.law)
+    resolved = await laws.hyper_async(db, q.law, (n, d))
     rec = law_service.recommend_with_law(resolved.row, resolved.law, n, d, c, seq_len, warn_factor)
     loss = await laws.loss_async(db)
     if loss is not None:

@@ -85,8 +85,8 @@ class RecommendQuery(BaseModel):
     seq_len: int = Field(default=2048, ge=1, le=MAX_SEQ_LEN, description="Sequence length, tokens.")
     law: str | None = Field(
         default=None, min_length=1, max_length=200,
-        description="A hyper law's id or name (default: the newest fitted law whose extrapolation check passed, "
-        "else Step Law).",
+        description="A hyper law's id or name (default: the newest fitted law whose extrapolation check passed "
+        "and whose data the target lies within 10x of, else Step Law).",
     )
 
 

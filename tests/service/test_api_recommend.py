@@ -132,6 +132,10 @@ def test_default_switches_to_a_passing_fitted_law(client) -> None:
     assert client.get(URL, params={"n_params": 4e6, "tokens": 2e8}).json()["law"]["name"] == "steplaw"
     seed_fitted_law(db, name="passed-check", passed=True)
     assert client.get(URL, params={"n_params": 4e6, "tokens": 2e8}).json()["law"]["name"] == "passed-check"
+    # Far outside the law's data (1000x in N), the published law stays the default; by name, the fitted one answers.
+    assert client.get(URL, params={"n_params": 4e9, "tokens": 2e11}).json()["law"]["name"] == "steplaw"
+    named = client.get(URL, params={"n_params": 4e9, "tokens": 2e11, "law": "passed-check"}).json()
+    assert named["law"]["name"] == "passed-check" and named["extrapolation_factor"] > 10
 
 
 def test_warning_threshold_comes_from_settings(make_client) -> None:

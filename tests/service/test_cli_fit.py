@@ -40,6 +40,8 @@ def test_default_recommendation_uses_a_fitted_law_that_passed(grid) -> None:
     law = hp_json("fit", "--kind", "hyper", "--bootstrap", "0", "--name", "mine")
     assert law["extrapolation"]["passed"]
     assert hp_json("recommend", "--params", "1e8", "--tokens", "8e9")["law"] == "mine"
+    # A fitted law is the default only near its data: 7B on 2T tokens gets the published law.
+    assert hp_json("recommend", "--params", "7e9", "--tokens", "2e12")["law"] == "steplaw"
 
 
 def test_loss_fit_and_prediction(grid) -> None:
