@@ -42,6 +42,9 @@ def test_degenerate_bootstrap_resamples_are_left_out():
     assert 500 <= len(law.coef_samples_) < 1000
     assert all(np.isfinite(list(s.values())).all() for s in law.coef_samples_)
     assert law.intervals_["B"][0] <= law.coef_["B"] <= law.intervals_["B"][1]
+    # These seven points do not determine E: the fit says so.
+    assert law.coef_["E"] < 1e-3 and any("irreducible loss E" in w for w in law.warnings_)
+    assert not any("irreducible" in w for w in LossLaw(n_bootstrap=0).fit(chinchilla_like()).warnings_)
 
 
 def test_compute_optimal_is_the_argmin():
