@@ -108,6 +108,8 @@ def plot_loss(db: Database, optima: list[Any], res: dict[str, Any]) -> None:
         ax.scatter([g.n_params for g in sel], [g.best_loss for g in sel], color=color, zorder=3)
     ax.scatter([p["n_params"]], [p["final_loss"]], marker="*", s=180, color="C3", label="predicted (held-out)", zorder=4)
     ax.scatter([res["best"].n_params], [res["best"].final_loss], marker="D", color="k", label="best found", zorder=4)
+    losses = [g.best_loss for g in optima] + [p["final_loss"], res["best"].final_loss]
+    ax.set_ylim(0.9 * min(losses), 1.1 * max(losses))  # a wild bootstrap band must not hide the data
     ax.set_xscale("log"); ax.set_xlabel("N"); ax.set_ylabel("final validation loss (nats/token)")
     ax.set_title("L(N, D) = E + A/N^alpha + B/D^beta"); ax.grid(alpha=0.3); ax.legend(fontsize=7)
     fig.tight_layout(); fig.savefig(FIGURES / "loss.png", dpi=110); plt.close(fig)
