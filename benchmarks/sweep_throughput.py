@@ -9,13 +9,13 @@ rates, 2 batch sizes, a fixed number of steps, random tokens (no corpus needed).
 (b) engine: sweeps.train.CellTrainer, the 8 learning rates of a cell fused (K = 8), compiled, bf16.
 
 Per cell it prints tokens/s of each (the engine's counts all K members), MFU (model FLOPs with
-attention, sweeps.model.flops_per_token, over 989 TFLOP/s dense bf16), the ratio, then the grid's
+attention, sweeps.shape.flops_per_token, over 989 TFLOP/s dense bf16), the ratio, then the grid's
 wall time: measured for the benchmark's steps (compilation included), and projected for a sweep
 of --project-steps steps per run from the measured setup and step times.
 
 Run: PYTHONPATH=. PYTHONUNBUFFERED=1 python benchmarks/sweep_throughput.py [--out DIR]
 CPU smoke test: PYTHONPATH=. python benchmarks/sweep_throughput.py --device cpu --tiny
-Needs only torch (sweeps.model and sweeps.train import nothing else of the project).
+Needs only torch (sweeps.model, sweeps.shape and sweeps.train import nothing else of the project).
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sweeps.model import GPTConfig, apply_rotary, flops_per_token, n_params, rotary_tables  # noqa: E402
+from sweeps.model import apply_rotary, rotary_tables  # noqa: E402
+from sweeps.shape import GPTConfig, flops_per_token, n_params  # noqa: E402
 from sweeps.train import CellTrainer, TrainConfig  # noqa: E402
 
 PEAK_BF16 = 989e12  # H100 SXM dense bf16, FLOP/s

@@ -69,7 +69,7 @@ class TorchCellRunner:
     def __call__(self, task: CellTask, on_eval: Callable[[Any], None],
                  on_progress: Callable[[Any], None]) -> Sequence[Any]:
         from sweeps import data
-        from sweeps.model import GPTConfig
+        from sweeps.shape import GPTConfig
         from sweeps.train import TrainConfig, train_cell
 
         spec, cell = task.spec, task.cell

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sweeps.shape import GPTConfig, config_for_params, flops_per_token, n_params
 from sweeps.spec import SizeSpec, SweepSpec, round_lr
 
 # Assumed sustained model-FLOP rates for the time estimate (FLOP/s). CPU: what this project's
@@ -91,9 +92,7 @@ class Plan:
 
 
 def shape_for(size: SizeSpec, spec: SweepSpec) -> Shape:
-    """The model shape of one size entry (imports ``sweeps.model``, hence torch)."""
-    from sweeps.model import GPTConfig, config_for_params, flops_per_token, n_params
-
+    """The model shape of one size entry."""
     if size.n_params is not None:
         cfg = config_for_params(size.n_params, vocab_size=spec.vocab_size, seq_len=spec.seq_len,
                                 head_dim=size.head_dim)

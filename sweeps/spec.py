@@ -40,7 +40,7 @@ PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 class SizeSpec(_Strict):
     """One model size: ``n_params`` (target non-embedding params, the shape is chosen by
-    ``sweeps.model.config_for_params``) or an explicit ``d_model`` / ``n_layers`` / ``n_heads``."""
+    ``sweeps.shape.config_for_params``) or an explicit ``d_model`` / ``n_layers`` / ``n_heads``."""
 
     n_params: PosFloat | None = None
     d_model: PosInt | None = None

@@ -34,7 +34,8 @@ import torch
 from torch import Tensor
 
 from sweeps.errors import TrainError
-from sweeps.model import GPTConfig, StackedGPT, block_forward, head_loss
+from sweeps.model import StackedGPT, block_forward, head_loss
+from sweeps.shape import GPTConfig
 
 Status = Literal["running", "done", "diverged"]
 

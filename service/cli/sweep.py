@@ -1,7 +1,7 @@
 """``hpscale sweep plan|run|status`` and ``hpscale worker``: plan, train and watch sweeps.
 
-torch is imported only by the commands that need it (plan sizes models; run and worker train),
-never by ``hpscale --help`` or the API.
+torch is imported only by the commands that train (run, worker) and by ``plan`` to resolve
+``device: auto``; never by ``hpscale --help`` or the API.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from sweeps.errors import TrainError
-from sweeps.model import GPTConfig, StackedGPT, config_for_params, flops_per_token, n_params, param_layout
+from sweeps.model import StackedGPT, param_layout
+from sweeps.shape import GPTConfig, config_for_params, flops_per_token, n_params
 
 TINY = GPTConfig(vocab_size=64, seq_len=16, d_model=32, n_layers=2, n_heads=2)
 

@@ -4,6 +4,9 @@ with Optuna beside hpscale's schema (on both backends); the 0001 -> 0002 migrati
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -155,3 +158,17 @@ def test_migration_0001_to_0002_keeps_rows(any_db_url: str) -> None:
     with db.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT name FROM runs")).scalar_one() == "r1"
     db.dispose()
+
+
+def test_planning_needs_no_torch() -> None:
+    # `hpscale sweep plan` must work (and start fast) where torch is absent or slow to import.
+    code = (
+        "import sys\n"
+        "from sweeps.plan import build_plan, estimate_seconds\n"
+        "from sweeps.spec import load_spec\n"
+        "plan = build_plan(load_spec('sweeps/examples/gpu_small.yaml'))\n"
+        "estimate_seconds(plan, 'cuda')\n"
+        "assert plan.cells and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
