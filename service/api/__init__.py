@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,6 +31,7 @@ from service.laws import ensure_published_laws
 from service.settings import Settings, get_settings
 
 API_PREFIX = "/api/v1"
+SWAGGER_UI = "/static/swagger-ui"  # Swagger UI 5.35.0 (swagger-ui-dist, Apache-2.0), under web/static
 logger = logging.getLogger("hpscale.api")
 
 
@@ -132,6 +134,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "batch_size sequences of seq_len tokens, losses nats/token. Errors are RFC 9457 "
         "application/problem+json. Writes need the X-API-Key header.",
         lifespan=lifespan,
+        # FastAPI's own pages load Swagger UI / ReDoc from a CDN; ours serves a vendored copy of
+        # Swagger UI (web/static/swagger-ui), so /docs works with no network.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.db = db
@@ -161,6 +167,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        """Swagger UI for the OpenAPI document, from the package's own copy."""
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json", title="hpscale API",
+            swagger_js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js", swagger_css_url=f"{SWAGGER_UI}/swagger-ui.css",
+            swagger_favicon_url=f"{SWAGGER_UI}/favicon-32x32.png",
+        )
+
     # Last: a mount at "/" matches every path, so /api, /docs and /healthz must come before it.
     pages = web_dir()
     if pages.is_dir():

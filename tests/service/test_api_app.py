@@ -4,6 +4,7 @@ OpenAPI document, the docs, the web UI and Plotly's file."""
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi.testclient import TestClient
 from test_api_support import PROBLEM, app_db, assert_problem, client, make_client  # noqa: F401  (fixtures)
@@ -62,9 +63,15 @@ def test_openapi_declares_schemas_and_problems(client) -> None:
     assert "Problem" in doc["components"]["schemas"]
 
 
-def test_docs_page(client) -> None:
+def test_docs_page_works_offline(client) -> None:
     r = client.get("/docs")
     assert r.status_code == 200 and "swagger" in r.text.lower()
+    # Every asset the page loads comes from this server: /docs must work with no network.
+    assets = re.findall(r'(?:src|href)="([^"]+)"', r.text)
+    assert assets and all(a.startswith("/static/swagger-ui/") for a in assets), assets
+    for asset in assets:
+        assert client.get(asset).status_code == 200, asset
+    assert "/openapi.json" in r.text and client.get("/redoc").status_code == 404
 
 
 def test_web_ui_and_plotly_are_served(client) -> None:

@@ -296,3 +296,24 @@ def test_empty_database_says_what_to_do(page: Any, empty_base_url: str) -> None:
     assert len(traces(page, "#plot-lr")) >= 3
     page.shot("empty-recommend")
     page.assert_clean()
+
+
+def test_api_docs_render_with_no_network(page: Any, base_url: str) -> None:
+    # Any request off this server is refused: /docs must render from the package's own files.
+    foreign: list[str] = []
+
+    def only_local(route: Any) -> None:
+        if route.request.url.startswith(base_url):
+            route.continue_()
+        else:
+            foreign.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_local)
+    page.goto(f"{base_url}/docs")
+    page.wait_for_selector(".swagger-ui .info .title")
+    assert "hpscale" in page.locator(".swagger-ui .info .title").inner_text()
+    assert page.locator(".opblock-summary-path", has_text="/api/v1/recommend").count() >= 1
+    assert not foreign, foreign
+    page.shot("api-docs")
+    page.assert_clean()
