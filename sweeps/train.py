@@ -3,8 +3,9 @@
 Every member sees the same batches in the same order; members differ only in their learning
 rate and initial seed and never interact. Per member: its own AdamW learning rate, its own
 gradient-norm clipping (the norm over its own row of the flat gradient), and its own divergence
-handling (a member whose loss turns NaN/inf or rises above ``divergence_factor`` times its best
-is marked diverged and stops updating; the others go on unaffected).
+handling (a member whose loss turns NaN/inf, or whose smoothed loss rises above
+``divergence_factor`` times its best smoothed loss, is marked diverged and stops updating; the
+others go on unaffected).
 
 The optimizer works on the model's flat [K, P] buffers (see ``sweeps.model``): weights, grads and
 the two Adam moments are four [K, P] tensors, so the whole update is a few fused elementwise
@@ -53,7 +54,12 @@ class TrainConfig:
     grad_clip: float | None = 1.0  # per-member global-norm clip; None disables it
     eval_interval: int = 100  # steps between validation evaluations (one also runs at step 0 and the end)
     eval_batches: int = 8  # validation batches per evaluation (caller supplies them)
-    divergence_factor: float = 2.0  # diverged when train loss > factor * the member's best train loss
+    divergence_factor: float = 2.0  # diverged when the smoothed train loss > factor * its best value
+    # Smoothing of the train loss for that test (an exponential moving average with this decay,
+    # ~50 steps). Raw per-step losses will not do: one hard batch (a file of hex digits, say)
+    # can cost twice the best loss, and it came at the same step for every member of a cell, so
+    # a raw test marked whole cells of healthy small-batch runs diverged (VALIDATION.md).
+    divergence_ema: float = 0.98
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
     compile: bool | None = None  # None: torch.compile on CUDA only
     progress_interval: int = 50  # steps between progress callbacks
@@ -68,6 +74,8 @@ class TrainConfig:
             raise TrainError(f"grad_clip must be positive or None, got {self.grad_clip}")
         if self.divergence_factor <= 1.0:
             raise TrainError(f"divergence_factor must exceed 1, got {self.divergence_factor}")
+        if not 0.0 <= self.divergence_ema < 1.0:
+            raise TrainError(f"divergence_ema must lie in [0, 1), got {self.divergence_ema}")
 
 
 @dataclass(frozen=True)
@@ -119,22 +127,25 @@ class MemberResult:
 
 
 def _adamw_update(flat: Tensor, grad: Tensor, m: Tensor, v: Tensor, lr: Tensor, mult: Tensor,
-                  active: Tensor, best: Tensor, diverged_step: Tensor, step_t: Tensor,
+                  active: Tensor, best: Tensor, ema: Tensor, diverged_step: Tensor, step_t: Tensor,
                   decay_mask: Tensor, losses: Tensor, beta1: float, beta2: float, eps: float,
-                  weight_decay: float, max_norm: float, factor: float) -> None:
+                  weight_decay: float, max_norm: float, factor: float, ema_decay: float) -> None:
     """One per-member AdamW step on the flat buffers, in place. Shapes: [K, P], [K], decay_mask [1, P].
 
     lr: peak lr per member; mult: this step's schedule multiplier (0-d); losses: this step's train
-    loss per member, computed from the weights before this update. A member whose loss is not
-    finite or above ``factor`` x its best is marked diverged (``active`` False) and keeps its
-    weights; ``torch.where`` (not a multiply) keeps its NaNs out of the new weights. Gradients are
+    loss per member, computed from the weights before this update. ``ema`` [K] is each member's
+    smoothed train loss (decay ``ema_decay``) and ``best`` its lowest value. A member whose loss
+    is not finite, or whose smoothed loss exceeds ``factor`` x its best, is marked diverged
+    (``active`` False) and keeps its weights; ``torch.where`` (not a multiply) keeps its NaNs out of the new weights. Gradients are
     clipped to ``max_norm`` by each member's own global norm, its row of ``grad`` (0: no clipping).
     Compiled, this is two kernels: the row norms, then one pass over the four buffers.
     """
-    ok = active & torch.isfinite(losses) & (losses <= factor * best)  # [K]
+    smoothed = torch.where(step_t == 0, losses, ema_decay * ema + (1.0 - ema_decay) * losses)  # [K]
+    ok = active & torch.isfinite(losses) & (smoothed <= factor * best)  # [K]
     diverged_step.copy_(torch.where(active & ~ok, step_t, diverged_step))
     active.copy_(ok)
-    best.copy_(torch.where(ok, torch.minimum(best, losses), best))
+    ema.copy_(torch.where(ok, smoothed, ema))
+    best.copy_(torch.where(ok, torch.minimum(best, smoothed), best))
     step_t.add_(1.0)
     g = grad
     if max_norm > 0:
@@ -183,7 +194,8 @@ class CellTrainer:
         self.v = torch.zeros_like(self.model.flat)  # [K, P] Adam second moment
         self.lr_t = torch.tensor(self.lrs, dtype=torch.float32, device=self.device)  # [K]
         self.active = torch.ones(self.k, dtype=torch.bool, device=self.device)  # [K] not diverged
-        self.best = torch.full((self.k,), math.inf, device=self.device)  # [K] best train loss
+        self.ema = torch.zeros(self.k, device=self.device)  # [K] smoothed train loss
+        self.best = torch.full((self.k,), math.inf, device=self.device)  # [K] lowest smoothed train loss
         self.diverged_step = torch.full((self.k,), -1.0, device=self.device)  # [K] -1: never
         self.step_t = torch.zeros((), device=self.device)  # updates done (a tensor: no recompiles)
         precision = train_config.precision
@@ -220,8 +232,9 @@ class CellTrainer:
             losses = self._forward_backward(tokens)
         c = self.config
         args = (self.model.flat, self.model.flat_grad, self.m, self.v, self.lr_t, lr_multiplier,
-                self.active, self.best, self.diverged_step, self.step_t, self.model.decay_mask, losses,
-                c.beta1, c.beta2, c.eps, c.weight_decay, c.grad_clip or 0.0, c.divergence_factor)
+                self.active, self.best, self.ema, self.diverged_step, self.step_t, self.model.decay_mask, losses,
+                c.beta1, c.beta2, c.eps, c.weight_decay, c.grad_clip or 0.0, c.divergence_factor,
+                c.divergence_ema)
         if self._update_fn is not _adamw_update and not self._update_checked:
             self._update_checked = True
             try:  # compile errors surface before the compiled code touches any state
