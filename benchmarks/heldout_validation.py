@@ -119,9 +119,12 @@ def choose_hyper_law(laws: dict[str, Any]) -> str:
     regret on the held-out largest size, then lowest summed |log error| of lr* and B*."""
     def score(key: str) -> tuple[float, float]:
         check = laws[key].extrapolation or {}
-        regret = check.get("mean_loss_regret")
-        errors = (check.get("mean_abs_lr_log_error") or math.inf) + (check.get("mean_abs_batch_log_error") or math.inf)
-        return (math.inf if regret is None else regret, errors)
+
+        def value(name: str) -> float:  # a missing number ranks last; 0.0 is a perfect score
+            v = check.get(name)
+            return math.inf if v is None else float(v)
+
+        return value("mean_loss_regret"), value("mean_abs_lr_log_error") + value("mean_abs_batch_log_error")
 
     return min(HYPER_CANDIDATES, key=score)
 

@@ -46,27 +46,17 @@ def ensure_published_laws(db: Database) -> None:
         )
 
 
-# A fitted law is the default only for targets within this factor of the data it was fitted on
-# (in N, D and C): further out, a published law, fitted on models up to billions of parameters,
-# is the better guess. (A sweep of 3M-parameter models says little about a 7B model.)
-DEFAULT_RANGE_FACTOR = 10.0
-
-
-def resolve_law(db: Database, law: str | int | None, kind: str = "hyper",
-                target: tuple[float, float] | None = None) -> Law:
-    """A stored law by id or name. None: the default for ``target`` (N params, D tokens), see
-    ``choose_default``; with no target, the newest fitted law whose check passed, else the preset."""
+def resolve_law(db: Database, law: str | int | None, target: tuple[float, float], warn_factor: float,
+                kind: str = "hyper") -> Law:
+    """A stored law by id or name; None: the default for ``target`` (N params, D tokens), see
+    ``choose_default``."""
     ensure_published_laws(db)
     if law is not None:
         row = storage.get_law(db, law)
         if row.kind != kind:
             raise InputError(f"law {row.id} ({row.name}) is a {row.kind} law, not a {kind} law")
         return row
-    candidates = default_candidates(db, kind)
-    if target is None:
-        chosen = candidates[0] if candidates else None
-    else:
-        chosen = choose_default(candidates, *target)
+    chosen = choose_default(default_candidates(db, kind), *target, warn_factor)
     return chosen if chosen is not None else storage.get_law(db, DEFAULT_PRESET)
 
 
@@ -75,11 +65,13 @@ def default_candidates(db: Database, kind: str = "hyper") -> list[Law]:
     return [r for r in reversed(storage.list_laws(db, kind=kind, origin="fitted")) if check_passed(r)]
 
 
-def choose_default(candidates: list[Law], n_params: float, tokens: float) -> Law | None:
-    """The first of ``candidates`` (newest first) whose fitted data the target (N params, D
-    tokens) lies within ``DEFAULT_RANGE_FACTOR`` of; None: use the published preset."""
+def choose_default(candidates: list[Law], n_params: float, tokens: float, warn_factor: float) -> Law | None:
+    """The first of ``candidates`` (newest first) that would answer the target (N params, D
+    tokens) without an extrapolation warning: the target lies within ``warn_factor`` of its data
+    (in N, D and C). None: use the published preset, fitted on models up to billions of
+    parameters (a sweep of 3M-parameter models says little about a 7B model)."""
     for row in candidates:
-        if extrapolation_factor((row.record or {}).get("fit_range"), n_params, tokens) <= DEFAULT_RANGE_FACTOR:
+        if extrapolation_factor((row.record or {}).get("fit_range"), n_params, tokens) <= warn_factor:
             return row
     return None
 
@@ -197,7 +189,7 @@ def recommend(
 ) -> Recommendation:
     """Recommended peak lr and batch for a target of N params on D tokens (or C FLOPs)."""
     tokens, compute = check_target(n_params, tokens, compute, seq_len)
-    row = resolve_law(db, law, kind="hyper", target=(n_params, tokens))
+    row = resolve_law(db, law, (n_params, tokens), warn_factor)
     rec = recommend_with_law(row, law_object(row), n_params, tokens, compute, seq_len, warn_factor)
     loss = resolve_loss_law(db)
     if loss is not None:

@@ -176,7 +176,7 @@ class OptimizerSpec(_Strict):
     grad_clip: PosFloat | None = 1.0  # per-member global-norm clip; null disables
     beta1: Annotated[float, Field(ge=0, lt=1)] = 0.9
     beta2: Annotated[float, Field(ge=0, lt=1)] = 0.95
-    divergence_factor: Annotated[float, Field(gt=1)] = 2.0  # diverged when loss > factor x best
+    divergence_factor: Annotated[float, Field(gt=1)] = 2.0  # diverged when smoothed loss > factor x its best
 
 
 class RefineSpec(_Strict):

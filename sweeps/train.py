@@ -136,8 +136,9 @@ def _adamw_update(flat: Tensor, grad: Tensor, m: Tensor, v: Tensor, lr: Tensor, 
     loss per member, computed from the weights before this update. ``ema`` [K] is each member's
     smoothed train loss (decay ``ema_decay``) and ``best`` its lowest value. A member whose loss
     is not finite, or whose smoothed loss exceeds ``factor`` x its best, is marked diverged
-    (``active`` False) and keeps its weights; ``torch.where`` (not a multiply) keeps its NaNs out of the new weights. Gradients are
-    clipped to ``max_norm`` by each member's own global norm, its row of ``grad`` (0: no clipping).
+    (``active`` False) and keeps its weights; ``torch.where`` (not a multiply) keeps its NaNs out
+    of the new weights. Gradients are clipped to ``max_norm`` by each member's own global norm,
+    its row of ``grad`` (0: no clipping).
     Compiled, this is two kernels: the row norms, then one pass over the four buffers.
     """
     smoothed = torch.where(step_t == 0, losses, ema_decay * ema + (1.0 - ema_decay) * losses)  # [K]
@@ -232,8 +233,8 @@ class CellTrainer:
             losses = self._forward_backward(tokens)
         c = self.config
         args = (self.model.flat, self.model.flat_grad, self.m, self.v, self.lr_t, lr_multiplier,
-                self.active, self.best, self.ema, self.diverged_step, self.step_t, self.model.decay_mask, losses,
-                c.beta1, c.beta2, c.eps, c.weight_decay, c.grad_clip or 0.0, c.divergence_factor,
+                self.active, self.best, self.ema, self.diverged_step, self.step_t, self.model.decay_mask,
+                losses, c.beta1, c.beta2, c.eps, c.weight_decay, c.grad_clip or 0.0, c.divergence_factor,
                 c.divergence_ema)
         if self._update_fn is not _adamw_update and not self._update_checked:
             self._update_checked = True

@@ -138,18 +138,18 @@ class LawCache:
                 self._stamp = stamp
             self._checked_at = time.monotonic()
 
-    def hyper(self, db: Database, law: str | None, target: tuple[float, float]) -> ResolvedLaw:
+    def hyper(self, db: Database, law: str | None, target: tuple[float, float], warn_factor: float) -> ResolvedLaw:
         """The hyper law ``law`` names (id or name; None: the default for ``target``, N params
         and D tokens, as ``resolve_law``)."""
         if self._due():
             self._check(db)
         if law is None:
-            law = self._default_key(db, target)
+            law = self._default_key(db, target, warn_factor)
         with self._lock:
             hit = self._resolved.get(law)
         if hit is not None:
             return hit
-        row = law_service.resolve_law(db, law, kind="hyper")
+        row = law_service.resolve_law(db, law, target, warn_factor)
         # Keyed by (id, creation time): SQLite may reuse the id of a deleted law.
         key = (row.id, str(row.created_at))
         with self._lock:
@@ -179,7 +179,7 @@ class LawCache:
             self._loss = resolved
         return resolved
 
-    def _default_key(self, db: Database, target: tuple[float, float]) -> str:
+    def _default_key(self, db: Database, target: tuple[float, float], warn_factor: float) -> str:
         """The id (as a key of ``_resolved``) of the default law for ``target``: the candidates
         are looked up once per change of the stored laws, the choice is made per request."""
         with self._lock:
@@ -188,24 +188,25 @@ class LawCache:
             candidates = law_service.default_candidates(db, "hyper")
             with self._lock:
                 self._defaults = candidates
-        chosen = law_service.choose_default(candidates, *target)
+        chosen = law_service.choose_default(candidates, *target, warn_factor)
         if chosen is None:
             return DEFAULT_PRESET
         return str(chosen.id)
 
-    async def hyper_async(self, db: Database, law: str | None, target: tuple[float, float]) -> ResolvedLaw:
+    async def hyper_async(self, db: Database, law: str | None, target: tuple[float, float],
+                          warn_factor: float) -> ResolvedLaw:
         """``hyper`` for async routes: a cached law at once, else looked up in a worker thread
         (queries must not block the event loop)."""
         if not self._due():
             with self._lock:
                 defaults_known = self._defaults is not None
             if law is not None or defaults_known:  # then finding the key needs no query
-                key = law if law is not None else self._default_key(db, target)
+                key = law if law is not None else self._default_key(db, target, warn_factor)
                 with self._lock:
                     hit = self._resolved.get(key)
                 if hit is not None:
                     return hit
-        return await anyio.to_thread.run_sync(self.hyper, db, law, target)
+        return await anyio.to_thread.run_sync(self.hyper, db, law, target, warn_factor)
 
     async def loss_async(self, db: Database) -> ResolvedLoss | None:
         """``loss`` for async routes (a lookup runs in a worker thread)."""
@@ -289,7 +290,7 @@ async def recommend(db: Database, laws: LawCache, q: s.RecommendQuery, warn_fact
     tokens, compute, seq_len = q.tokens, q.compute, q.seq_len
     n, n_basis, embedding = model_size(n_params, d_model, n_layers, vocab_size)
     d, c = law_service.check_target(n, tokens, compute, seq_len)
-    resolved = await laws.hyper_async(db, q.law, (n, d))
+    resolved = await laws.hyper_async(db, q.law, (n, d), warn_factor)
     rec = law_service.recommend_with_law(resolved.row, resolved.law, n, d, c, seq_len, warn_factor)
     loss = await laws.loss_async(db)
     if loss is not None:

@@ -86,7 +86,7 @@ class RecommendQuery(BaseModel):
     law: str | None = Field(
         default=None, min_length=1, max_length=200,
         description="A hyper law's id or name (default: the newest fitted law whose extrapolation check passed "
-        "and whose data the target lies within 10x of, else Step Law).",
+        "and whose data the target lies within the extrapolation-warning factor of, else Step Law).",
     )
 
 

@@ -24,8 +24,8 @@ def recommend(
     law: Annotated[
         Optional[str],
         typer.Option(help="Law: 'steplaw', 'deepseek', or a fitted law's id or name. Default: the newest "
-                     "fitted law whose extrapolation check passed and whose data the target lies within 10x "
-                     "of, else Step Law."),
+                     "fitted law whose extrapolation check passed and whose data the target lies within "
+                     "HPSCALE_EXTRAPOLATION_WARNING (10x) of, else Step Law."),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:

@@ -145,6 +145,8 @@ def test_warning_threshold_comes_from_settings(make_client) -> None:
     seed_fitted_law(db)
     body = c.get(URL, params={"n_params": 1.6e9, "tokens": 4e8, "law": "grid-fit"}).json()
     assert body["extrapolation_warning_factor"] == 1000.0 and body["warnings"] == []
+    # The same factor decides where a fitted law is the default: at 1000x, this target gets it.
+    assert c.get(URL, params={"n_params": 1.6e9, "tokens": 4e8}).json()["law"]["name"] == "grid-fit"
 
 
 def test_fitted_loss_law_predicts_the_final_loss(client) -> None:
