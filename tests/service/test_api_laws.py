@@ -7,7 +7,7 @@ import math
 
 import pytest
 from test_api_support import (  # noqa: F401  (fixtures)
-    any_client, app_db, assert_problem, client, close, make_client, seed_fitted_law, seed_grid,
+    any_client, app_db, assert_problem, client, close, make_client, seed_fitted_law, seed_grid, seed_loss_law,
 )
 
 from db import storage
@@ -92,14 +92,7 @@ def test_bad_curve_parameters_are_422(client, params) -> None:
 
 
 def test_loss_law_curve(client) -> None:
-    from fitting.loss import LossLaw
-
-    law = LossLaw(n_bootstrap=0)
-    law.coef_ = {"E": 1.8, "A": 400.0, "B": 2000.0, "alpha": 0.34, "beta": 0.37}
-    law.fit_range_ = {"n_params": [1e6, 1e8], "tokens": [1e8, 1e10], "compute": [6e14, 6e18]}
-    row = storage.add_law(app_db(client), {
-        "name": "loss-fit", "kind": "loss", "form": law.form, "origin": "fitted", "title": "loss", "source": "runs",
-        "record": law.to_record(), "code_version": "t"})
+    row = seed_loss_law(app_db(client))
     curve = client.get(f"/api/v1/laws/{row.id}", params={"points": 3}).json()["curve"]
     assert curve["kind"] == "loss" and [p["n_params"] for p in curve["points"]] == pytest.approx([1e5, 1e7, 1e9])
     p = curve["points"][1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from test_api_support import (  # noqa: F401  (fixtures)
-    any_client, app_db, assert_problem, client, close, make_client, seed_fitted_law, seed_grid,
+    any_client, app_db, assert_problem, client, close, make_client, seed_fitted_law, seed_grid, seed_loss_law,
 )
 
 from db import storage
@@ -150,14 +150,7 @@ def test_warning_threshold_comes_from_settings(make_client) -> None:
 
 
 def test_fitted_loss_law_predicts_the_final_loss(client) -> None:
-    from fitting.loss import LossLaw
-
-    law = LossLaw(n_bootstrap=0)
-    law.coef_ = {"E": 1.8, "A": 400.0, "B": 2000.0, "alpha": 0.34, "beta": 0.37}
-    law.fit_range_ = {"n_params": [1e6, 1e8], "tokens": [1e8, 1e10], "compute": [6e14, 6e18]}
-    row = storage.add_law(app_db(client), {
-        "name": "loss-fit", "kind": "loss", "form": law.form, "origin": "fitted", "title": "loss", "source": "runs",
-        "record": law.to_record(), "extrapolation": {"passed": True}, "code_version": "t"})
+    row = seed_loss_law(app_db(client), extrapolation={"passed": True})
     body = client.get(URL, params={"n_params": 1e8, "tokens": 1e10}).json()
     assert body["loss_law"]["id"] == row.id
     assert close(body["final_loss"], 1.8 + 400.0 / 1e8**0.34 + 2000.0 / 1e10**0.37)

@@ -85,6 +85,22 @@ def seed_fitted_law(db: Database, name: str = "grid-fit", passed: bool = True, n
     return row.id
 
 
+# The loss law of ``seed_loss_law``: L = E + A / N^alpha + B / D^beta, fitted on N 1e6..1e8, D 1e8..1e10.
+LOSS_COEF = {"E": 1.8, "A": 400.0, "B": 2000.0, "alpha": 0.34, "beta": 0.37}
+
+
+def seed_loss_law(db: Database, extrapolation: dict[str, Any] | None = None) -> Any:
+    """Store a loss law with known coefficients (``LOSS_COEF``) as a fit would; returns its row."""
+    from fitting.loss import LossLaw
+
+    law = LossLaw(n_bootstrap=0)
+    law.coef_ = dict(LOSS_COEF)
+    law.fit_range_ = {"n_params": [1e6, 1e8], "tokens": [1e8, 1e10], "compute": [6e14, 6e18]}
+    return storage.add_law(db, {
+        "name": "loss-fit", "kind": "loss", "form": law.form, "origin": "fitted", "title": "loss", "source": "runs",
+        "record": law.to_record(), "extrapolation": extrapolation, "code_version": "t"})
+
+
 def seed_sweep(db: Database) -> int:
     """A sweep with two (N, D) groups: one finished grid with a diverged run, one still queued."""
     sweep = storage.add_sweep(db, "tiny", {"sizes": [1e6, 4e6]}, code_version="test", corpus_hash="abc")
