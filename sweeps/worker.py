@@ -16,6 +16,7 @@ puts this worker's runs back in the queue at once (no need to wait for the grace
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from optuna.storages import RDBStorage
 
     from sweeps.spec import SweepSpec
+
+logger = logging.getLogger("hpscale.worker")
 
 
 class CellRunner(Protocol):
@@ -111,8 +114,9 @@ class Heartbeat:
         while not self._stop.wait(self.interval_s):
             try:
                 self.beat()
-            except Exception:  # a transient database error must not kill training; the next beat retries
-                pass
+            except Exception as exc:  # a transient database error must not kill training; the next beat retries
+                # Said, not swallowed: beats that keep failing let the runs' trials be re-queued.
+                logger.warning("heartbeat failed (%s: %s); retrying in %.0f s", type(exc).__name__, exc, self.interval_s)
 
     def __enter__(self) -> Heartbeat:
         self.beat()

@@ -19,7 +19,7 @@ from sweeps import book, queue
 from sweeps.errors import SweepError
 from sweeps.plan import build_plan
 from sweeps.spec import parse_spec
-from sweeps.worker import Worker
+from sweeps.worker import Heartbeat, Worker
 
 OPT_LR = 3e-3  # the fake loss surface's optimum
 
@@ -312,3 +312,23 @@ def test_torch_runner_on_folder_and_bin_corpora(tmp_path: Path) -> None:
         assert [r.status for r in results] == ["done", "done"] and cell.steps == 8
         assert [e.step for e in events] == [0, 8] and all(r.final_val_loss < 7 for r in results)
         assert events[-1].lr[1] == pytest.approx(10 * events[-1].lr[0])  # per-member peak x one schedule
+
+
+def test_a_failing_heartbeat_is_logged_and_retried(caplog: pytest.LogCaptureFixture) -> None:
+    # The first beat (entering the block) works; later beats fail twice, then work again.
+    outcomes = iter([None, OSError("database gone"), OSError("database gone"), None, None, None, None])
+    beats: list[int] = []
+
+    class Store:
+        def record_heartbeat(self, trial_id: int) -> None:
+            beats.append(trial_id)
+            failure = next(outcomes, None)
+            if failure is not None:
+                raise failure
+
+    with caplog.at_level("WARNING", logger="hpscale.worker"):
+        with Heartbeat(Store(), None, [7], [], interval_s=0.02):  # type: ignore[arg-type]
+            time.sleep(0.3)
+    failures = [r for r in caplog.records if "heartbeat failed" in r.getMessage()]
+    assert len(failures) == 2 and "database gone" in failures[0].getMessage()
+    assert len(beats) >= 4  # it went on beating after the failures
