@@ -34,7 +34,7 @@ async function fillLawMenu(selected) {
   const laws = await hyperLaws();
   mount(
     select,
-    h("option", { value: "" }, "Automatic: newest validated fit, else Step Law"),
+    h("option", { value: "" }, "Automatic: newest validated fit near the target, else Step Law"),
     laws.map((l) =>
       h("option", { value: l.name }, `${l.title} (${l.origin === "published" ? "published" : `fitted #${l.id}`})`),
     ),
