@@ -83,7 +83,7 @@ class TorchCellRunner:
                             beta1=opt.beta1, beta2=opt.beta2, grad_clip=opt.grad_clip,
                             eval_interval=spec.eval.interval, eval_batches=spec.eval.batches,
                             divergence_factor=opt.divergence_factor, precision=spec.precision,
-                            compile=spec.compile, progress_interval=max(1, min(50, cell.steps // 20 or 1)))
+                            compile=spec.compile, cuda_graph=spec.cuda_graph, progress_interval=max(1, min(50, cell.steps // 20 or 1)))
         # A multiplier per step (peak 1): member k's lr at step i is lrs[k] * multiplier[i].
         multiplier = schedule_lrs(spec.schedule, cell.steps, 1.0)
         sampler = data.BatchSampler(self.corpus.train, cell.batch_size, cell.seq_len, seed=spec.data_seed)

@@ -223,6 +223,7 @@ class SweepSpec(_Strict):
     tokenizer: TokenizerSpec = TokenizerSpec()
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     compile: bool | None = None  # torch.compile; null: on CUDA only
+    cuda_graph: bool | None = None  # replay each step as one CUDA graph; null: on CUDA (no effect on the CPU)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     refine: RefineSpec = RefineSpec()
     workers: WorkersSpec = WorkersSpec()

@@ -13,7 +13,10 @@ kernels and everything per-member is a [K, 1] broadcast. No host synchronisation
 a step: divergence bookkeeping stays on the device and is read at evaluations.
 
 On CUDA, bf16 autocast and ``torch.compile`` (regional: one transformer block, the head + loss,
-and the optimizer update) are on by default; on the CPU the trainer runs eager float32, and is
+and the optimizer update) are on by default, and after a few warm-up steps the whole step
+(forward, backward, update, zeroing) is captured once as a CUDA graph and replayed: a small
+model's step is hundreds of tiny kernels, and launching them one by one from Python costs more
+than running them (BENCHMARKS.md). On the CPU the trainer runs eager float32, and is
 deterministic given the seeds and the batches.
 
 Entry points: :func:`train_cell` (a whole run with evaluations and callbacks) and
@@ -62,6 +65,7 @@ class TrainConfig:
     divergence_ema: float = 0.98
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
     compile: bool | None = None  # None: torch.compile on CUDA only
+    cuda_graph: bool | None = None  # None: capture the step as a CUDA graph on CUDA (ignored elsewhere)
     progress_interval: int = 50  # steps between progress callbacks
 
     def __post_init__(self) -> None:
@@ -213,6 +217,8 @@ class CellTrainer:
             self._train_fns = (torch.compile(block_forward, fullgraph=True, dynamic=False),
                                torch.compile(head_loss, fullgraph=True, dynamic=False))
             self._update_fn = torch.compile(_adamw_update, fullgraph=True, dynamic=False)
+        want_graph = train_config.cuda_graph if train_config.cuda_graph is not None else True
+        self._graph = _StepGraph(self) if want_graph and self.device.type == "cuda" else None
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
@@ -222,8 +228,16 @@ class CellTrainer:
         """Train every member on ``tokens`` ([B, T + 1] int64, on any device) with lr = lrs x multiplier.
 
         Returns the train loss of each member before the update, [K] float32 on the device
-        (nats/token; not synchronised: call ``.tolist()`` only when you need the values).
+        (nats/token; not synchronised: call ``.tolist()`` only when you need the values). Under
+        a CUDA graph the returned tensor is the graph's output buffer, which the next step
+        overwrites: use (or clone) it before then.
         """
+        if self._graph is not None:
+            return self._graph.step(tokens, lr_multiplier)
+        return self._step(tokens, lr_multiplier)
+
+    def _step(self, tokens: Tensor, lr_multiplier: Tensor | float) -> Tensor:
+        """One eager (possibly compiled) step: forward, backward, update, zero the gradients."""
         tokens = tokens.to(self.device, non_blocking=True)
         if not torch.is_tensor(lr_multiplier):
             lr_multiplier = torch.tensor(float(lr_multiplier), device=self.device)
@@ -231,11 +245,7 @@ class CellTrainer:
             losses = self._first_compiled_backward(tokens)
         else:
             losses = self._forward_backward(tokens)
-        c = self.config
-        args = (self.model.flat, self.model.flat_grad, self.m, self.v, self.lr_t, lr_multiplier,
-                self.active, self.best, self.ema, self.diverged_step, self.step_t, self.model.decay_mask,
-                losses, c.beta1, c.beta2, c.eps, c.weight_decay, c.grad_clip or 0.0, c.divergence_factor,
-                c.divergence_ema)
+        args = self._update_args(losses, lr_multiplier)
         if self._update_fn is not _adamw_update and not self._update_checked:
             self._update_checked = True
             try:  # compile errors surface before the compiled code touches any state
@@ -249,6 +259,13 @@ class CellTrainer:
             self._update_fn(*args)
         self.model.zero_grad()
         return losses
+
+    def _update_args(self, losses: Tensor, lr_multiplier: Tensor) -> tuple:  # type: ignore[type-arg]
+        c = self.config
+        return (self.model.flat, self.model.flat_grad, self.m, self.v, self.lr_t, lr_multiplier,
+                self.active, self.best, self.ema, self.diverged_step, self.step_t, self.model.decay_mask,
+                losses, c.beta1, c.beta2, c.eps, c.weight_decay, c.grad_clip or 0.0, c.divergence_factor,
+                c.divergence_ema)
 
     def _forward_backward(self, tokens: Tensor) -> Tensor:
         self.model.block_fn, self.model.head_loss_fn = self._train_fns
@@ -296,6 +313,107 @@ class CellTrainer:
         self.diverged_step.copy_(torch.where(newly, self.step_t, self.diverged_step))
         self.active &= torch.isfinite(losses)
         return losses
+
+
+class _StepGraph:
+    """The trainer's step captured once as a CUDA graph and replayed for every later step.
+
+    The first ``warmup`` steps run normally (they compile, and they are real training steps),
+    on a side stream as CUDA graph capture requires; the next step is captured on that stream
+    (capture records kernels without running them) and every step from then on, that one
+    included, is a replay. The graph reads its batch and lr multiplier from fixed device
+    buffers: each step copies the batch into one through a pinned host buffer (an asynchronous
+    copy, so the host prepares the next batch while the device trains), and the losses come
+    back in a fixed output buffer. Everything else the step touches (weights, moments,
+    divergence state) already lives at fixed addresses in the trainer, so evaluations and
+    callers see the same tensors as without a graph. The replayed kernels are the ones the
+    warm-up ran, in the same order: a step's result is the same with or without the graph
+    (a test compares the two on the GPU). If capture fails, the trainer warns and goes on
+    without a graph.
+    """
+
+    warmup = 3  # eager steps before capture: the compiled functions must not recompile inside it
+
+    def __init__(self, trainer: CellTrainer) -> None:
+        self.trainer = trainer
+        self.stream = torch.cuda.Stream(trainer.device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.failed = False
+        self.steps = 0
+        self.tokens: Tensor | None = None  # [B, T + 1] int64 on the device, read by the graph
+        self.mult = torch.zeros((), dtype=torch.float32, device=trainer.device)
+        self.losses: Tensor | None = None  # [K], written by the graph
+        self.pinned: list[Tensor] = []  # two host buffers, alternated, and the copy out of each
+        self.copied: list[torch.cuda.Event] = []
+
+    def step(self, tokens: Tensor, lr_multiplier: Tensor | float) -> Tensor:
+        tr = self.trainer
+        if self.failed:
+            return tr._step(tokens, lr_multiplier)
+        if self.graph is None and self.steps >= self.warmup:
+            self._capture(tokens)
+        if self.graph is None:
+            return self._warmup_step(tokens, lr_multiplier)
+        self._load(tokens, lr_multiplier)
+        self.graph.replay()
+        self.steps += 1
+        assert self.losses is not None
+        return self.losses
+
+    def _warmup_step(self, tokens: Tensor, lr_multiplier: Tensor | float) -> Tensor:
+        main = torch.cuda.current_stream(self.trainer.device)
+        # The multiplier goes through the graph's own buffer here too: the compiled update then
+        # sees the same input at capture as in warm-up, and is not recompiled inside the capture.
+        self._set_mult(lr_multiplier)
+        self.stream.wait_stream(main)
+        with torch.cuda.stream(self.stream):
+            losses = self.trainer._step(tokens, self.mult)
+        main.wait_stream(self.stream)
+        losses.record_stream(main)  # made on the side stream, used on the main one
+        self.steps += 1
+        return losses
+
+    def _load(self, tokens: Tensor, lr_multiplier: Tensor | float) -> None:
+        """Copy this step's batch and multiplier into the graph's input buffers (stream-ordered)."""
+        assert self.tokens is not None
+        if tokens.device.type == "cpu":
+            i = self.steps % 2
+            self.copied[i].synchronize()  # the copy out of this buffer two steps ago is done
+            self.pinned[i].copy_(tokens)
+            self.tokens.copy_(self.pinned[i], non_blocking=True)
+            self.copied[i].record()
+        else:
+            self.tokens.copy_(tokens)
+        self._set_mult(lr_multiplier)
+
+    def _set_mult(self, lr_multiplier: Tensor | float) -> None:
+        if torch.is_tensor(lr_multiplier):
+            self.mult.copy_(lr_multiplier)
+        else:
+            self.mult.fill_(float(lr_multiplier))
+
+    def _capture(self, tokens: Tensor) -> None:
+        tr = self.trainer
+        self.tokens = torch.empty(tokens.shape, dtype=torch.int64, device=tr.device)
+        self.pinned = [torch.empty(tokens.shape, dtype=torch.int64).pin_memory() for _ in range(2)]
+        self.copied = [torch.cuda.Event() for _ in range(2)]
+        for ev in self.copied:
+            ev.record()
+        torch.cuda.current_stream(tr.device).synchronize()
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, stream=self.stream):
+                losses = tr._forward_backward(self.tokens)
+                tr._update_fn(*tr._update_args(losses, self.mult))
+                tr.model.zero_grad()
+        except Exception as exc:  # noqa: BLE001 - any capture failure means "no graph"
+            warnings.warn(f"CUDA graph capture failed ({type(exc).__name__}: {str(exc)[:300]}); "
+                          "training without a graph", RuntimeWarning, stacklevel=3)
+            self.failed = True
+            self.tokens = None
+            torch.cuda.synchronize(tr.device)
+            return
+        self.graph, self.losses = graph, losses
 
 
 def _finite_or_none(x: float) -> float | None:

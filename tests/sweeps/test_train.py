@@ -155,3 +155,46 @@ def test_bad_arguments_raise_train_error() -> None:
         CellTrainer(CFG, TrainConfig(batch_size=4, total_steps=5), [1e-3, 1e-2], [0])
     with pytest.raises(TrainError, match="batch_size"):
         TrainConfig(batch_size=0, total_steps=5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU (CI has none; run on the lent GPU)")
+@pytest.mark.parametrize("compile", [False, True])
+def test_cuda_graph_replays_the_same_training_as_plain_steps(compile: bool) -> None:
+    # The step is captured after the warm-up and replayed: the curves must be those of plain
+    # steps, and members must stay independent under the graph (the third diverges at once).
+    steps = 20
+    cfg = {"batch_size": 4, "total_steps": steps, "eval_interval": 5, "eval_batches": 2, "precision": "fp32",
+           "compile": compile}
+    schedule = np.linspace(1.0, 0.1, steps)
+    lrs = [1e-3, 3e-3, 10.0]
+
+    def go(members: list[float], graph: bool, seeds: list[int]) -> list[MemberResult]:
+        return train_cell(CFG, TrainConfig(cuda_graph=graph, **cfg), members, schedule,  # type: ignore[arg-type]
+                          lambda s: DATA[s], VAL, seeds=seeds, device="cuda")
+
+    plain, graphed = go(lrs, False, [0, 1, 2]), go(lrs, True, [0, 1, 2])
+    assert [r.status for r in graphed] == [r.status for r in plain] == ["done", "done", "diverged"]
+    assert graphed[2].diverged_step == plain[2].diverged_step
+    for a, b in zip(plain[:2], graphed[:2]):
+        np.testing.assert_allclose(curve(b), curve(a), rtol=1e-5)
+    alone = go([lrs[1]], True, [1])[0]
+    np.testing.assert_allclose(curve(alone), curve(graphed[1]), rtol=1e-4)
+
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU (CI has none; run on the lent GPU)")
+def test_a_member_poisoned_under_the_cuda_graph_is_masked_at_that_step() -> None:
+    cfg = TrainConfig(batch_size=4, total_steps=12, precision="fp32", cuda_graph=True)
+    trainer = CellTrainer(CFG, cfg, [1e-3, 1e-3], [0, 0], device="cuda")
+    for i in range(6):  # the graph is captured at step 3 and replayed from then on
+        trainer.step(DATA[i])
+    assert trainer._graph is not None and trainer._graph.graph is not None
+    with torch.no_grad():
+        trainer.model.flat[1, :64].fill_(float("nan"))  # poison member 1's embedding rows
+    frozen = trainer.model.flat[1].clone()
+    losses = trainer.step(DATA[6]).tolist()
+    assert np.isfinite(losses[0]) and not np.isfinite(losses[1])
+    assert trainer.active.tolist() == [True, False] and trainer.diverged_step.tolist() == [-1.0, 6.0]
+    trainer.step(DATA[7])
+    assert torch.equal(trainer.model.flat[1].nan_to_num(7.0), frozen.nan_to_num(7.0))  # no update since
+    assert torch.isfinite(trainer.model.flat[0]).all()
