@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, literal, select, update
 
 from db.engine import Database
-from db.errors import NotFoundError
+from db.errors import ConflictError, NotFoundError
 from db.models import CurvePoint, Law, LawRun, Run, Sweep, utcnow
 
 MAX_ID = 2**31 - 1  # ids are INTEGER columns (32-bit on PostgreSQL): a larger id names no row
@@ -202,17 +202,25 @@ def add_law(db: Database, law: dict[str, Any], run_ids: Sequence[int] = ()) -> L
 
 
 def upsert_published_law(db: Database, law: dict[str, Any]) -> Law:
-    """Insert a published law by name, or refresh its record if the code's version changed."""
-    with db.session() as s:
-        row = s.execute(select(Law).where(Law.name == law["name"])).scalar_one_or_none()
-        if row is None:
-            row = Law(**law)
-            s.add(row)
-        else:
-            for key, value in law.items():
-                setattr(row, key, value)
-        s.flush()
-        return row
+    """Insert a published law by name, or refresh its record if the code's version changed.
+    Safe against another process inserting the same law at the same moment (every command
+    opening a new database does this): the loser of that race updates the winner's row."""
+    for attempt in range(2):
+        try:
+            with db.session() as s:
+                row = s.execute(select(Law).where(Law.name == law["name"])).scalar_one_or_none()
+                if row is None:
+                    row = Law(**law)
+                    s.add(row)
+                else:
+                    for key, value in law.items():
+                        setattr(row, key, value)
+                s.flush()
+                return row
+        except ConflictError:
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
 
 
 def list_laws(db: Database, *, kind: str | None = None, origin: str | None = None) -> list[Law]:
@@ -367,23 +375,35 @@ def add_owned_curve_points(db: Database, run_id: int, trial_id: int, points: Seq
     """Append curve points to a sweep run only while ``trial_id`` owns it (status "running"):
     a worker that stalled past the grace period and lost its run must not write into the curve
     of the run's new owner. Returns how many points were written (0 when not the owner)."""
-    rows = [_point_row(run_id, p) for p in points]
-    if not rows:
-        return 0
-    owned = select(Run.id).where(Run.id == run_id, Run.trial_id == trial_id, Run.status == "running")
+    return add_owned_curve_points_many(db, [(run_id, trial_id, points)])[0]
+
+
+def add_owned_curve_points_many(db: Database,
+                                writes: Sequence[tuple[int, int, Sequence[dict[str, Any]]]]) -> list[int]:
+    """``add_owned_curve_points`` for several runs in ONE transaction: ``writes`` holds
+    (run_id, trial_id, points) triples; returns the points written for each, in order. A fused
+    cell's worker writes all its members' points of an evaluation this way (one commit, not K)."""
+    written = [0] * len(writes)
+    todo = [(i, run_id, trial_id, [_point_row(run_id, p) for p in points])
+            for i, (run_id, trial_id, points) in enumerate(writes)]
+    todo = [t for t in todo if t[3]]
+    if not todo:
+        return written
     cols = CurvePoint.__table__.c
     with db.session() as s:
-        # PostgreSQL: a share lock on the run row makes a concurrent take-over wait for this
-        # transaction (and then delete these points). SQLite ignores it, but there each
-        # INSERT ... SELECT WHERE EXISTS below is atomic (one writer at a time).
-        if s.execute(owned.with_for_update(read=True)).first() is None:
-            return 0
-        written = 0
-        for row in rows:
-            values = select(*[literal(v, type_=cols[k].type) for k, v in row.items()]).where(owned.exists())
-            # RETURNING counts what was written (psycopg reports no rowcount for INSERT ... SELECT).
-            written += len(s.execute(insert(CurvePoint).from_select(list(row), values).returning(CurvePoint.id)).all())
-        return written
+        for i, run_id, trial_id, rows in sorted(todo, key=lambda t: t[1]):  # lock rows in id order: no deadlock
+            owned = select(Run.id).where(Run.id == run_id, Run.trial_id == trial_id, Run.status == "running")
+            # PostgreSQL: a share lock on the run row makes a concurrent take-over wait for this
+            # transaction (and then delete these points). SQLite ignores it, but there each
+            # INSERT ... SELECT WHERE EXISTS below is atomic (one writer at a time).
+            if s.execute(owned.with_for_update(read=True)).first() is None:
+                continue
+            for row in rows:
+                values = select(*[literal(v, type_=cols[k].type) for k, v in row.items()]).where(owned.exists())
+                # RETURNING counts what was written (psycopg reports no rowcount for INSERT ... SELECT).
+                written[i] += len(s.execute(insert(CurvePoint).from_select(list(row), values)
+                                            .returning(CurvePoint.id)).all())
+    return written
 
 
 def beat_sweep_runs(db: Database, run_ids: Sequence[int]) -> None:

@@ -273,6 +273,26 @@ def test_run_ownership_moves_only_by_compare_and_set(db: Database) -> None:
     assert storage.release_sweep_runs(db, [run.id]) == 0  # nor released
 
 
+def test_one_transaction_writes_each_owned_runs_points_and_skips_the_rest(db: Database) -> None:
+    # A fused cell's evaluation: K runs' points in one commit, each only while its trial owns it.
+    sweep = plan_into(db, spec_dict())
+    a, b, c = storage.list_runs(db, sweep_id=sweep.id)[:3]
+    assert storage.claim_sweep_run(db, a.id, 201, None, "w")
+    assert storage.claim_sweep_run(db, b.id, 202, None, "w")
+    point = {"step": 10, "tokens": 640.0, "lr": 1e-3, "train_loss": 4.5, "val_loss": float("inf")}
+    written = storage.add_owned_curve_points_many(db, [
+        (b.id, 202, [point, {**point, "step": 20, "val_loss": 4.0}]),
+        (a.id, 999, [point]),  # a trial that does not own a
+        (c.id, 203, [point]),  # c is queued: nobody owns it
+        (a.id, 201, []),
+    ])
+    assert written == [2, 0, 0, 0]
+    curve = storage.get_curve(db, b.id)
+    assert [(p.step, p.val_loss, p.nonfinite) for p in curve] == [(10, None, True), (20, 4.0, False)]
+    assert storage.get_curve(db, a.id) == [] and storage.get_curve(db, c.id) == []
+    assert storage.add_owned_curve_points_many(db, []) == []
+
+
 def test_status_of_a_sweep_stored_by_other_means(sdb: Database) -> None:
     # A sweep imported or seeded without this engine: no group keys, a spec of another shape.
     from sweeps.status import sweep_status
