@@ -10,6 +10,7 @@ clear message until then.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,6 +26,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.errors import ConflictError, SchemaError, StorageError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# PostgreSQL advisory-lock key of schema creation (any fixed 64-bit number; "hpscale" in ASCII).
+SCHEMA_LOCK_KEY = 0x687073_63616C65
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
@@ -99,12 +102,48 @@ class Database:
         self._checked = True
         return before, self.head_revision()
 
+    @contextlib.contextmanager
+    def schema_lock(self) -> Iterator[None]:
+        """Hold an exclusive lock, across processes and hosts, while creating tables.
+
+        Workers started together on a new database would otherwise race to create it (and
+        Optuna's tables), the losers failing with "table ... already exists". SQLite: an
+        ``flock`` on ``<file>.lock`` beside the database; PostgreSQL: a session advisory lock.
+        """
+        url = self.engine.url
+        backend = url.get_backend_name()
+        if backend == "sqlite" and url.database and url.database != ":memory:":
+            with open(Path(url.database).expanduser().with_name(Path(url.database).name + ".lock"), "a") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+                yield
+        elif backend == "postgresql":
+            try:
+                conn = self.engine.connect()
+                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+            except SQLAlchemyError as exc:
+                raise StorageError(f"cannot open database {self.safe_url}: {_driver_message(exc)}") from exc
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_LOCK_KEY})
+                conn.close()
+        else:
+            yield
+
     def ensure_schema(self) -> None:
-        """Create the schema of a new database; refuse a database behind or ahead of the code."""
+        """Create the schema of a new database; refuse a database behind or ahead of the code.
+        Safe when several processes open one new database at once (see ``schema_lock``)."""
         if self._checked:
             return
-        current = self.current_revision()
         head = self.head_revision()
+        if self.current_revision() == head:
+            self._checked = True
+            return
+        with self.schema_lock():
+            self._ensure_schema_locked(head)
+
+    def _ensure_schema_locked(self, head: str) -> None:
+        current = self.current_revision()  # again: another process may have just created it
         if current == head:
             self._checked = True
             return

@@ -83,9 +83,12 @@ def open_sweep(db: Database, name: str) -> tuple[Sweep, SweepSpec]:
 
 
 def open_queue(db: Database, spec: SweepSpec) -> RDBStorage:
-    """Optuna's storage on this database, after hpscale's own schema (see ``sweeps.queue``)."""
+    """Optuna's storage on this database, after hpscale's own schema (see ``sweeps.queue``).
+    Optuna creates its tables on first open: under the schema lock, so that workers opening a
+    new database together do not race there."""
     db.ensure_schema()
-    return queue.open_storage(db.url, spec.workers.heartbeat_s, spec.workers.grace_s)
+    with db.schema_lock():
+        return queue.open_storage(db.url, spec.workers.heartbeat_s, spec.workers.grace_s)
 
 
 def group_keys(db: Database, sweep_id: int) -> list[str]:

@@ -148,3 +148,40 @@ def test_ctrl_c_mid_cell_then_a_rerun_finishes_everything_once(tmp_path: Path) -
     assert Counter(r.status for r in runs) == {"done": 32}
     assert {r.name: r.finished_at for r in runs if r.name in before} == before
     db.dispose()
+
+
+# Each process opens the same new database the way every `hpscale sweep run` / `worker` does:
+# hpscale's schema, the published laws, Optuna's tables. They start together at a file barrier.
+OPENER = """
+import os, sys, time
+sys.path.insert(0, {here!r})
+from test_worker import spec_dict
+from db.engine import Database
+from service.laws import ensure_published_laws
+from sweeps import book
+from sweeps.spec import parse_spec
+url, gate = sys.argv[1], sys.argv[2]
+while not os.path.exists(gate):
+    time.sleep(0.001)
+db = Database(url)
+ensure_published_laws(db)
+book.open_queue(db, parse_spec(spec_dict("race")))
+print("opened")
+"""
+
+
+def test_processes_opening_one_new_database_at_once_all_succeed(any_db_url: str, tmp_path: Path) -> None:
+    # Seen on the GPU: 5 `sweep run` started together on a new SQLite file, and two failed with
+    # "table studies already exists" (Optuna's first open) and "UNIQUE constraint failed:
+    # laws.name" (the published laws). Every one of them must open the database.
+    url = any_db_url
+    script, gate = tmp_path / "opener.py", tmp_path / "go"
+    script.write_text(OPENER.format(here=str(HERE)))
+    procs = [subprocess.Popen([sys.executable, str(script), url, str(gate)], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(6)]
+    time.sleep(3)  # every process imported and waits at the gate
+    gate.touch()
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(o for o in outs if "opened" not in o)[-2000:]
+    db = Database(url)
+    assert sorted(law.name for law in storage.list_laws(db, origin="published")) == ["deepseek", "steplaw"]
