@@ -1,13 +1,16 @@
 """End-to-end validation on a GPU: sweep small GPTs, fit the laws, predict a 4x larger model,
 train it at the prediction and on a local grid around it, and report the regret.
 
-One command reproduces the whole experiment on a GPU machine (about 30 minutes on one H100):
+One command reproduces the whole experiment on a GPU machine (one H100 or H200; VALIDATION.md
+gives the times measured):
 
     python benchmarks/heldout_validation.py all --work validation-work
 
 Stages (each resumable; ``all`` runs them in order):
-  sweep    the two sweeps of benchmarks/validation/ (run concurrently: small models leave the GPU idle)
-  predict  fit lr*(N, D), B*(N, D), L(N, D) and a trajectory law; predict the held-out model;
+  sweep    the sweeps of benchmarks/validation/: val-main and val-long (the grids the lr, batch and
+           loss laws are fitted on) and the val-sched-* schedule runs (the trajectory laws), run
+           concurrently
+  predict  fit lr*(N, D), B*(N, D), L(N, D) and the trajectory laws; predict the held-out model;
            write the held-out specs (local grid lr x/÷2, x/÷4, batch x/÷2; Step Law's and
            DeepSeek's recommendations)
   heldout  train the held-out specs
@@ -39,9 +42,15 @@ from fitting.errors import FittingError  # noqa: E402
 
 SPECS = ROOT / "benchmarks" / "validation"
 MAIN, LONG = "val-main", "val-long"
+# The trajectory laws' curves: one model (d_model 128), peak lr and batch under several schedules.
+# val-main holds the cosine run of the same model, peak lr (its grid point 0.00399998) and
+# tokens; the longest curve (cosine-long, 2x the tokens) is the one their extrapolation check
+# holds out.
+SCHEDULES = ("constant", "linear", "wsd", "cosine-long")
+SCHED_SOURCES = tuple(f"val-sched-{k}" for k in SCHEDULES)
 # The sweep's shape family (6 layers, head_dim 32) at twice the largest width:
-# 12 * 6 * 384^2 = 10.6M = 4 x 2.65M non-embedding parameters.
-HELD_SHAPE = {"d_model": 384, "n_layers": 6, "n_heads": 12}
+# 12 * 6 * 320^2 = 7.37M = 4 x 1.84M non-embedding parameters.
+HELD_SHAPE = {"d_model": 320, "n_layers": 6, "n_heads": 10}
 # The candidate lr/batch laws. Which one predicts is decided by each one's extrapolation check on
 # the sweep alone (refit without the largest N, scored on it), before any held-out run exists.
 HYPER_CANDIDATES = {
@@ -91,7 +100,10 @@ def run_concurrently(work: Path, specs: list[Path], extra_workers: dict[str, int
     t0 = time.time()
     prepare_corpus(load_spec(specs[0]), Settings().data_dir / "corpora")
     log(f"corpus ready in {time.time() - t0:.0f} s")
-    procs = [hpscale(work, "sweep", "run", str(s)) for s in specs]
+    procs = []
+    for s in specs:  # one at a time: the first opening of a new database is not safe to race
+        procs.append(hpscale(work, "sweep", "run", str(s)))
+        time.sleep(6)
     time.sleep(20)  # let each `sweep run` store its plan before workers join it
     for sweep, count in (extra_workers or {}).items():
         procs += [hpscale(work, "worker", "--sweep", sweep, "--no-progress", "--device", "cuda",
@@ -102,16 +114,10 @@ def run_concurrently(work: Path, specs: list[Path], extra_workers: dict[str, int
 
 
 def stage_sweep(work: Path) -> None:
-    # Small models leave the GPU mostly idle: extra workers train cells side by side.
-    run_concurrently(work, [SPECS / "sweep_main.yaml", SPECS / "sweep_long.yaml"],
+    # Small models leave the GPU mostly idle: extra workers train val-main's cells side by side.
+    run_concurrently(work, [SPECS / "sweep_main.yaml", SPECS / "sweep_long.yaml",
+                            *(SPECS / f"sched_{k}.yaml" for k in SCHEDULES)],
                      extra_workers={MAIN: 3, LONG: 1})
-
-
-def best_batch_runs(db: Database, source: str, n_params: float) -> list[str]:
-    """Names of the runs of the largest group's best batch size (one model, several lrs)."""
-    runs = [r for r in storage.list_runs(db, sources=[source]) if r.n_params == n_params and r.status == "done"]
-    best = min(runs, key=lambda r: r.final_loss)
-    return [r.name for r in runs if r.batch_size == best.batch_size and r.tokens == best.tokens]
 
 
 def choose_hyper_law(laws: dict[str, Any]) -> str:
@@ -144,15 +150,19 @@ def stage_predict(work: Path) -> dict[str, Any]:
             row = fits.fit_and_store(db, sources=sources, n_bootstrap=1000, on_edge="warn", name=name, **kw)
         laws[key] = row
         log(f"{name}: {json.dumps(row.record['coefficients'])}; check: {(row.extrapolation or {}).get('summary')}")
-    largest = max(r.n_params for r in storage.list_runs(db, sources=[MAIN]))
-    traj_runs = best_batch_runs(db, MAIN, largest)
+    sched = storage.list_runs(db, sources=list(SCHED_SOURCES))
+    short = min(sched, key=lambda r: r.tokens)
+    cosine = [r for r in storage.list_runs(db, sources=[MAIN]) if (r.n_params, r.tokens, r.batch_size) ==
+              (short.n_params, short.tokens, short.batch_size) and abs(math.log(r.lr / short.lr)) < 1e-3]
+    traj_names = sorted({r.name for r in sched + cosine})  # names are unique within a source only
     for form in ("multi_power", "momentum"):
         name = f"validation-trajectory-{form}"
         try:
             row = storage.get_law(db, name)
         except NotFoundError:
             try:
-                row = fits.fit_and_store(db, kind="trajectory", form=form, sources=[MAIN], run_names=traj_runs, name=name)
+                row = fits.fit_and_store(db, kind="trajectory", form=form, sources=[MAIN, *SCHED_SOURCES],
+                                         run_names=traj_names, name=name)
             except FittingError as exc:  # reported, and the experiment goes on without it
                 log(f"{name}: could not be fitted: {exc}")
                 continue

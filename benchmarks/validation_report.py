@@ -24,6 +24,7 @@ from service.demo import DEMO_FILE, export_demo  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "docs" / "validation"
 SWEEPS = ("val-main", "val-long")
+SCHED = ("val-sched-constant", "val-sched-linear", "val-sched-wsd", "val-sched-cosine-long")
 HELD = ("held-grid", "held-steplaw", "held-deepseek")
 
 
@@ -68,7 +69,7 @@ def plot_hyper(db: Database, optima: list[Any], res: dict[str, Any]) -> None:
     p = res["prediction"]
     law = law_from_record(storage.get_law(db, p["law_ids"][p.get("hyper_law", "hyper")]).record)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    ns = np.geomspace(2.5e5, 1.4e7, 60)
+    ns = np.geomspace(1.5e5, 1.0e7, 60)
     for ratio, color in ((10, "C0"), (20, "C1")):
         preds = [law.predict(n, ratio * n) for n in ns]
         ax1.plot(ns, [q.lr for q in preds], color=color, label=f"fitted lr*, D = {ratio} N")
@@ -82,7 +83,7 @@ def plot_hyper(db: Database, optima: list[Any], res: dict[str, Any]) -> None:
         ax1.scatter([g.n_params for g in sel], [g.best_lr for g in sel], color=color, marker="o", zorder=3)
         ax2.scatter([g.tokens for g in sel], [g.best_batch_tokens for g in sel], color=color, marker="o", zorder=3)
     best = res["best"]
-    ax1.scatter([p["n_params"]], [p["lr"]], marker="*", s=180, color="C3", label="predicted (held-out 10.6M)", zorder=4)
+    ax1.scatter([p["n_params"]], [p["lr"]], marker="*", s=180, color="C3", label=f"predicted (held-out {p['n_params'] / 1e6:.1f}M)", zorder=4)
     ax1.scatter([best.n_params], [best.lr], marker="D", s=70, color="k", label="best found (held-out)", zorder=4)
     ax2.scatter([p["tokens"]], [p["batch_tokens"]], marker="*", s=180, color="C3", label="predicted", zorder=4)
     ax2.scatter([best.tokens], [best.batch_tokens], marker="D", s=70, color="k", label="best found", zorder=4)
@@ -98,7 +99,7 @@ def plot_loss(db: Database, optima: list[Any], res: dict[str, Any]) -> None:
     p = res["prediction"]
     law = law_from_record(storage.get_law(db, p["law_ids"]["loss"]).record)
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    ns = np.geomspace(2.5e5, 1.4e7, 60)
+    ns = np.geomspace(1.5e5, 1.0e7, 60)
     for ratio, color in ((10, "C0"), (20, "C1")):
         preds = [law.predict(n, ratio * n) for n in ns]
         ax.plot(ns, [q.loss for q in preds], color=color, label=f"L(N, {ratio} N)")
@@ -134,23 +135,28 @@ def plot_heldout(db: Database, res: dict[str, Any]) -> None:
 
 
 def plot_trajectory(db: Database, res: dict[str, Any]) -> str:
-    law_id = res["prediction"]["law_ids"].get("trajectory_momentum")
-    if law_id is None:
+    """Observed curves of the schedule runs against each fitted trajectory law; the check's summaries."""
+    ids = {form: res["prediction"]["law_ids"].get(f"trajectory_{form}") for form in ("multi_power", "momentum")}
+    ids = {form: i for form, i in ids.items() if i is not None}
+    if not ids:
         return "no trajectory law could be fitted"
-    row = storage.get_law(db, law_id)
-    law = law_from_record(row.record)
-    names = [n.split("/", 1)[1] for n in row.record.get("runs_used") or []]
-    runs = storage.list_runs(db, names=names)
+    rows = {form: storage.get_law(db, i) for form, i in ids.items()}
+    used = set(next(iter(rows.values())).record.get("runs_used") or [])
+    runs = [r for r in storage.list_runs(db, sources=list(SWEEPS + SCHED)) if f"{r.source}/{r.name}" in used]
     curves = fits.loss_curves(db, runs)
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for i, c in enumerate(curves):
-        ax.plot(c.steps, c.loss, ".", ms=3, color=f"C{i}")
-        ax.plot(c.steps, law.predict(c.lr, c.steps, c.warmup()), "-", color=f"C{i}", lw=1,
-                label=f"lr {c.lr.max():.3g}")
-    ax.set_xlabel("step"); ax.set_ylabel("validation loss"); ax.grid(alpha=0.3); ax.legend(fontsize=7)
-    ax.set_title("momentum law: observed (dots) vs fitted (lines), N = 2.65M")
+    fig, axes = plt.subplots(1, len(rows), figsize=(6.2 * len(rows), 4.2), squeeze=False)
+    for ax, (form, row) in zip(axes[0], rows.items()):
+        law = law_from_record(row.record)
+        held = (row.extrapolation or {}).get("held_out_curve")
+        for i, c in enumerate(curves):
+            label = c.name.split("/", 1)[0].removeprefix("val-sched-").replace("val-main", "cosine")
+            ax.plot(c.steps, c.loss, ".", ms=2, color=f"C{i}")
+            ax.plot(c.steps, law.predict(c.lr, c.steps, c.warmup()), "-", color=f"C{i}", lw=1,
+                    label=label + (" (held out by the check)" if c.name == held else ""))
+        ax.set_xscale("log"); ax.set_xlabel("step"); ax.set_ylabel("validation loss"); ax.grid(alpha=0.3)
+        ax.legend(fontsize=7); ax.set_title(f"{form} law: observed (dots) vs fitted (lines), N = 1.18M")
     fig.tight_layout(); fig.savefig(FIGURES / "trajectory.png", dpi=110); plt.close(fig)
-    return (row.extrapolation or {}).get("summary", "-")
+    return "; ".join(f"{form}: {(row.extrapolation or {}).get('summary', '-')}" for form, row in rows.items())
 
 
 def write_report(work: Path, results: Callable[[Path], dict[str, Any]]) -> None:
@@ -188,5 +194,5 @@ def write_demo(work: Path, _results: Any = None) -> None:
     """Export the validation sweeps, the held-out runs and the fitted laws as the demo dataset."""
     db = _db(work)
     names = [law.name for law in storage.list_laws(db, origin="fitted")]
-    counts = export_demo(db, list(SWEEPS + HELD), DEMO_FILE, names)
+    counts = export_demo(db, list(SWEEPS + SCHED + HELD), DEMO_FILE, names)
     print(f"demo dataset: {counts} -> {DEMO_FILE} ({DEMO_FILE.stat().st_size / 1e6:.2f} MB)")
