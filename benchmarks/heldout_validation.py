@@ -101,7 +101,7 @@ def run_concurrently(work: Path, specs: list[Path], extra_workers: dict[str, int
     prepare_corpus(load_spec(specs[0]), Settings().data_dir / "corpora")
     log(f"corpus ready in {time.time() - t0:.0f} s")
     procs = []
-    for s in specs:  # one at a time: the first opening of a new database is not safe to race
+    for s in specs:  # staggered, so that each sweep's plan is stored before the next starts
         procs.append(hpscale(work, "sweep", "run", str(s)))
         time.sleep(6)
     time.sleep(20)  # let each `sweep run` store its plan before workers join it

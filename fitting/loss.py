@@ -250,7 +250,11 @@ class LossLaw:
 
     @staticmethod
     def _eval(c: dict[str, float], n: np.ndarray, d: np.ndarray) -> np.ndarray:
-        return c["E"] + c["A"] / n ** c["alpha"] + c["B"] / d ** c["beta"]
+        # A bootstrap sample of a loosely determined law can have a huge A with a large alpha:
+        # its term overflows to inf, which is the honest value (and lands in the interval's
+        # tail); numpy's overflow warning would only reach the user's terminal.
+        with np.errstate(over="ignore"):
+            return c["E"] + c["A"] / n ** c["alpha"] + c["B"] / d ** c["beta"]
 
     def predict(self, n_params: float, tokens: float, level: float | None = None) -> LossPrediction:
         """Final loss for N params trained on D tokens, with a bootstrap interval."""
@@ -260,7 +264,9 @@ class LossLaw:
         if self.coef_samples_:
             level = self.level if level is None else level
             vals = np.array([self._eval(s, np.float64(n_params), np.float64(tokens)) for s in self.coef_samples_])
-            lo, hi = np.quantile(vals, [(1 - level) / 2, (1 + level) / 2])
+            # Interpolating towards an inf sample (see _eval) gives NaN: then take sample values.
+            method = "linear" if np.isfinite(vals).all() else "inverted_cdf"
+            lo, hi = np.quantile(vals, [(1 - level) / 2, (1 + level) / 2], method=method)
             interval = (float(lo), float(hi))
         return LossPrediction(loss=loss, interval=interval)
 

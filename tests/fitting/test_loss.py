@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -83,3 +84,15 @@ def test_failures():
         LossLaw().predict(1e9, 1e10)
     with pytest.raises(NotFittedError):
         LossLaw().compute_optimal(1e20)
+
+
+def test_an_overflowing_bootstrap_sample_widens_the_interval_silently():
+    # Seen on the GPU sweep's law: a sample with A ~ 1e300 overflows at a small N; numpy's
+    # RuntimeWarning then reached the CLI's output. The interval's tail is inf, the point finite.
+    law = LossLaw(n_bootstrap=0)
+    law.coef_ = {"E": 1.0, "A": 10.0, "B": 100.0, "alpha": 0.3, "beta": 0.3}
+    law.coef_samples_ = [dict(law.coef_) for _ in range(9)] + [{**law.coef_, "A": 1e300, "alpha": 0.5}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pred = law.predict(1e-30, 1e9)
+    assert np.isfinite(pred.loss) and pred.interval is not None and pred.interval[1] == np.inf
