@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -335,7 +336,10 @@ class _StepGraph:
     warmup = 3  # eager steps before capture: the compiled functions must not recompile inside it
 
     def __init__(self, trainer: CellTrainer) -> None:
-        self.trainer = trainer
+        # A weak reference: the trainer owns this object, and a reference cycle would keep the
+        # weights, moments and the graph's memory pool alive after a cell until the garbage
+        # collector ran, while the worker builds the next cell's trainer.
+        self.trainer = weakref.proxy(trainer)
         self.stream = torch.cuda.Stream(trainer.device)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.failed = False
