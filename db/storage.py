@@ -205,22 +205,23 @@ def upsert_published_law(db: Database, law: dict[str, Any]) -> Law:
     """Insert a published law by name, or refresh its record if the code's version changed.
     Safe against another process inserting the same law at the same moment (every command
     opening a new database does this): the loser of that race updates the winner's row."""
-    for attempt in range(2):
-        try:
-            with db.session() as s:
-                row = s.execute(select(Law).where(Law.name == law["name"])).scalar_one_or_none()
-                if row is None:
-                    row = Law(**law)
-                    s.add(row)
-                else:
-                    for key, value in law.items():
-                        setattr(row, key, value)
-                s.flush()
-                return row
-        except ConflictError:
-            if attempt:
-                raise
-    raise AssertionError("unreachable")
+    try:
+        return _upsert_law(db, law)
+    except ConflictError:
+        return _upsert_law(db, law)  # inserted by another process since our select: now an update
+
+
+def _upsert_law(db: Database, law: dict[str, Any]) -> Law:
+    with db.session() as s:
+        row = s.execute(select(Law).where(Law.name == law["name"])).scalar_one_or_none()
+        if row is None:
+            row = Law(**law)
+            s.add(row)
+        else:
+            for key, value in law.items():
+                setattr(row, key, value)
+        s.flush()
+        return row
 
 
 def list_laws(db: Database, *, kind: str | None = None, origin: str | None = None) -> list[Law]:
@@ -371,18 +372,13 @@ def claim_sweep_run(db: Database, run_id: int, trial_id: int, expected_trial_id:
         return True
 
 
-def add_owned_curve_points(db: Database, run_id: int, trial_id: int, points: Sequence[dict[str, Any]]) -> int:
-    """Append curve points to a sweep run only while ``trial_id`` owns it (status "running"):
+def add_owned_curve_points(db: Database,
+                           writes: Sequence[tuple[int, int, Sequence[dict[str, Any]]]]) -> list[int]:
+    """Append curve points to sweep runs, each only while its trial owns it (status "running"):
     a worker that stalled past the grace period and lost its run must not write into the curve
-    of the run's new owner. Returns how many points were written (0 when not the owner)."""
-    return add_owned_curve_points_many(db, [(run_id, trial_id, points)])[0]
-
-
-def add_owned_curve_points_many(db: Database,
-                                writes: Sequence[tuple[int, int, Sequence[dict[str, Any]]]]) -> list[int]:
-    """``add_owned_curve_points`` for several runs in ONE transaction: ``writes`` holds
-    (run_id, trial_id, points) triples; returns the points written for each, in order. A fused
-    cell's worker writes all its members' points of an evaluation this way (one commit, not K)."""
+    of the run's new owner. ``writes`` holds (run_id, trial_id, points) triples, all written in
+    ONE transaction (a fused cell's K members at an evaluation: one commit, not K); returns how
+    many points were written for each, in order (0 where the trial is not the owner)."""
     written = [0] * len(writes)
     todo = [(i, run_id, trial_id, [_point_row(run_id, p) for p in points])
             for i, (run_id, trial_id, points) in enumerate(writes)]

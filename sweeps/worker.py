@@ -246,7 +246,7 @@ class Worker:
         (and only while this worker's trial still owns the run)."""
 
         def on_eval(event: Any) -> None:
-            storage.add_owned_curve_points_many(self.db, [
+            storage.add_owned_curve_points(self.db, [
                 (row.id, trial._trial_id, [{"step": event.step, "tokens": float(event.tokens), "lr": event.lr[k],
                                             "train_loss": event.train_loss[k], "val_loss": event.val_loss[k]}])
                 for k, (trial, row) in enumerate(owned) if event.status[k] != "diverged"])

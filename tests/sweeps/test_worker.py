@@ -257,14 +257,14 @@ def test_run_ownership_moves_only_by_compare_and_set(db: Database) -> None:
     sweep = plan_into(db, spec_dict())
     run = storage.list_runs(db, sweep_id=sweep.id)[0]
     point = {"step": 8, "val_loss": 4.0}
-    assert storage.add_owned_curve_points(db, run.id, 101, [point]) == 0  # queued: nobody owns it
+    assert storage.add_owned_curve_points(db, [(run.id, 101, [point])]) == [0]  # queued: nobody owns it
     assert storage.claim_sweep_run(db, run.id, 101, None, "a")
     assert not storage.claim_sweep_run(db, run.id, 102, None, "b")  # the owner moved on: CAS fails
-    assert storage.add_owned_curve_points(db, run.id, 101, [point]) == 1
-    assert storage.add_owned_curve_points(db, run.id, 102, [{"step": 16, "val_loss": 3.0}]) == 0
+    assert storage.add_owned_curve_points(db, [(run.id, 101, [point])]) == [1]
+    assert storage.add_owned_curve_points(db, [(run.id, 102, [{"step": 16, "val_loss": 3.0}])]) == [0]
     assert storage.claim_sweep_run(db, run.id, 102, 101, "b")  # take-over from a dead trial 101
     assert storage.get_curve(db, run.id) == []  # the dead attempt's points are gone
-    assert storage.add_owned_curve_points(db, run.id, 101, [point]) == 0  # the old owner writes nothing
+    assert storage.add_owned_curve_points(db, [(run.id, 101, [point])]) == [0]  # the old owner writes nothing
     assert not storage.finish_sweep_run(db, run.id, 101, "done", 3.0)
     assert storage.finish_sweep_run(db, run.id, 102, "done", float("nan"))
     done = storage.get_run(db, run.id)
@@ -280,7 +280,7 @@ def test_one_transaction_writes_each_owned_runs_points_and_skips_the_rest(db: Da
     assert storage.claim_sweep_run(db, a.id, 201, None, "w")
     assert storage.claim_sweep_run(db, b.id, 202, None, "w")
     point = {"step": 10, "tokens": 640.0, "lr": 1e-3, "train_loss": 4.5, "val_loss": float("inf")}
-    written = storage.add_owned_curve_points_many(db, [
+    written = storage.add_owned_curve_points(db, [
         (b.id, 202, [point, {**point, "step": 20, "val_loss": 4.0}]),
         (a.id, 999, [point]),  # a trial that does not own a
         (c.id, 203, [point]),  # c is queued: nobody owns it
@@ -290,7 +290,7 @@ def test_one_transaction_writes_each_owned_runs_points_and_skips_the_rest(db: Da
     curve = storage.get_curve(db, b.id)
     assert [(p.step, p.val_loss, p.nonfinite) for p in curve] == [(10, None, True), (20, 4.0, False)]
     assert storage.get_curve(db, a.id) == [] and storage.get_curve(db, c.id) == []
-    assert storage.add_owned_curve_points_many(db, []) == []
+    assert storage.add_owned_curve_points(db, []) == []
 
 
 def test_status_of_a_sweep_stored_by_other_means(sdb: Database) -> None:
