@@ -66,6 +66,7 @@ def test_defaults_and_derived_values() -> None:
         ({"tokenizer": {"vocab_size": 100}}, "tokenizer.vocab_size: Input should be greater than or equal to 258 (got 100)"),
         ({"device": "tpu"}, "device: use auto, cpu, cuda or cuda:N (got 'tpu')"),
         ({"precision": "fp8"}, "precision: Input should be 'auto', 'fp32' or 'bf16' (got 'fp8')"),
+        ({"cuda_graph": "maybe"}, "cuda_graph: Input should be a valid boolean, unable to interpret input (got 'maybe')"),
         ({"name": "has space"}, "name: use 1-100 letters"),
         ({"workers": {"heartbeat_s": 30, "grace_s": 20}}, "workers: grace_s 20 must exceed heartbeat_s 30"),
         ({"seq_len": "long"}, "seq_len: Input should be a valid integer, unable to parse string as an integer (got 'long')"),
