@@ -100,10 +100,7 @@ def run_concurrently(work: Path, specs: list[Path], extra_workers: dict[str, int
     t0 = time.time()
     prepare_corpus(load_spec(specs[0]), Settings().data_dir / "corpora")
     log(f"corpus ready in {time.time() - t0:.0f} s")
-    procs = []
-    for s in specs:  # staggered, so that each sweep's plan is stored before the next starts
-        procs.append(hpscale(work, "sweep", "run", str(s)))
-        time.sleep(6)
+    procs = [hpscale(work, "sweep", "run", str(s)) for s in specs]
     time.sleep(20)  # let each `sweep run` store its plan before workers join it
     for sweep, count in (extra_workers or {}).items():
         procs += [hpscale(work, "worker", "--sweep", sweep, "--no-progress", "--device", "cuda",

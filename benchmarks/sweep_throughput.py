@@ -195,6 +195,17 @@ def profile_step(fn, label: str, device: torch.device, out_dir: Path | None) -> 
         (out_dir / f"profile_{label}.txt").write_text(table)
 
 
+def _shapes(text: str) -> list[tuple[int, int]]:
+    """'64:6,192:6' -> [(64, 6), (192, 6)] (d_model, n_layers); argparse reports a bad value."""
+    try:
+        shapes = [tuple(int(v) for v in c.split(":")) for c in text.split(",")]
+    except ValueError:
+        shapes = []
+    if not shapes or any(len(s) != 2 or min(s) < 1 for s in shapes):
+        raise argparse.ArgumentTypeError(f"expected d_model:n_layers[,d_model:n_layers...], got {text!r}")
+    return shapes  # type: ignore[return-value]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda")
@@ -209,7 +220,7 @@ def main() -> None:
     ap.add_argument("--extra-cells", default="", help="cells outside the grid, 'd:batch,...' (e.g. 512:32,768:32)")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--no-cuda-graph", action="store_true", help="engine without CUDA graph capture of the step")
-    ap.add_argument("--shapes", default="", help="replace the grid's sizes: 'd_model:n_layers,...' (e.g. 64:6,192:6)")
+    ap.add_argument("--shapes", type=_shapes, default=[], help="replace the grid's sizes: 'd_model:n_layers,...' (e.g. 64:6,192:6)")
     ap.add_argument("--head-dim", type=int, default=64)
     ap.add_argument("--lr-count", type=int, default=8, help="learning rates per cell (K)")
     ap.add_argument("--engine-only", action="store_true", help="skip the one-run-at-a-time baseline (a)")
@@ -226,7 +237,7 @@ def main() -> None:
         sizes = [s for s in SIZES if s[0] in wanted]
     batches = [int(b) for b in args.batches.split(",")]
     if args.shapes:
-        sizes = [tuple(int(v) for v in c.split(":")) for c in args.shapes.split(",")]  # type: ignore[misc]
+        sizes = args.shapes
     lrs = [float(x) for x in torch.logspace(math.log10(3e-4), math.log10(3e-3), args.lr_count).tolist()]
     seq_len, vocab = args.seq_len, args.vocab
     if args.tiny:
