@@ -66,9 +66,17 @@ def test_python_source_corpus_with_few_files(tmp_path: Path) -> None:
     folder = corpus.tokenizer_path.parent  # type: ignore[union-attr]
     assert {"train.bin", "val.bin", "tokenizer.json", "manifest.json"} <= {p.name for p in folder.iterdir()}
     assert json.loads((folder / "manifest.json").read_text())["vocab_size"] == corpus.vocab_size
-    capped = build_python_source_corpus(tmp_path, vocab_size=400, max_files=40, tokenizer_max_bytes=200_000,
-                                        max_bytes=50_000)
-    assert capped.manifest["train_bytes"] <= 50_000 and capped.corpus_hash != corpus.corpus_hash
+
+
+def test_max_bytes_caps_the_text_kept(tmp_path: Path) -> None:
+    # A folder of known files: the cap must not depend on which packages this machine has installed.
+    folder = _write_folder(tmp_path)
+    full = build_text_corpus(folder, tmp_path / "cache", vocab_size=300, val_fraction=0.1)
+    cap = full.manifest["train_bytes"] // 3
+    capped = build_text_corpus(folder, tmp_path / "cache", vocab_size=300, val_fraction=0.1, max_bytes=cap)
+    assert capped.manifest["train_bytes"] <= cap < full.manifest["train_bytes"]
+    assert 2 <= capped.manifest["files"] < full.manifest["files"]
+    assert capped.corpus_hash != full.corpus_hash
 
 
 def test_token_bin_loads_and_splits_off_the_tail(tmp_path: Path) -> None:
