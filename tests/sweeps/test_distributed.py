@@ -103,7 +103,10 @@ def test_three_workers_one_killed_every_run_finishes_exactly_once(pg_url: str, t
 
 
 INTERRUPTIBLE = """
-import sys
+import signal, sys
+# A child of a shell's background job inherits SIGINT ignored, and Python then installs no
+# handler: restore the default so that the signal below is the user's Ctrl-C wherever pytest runs.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {here!r})
 from test_worker import FakeRunner
 from db.engine import Database
