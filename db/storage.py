@@ -340,7 +340,7 @@ def add_sweep_runs(db: Database, sweep_id: int, runs: Sequence[dict[str, Any]]) 
 
 
 def update_sweep(db: Database, sweep_id: int, **fields: Any) -> Sweep:
-    """Set columns of a sweep (``status``, ``corpus_hash``)."""
+    """Set columns of a sweep (``corpus_hash``, say)."""
     with db.session() as s:
         row = s.get(Sweep, sweep_id)
         if row is None:

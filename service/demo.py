@@ -47,7 +47,7 @@ def export_demo(db: Database, sources: Sequence[str], path: Path, law_names: Seq
             "cell_key": r.cell_key, "curve": [[p.step, p.tokens, p.lr, _num(p.train_loss), _num(p.val_loss)] for p in curves[r.id]],
         })
     used = {r["sweep"] for r in out_runs}
-    out_sweeps = [{"name": s.name, "spec": s.spec, "status": s.status, "corpus_hash": s.corpus_hash,
+    out_sweeps = [{"name": s.name, "spec": s.spec, "corpus_hash": s.corpus_hash,
                    "code_version": s.code_version} for s in sweeps.values() if s.name in used]
     id_to_key = {r.id: f"{r.source}/{r.name}" for r in runs}
     out_laws = []
@@ -94,7 +94,6 @@ def load_demo(db: Database, path: Path = DEMO_FILE) -> dict[str, int]:
         if s["name"] not in existing:
             row = storage.add_sweep(db, s["name"], s["spec"], code_version=s["code_version"],
                                     corpus_hash=s.get("corpus_hash"))
-            storage.update_sweep(db, row.id, status=s.get("status") or "finished")
             existing[s["name"]] = row.id
     runs = []
     for r in doc["runs"]:

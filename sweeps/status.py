@@ -14,6 +14,21 @@ from sweeps.plan import group_key, judge_group
 from sweeps.spec import SpecError, WorkersSpec, parse_spec
 
 STATUSES = ("done", "diverged", "running", "queued", "failed")
+SWEEP_STATES = ("planned", "running", "partial", "finished")
+
+
+def sweep_state(counts: dict[str, int]) -> str:
+    """A sweep's state from its runs' counts by status (see ``SWEEP_STATES``).
+
+    "finished": nothing queued or running; "running": a worker holds runs now; "planned": nothing
+    has been trained yet; "partial": some runs finished and the rest wait for a worker (a sweep
+    stopped with Ctrl-C, say). Derived, never stored, so that it cannot go stale.
+    """
+    if not (counts.get("queued", 0) or counts.get("running", 0)):
+        return "finished"
+    if counts.get("running", 0):
+        return "running"
+    return "partial" if any(counts.get(s, 0) for s in ("done", "diverged", "failed")) else "planned"
 
 
 @dataclass(frozen=True)
@@ -46,11 +61,15 @@ class SweepStatus:
     groups: list[GroupStatus]
 
     @property
+    def state(self) -> str:
+        return sweep_state(self.counts)
+
+    @property
     def finished(self) -> bool:
-        return not (self.counts.get("queued", 0) or self.counts.get("running", 0))
+        return self.state == "finished"
 
     def to_dict(self) -> dict[str, object]:
-        return {**asdict(self), "finished": self.finished}
+        return {**asdict(self), "state": self.state, "finished": self.finished}
 
 
 def _aware(t: dt.datetime | None) -> dt.datetime | None:

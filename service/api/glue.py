@@ -33,6 +33,7 @@ from service import laws as law_service
 from service.api import schemas as s
 from service.errors import InputError
 from service.runformat import validate_runs
+from sweeps.status import sweep_state
 from service.jsonsafe import json_safe
 
 logger = logging.getLogger("hpscale.api")
@@ -531,7 +532,7 @@ def import_runs(db: Database, body: s.RunsImport) -> s.ImportResult:
 # -- sweeps ------------------------------------------------------------------------------------
 def _sweep_summary(row: Sweep, counts: dict[str, int]) -> dict[str, Any]:
     return {
-        "id": row.id, "name": row.name, "status": row.status, "corpus_hash": row.corpus_hash,
+        "id": row.id, "name": row.name, "status": sweep_state(counts), "corpus_hash": row.corpus_hash,
         "code_version": row.code_version, "created_at": row.created_at, "n_runs": sum(counts.values()),
         "runs_by_status": counts,
     }

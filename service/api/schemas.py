@@ -233,7 +233,9 @@ class SweepSummary(BaseModel):
 
     id: int
     name: str
-    status: str
+    status: Literal["planned", "running", "partial", "finished"] = Field(
+        description="From the runs: finished (nothing queued or running), running (a worker holds runs), "
+                    "planned (nothing trained yet) or partial (some finished, the rest queued).")
     corpus_hash: str | None
     code_version: str
     created_at: UtcDatetime

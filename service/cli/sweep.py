@@ -265,7 +265,7 @@ def _show_status(db: Any, sweeps: list[Any], json_out: bool) -> None:
         out_console.print("no sweeps: `hpscale sweep run SPEC` starts one")
         return
     for st in statuses:
-        table = Table(title=f"sweep {st.name} (id {st.id})" + (": finished" if st.finished else ""))
+        table = Table(title=f"sweep {st.name} (id {st.id}): {st.state}")
         for col in ("group", "N", "D", "done", "diverged", "running", "queued", "failed", "best lr",
                     "best batch", "best loss", "bracketed", "rounds"):
             table.add_column(col, justify="left" if col in ("group", "bracketed") else "right")

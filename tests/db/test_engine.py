@@ -22,6 +22,20 @@ def test_new_database_is_migrated_on_first_use(any_db_url: str) -> None:
     db.dispose()
 
 
+def test_the_migrations_build_exactly_the_models_schema(any_db_url: str) -> None:
+    # A model changed without a migration (or the reverse) shows up here, on both backends.
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from db.models import Base
+
+    db = Database(any_db_url)
+    db.upgrade()
+    with db.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    db.dispose()
+
+
 def test_older_database_is_refused_until_upgraded(any_db_url: str) -> None:
     db = Database(any_db_url)
     command.upgrade(alembic_config(db.engine), "0001")

@@ -16,6 +16,7 @@ def test_list_and_detail_with_progress(any_client) -> None:
     (listed,) = any_client.get("/api/v1/sweeps").json()
     assert listed["id"] == sweep_id and listed["name"] == "tiny" and listed["n_runs"] == 18
     assert listed["runs_by_status"] == {"done": 14, "diverged": 1, "queued": 3}
+    assert listed["status"] == "partial"  # derived from the runs: some finished, none running
     by_id = any_client.get(f"/api/v1/sweeps/{sweep_id}").json()
     by_name = any_client.get("/api/v1/sweeps/tiny").json()
     assert by_id == by_name and by_id["spec"] == {"sizes": [1e6, 4e6]} and by_id["corpus_hash"] == "abc"

@@ -34,6 +34,7 @@ def test_demo_load_is_idempotent_and_keeps_provenance(cli_env) -> None:
     assert len(shown["run_ids"]) == len(shipped["runs"])
     status = json.loads(hp("sweep", "status", "--json").stdout)
     assert {s["name"] for s in status} >= {"val-main", "held-grid"}
+    assert {s["state"] for s in status} == {"finished"}  # every shipped run is done or diverged
 
 
 @pytest.mark.parametrize("content, message", [(b"not gzip", "not a demo file"), (None, "no such demo file")])

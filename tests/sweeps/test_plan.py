@@ -97,7 +97,7 @@ def test_store_plan_is_idempotent_and_lives_beside_optuna(db: Database) -> None:
     s = spec()
     sweep = book.store_plan(db, build_plan(s))
     assert OPTUNA_TABLES <= _tables(db) and {"runs", "sweeps", "alembic_version"} <= _tables(db)
-    assert db.current_revision() == db.head_revision() == "0002"  # Optuna left alembic_version alone
+    assert db.current_revision() == db.head_revision() == "0003"  # Optuna left alembic_version alone
     runs = storage.list_runs(db, sweep_id=sweep.id)
     assert len(runs) == 16 and {r.status for r in runs} == {"queued"} and runs[0].source == "p"
     assert runs[0].group_key == "N24576-D24576" and runs[0].cell_key == "N24576-D24576-B4"
@@ -112,7 +112,7 @@ def test_store_plan_is_idempotent_and_lives_beside_optuna(db: Database) -> None:
     book.store_plan(db, build_plan(s))
     assert len(storage.list_runs(db, sweep_id=sweep.id)) == 16
     assert sum(len(st.get_trials(deepcopy=False)) for st in book.studies(db, store, sweep).values()) == 16
-    assert db.upgrade() == ("0002", "0002") and OPTUNA_TABLES <= _tables(db)
+    assert db.upgrade() == ("0003", "0003") and OPTUNA_TABLES <= _tables(db)
     fresh = Database(db.url)
     fresh.ensure_schema()  # a new handle accepts the shared database as hpscale's
     fresh.dispose()
@@ -130,7 +130,7 @@ def test_study_names_and_urls() -> None:
     assert queue.optuna_url("sqlite:///x.db") == "sqlite:///x.db"
 
 
-def test_migration_0001_to_0002_keeps_rows(any_db_url: str) -> None:
+def test_migrations_from_0001_keep_rows(any_db_url: str) -> None:
     db = Database(any_db_url)
     command.upgrade(alembic_config(db.engine), "0001")
     assert db.current_revision() == "0001"
@@ -145,7 +145,9 @@ def test_migration_0001_to_0002_keeps_rows(any_db_url: str) -> None:
         conn.execute(sa.text("INSERT INTO curve_points (run_id, step, val_loss, nonfinite) VALUES (1, 10, 4.0, false)"))
     with pytest.raises(Exception, match="older than this hpscale"):
         db.ensure_schema()
-    assert db.upgrade() == ("0001", "0002")
+    assert db.upgrade() == ("0001", "0003")
+    (sweep,) = storage.list_sweeps(db)
+    assert (sweep.name, sweep.code_version) == ("old", "v0")  # 0003 dropped the stale status column only
     (run,) = storage.list_runs(db)
     assert (run.name, run.final_loss, run.status, run.sweep_id) == ("r1", 3.5, "done", 1)
     assert run.group_key is None and run.trial_id is None and run.heartbeat_at is None
