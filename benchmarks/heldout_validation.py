@@ -48,6 +48,9 @@ MAIN, LONG = "val-main", "val-long"
 # holds out.
 SCHEDULES = ("constant", "linear", "wsd", "cosine-long")
 SCHED_SOURCES = tuple(f"val-sched-{k}" for k in SCHEDULES)
+# The held-out model's runs: the local grid around the prediction, and each preset's recommendation.
+HELD_GRID = "held-grid"
+HELD_SOURCES = (HELD_GRID, "held-steplaw", "held-deepseek")
 # The sweep's shape family (6 layers, head_dim 32) at twice the largest width:
 # 12 * 6 * 320^2 = 7.37M = 4 x 1.84M non-embedding parameters.
 HELD_SHAPE = {"d_model": 320, "n_layers": 6, "n_heads": 10}
@@ -198,7 +201,7 @@ def heldout_spec(name: str, lrs: list[float], batches: list[int], rounds: int) -
 def write_heldout_specs(work: Path, p: dict[str, Any]) -> list[Path]:
     b = p["batch_size"]
     specs = {
-        "held-grid": heldout_spec("held-grid", [p["lr"] * 2.0**k for k in (-2, -1, 0, 1, 2)],
+        HELD_GRID: heldout_spec(HELD_GRID, [p["lr"] * 2.0**k for k in (-2, -1, 0, 1, 2)],
                                   [max(1, round(b / 2)), b, 2 * b], rounds=1),
         **{f"held-{k}": heldout_spec(f"held-{k}", [v["lr"]], [v["batch_size"]], rounds=0)
            for k, v in p["presets"].items()},
@@ -212,15 +215,14 @@ def write_heldout_specs(work: Path, p: dict[str, Any]) -> list[Path]:
 
 
 def stage_heldout(work: Path) -> None:
-    run_concurrently(work, [work / "held-grid.yaml", work / "held-steplaw.yaml", work / "held-deepseek.yaml"],
-                     extra_workers={"held-grid": 2})
+    run_concurrently(work, [work / f"{name}.yaml" for name in HELD_SOURCES], extra_workers={HELD_GRID: 2})
 
 
 def results(work: Path) -> dict[str, Any]:
     """The numbers of the report: regret of each recommendation and the loss prediction error."""
     db = Database(db_url(work))
     p = json.loads((work / "prediction.json").read_text())
-    held = [r for s in ("held-grid", "held-steplaw", "held-deepseek") for r in storage.list_runs(db, sources=[s])]
+    held = [r for s in HELD_SOURCES for r in storage.list_runs(db, sources=[s])]
     done = [r for r in held if r.status == "done" and r.final_loss is not None]
     best = min(done, key=lambda r: r.final_loss)
 
@@ -228,7 +230,7 @@ def results(work: Path) -> dict[str, Any]:
         cands = [r for r in done if r.source == source and r.batch_size == batch]
         return min(cands, key=lambda r: abs(math.log(r.lr / lr)))
 
-    predicted = at("held-grid", p["lr"], p["batch_size"])
+    predicted = at(HELD_GRID, p["lr"], p["batch_size"])
     rows = {"hpscale (fitted here)": predicted}
     for k, v in p["presets"].items():
         rows[{"steplaw": "Step Law preset", "deepseek": "DeepSeek preset"}[k]] = at(f"held-{k}", v["lr"], v["batch_size"])

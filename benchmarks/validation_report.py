@@ -21,11 +21,14 @@ from fitting.registry import law_from_record  # noqa: E402
 from service import fits  # noqa: E402
 from service.demo import DEMO_FILE, export_demo  # noqa: E402
 
+# The experiment's run sources, named once in the script that creates them.
+from heldout_validation import HELD_GRID, LONG, MAIN  # noqa: E402
+from heldout_validation import HELD_SOURCES as HELD  # noqa: E402
+from heldout_validation import SCHED_SOURCES as SCHED  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "docs" / "validation"
-SWEEPS = ("val-main", "val-long")
-SCHED = ("val-sched-constant", "val-sched-linear", "val-sched-wsd", "val-sched-cosine-long")
-HELD = ("held-grid", "held-steplaw", "held-deepseek")
+SWEEPS = (MAIN, LONG)
 
 
 def _db(work: Path) -> Database:
@@ -119,7 +122,7 @@ def plot_loss(db: Database, optima: list[Any], res: dict[str, Any]) -> None:
 def plot_heldout(db: Database, res: dict[str, Any]) -> None:
     p = res["prediction"]
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    grid = [r for r in storage.list_runs(db, sources=["held-grid"]) if r.final_loss is not None]
+    grid = [r for r in storage.list_runs(db, sources=[HELD_GRID]) if r.final_loss is not None]
     for i, b in enumerate(sorted({r.batch_size for r in grid})):
         pts = sorted((r.lr, r.final_loss) for r in grid if r.batch_size == b)
         ax.plot(*zip(*pts), marker="o", color=f"C{i}", label=f"batch {b:.0f} x 256")
@@ -149,7 +152,7 @@ def plot_trajectory(db: Database, res: dict[str, Any]) -> str:
         law = law_from_record(row.record)
         held = (row.extrapolation or {}).get("held_out_curve")
         for i, c in enumerate(curves):
-            label = c.name.split("/", 1)[0].removeprefix("val-sched-").replace("val-main", "cosine")
+            label = c.name.split("/", 1)[0].removeprefix("val-sched-").replace(MAIN, "cosine")
             ax.plot(c.steps, c.loss, ".", ms=2, color=f"C{i}")
             ax.plot(c.steps, law.predict(c.lr, c.steps, c.warmup()), "-", color=f"C{i}", lw=1,
                     label=label + (" (held out by the check)" if c.name == held else ""))
