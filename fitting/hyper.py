@@ -148,6 +148,9 @@ class HyperLaw:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.on_edge not in ON_EDGE:
             raise ValueError(f"on_edge must be one of {ON_EDGE}, got {self.on_edge!r}")
+        # Seeds of one configuration are one point (their mean): near_optimal then indexes
+        # configurations, each weighted once in the regression and drawn once in the bootstrap.
+        runs = runs.average_repeats()
         groups = group_optima(runs, self.eps)
         usable = runs.usable
         if np.isnan(runs.batch_tokens[usable]).any():
@@ -177,7 +180,7 @@ class HyperLaw:
         ok = runs.usable
         self.fit_range_ = fit_range(runs.n_params[ok], runs.tokens[ok])
         self.groups_ = groups
-        self.runs_used_ = [runs.names[i] for i in np.flatnonzero(ok)]
+        self.runs_used_ = runs.run_names(ok)
         self.warnings_ = warnings
         return self
 

@@ -178,8 +178,9 @@ class LossLaw:
 
     def fit(self, runs: RunSet) -> "LossLaw":
         """Fit on the best finite loss of every (N, D) group of ``runs`` (a group swept over
-        lr and batch contributes its optimum; a single run per group contributes itself)."""
-        usable = runs.require_usable()
+        lr and batch contributes its optimum; a single run per group contributes itself).
+        Repeats of a configuration (seeds) count as one with their mean loss."""
+        usable = runs.average_repeats().require_usable()
         gid, keys = usable.group_keys()
         best = np.array([np.flatnonzero(gid == g)[np.argmin(usable.final_loss[gid == g])] for g in range(len(keys))])
         n, d, y = usable.n_params[best], usable.tokens[best], usable.final_loss[best]
@@ -229,7 +230,7 @@ class LossLaw:
             lo, hi = np.quantile(arr, [(1 - self.level) / 2, (1 + self.level) / 2], axis=0)
             self.intervals_ = {k: [float(a), float(b)] for k, a, b in zip(self.COEFFICIENTS, lo, hi)}
         self.fit_range_ = fit_range(n, d)
-        self.runs_used_ = [usable.names[i] for i in best]
+        self.runs_used_ = usable.run_names(best)
         return self
 
     def _grid_scores(self, grid: np.ndarray, ln: np.ndarray, ld: np.ndarray, log_y: np.ndarray) -> np.ndarray:

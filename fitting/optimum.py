@@ -190,10 +190,14 @@ def smooth_optimum(lr: np.ndarray, batch: np.ndarray, loss: np.ndarray, eps: flo
 def group_optima(runs: RunSet, eps: float = 0.0025) -> list[GroupOptimum]:
     """The optimum of every (N, D) group of the usable runs (finite loss, not diverged).
 
-    Groups whose runs all diverged are skipped (they say nothing about the optimum); raises
-    InsufficientDataError when no run is usable or when lr is unknown for a usable run.
+    Repeats of a configuration (seeds) count as one point with their mean loss
+    (``RunSet.average_repeats``); ``near_optimal`` then lists every run of each near-optimal
+    configuration, as indices into ``runs``. Groups whose runs all diverged are skipped (they
+    say nothing about the optimum); raises InsufficientDataError when no run is usable or when
+    lr is unknown for a usable run.
     """
-    usable = runs.require_usable()
+    usable = runs.average_repeats().require_usable()
+    row_of = {name: i for i in range(len(runs)) for name in runs.run_names([i])}
     if np.isnan(usable.lr).any():
         missing = usable.names[int(np.argmax(np.isnan(usable.lr)))]
         raise InsufficientDataError(f"run {missing!r} has no learning rate: an optimum needs the lr of every run")
@@ -204,12 +208,12 @@ def group_optima(runs: RunSet, eps: float = 0.0025) -> list[GroupOptimum]:
         lr, bt, loss = usable.lr[idx], usable.batch_tokens[idx], usable.final_loss[idx]
         best = int(np.argmin(loss))
         s_lr, s_bt, method = smooth_optimum(lr, bt, loss, eps)
-        # Indices refer back to the caller's RunSet, not to the usable subset.
-        original = np.flatnonzero(runs.usable)[idx]
+        # Indices refer back to the caller's RunSet (each of its rows may itself average runs).
+        near_rows = np.unique([row_of[name] for name in usable.run_names(idx[near_optimal_mask(loss, eps)])])
         out.append(
             GroupOptimum(
                 n_params=n, tokens=d, best_loss=float(loss[best]), best_lr=float(lr[best]),
-                best_batch_tokens=float(bt[best]), near_optimal=original[near_optimal_mask(loss, eps)],
+                best_batch_tokens=float(bt[best]), near_optimal=near_rows,
                 lr=s_lr, batch_tokens=s_bt, method=method, edges=grid_edges(lr, bt, best),
             )
         )

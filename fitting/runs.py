@@ -5,10 +5,16 @@ parameters (count), ``tokens`` training tokens, ``lr`` peak learning rate, ``bat
 in tokens, ``final_loss`` nats/token. Unknown ``lr`` / ``batch_tokens`` are NaN; a diverged run
 may carry a NaN or infinite loss, any other run must have a finite one. ``names`` identify the
 runs so that a fit can report exactly which runs it used.
+
+Repeats (the same N, D, lr and batch trained with several seeds) are one measurement of that
+configuration: the laws fit on ``average_repeats()``, one row per configuration with the mean
+loss, so that a group's optimum is not the luckiest seed (the minimum over seeds is biased low,
+and picks whichever configuration drew the best noise).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +39,8 @@ class RunSet:
     final_loss: np.ndarray
     diverged: np.ndarray
     names: list[str]
+    # Row i averages the runs members[i] (see average_repeats); None: every row is one run.
+    members: list[tuple[str, ...]] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.names)
@@ -49,6 +57,11 @@ class RunSet:
         for key, arr in arrays.items():
             object.__setattr__(self, key, arr)
         object.__setattr__(self, "names", [str(x) for x in self.names])
+        if self.members is not None:
+            members = [tuple(str(x) for x in m) for m in self.members]
+            if len(members) != n or not all(members):
+                raise InvalidRunsError(f"members must list the runs of each of the {n} rows")
+            object.__setattr__(self, "members", members)
         self._validate()
 
     def _validate(self) -> None:
@@ -107,6 +120,41 @@ class RunSet:
             n_params=self.n_params[idx], tokens=self.tokens[idx], lr=self.lr[idx],
             batch_tokens=self.batch_tokens[idx], final_loss=self.final_loss[idx],
             diverged=self.diverged[idx], names=[self.names[int(i)] for i in idx],
+            members=None if self.members is None else [self.members[int(i)] for i in idx],
+        )
+
+    def run_names(self, mask_or_index: np.ndarray | Sequence[int]) -> list[str]:
+        """The names of the runs behind the selected rows: every repeat of an averaged row."""
+        idx = np.asarray(mask_or_index)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        if self.members is None:
+            return [self.names[int(i)] for i in idx]
+        return [name for i in idx for name in self.members[int(i)]]
+
+    def average_repeats(self) -> "RunSet":
+        """One row per configuration (N, D, lr, batch_tokens): the mean final loss of its runs.
+
+        A configuration with a diverged run is diverged (an lr that diverges for one seed in
+        two is no recommendation). The row keeps its first run's name and lists all of them in
+        ``members``. Runs of unknown lr or batch are never merged: nothing says they repeat one
+        configuration. Without repeats this is the RunSet itself.
+        """
+        rows: dict[tuple[float, ...], list[int]] = {}
+        for i, key in enumerate(zip(self.n_params.tolist(), self.tokens.tolist(), self.lr.tolist(),
+                                    self.batch_tokens.tolist())):
+            known = not (math.isnan(key[2]) or math.isnan(key[3]))
+            rows.setdefault(key if known else (i, math.nan, math.nan, math.nan), []).append(i)
+        if len(rows) == len(self) and self.members is None:
+            return self
+        first = np.array([ids[0] for ids in rows.values()])
+        diverged = np.array([bool(self.diverged[ids].any()) for ids in rows.values()])
+        loss = np.array([float(np.mean(self.final_loss[ids])) for ids in rows.values()])
+        return RunSet(
+            n_params=self.n_params[first], tokens=self.tokens[first], lr=self.lr[first],
+            batch_tokens=self.batch_tokens[first], final_loss=np.where(diverged, np.nan, loss),
+            diverged=diverged, names=[self.names[int(i)] for i in first],
+            members=[tuple(self.run_names(ids)) for ids in rows.values()],
         )
 
     @property

@@ -39,7 +39,8 @@ def _holdout_mask(runs: RunSet, holdout: str) -> np.ndarray:
 
 
 def _split(runs: RunSet, holdout: str) -> tuple[RunSet, RunSet]:
-    usable = runs.require_usable()
+    # Scored on configuration means, as the laws are fitted: a lucky seed is no optimum.
+    usable = runs.average_repeats().require_usable()
     mask = _holdout_mask(usable, holdout)
     if not mask.any() or mask.all():
         raise InsufficientDataError(f"holding out the largest {holdout} leaves nothing to fit or nothing to test")

@@ -190,19 +190,24 @@ class GroupVerdict:
 
 
 def judge_group(lrs: Sequence[float], batches: Sequence[float], losses: Sequence[float | None]) -> GroupVerdict:
-    """The group's best run and the grid edges it touches.
+    """The group's best configuration (lr, batch) and the grid edges it touches.
 
-    A diverged run counts as searched with an infinite loss: an optimum whose higher
-    neighbours diverged is bracketed from above, not on an edge.
+    Seeds of one configuration count by their mean loss, as in the fits. A diverged run counts
+    as searched with an infinite loss (and makes its configuration's mean infinite): an optimum
+    whose higher neighbours diverged is bracketed from above, not on an edge.
     """
     from fitting.optimum import grid_edges
 
-    loss = np.array([math.inf if v is None else v for v in losses], dtype=float)
+    configs: dict[tuple[float, float], list[float]] = {}
+    for lr, batch, v in zip(lrs, batches, losses):
+        configs.setdefault((float(lr), float(batch)), []).append(math.inf if v is None else float(v))
+    loss = np.array([np.mean(v) for v in configs.values()], dtype=float)
     if loss.size == 0 or not np.isfinite(loss).any():
         return GroupVerdict(None, None, None, ("all_diverged",))
     best = int(np.argmin(loss))
-    edges = grid_edges(np.asarray(lrs, float), np.asarray(batches, float), best)
-    return GroupVerdict(float(lrs[best]), int(batches[best]), float(loss[best]), edges)
+    lr_arr, batch_arr = (np.array(a, float) for a in zip(*configs))
+    edges = grid_edges(lr_arr, batch_arr, best)
+    return GroupVerdict(float(lr_arr[best]), int(batch_arr[best]), float(loss[best]), edges)
 
 
 def refinement_lrs(searched: Sequence[float], edge: str, log_step: float, points: int) -> list[float]:

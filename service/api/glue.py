@@ -24,7 +24,7 @@ from db.models import Law, Run, Sweep
 from fitting.errors import FittingError
 from fitting.hyper import HyperLaw, compute_flops
 from fitting.optimum import GroupOptimum as FitGroupOptimum
-from fitting.optimum import group_optima, near_optimal_mask
+from fitting.optimum import group_optima
 from fitting.presets import DEFAULT_PRESET
 from fitting.runs import RunSet
 from fitting.schedules import lr_schedule
@@ -572,14 +572,13 @@ def sweep_groups(db: Database, sweep: str, eps: float = NEAR_OPTIMAL_EPS) -> lis
         by_group.setdefault((r.n_params, r.tokens), []).append(r)
     out = []
     for (n, d), members in sorted(by_group.items()):
-        # A diverged run is never near-optimal, whatever loss it logged before diverging.
-        finished = [r for r in members if r.status == "done" and r.final_loss is not None]
-        near: set[int] = set()
-        best = None
-        if finished:
-            losses = np.array([r.final_loss for r in finished], float)
-            near = {finished[i].id for i in np.flatnonzero(near_optimal_mask(losses, eps))}
-            best = finished[int(np.argmin(losses))]
+        # The fitting engine's optimum, so that the page shows what a fit uses: a diverged run is
+        # never near-optimal, and seeds of one configuration count by their mean loss.
+        judged = [r for r in members if r.status in ("done", "diverged") and r.lr is not None and r.batch_tokens is not None]
+        opt = _fit_group(judged, eps)
+        near = {judged[int(i)].id for i in opt.near_optimal} if opt else set()
+        best = min((r for r in judged if r.id in near and r.lr == opt.best_lr and r.batch_tokens == opt.best_batch_tokens),
+                   key=lambda r: r.final_loss) if opt else None  # type: ignore[union-attr]
         out.append(
             s.Group(
                 n_params=n, tokens=d, compute=finite(compute_flops(n, d)),
@@ -591,27 +590,27 @@ def sweep_groups(db: Database, sweep: str, eps: float = NEAR_OPTIMAL_EPS) -> lis
                     )
                     for r in members
                 ],
-                best_run_id=best.id if best else None, best_loss=finite(best.final_loss) if best else None,
-                near_optimal_run_ids=sorted(near), eps=eps, optimum=_group_optimum(finished, eps),
+                best_run_id=best.id if best else None, best_loss=finite(opt.best_loss) if opt else None,
+                near_optimal_run_ids=sorted(near), eps=eps, optimum=_smooth_optimum(opt, judged),
             )
         )
     return out
 
 
-def _group_optimum(finished: list[Run], eps: float) -> s.GroupOptimum | None:
-    """The smooth optimum of one group's finished runs, or None when they cannot give one
-    (no lr or batch recorded, or fewer than three runs: no surface to fit)."""
-    usable = [r for r in finished if r.lr is not None and r.batch_tokens is not None]
-    if len(usable) < 3:
-        return None
+def _fit_group(judged: list[Run], eps: float) -> FitGroupOptimum | None:
+    """The optimum of one group's finished runs (lr and batch known), or None when none finished."""
     try:
-        groups: list[FitGroupOptimum] = group_optima(_run_set(usable), eps)
-    except FittingError:
+        groups = group_optima(_run_set(judged), eps) if judged else []
+    except FittingError:  # every run diverged
         return None
-    if len(groups) != 1 or finite(groups[0].lr) is None:
+    return groups[0] if len(groups) == 1 else None
+
+
+def _smooth_optimum(opt: FitGroupOptimum | None, judged: list[Run]) -> s.GroupOptimum | None:
+    """The group's smooth optimum, or None with fewer than three finished runs (no surface to fit)."""
+    if opt is None or sum(r.status == "done" for r in judged) < 3 or finite(opt.lr) is None:
         return None
-    g = groups[0]
-    return s.GroupOptimum(lr=g.lr, batch_tokens=finite(g.batch_tokens), method=g.method, edges=list(g.edges))
+    return s.GroupOptimum(lr=opt.lr, batch_tokens=finite(opt.batch_tokens), method=opt.method, edges=list(opt.edges))
 
 
 # -- fits and predictions (the fitting glue lives in service.fits) ---------------------------

@@ -339,9 +339,10 @@ class Group(BaseModel):
     tokens: float
     compute: float | None = Field(description="6 N D, FLOPs (null past double precision).")
     runs: list[GroupRun]
-    best_run_id: int | None = Field(description="The finished run with the lowest final loss; null if none finished.")
-    best_loss: float | None
-    near_optimal_run_ids: list[int] = Field(description="Runs within eps of the best final loss.")
+    best_run_id: int | None = Field(description="The lowest-loss run of the best configuration; null if none finished.")
+    best_loss: float | None = Field(description="The best configuration's final loss (the mean over its seeds), nats/token.")
+    near_optimal_run_ids: list[int] = Field(
+        description="Runs of the configurations within eps of the best (by mean loss over seeds; never a diverged one).")
     eps: float
     optimum: GroupOptimum | None = Field(description="Null when the group has too few finished runs with lr and batch.")
 

@@ -101,3 +101,16 @@ def critical_data(p: float = 0.5):
     return {k: np.array(v) for k, v in rows.items()}
 
 
+
+
+def with_seeds(runs: RunSet, spread: float, seed: int = 0) -> RunSet:
+    """Every run of ``runs`` twice (two seeds), at loss x (1 + e) and x (1 - e) with e ~ N(0,
+    ``spread``) per configuration: the seeds' mean is the original loss exactly, while the better
+    seed of each configuration is off by up to a few ``spread``."""
+    rng = np.random.default_rng(seed)
+    e = spread * rng.standard_normal(len(runs))
+    return RunSet(n_params=np.tile(runs.n_params, 2), tokens=np.tile(runs.tokens, 2), lr=np.tile(runs.lr, 2),
+                  batch_tokens=np.tile(runs.batch_tokens, 2),
+                  final_loss=np.tile(runs.final_loss, 2) * np.concatenate([1 + e, 1 - e]),
+                  diverged=np.tile(runs.diverged, 2),
+                  names=[f"{n}-s0" for n in runs.names] + [f"{n}-s1" for n in runs.names])

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from fitting_synthetic import TRUE_HYPER, synthetic_grid
+from fitting_synthetic import TRUE_HYPER, synthetic_grid, with_seeds
 from fitting.errors import InsufficientDataError, InvalidLawRecordError, NotFittedError
 from fitting.hyper import HyperLaw
 from fitting.registry import law_from_record
@@ -125,3 +125,17 @@ def test_not_fitted_and_bad_records():
         law_from_record({"kind": "hyper", "form": "steplaw", "coefficients": {"a_lr": 1.0}})
     with pytest.raises(InvalidLawRecordError):
         law_from_record({"kind": "hyper", "form": "steplaw"})
+
+
+@pytest.mark.parametrize("method", ["near_optimal", "smooth"])
+def test_seeds_are_averaged_before_the_fit(method):
+    # Two seeds per configuration whose mean is the one-seed loss: the same law, fitted on
+    # (and crediting) every seed's run. Without averaging, each group's optimum would be its
+    # luckiest seed, 1% noise apart.
+    base = synthetic_grid()
+    one = HyperLaw(method=method, n_bootstrap=20, seed=3).fit(base)
+    two = HyperLaw(method=method, n_bootstrap=20, seed=3).fit(with_seeds(base, spread=0.01))
+    assert two.coef_ == pytest.approx(one.coef_, rel=1e-9)
+    samples = [np.array([[c[k] for k in sorted(c)] for c in law.coef_samples_]) for law in (one, two)]
+    np.testing.assert_allclose(samples[1], samples[0], rtol=1e-9)
+    assert len(two.runs_used_) == 2 * len(one.runs_used_)

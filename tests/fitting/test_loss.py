@@ -10,7 +10,7 @@ from fitting.loss import LossLaw
 from fitting.registry import law_from_record
 from fitting.runs import RunSet
 from fitting_synthetic import TRUE_LOSS as TRUE
-from fitting_synthetic import chinchilla_like
+from fitting_synthetic import chinchilla_like, synthetic_grid, with_seeds
 
 def test_recovers_known_parameters():
     law = LossLaw(n_bootstrap=0).fit(chinchilla_like())
@@ -96,3 +96,12 @@ def test_an_overflowing_bootstrap_sample_widens_the_interval_silently():
         warnings.simplefilter("error")
         pred = law.predict(1e-30, 1e9)
     assert np.isfinite(pred.loss) and pred.interval is not None and pred.interval[1] == np.inf
+
+
+def test_seeds_are_averaged_before_the_fit():
+    # Each (N, D) contributes its best configuration's mean over seeds, not its luckiest run.
+    base = synthetic_grid()
+    one = LossLaw(n_bootstrap=0).fit(base)
+    two = LossLaw(n_bootstrap=0).fit(with_seeds(base, spread=0.01))
+    assert two.coef_ == pytest.approx(one.coef_, rel=1e-6)
+    assert sorted(two.runs_used_) == sorted(f"{n}-s{k}" for n in one.runs_used_ for k in (0, 1))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fitting_synthetic import TRUE_HYPER, synthetic_grid
+from fitting_synthetic import TRUE_HYPER, synthetic_grid, with_seeds
 from fitting.errors import InsufficientDataError
 from fitting.optimum import group_optima, smooth_optimum
 from fitting.runs import RunSet
@@ -44,3 +44,23 @@ def test_unknown_lr_is_refused():
     rs = RunSet.from_records([{"n_params": 1e6, "tokens": 1e7, "final_loss": 3.0}])
     with pytest.raises(InsufficientDataError, match="no learning rate"):
         group_optima(rs)
+
+
+def test_repeats_count_by_their_mean_not_their_luckiest_seed():
+    # lr 1e-3: seeds 3.00 and 3.10 (mean 3.05); lr 2e-3: 3.04 twice. The single best run is at
+    # 1e-3, the best configuration at 2e-3.
+    rs = RunSet(n_params=[1e6] * 6, tokens=[1e7] * 6, lr=[1e-3, 1e-3, 2e-3, 2e-3, 4e-3, 5e-4],
+                batch_tokens=[512] * 6, final_loss=[3.00, 3.10, 3.04, 3.04, 3.5, 3.5],
+                diverged=[False] * 6, names=["a0", "a1", "b0", "b1", "c", "d"])
+    (g,) = group_optima(rs, eps=0.001)
+    assert g.best_lr == 2e-3 and g.best_loss == pytest.approx(3.04)
+    assert sorted(g.near_optimal.tolist()) == [2, 3]  # both seeds, as indices of the caller's runs
+
+
+def test_seeds_with_mean_zero_noise_give_the_single_seed_optima():
+    base = synthetic_grid()
+    seeded = with_seeds(base, spread=0.01)
+    for a, b in zip(group_optima(base), group_optima(seeded)):
+        assert (a.best_lr, a.best_batch_tokens, a.lr, a.batch_tokens) == pytest.approx(
+            (b.best_lr, b.best_batch_tokens, b.lr, b.batch_tokens), rel=1e-9)
+        assert len(b.near_optimal) == 2 * len(a.near_optimal)

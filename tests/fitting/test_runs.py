@@ -46,3 +46,29 @@ def test_all_diverged_and_empty_are_insufficient():
         rs.require_usable()
     with pytest.raises(InsufficientDataError, match="no runs"):
         RunSet.from_records([]).require_usable()
+
+
+def _seeds() -> RunSet:
+    return RunSet(
+        n_params=[1e6, 1e6, 1e6, 1e6, 2e6, 1e6, 1e6], tokens=[1e7] * 7,
+        lr=[1e-3, 1e-3, 2e-3, 2e-3, 1e-3, np.nan, np.nan], batch_tokens=[512, 512, 512, 512, 512, 512, 512],
+        final_loss=[3.0, 3.2, 2.9, np.nan, 2.5, 4.0, 4.1], diverged=[False, False, False, True, False, False, False],
+        names=["a0", "a1", "b0", "b1", "c0", "u0", "u1"],
+    )
+
+
+def test_average_repeats_merges_seeds_of_one_configuration():
+    avg = _seeds().average_repeats()
+    assert avg.names == ["a0", "b0", "c0", "u0", "u1"]
+    assert avg.members == [("a0", "a1"), ("b0", "b1"), ("c0",), ("u0",), ("u1",)]
+    assert avg.final_loss[0] == pytest.approx(3.1)
+    # One diverged seed makes the configuration diverged; unknown lrs are never merged.
+    assert avg.diverged.tolist() == [False, True, False, False, False] and np.isnan(avg.final_loss[1])
+    assert avg.run_names([0, 2]) == ["a0", "a1", "c0"] and avg.run_names(avg.usable) == ["a0", "a1", "c0", "u0", "u1"]
+    assert avg.subset([1]).members == [("b0", "b1")]
+    assert avg.average_repeats().members == avg.members  # idempotent
+
+
+def test_average_repeats_without_repeats_is_the_same_set():
+    rs = _seeds().subset([0, 2, 4])
+    assert rs.average_repeats() is rs and rs.run_names([1]) == ["b0"]

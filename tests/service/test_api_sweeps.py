@@ -42,6 +42,24 @@ def test_groups(any_client) -> None:
     assert {r["status"] for r in queued["runs"]} == {"queued"}
 
 
+def test_seeds_of_one_configuration_count_by_their_mean(client) -> None:
+    from db import storage
+
+    db = app_db(client)
+    sweep = storage.add_sweep(db, "seeds", {}, code_version="test")
+    # lr 1e-3: seeds 3.00 and 3.10 (mean 3.05); lr 2e-3: 3.04 twice; lr 4e-3: one seed diverged.
+    losses = {"a0": (1e-3, 3.00), "a1": (1e-3, 3.10), "b0": (2e-3, 3.04), "b1": (2e-3, 3.04),
+              "c0": (4e-3, 3.01), "c1": (4e-3, None)}
+    storage.add_runs(db, [{"source": "seeds", "name": k, "sweep_id": sweep.id, "n_params": 1e6, "tokens": 1e8,
+                           "lr": lr, "batch_tokens": 4096.0, "batch_size": 16, "seq_len": 256,
+                           "status": "done" if loss else "diverged", "final_loss": loss or float("nan"),
+                           "code_version": "test"} for k, (lr, loss) in losses.items()])
+    (group,) = client.get("/api/v1/sweeps/seeds/groups").json()
+    names = {r["id"]: r["name"] for r in group["runs"]}
+    assert group["best_loss"] == 3.04 and names[group["best_run_id"]] in ("b0", "b1")
+    assert sorted(names[i] for i in group["near_optimal_run_ids"]) == ["b0", "b1"]
+
+
 def test_not_found(client) -> None:
     assert_problem(client.get("/api/v1/sweeps/7"), 404, detail_has="no sweep")
     assert_problem(client.get("/api/v1/sweeps/nope/groups"), 404)

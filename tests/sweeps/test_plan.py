@@ -83,6 +83,13 @@ def test_judge_group(losses: list[float | None], edge: str | None, best: float |
     assert verdict.lr_edge == edge and verdict.best_lr == best
 
 
+def test_judge_group_counts_seeds_by_their_mean() -> None:
+    # lr 2: seeds 2.4 and 2.8 (mean 2.6); lr 4: 2.5 twice; lr 8: one seed diverged.
+    lrs, losses = [1.0, 2.0, 2.0, 4.0, 4.0, 8.0, 8.0], [2.9, 2.4, 2.8, 2.5, 2.5, 2.3, None]
+    verdict = judge_group(lrs, [16] * 7, losses)
+    assert (verdict.best_lr, verdict.best_loss, verdict.lr_edge) == (4.0, 2.5, None)
+
+
 def test_refinement_lrs_step_beyond_the_edge() -> None:
     assert refinement_lrs([1e-3, 1e-2], "high", math.log(10), 2) == [0.1, 1.0]
     assert refinement_lrs([1e-3, 1e-2], "low", math.log(2), 1) == [0.0005]
