@@ -89,3 +89,24 @@ def test_mount_works_without_pages(tmp_path, monkeypatch) -> None:
     with TestClient(api.create_app(Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}"))) as c:
         assert_problem(c.get("/"), 404)
         assert c.get("/healthz").status_code == 200 and c.get("/api/v1/laws").status_code == 200
+
+
+def test_the_api_never_imports_torch_or_optuna(tmp_path) -> None:
+    # `hpscale serve` must start fast on a machine without a GPU stack: a fresh interpreter
+    # serves the sweeps pages (which read sweep progress) without importing either.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "import service.api as api\n"
+        "from service.settings import Settings\n"
+        f"with TestClient(api.create_app(Settings(database_url='sqlite:///{tmp_path / 'x.db'}'))) as c:\n"
+        "    assert c.get('/api/v1/sweeps').status_code == 200\n"
+        "    assert c.get('/api/v1/recommend', params={'n_params': 7e9, 'tokens': 2e12}).status_code == 200\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'optuna'))[:5])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
