@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy.optimize import least_squares, minimize
+from scipy.optimize import least_squares, minimize, nnls
 from scipy.signal import lfilter
 
 from fitting.errors import FittingError, InsufficientDataError, InvalidLawRecordError, NotFittedError
@@ -346,11 +346,16 @@ class MomentumLaw(_TrajectoryLaw):
         return s2[p.t]
 
     def _linear(self, prepared: list[_Prepared], y: np.ndarray, alpha: float, lam: float) -> tuple[float, np.ndarray]:
-        """Best (L0, A, C) for fixed (alpha, lam), and its cost (variable projection)."""
+        """Best (L0, A, C) >= 0 for fixed (alpha, lam), and its cost (variable projection).
+
+        Non-negative because a negative irreducible loss, a rising power term or an anneal that
+        raises the loss means nothing; left free, alpha -> 0 lets L0 and A cancel at +-5e7 (a
+        log-shaped curve, seen on a GPU sweep), which then extrapolates badly.
+        """
         area = np.concatenate([p.area for p in prepared])
         s2 = np.concatenate([self._s2(p, lam) for p in prepared])
         design = np.column_stack([np.ones_like(y), area ** -alpha, -s2]) / y[:, None]
-        coef, *_ = np.linalg.lstsq(design, np.ones_like(y), rcond=None)
+        coef, _ = nnls(design, np.ones_like(y))
         return float(np.sum((design @ coef - 1) ** 2)), coef
 
     def fit(self, curves: Sequence[LossCurve]) -> "MomentumLaw":

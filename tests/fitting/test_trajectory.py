@@ -24,6 +24,17 @@ def test_momentum_law_recovers_its_parameters():
     assert law.score(curves(truth, ["wsd"]))["worst"] < 1e-6
 
 
+def test_momentum_law_keeps_its_terms_non_negative_on_log_shaped_curves():
+    # A nearly log-shaped curve (alpha -> 0) is fitted equally well by L0 and A cancelling at
+    # large magnitudes (here the generating law itself, L0 = -50, A = 55), which means nothing
+    # physically and extrapolates badly: the fit keeps L0, A and C >= 0 and still fits.
+    truth = known(MomentumLaw, {"L0": -50.0, "A": 55.0, "alpha": 0.005, "C": 1.0, "lam": 0.996})
+    fitted = curves(truth, ["constant", "cosine", "wsd"])
+    law = MomentumLaw().fit(fitted)
+    assert min(law.coef_["L0"], law.coef_["A"], law.coef_["C"]) >= 0.0
+    assert law.score(fitted)["mean"] < 2e-3
+
+
 def test_binning_matches_the_exact_sum():
     lr = schedules()["cosine"]
     exact, binned = known(MultiPowerLaw, MPL_TRUE), known(MultiPowerLaw, MPL_TRUE)
