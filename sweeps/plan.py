@@ -197,17 +197,21 @@ def judge_group(lrs: Sequence[float], batches: Sequence[float], losses: Sequence
     whose higher neighbours diverged is bracketed from above, not on an edge.
     """
     from fitting.optimum import grid_edges
+    from fitting.runs import RunSet
 
-    configs: dict[tuple[float, float], list[float]] = {}
-    for lr, batch, v in zip(lrs, batches, losses):
-        configs.setdefault((float(lr), float(batch)), []).append(math.inf if v is None else float(v))
-    loss = np.array([np.mean(v) for v in configs.values()], dtype=float)
-    if loss.size == 0 or not np.isfinite(loss).any():
+    if not lrs:
+        return GroupVerdict(None, None, None, ("all_diverged",))
+    diverged = np.array([v is None for v in losses])
+    # One group: N and D play no part here, so both are 1.
+    configs = RunSet(n_params=np.ones(len(lrs)), tokens=np.ones(len(lrs)), lr=lrs, batch_tokens=batches,
+                     final_loss=np.array([math.nan if v is None else v for v in losses], float),
+                     diverged=diverged, names=[str(i) for i in range(len(lrs))]).average_repeats()
+    loss = np.where(configs.diverged, math.inf, configs.final_loss)
+    if not np.isfinite(loss).any():
         return GroupVerdict(None, None, None, ("all_diverged",))
     best = int(np.argmin(loss))
-    lr_arr, batch_arr = (np.array(a, float) for a in zip(*configs))
-    edges = grid_edges(lr_arr, batch_arr, best)
-    return GroupVerdict(float(lr_arr[best]), int(batch_arr[best]), float(loss[best]), edges)
+    edges = grid_edges(configs.lr, configs.batch_tokens, best)
+    return GroupVerdict(float(configs.lr[best]), int(configs.batch_tokens[best]), float(loss[best]), edges)
 
 
 def refinement_lrs(searched: Sequence[float], edge: str, log_step: float, points: int) -> list[float]:

@@ -32,9 +32,9 @@ from service import fits
 from service import laws as law_service
 from service.api import schemas as s
 from service.errors import InputError
+from service.jsonsafe import json_safe
 from service.runformat import validate_runs
 from sweeps.status import sweep_state
-from service.jsonsafe import json_safe
 
 logger = logging.getLogger("hpscale.api")
 
