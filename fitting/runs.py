@@ -140,12 +140,12 @@ class RunSet:
         ``members``. Runs of unknown lr or batch are never merged: nothing says they repeat one
         configuration. Without repeats this is the RunSet itself.
         """
-        rows: dict[tuple[float, ...], list[int]] = {}
+        rows: dict[tuple[Any, ...], list[int]] = {}
         for i, key in enumerate(zip(self.n_params.tolist(), self.tokens.tolist(), self.lr.tolist(),
                                     self.batch_tokens.tolist())):
             known = not (math.isnan(key[2]) or math.isnan(key[3]))
-            rows.setdefault(key if known else (i, math.nan, math.nan, math.nan), []).append(i)
-        if len(rows) == len(self) and self.members is None:
+            rows.setdefault(key if known else ("unknown lr or batch", i), []).append(i)
+        if len(rows) == len(self):
             return self
         first = np.array([ids[0] for ids in rows.values()])
         diverged = np.array([bool(self.diverged[ids].any()) for ids in rows.values()])
