@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fitting.runs import RunSet
-from fitting.schedules import lr_schedule
-from fitting.trajectory import LossCurve
+from hpscale.fitting.runs import RunSet
+from hpscale.fitting.schedules import lr_schedule
+from hpscale.fitting.trajectory import LossCurve
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "external"
 

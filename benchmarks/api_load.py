@@ -73,7 +73,7 @@ def start_server(port: int, workers: int, data_dir: Path) -> subprocess.Popen[by
     per request would measure the terminal, not the API)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPSCALE_")}
     env["HPSCALE_DATA_DIR"] = str(data_dir)
-    cmd = [sys.executable, "-m", "service.cli", "serve", "--host", HOST, "--port", str(port),
+    cmd = [sys.executable, "-m", "hpscale.service.cli", "serve", "--host", HOST, "--port", str(port),
            "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

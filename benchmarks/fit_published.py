@@ -10,17 +10,17 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _repo  # noqa: E402,F401  (hpscale importable from a plain checkout)
 
 from _external import (DEFAULT_ROOT, MPL_TEST, MPL_TRAIN, chinchilla_runs, mpl_curve,  # noqa: E402
                        steplaw_runs, zhang_critical_batch)
-from fitting.critical import CriticalBatchLaw  # noqa: E402
-from fitting.hyper import HyperLaw  # noqa: E402
-from fitting.loss import LossLaw  # noqa: E402
-from fitting.presets import PRESETS  # noqa: E402
-from fitting.trajectory import MomentumLaw, MultiPowerLaw  # noqa: E402
-from fitting.validate import extrapolation_check  # noqa: E402
+from hpscale.fitting.critical import CriticalBatchLaw  # noqa: E402
+from hpscale.fitting.hyper import HyperLaw  # noqa: E402
+from hpscale.fitting.loss import LossLaw  # noqa: E402
+from hpscale.fitting.presets import PRESETS  # noqa: E402
+from hpscale.fitting.trajectory import MomentumLaw, MultiPowerLaw  # noqa: E402
+from hpscale.fitting.validate import extrapolation_check  # noqa: E402
 
 EPOCH = {"E": 1.817, "A": 477.8, "B": 2143.9, "alpha": 0.347, "beta": 0.367}
 MPL_PAPER = {"25": (0.0012, 0.0040), "100": (0.0013, 0.0058)}

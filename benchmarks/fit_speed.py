@@ -12,14 +12,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _repo  # noqa: E402,F401  (hpscale importable from a plain checkout)
 
 from _external import DEFAULT_ROOT, MPL_TRAIN, mpl_curve, steplaw_runs, zhang_critical_batch  # noqa: E402
-from fitting.critical import CriticalBatchLaw  # noqa: E402
-from fitting.hyper import HyperLaw  # noqa: E402
-from fitting.loss import LossLaw  # noqa: E402
-from fitting.trajectory import MomentumLaw, MultiPowerLaw  # noqa: E402
+from hpscale.fitting.critical import CriticalBatchLaw  # noqa: E402
+from hpscale.fitting.hyper import HyperLaw  # noqa: E402
+from hpscale.fitting.loss import LossLaw  # noqa: E402
+from hpscale.fitting.trajectory import MomentumLaw, MultiPowerLaw  # noqa: E402
 
 
 def timed(fn):  # noqa: ANN001, ANN201

@@ -33,12 +33,13 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import _repo  # noqa: E402,F401  (hpscale importable from a plain checkout)
 
-from db import storage  # noqa: E402
-from db.engine import Database  # noqa: E402
-from db.errors import NotFoundError  # noqa: E402
-from fitting.errors import FittingError  # noqa: E402
+from hpscale.db import storage  # noqa: E402
+from hpscale.db.engine import Database  # noqa: E402
+from hpscale.db.errors import NotFoundError  # noqa: E402
+from hpscale.fitting.errors import FittingError  # noqa: E402
 
 SPECS = ROOT / "benchmarks" / "validation"
 MAIN, LONG = "val-main", "val-long"
@@ -86,7 +87,7 @@ def db_url(work: Path) -> str:
 
 
 def hpscale(work: Path, *args: str, log_name: str | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "service.cli", "--database", db_url(work), *args]
+    cmd = [sys.executable, "-m", "hpscale.service.cli", "--database", db_url(work), *args]
     logf = open(work / f"log-{log_name or args[0] + '-' + Path(args[-1]).stem}.txt", "a")
     log("$ hpscale " + " ".join(args))
     return subprocess.Popen(cmd, env=env(work), stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -95,9 +96,9 @@ def hpscale(work: Path, *args: str, log_name: str | None = None) -> subprocess.P
 def run_concurrently(work: Path, specs: list[Path], extra_workers: dict[str, int] | None = None) -> None:
     """Train several specs at once on the same GPU, after building the shared corpus once;
     ``extra_workers`` adds ``hpscale worker`` processes to a sweep (its cells then train side by side)."""
-    from service.settings import Settings
-    from sweeps.cellrun import prepare_corpus
-    from sweeps.spec import load_spec
+    from hpscale.service.settings import Settings
+    from hpscale.sweeps.cellrun import prepare_corpus
+    from hpscale.sweeps.spec import load_spec
 
     os.environ["HPSCALE_DATA_DIR"] = str(work / "data")
     t0 = time.time()
@@ -136,8 +137,8 @@ def choose_hyper_law(laws: dict[str, Any]) -> str:
 
 
 def stage_predict(work: Path) -> dict[str, Any]:
-    from service import fits
-    from service.laws import recommend
+    from hpscale.service import fits
+    from hpscale.service.laws import recommend
 
     db = Database(db_url(work))
     sources = [MAIN, LONG]

@@ -11,9 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from db import storage
-from db.engine import Database
-from service.runformat import parse_steplaw_file
+from hpscale.db import storage
+from hpscale.db.engine import Database
+from hpscale.service.runformat import parse_steplaw_file
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "external" / "steplaw" / "dense_lr_bs_loss.csv"
 

@@ -33,10 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sweeps.model import apply_rotary, rotary_tables  # noqa: E402
-from sweeps.shape import GPTConfig, flops_per_token, n_params  # noqa: E402
-from sweeps.train import CellTrainer, TrainConfig  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _repo  # noqa: E402,F401  (hpscale importable from a plain checkout)
+from hpscale.sweeps.model import apply_rotary, rotary_tables  # noqa: E402
+from hpscale.sweeps.shape import GPTConfig, flops_per_token, n_params  # noqa: E402
+from hpscale.sweeps.train import CellTrainer, TrainConfig  # noqa: E402
 
 PEAK_BF16 = 989e12  # H100 SXM dense bf16, FLOP/s
 SIZES = [(128, 4), (256, 6), (512, 8), (768, 8)]  # (d_model, n_layers)

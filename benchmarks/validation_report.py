@@ -14,12 +14,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from db import storage  # noqa: E402
-from db.engine import Database  # noqa: E402
-from fitting.optimum import group_optima  # noqa: E402
-from fitting.registry import law_from_record  # noqa: E402
-from service import fits  # noqa: E402
-from service.demo import DEMO_FILE, export_demo  # noqa: E402
+from hpscale.db import storage  # noqa: E402
+from hpscale.db.engine import Database  # noqa: E402
+from hpscale.fitting.optimum import group_optima  # noqa: E402
+from hpscale.fitting.registry import law_from_record  # noqa: E402
+from hpscale.service import fits  # noqa: E402
+from hpscale.service.demo import DEMO_FILE, export_demo  # noqa: E402
 
 # The experiment's run sources, named once in the script that creates them.
 from heldout_validation import HELD_GRID, LONG, MAIN  # noqa: E402

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.errors import ConflictError, SchemaError, StorageError
+from hpscale.db.errors import ConflictError, SchemaError, StorageError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # PostgreSQL advisory-lock key of schema creation (any fixed 64-bit number; "hpscale" in ASCII).

@@ -75,7 +75,9 @@ class Run(Base):
     name: Mapped[str] = mapped_column(String(300))
     sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), index=True)
 
-    n_params: Mapped[float] = mapped_column(Float)  # non-embedding parameters, count
+    n_params: Mapped[float] = mapped_column(Float)  # non-embedding parameters (MoE: active ones), count
+    n_params_total: Mapped[float | None] = mapped_column(Float)  # MoE: total non-embedding parameters; NULL: dense
+    optimizer: Mapped[str] = mapped_column(String(40), default="adamw", server_default="adamw")
     tokens: Mapped[float] = mapped_column(Float)  # training tokens
     lr: Mapped[float | None] = mapped_column(Float)  # peak learning rate
     batch_tokens: Mapped[float | None] = mapped_column(Float)  # batch in tokens
@@ -139,6 +141,7 @@ class Law(Base):
     kind: Mapped[str] = mapped_column(String(40))  # hyper | loss | trajectory | critical_batch
     form: Mapped[str] = mapped_column(String(40))
     origin: Mapped[str] = mapped_column(String(20))  # published | fitted
+    optimizer: Mapped[str] = mapped_column(String(40), default="adamw", server_default="adamw")  # fitted on
     title: Mapped[str] = mapped_column(String(200))
     source: Mapped[str] = mapped_column(Text)  # citation, or the run sources it was fitted on
     record: Mapped[dict[str, Any]] = mapped_column(JSON)  # fitting's to_record()

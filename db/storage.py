@@ -20,16 +20,16 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, literal, select, update
 
-from db.engine import Database
-from db.errors import ConflictError, NotFoundError
-from db.models import CurvePoint, Law, LawRun, Run, Sweep, utcnow
+from hpscale.db.engine import Database
+from hpscale.db.errors import ConflictError, NotFoundError
+from hpscale.db.models import CurvePoint, Law, LawRun, Run, Sweep, utcnow
 
 MAX_ID = 2**31 - 1  # ids are INTEGER columns (32-bit on PostgreSQL): a larger id names no row
 
 RUN_COLUMNS = (
     "source", "name", "sweep_id", "n_params", "tokens", "lr", "batch_tokens", "batch_size", "seq_len",
     "schedule", "tags", "config", "status", "seed", "corpus_hash", "code_version", "spec", "finished_at",
-    "group_key", "cell_key",
+    "group_key", "cell_key", "optimizer", "n_params_total",
 )
 
 
@@ -78,6 +78,7 @@ def add_runs(db: Database, runs: Sequence[dict[str, Any]]) -> AddResult:
         for r in fresh:
             row = {c: r.get(c) for c in RUN_COLUMNS}
             row["status"] = row["status"] or "done"
+            row["optimizer"] = row["optimizer"] or "adamw"
             row["code_version"] = row["code_version"] or "import"
             row["final_loss"], row["final_loss_status"] = loss_status(r.get("final_loss"))
             row["created_at"] = now
@@ -313,7 +314,7 @@ def sweep_run_counts(db: Database) -> dict[int, dict[str, int]]:
 # and ``trial_id`` names the Optuna trial that owns the row now. Ownership moves only by a
 # compare-and-set on ``trial_id`` (``claim_sweep_run``), so two trials that carry the same run
 # (a retry racing a repair) can never both train it.
-SWEEP_RUN_COLUMNS = (*RUN_COLUMNS, "group_key", "cell_key")
+SWEEP_RUN_COLUMNS = RUN_COLUMNS
 
 
 def add_sweep_runs(db: Database, sweep_id: int, runs: Sequence[dict[str, Any]]) -> int:
@@ -332,7 +333,7 @@ def add_sweep_runs(db: Database, sweep_id: int, runs: Sequence[dict[str, Any]]) 
             have.add(r["name"])
             row = {c: r.get(c) for c in SWEEP_RUN_COLUMNS}
             row.update(sweep_id=sweep_id, status="queued", final_loss=None, final_loss_status="missing",
-                       created_at=now)
+                       created_at=now, optimizer=row["optimizer"] or "adamw")
             rows.append(row)
         if rows:
             s.execute(insert(Run), rows)

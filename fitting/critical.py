@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.optimize import least_squares
 
-from fitting.errors import FittingError, InsufficientDataError, InvalidLawRecordError, NotFittedError
-from fitting.records import restore_fitted
+from hpscale.fitting.errors import FittingError, InsufficientDataError, InvalidLawRecordError, NotFittedError
+from hpscale.fitting.records import restore_fitted
 
 BY: tuple[str, ...] = ("n_params", "tokens", "target_loss")
 

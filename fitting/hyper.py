@@ -17,10 +17,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fitting.errors import InsufficientDataError, InvalidLawRecordError, NotFittedError
-from fitting.records import restore_fitted
-from fitting.optimum import GroupOptimum, group_optima, near_optimal_mask, smooth_optima
-from fitting.runs import RunSet, fit_range
+from hpscale.fitting.errors import InsufficientDataError, InvalidLawRecordError, NotFittedError
+from hpscale.fitting.records import restore_fitted
+from hpscale.fitting.optimum import GroupOptimum, group_optima, near_optimal_mask, smooth_optima
+from hpscale.fitting.runs import RunSet, fit_range
 
 HyperForm = Literal["steplaw", "full", "compute"]
 FORMS: tuple[str, ...] = ("steplaw", "full", "compute")

@@ -18,9 +18,9 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.optimize import minimize
 
-from fitting.errors import InsufficientDataError, InvalidLawRecordError, NotFittedError
-from fitting.records import restore_fitted
-from fitting.runs import RunSet, fit_range
+from hpscale.fitting.errors import InsufficientDataError, InvalidLawRecordError, NotFittedError
+from hpscale.fitting.records import restore_fitted
+from hpscale.fitting.runs import RunSet, fit_range
 
 # Epoch AI's grid of starting points (e, a, b, alpha, beta).
 START_GRID = {

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fitting.errors import InsufficientDataError
-from fitting.runs import RunSet
+from hpscale.fitting.errors import InsufficientDataError
+from hpscale.fitting.runs import RunSet
 
 # Two grid values closer than this in log space are the same grid point (published grids
 # round lrs differently from one group to the next: 3.453e-4 vs 3.45e-4).

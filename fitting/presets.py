@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fitting.hyper import HyperLaw
+from hpscale.fitting.hyper import HyperLaw
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Union
 
-from fitting.errors import InvalidLawRecordError
-from fitting.hyper import HyperLaw
+from hpscale.fitting.errors import InvalidLawRecordError
+from hpscale.fitting.hyper import HyperLaw
 
 if TYPE_CHECKING:
-    from fitting.critical import CriticalBatchLaw
-    from fitting.loss import LossLaw
-    from fitting.trajectory import MomentumLaw, MultiPowerLaw
+    from hpscale.fitting.critical import CriticalBatchLaw
+    from hpscale.fitting.loss import LossLaw
+    from hpscale.fitting.trajectory import MomentumLaw, MultiPowerLaw
 
 Law = Union[HyperLaw, "LossLaw", "MultiPowerLaw", "MomentumLaw", "CriticalBatchLaw"]
 KINDS: tuple[str, ...] = ("hyper", "loss", "trajectory", "critical_batch")
@@ -32,9 +32,9 @@ def law_from_record(record: dict[str, Any]) -> Law:
         return HyperLaw.from_record(record)
     # The other laws import scipy: loaded on demand so that importing the registry (the
     # recommend path of the CLI and API) stays numpy-only and quick.
-    from fitting.critical import CriticalBatchLaw
-    from fitting.loss import LossLaw
-    from fitting.trajectory import TRAJECTORY_LAWS
+    from hpscale.fitting.critical import CriticalBatchLaw
+    from hpscale.fitting.loss import LossLaw
+    from hpscale.fitting.trajectory import TRAJECTORY_LAWS
 
     if kind == "loss":
         return LossLaw.from_record(record)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from fitting.errors import FittingError, InsufficientDataError
+from hpscale.fitting.errors import FittingError, InsufficientDataError
 
 
 class InvalidRunsError(FittingError):

@@ -23,8 +23,8 @@ import numpy as np
 from scipy.optimize import least_squares, minimize, nnls
 from scipy.signal import lfilter
 
-from fitting.errors import FittingError, InsufficientDataError, InvalidLawRecordError, NotFittedError
-from fitting.schedules import infer_warmup
+from hpscale.fitting.errors import FittingError, InsufficientDataError, InvalidLawRecordError, NotFittedError
+from hpscale.fitting.schedules import infer_warmup
 
 
 @dataclass(frozen=True)

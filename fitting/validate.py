@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from fitting.critical import CriticalBatchLaw
-from fitting.errors import FittingError, InsufficientDataError
-from fitting.hyper import HyperLaw
-from fitting.loss import LossLaw
-from fitting.optimum import group_optima
-from fitting.runs import RunSet
-from fitting.trajectory import LossCurve, _TrajectoryLaw
+from hpscale.fitting.critical import CriticalBatchLaw
+from hpscale.fitting.errors import FittingError, InsufficientDataError
+from hpscale.fitting.hyper import HyperLaw
+from hpscale.fitting.loss import LossLaw
+from hpscale.fitting.optimum import group_optima
+from hpscale.fitting.runs import RunSet
+from hpscale.fitting.trajectory import LossCurve, _TrajectoryLaw
 
 HOLDOUTS: tuple[str, ...] = ("n_params", "tokens")
 

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from db import storage
-from db.engine import Database
-from service.errors import InputError
+from hpscale.db import storage
+from hpscale.db.engine import Database
+from hpscale.service.errors import InputError
 
 DEMO_FILE = Path(__file__).resolve().parent / "data" / "demo.json.gz"
 FORMAT_VERSION = 1

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from db.errors import ConflictError, NotFoundError, StorageError
-from fitting.errors import FittingError
+from hpscale.db.errors import ConflictError, NotFoundError, StorageError
+from hpscale.fitting.errors import FittingError
 
 
 class ServiceError(Exception):
@@ -27,7 +27,7 @@ def status_for(exc: BaseException) -> int | None:
     if isinstance(exc, StorageError):
         return 503
     try:
-        from sweeps.errors import SweepError  # sweeps may be absent in a slim API install
+        from hpscale.sweeps.errors import SweepError  # sweeps may be absent in a slim API install
     except ImportError:  # pragma: no cover
         return None
     if isinstance(exc, SweepError):

@@ -12,22 +12,22 @@ from typing import Any
 
 import numpy as np
 
-from db import storage
-from db.engine import Database
-from db.models import CurvePoint, Law, Run
-from db.provenance import code_version
-from fitting.critical import CriticalBatchLaw, steps_to_target
-from fitting.errors import InsufficientDataError
-from fitting.hyper import FORMS as HYPER_FORMS
-from fitting.hyper import METHODS as HYPER_METHODS
-from fitting.hyper import HyperLaw
-from fitting.loss import LossLaw
-from fitting.registry import law_from_record
-from fitting.runs import RunSet
-from fitting.schedules import infer_warmup
-from fitting.trajectory import LossCurve, MomentumLaw, MultiPowerLaw
-from fitting.validate import extrapolation_check
-from service.errors import InputError
+from hpscale.db import storage
+from hpscale.db.engine import Database
+from hpscale.db.models import CurvePoint, Law, Run
+from hpscale.db.provenance import code_version
+from hpscale.fitting.critical import CriticalBatchLaw, steps_to_target
+from hpscale.fitting.errors import InsufficientDataError
+from hpscale.fitting.hyper import FORMS as HYPER_FORMS
+from hpscale.fitting.hyper import METHODS as HYPER_METHODS
+from hpscale.fitting.hyper import HyperLaw
+from hpscale.fitting.loss import LossLaw
+from hpscale.fitting.registry import law_from_record
+from hpscale.fitting.runs import RunSet
+from hpscale.fitting.schedules import infer_warmup
+from hpscale.fitting.trajectory import LossCurve, MomentumLaw, MultiPowerLaw
+from hpscale.fitting.validate import extrapolation_check
+from hpscale.service.errors import InputError
 
 KINDS: tuple[str, ...] = ("hyper", "loss", "trajectory", "critical-batch")
 FORMS: dict[str, tuple[str, ...]] = {
@@ -68,11 +68,13 @@ def select_runs(db: Database, sources: Sequence[str] | None, run_names: Sequence
 
 
 def runset(rows: Sequence[Run]) -> RunSet:
-    """Stored runs as the fitting package's input. Names are ``source/name`` (unique)."""
+    """Stored runs as the fitting package's input, in the given order. Names are ``source/name``
+    (unique). A run without a finite final loss counts as diverged: it informs no optimum."""
     return RunSet.from_records(
         {
             "name": f"{r.source}/{r.name}", "n_params": r.n_params, "tokens": r.tokens, "lr": r.lr,
-            "batch_tokens": r.batch_tokens, "final_loss": r.final_loss, "diverged": r.status == "diverged",
+            "batch_tokens": r.batch_tokens, "final_loss": r.final_loss,
+            "diverged": r.status == "diverged" or r.final_loss is None,
         }
         for r in rows
     )
@@ -83,7 +85,7 @@ def per_step_lr(run: Run, points: Sequence[CurvePoint]) -> np.ndarray:
     spec's schedule; imported runs interpolate the lr recorded with their curve points."""
     spec, config = run.spec or {}, run.config or {}
     if spec.get("schedule") and config.get("steps") and run.lr:
-        from sweeps.spec import ScheduleSpec, schedule_lrs  # pydantic only: no torch behind this import
+        from hpscale.sweeps.spec import ScheduleSpec, schedule_lrs  # pydantic only: no torch behind this import
 
         return schedule_lrs(ScheduleSpec.model_validate(spec["schedule"]), int(config["steps"]), float(run.lr))
     known = [(p.step, p.lr) for p in points if p.lr is not None]

@@ -7,15 +7,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from db import storage
-from db.engine import Database
-from db.models import Law
-from db.provenance import code_version
-from fitting.errors import FittingError
-from fitting.hyper import HyperLaw, compute_flops
-from fitting.presets import DEFAULT_PRESET, PRESETS
-from fitting.registry import extrapolation_factor, law_from_record
-from service.errors import InputError
+from hpscale.db import storage
+from hpscale.db.engine import Database
+from hpscale.db.models import Law
+from hpscale.db.provenance import code_version
+from hpscale.fitting.errors import FittingError
+from hpscale.fitting.hyper import HyperLaw, compute_flops
+from hpscale.fitting.presets import DEFAULT_PRESET, PRESETS
+from hpscale.fitting.registry import extrapolation_factor, law_from_record
+from hpscale.service.errors import InputError
 
 logger = logging.getLogger("hpscale")
 

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from service.errors import InputError
+from hpscale.service.errors import InputError
 
 MAX_INT32 = 2**31 - 1  # steps and sequence lengths are 32-bit integer columns
 

@@ -15,15 +15,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from db import storage
-from db.engine import Database
-from db.errors import ConflictError, NotFoundError
-from db.models import Run, Sweep
-from db.provenance import code_version
-from sweeps import queue
-from sweeps.errors import SweepError
-from sweeps.plan import Cell, Member, Plan, Shape, judge_group, make_cell, refinement_lrs
-from sweeps.spec import SweepSpec, parse_spec
+from hpscale.db import storage
+from hpscale.db.engine import Database
+from hpscale.db.errors import ConflictError, NotFoundError
+from hpscale.db.models import Run, Sweep
+from hpscale.db.provenance import code_version
+from hpscale.sweeps import queue
+from hpscale.sweeps.errors import SweepError
+from hpscale.sweeps.plan import Cell, Member, Plan, Shape, judge_group, make_cell, refinement_lrs
+from hpscale.sweeps.spec import SweepSpec, parse_spec
 
 if TYPE_CHECKING:
     import optuna

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweeps.errors import SweepError
-from sweeps.plan import Cell
-from sweeps.spec import SweepSpec, schedule_lrs
+from hpscale.sweeps.errors import SweepError
+from hpscale.sweeps.plan import Cell
+from hpscale.sweeps.spec import SweepSpec, schedule_lrs
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class CellTask:
 
 def prepare_corpus(spec: SweepSpec, cache_dir: Path) -> Any:
     """The spec's corpus as a ``sweeps.data.Corpus`` (built into ``cache_dir`` on first use)."""
-    from sweeps import data
+    from hpscale.sweeps import data
 
     c = spec.corpus
     cache_dir = Path(cache_dir)
@@ -68,9 +68,9 @@ class TorchCellRunner:
 
     def __call__(self, task: CellTask, on_eval: Callable[[Any], None],
                  on_progress: Callable[[Any], None]) -> Sequence[Any]:
-        from sweeps import data
-        from sweeps.shape import GPTConfig
-        from sweeps.train import TrainConfig, train_cell
+        from hpscale.sweeps import data
+        from hpscale.sweeps.shape import GPTConfig
+        from hpscale.sweeps.train import TrainConfig, train_cell
 
         spec, cell = task.spec, task.cell
         if self.corpus.vocab_size > spec.vocab_size:

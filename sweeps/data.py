@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sweeps.errors import CorpusError
+from hpscale.sweeps.errors import CorpusError
 
 if TYPE_CHECKING:
     import torch

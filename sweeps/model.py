@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sweeps.errors import TrainError
-from sweeps.shape import GPTConfig
+from hpscale.sweeps.errors import TrainError
+from hpscale.sweeps.shape import GPTConfig
 
 # Gradients accumulate in place into strided views of ``flat_grad``, which autograd's layout
 # check reports once per backward; the in-place add is what we want, so silence that one message.

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sweeps.shape import GPTConfig, config_for_params, flops_per_token, n_params
-from sweeps.spec import SizeSpec, SweepSpec, round_lr
+from hpscale.sweeps.shape import GPTConfig, config_for_params, flops_per_token, n_params
+from hpscale.sweeps.spec import SizeSpec, SweepSpec, round_lr
 
 # Assumed sustained model-FLOP rates for the time estimate (FLOP/s). CPU: what this project's
 # 2-core CI machine reaches on tiny float32 models (measured ~5-8 GFLOP/s; take the low end).
@@ -196,8 +196,8 @@ def judge_group(lrs: Sequence[float], batches: Sequence[float], losses: Sequence
     as searched with an infinite loss (and makes its configuration's mean infinite): an optimum
     whose higher neighbours diverged is bracketed from above, not on an edge.
     """
-    from fitting.optimum import grid_edges
-    from fitting.runs import RunSet
+    from hpscale.fitting.optimum import grid_edges
+    from hpscale.fitting.runs import RunSet
 
     if not lrs:
         return GroupVerdict(None, None, None, ("all_diverged",))

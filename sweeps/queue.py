@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import make_url
 
-from sweeps.errors import SweepError
+from hpscale.sweeps.errors import SweepError
 
 if TYPE_CHECKING:
     import optuna

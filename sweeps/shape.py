@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sweeps.errors import TrainError
+from hpscale.sweeps.errors import TrainError
 
 
 @dataclass(frozen=True)

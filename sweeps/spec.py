@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sweeps.errors import SweepError
+from hpscale.sweeps.errors import SweepError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -124,7 +124,7 @@ class ScheduleSpec(_Strict):
 def schedule_lrs(schedule: ScheduleSpec, steps: int, peak_lr: float) -> Any:
     """The learning rate of every step 1..``steps`` of a run with this schedule and peak lr
     (numpy array). The trainer (peak 1: a multiplier) and the trajectory fits both use it."""
-    from fitting.schedules import lr_schedule
+    from hpscale.fitting.schedules import lr_schedule
 
     return lr_schedule(schedule.kind, steps, peak_lr, warmup_steps=int(round(schedule.warmup_fraction * steps)),
                        final_lr_ratio=schedule.final_lr_ratio, cooldown_fraction=schedule.cooldown_fraction)

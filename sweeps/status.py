@@ -7,11 +7,11 @@ import datetime as dt
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 
-from db import storage
-from db.engine import Database
-from db.models import Run, Sweep, utcnow
-from sweeps.plan import group_key, judge_group
-from sweeps.spec import SpecError, WorkersSpec, parse_spec
+from hpscale.db import storage
+from hpscale.db.engine import Database
+from hpscale.db.models import Run, Sweep, utcnow
+from hpscale.sweeps.plan import group_key, judge_group
+from hpscale.sweeps.spec import SpecError, WorkersSpec, parse_spec
 
 STATUSES = ("done", "diverged", "running", "queued", "failed")
 SWEEP_STATES = ("planned", "running", "partial", "finished")

@@ -38,9 +38,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sweeps.errors import TrainError
-from sweeps.model import StackedGPT, block_forward, head_loss
-from sweeps.shape import GPTConfig
+from hpscale.sweeps.errors import TrainError
+from hpscale.sweeps.model import StackedGPT, block_forward, head_loss
+from hpscale.sweeps.shape import GPTConfig
 
 Status = Literal["running", "done", "diverged"]
 

@@ -25,19 +25,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from db import storage
-from db.engine import Database
-from db.models import Run
-from db.provenance import code_version
-from sweeps import book, queue
-from sweeps.cellrun import CellTask
-from sweeps.errors import SweepError
+from hpscale.db import storage
+from hpscale.db.engine import Database
+from hpscale.db.models import Run
+from hpscale.db.provenance import code_version
+from hpscale.sweeps import book, queue
+from hpscale.sweeps.cellrun import CellTask
+from hpscale.sweeps.errors import SweepError
 
 if TYPE_CHECKING:
     import optuna
     from optuna.storages import RDBStorage
 
-    from sweeps.spec import SweepSpec
+    from hpscale.sweeps.spec import SweepSpec
 
 logger = logging.getLogger("hpscale.worker")
 

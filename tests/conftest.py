@@ -10,23 +10,6 @@ from pathlib import Path
 import pytest
 
 
-def _import_real_web_package() -> None:
-    """Import the ``web`` package (the UI's static files) before anything else can: with
-    ``tests/`` on sys.path, ``import web`` would otherwise find the folder ``tests/web`` (a
-    namespace package) and the app would serve the tests instead of the pages."""
-    import sys
-
-    tests_dir = str(Path(__file__).resolve().parent)
-    saved = list(sys.path)
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(tests_dir)]
-    try:
-        import web  # noqa: F401
-    finally:
-        sys.path[:] = saved
-
-
-_import_real_web_package()
-
 from support import EXTERNAL  # noqa: F401  (re-exported for tests that only need the path)
 
 PG_ADMIN_URL = os.environ.get("HPSCALE_TEST_PG", "postgresql://root@127.0.0.1:5432/test")
@@ -74,7 +57,7 @@ def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def db(any_db_url: str):  # type: ignore[no-untyped-def]
     """A migrated ``Database`` on each backend."""
-    from db.engine import Database
+    from hpscale.db.engine import Database
 
     database = Database(any_db_url)
     database.ensure_schema()
@@ -85,7 +68,7 @@ def db(any_db_url: str):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point hpscale's settings at a private data folder (and so a private SQLite database)."""
-    from service.settings import get_settings
+    from hpscale.service.settings import get_settings
 
     monkeypatch.setenv("HPSCALE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("HPSCALE_DATABASE_URL", raising=False)

@@ -26,7 +26,7 @@ runner = CliRunner()
 
 def hp(*args: str) -> Any:
     """Invoke ``hpscale ARGS`` in-process; returns the click Result (exit_code, stdout, stderr)."""
-    from service.cli import app
+    from hpscale.service.cli import app
 
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 

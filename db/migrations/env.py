@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from db.models import Base
+from hpscale.db.models import Base
 
 config = context.config
 engine = config.attributes["engine"]

@@ -3,7 +3,8 @@
 Layout (after fastapi/full-stack-fastapi-template's backend/app): one router per resource under
 ``/api/v1`` (``routes/``), ``Annotated`` dependencies (``deps``), request and response schemas
 separate from the table models (``schemas``), RFC 9457 problems for every error
-(``problems``), and the glue that builds answers from ``db`` and ``fitting`` (``glue``).
+(``problems``), and the glue that builds answers from ``db`` and ``fitting`` (``glue``, one
+module per resource).
 ``/healthz`` answers at the root; OpenAPI at ``/docs``; the static web UI at ``/``.
 """
 
@@ -22,13 +23,13 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from db.engine import Database
-from db.provenance import code_version
-from service.api.glue import LawCache
-from service.api.problems import install_problem_handlers, problem_response, use_problem_media_type
-from service.api.routes import fits, health, laws, predict, recommend, runs, sweeps
-from service.laws import ensure_published_laws
-from service.settings import Settings, get_settings
+from hpscale.db.engine import Database
+from hpscale.db.provenance import code_version
+from hpscale.service.api.glue.recommend import LawCache
+from hpscale.service.api.problems import install_problem_handlers, problem_response, use_problem_media_type
+from hpscale.service.api.routes import fits, health, laws, predict, recommend, runs, sweeps
+from hpscale.service.laws import ensure_published_laws
+from hpscale.service.settings import Settings, get_settings
 
 API_PREFIX = "/api/v1"
 SWAGGER_UI = "/static/swagger-ui"  # Swagger UI 5.35.0 (swagger-ui-dist, Apache-2.0), under web/static
@@ -100,10 +101,10 @@ async def _no_receive() -> Message:  # pragma: no cover - a problem response nev
 
 
 def web_dir() -> Path:
-    """The folder of the static web UI: the ``web`` package, installed beside ``service``.
-    Found by path rather than by import: an unrelated ``web`` folder earlier on sys.path (the
-    tests' own tests/web, say) would otherwise shadow it as a namespace package."""
-    return Path(__file__).resolve().parents[2] / "web"
+    """The folder of the static web UI: the ``hpscale.web`` package (HTML, CSS, JS only)."""
+    import hpscale.web
+
+    return Path(hpscale.web.__file__).resolve().parent
 
 
 def plotly_js() -> Path:

@@ -16,10 +16,10 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
-from db.engine import Database
-from service.api.glue import LawCache
-from service.api.problems import ProblemError
-from service.settings import Settings
+from hpscale.db.engine import Database
+from hpscale.service.api.glue.recommend import LawCache
+from hpscale.service.api.problems import ProblemError
+from hpscale.service.settings import Settings
 
 API_KEY_HEADER = "X-API-Key"
 

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import EXPECTED_ERRORS, ServiceError, status_for
+from hpscale.service.errors import EXPECTED_ERRORS, ServiceError, status_for
 
 logger = logging.getLogger("hpscale.api")
 
@@ -160,7 +160,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 def _sweep_errors() -> tuple[type[BaseException], ...]:
     try:
-        from sweeps.errors import SweepError  # no torch behind this import
+        from hpscale.sweeps.errors import SweepError  # no torch behind this import
     except ImportError:  # pragma: no cover - a slim install without sweeps
         return ()
     return (SweepError,)

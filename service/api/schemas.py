@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from service.runformat import RunIn
+from hpscale.service.runformat import RunIn
 
 # Bounds of the targets the API accepts: wide enough for any language model anyone trains,
 # narrow enough that N^alpha D^beta and 6 N D stay finite in double precision.

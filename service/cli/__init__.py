@@ -6,11 +6,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from service.cli import dbcmd, demo, imports, laws, predict, runs, sweep
-from service.cli.common import App, set_database_url
-from service.cli.fit import fit
-from service.cli.recommend import recommend
-from service.cli.serve import serve
+from hpscale.service.cli import dbcmd, demo, imports, laws, predict, runs, sweep
+from hpscale.service.cli.common import App, set_database_url
+from hpscale.service.cli.fit import fit
+from hpscale.service.cli.recommend import recommend
+from hpscale.service.cli.serve import serve
 
 app = App(
     help="hpscale: hyperparameter scaling laws. Sweep small GPTs, fit power laws for the optimal "

@@ -1,5 +1,5 @@
 """``python -m service.cli`` runs the hpscale CLI (for machines where it is not installed)."""
 
-from service.cli import app
+from hpscale.service.cli import app
 
 app(prog_name="hpscale")

@@ -13,12 +13,12 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
-from db.engine import Database
-from db.errors import StorageError
-from fitting.errors import FittingError
-from service.errors import ServiceError
-from service.settings import get_settings
-from service.jsonsafe import json_safe
+from hpscale.db.engine import Database
+from hpscale.db.errors import StorageError
+from hpscale.fitting.errors import FittingError
+from hpscale.service.errors import ServiceError
+from hpscale.service.settings import get_settings
+from hpscale.service.jsonsafe import json_safe
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,7 +32,7 @@ _database_override: dict[str, str | None] = {"url": None}
 
 def expected_errors() -> tuple[type[BaseException], ...]:
     """Error roots of every package: these are the user's problem, shown as one line."""
-    from sweeps.errors import SweepError  # no torch behind this import
+    from hpscale.sweeps.errors import SweepError  # no torch behind this import
 
     return (ServiceError, StorageError, FittingError, SweepError)
 
@@ -85,7 +85,7 @@ def database_url() -> str:
 
 def open_db() -> Database:
     """The database in force, its schema created on first use."""
-    from service.laws import ensure_published_laws
+    from hpscale.service.laws import ensure_published_laws
 
     db = Database(database_url())
     db.ensure_schema()

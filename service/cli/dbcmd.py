@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from db.engine import Database
-from service.cli.common import App, database_url, print_json
+from hpscale.db.engine import Database
+from hpscale.service.cli.common import App, database_url, print_json
 
 app = App(help="Database schema management.")
 

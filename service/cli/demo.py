@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from service.cli.common import App, open_db, print_json
-from service.demo import DEMO_FILE, load_demo
+from hpscale.service.cli.common import App, open_db, print_json
+from hpscale.service.demo import DEMO_FILE, load_demo
 
 app = App(help="The demo dataset: a real GPU sweep's runs, curves and fitted laws.")
 

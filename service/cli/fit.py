@@ -6,9 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from service.cli.common import open_db, print_json
-from service.cli.laws import law_summary, print_law
-from service.fits import DEFAULT_FORM, FORMS, KINDS, fit_and_store
+from hpscale.service.cli.common import open_db, print_json
+from hpscale.service.cli.laws import law_summary, print_law
+from hpscale.service.fits import DEFAULT_FORM, FORMS, KINDS, fit_and_store
 
 
 def _split(values: list[str] | None) -> list[str] | None:

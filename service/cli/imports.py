@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from db import storage
-from service.cli.common import App, open_db, print_json
-from service.runformat import RUN_FORMAT_HELP, parse_runs_file, parse_steplaw_file
+from hpscale.db import storage
+from hpscale.service.cli.common import App, open_db, print_json
+from hpscale.service.runformat import RUN_FORMAT_HELP, parse_runs_file, parse_steplaw_file
 
 app = App(help="Import runs into the database (all-or-nothing; re-importing adds nothing).")
 

@@ -7,11 +7,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from db import storage
-from db.engine import Database
-from db.models import Law
-from service.cli.common import App, fmt, open_db, out_console, print_json
-from service.laws import ensure_published_laws
+from hpscale.db import storage
+from hpscale.db.engine import Database
+from hpscale.db.models import Law
+from hpscale.service.cli.common import App, fmt, open_db, out_console, print_json
+from hpscale.service.laws import ensure_published_laws
 
 app = App(help="Published and fitted laws.")
 

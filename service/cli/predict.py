@@ -10,9 +10,9 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from service.cli.common import App, fmt, open_db, out_console, print_json
-from service.errors import InputError
-from service.fits import predict_curve, predict_loss
+from hpscale.service.cli.common import App, fmt, open_db, out_console, print_json
+from hpscale.service.errors import InputError
+from hpscale.service.fits import predict_curve, predict_loss
 
 app = App(help="Predictions from stored laws.")
 

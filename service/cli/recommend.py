@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from service.cli.common import fmt, open_db, out_console, print_json
-from service.laws import recommend as recommend_config
-from service.settings import get_settings
+from hpscale.service.cli.common import fmt, open_db, out_console, print_json
+from hpscale.service.laws import recommend as recommend_config
+from hpscale.service.settings import get_settings
 
 
 def recommend(

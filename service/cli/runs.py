@@ -10,9 +10,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from db import storage
-from service.cli.common import App, fmt, open_db, out_console, print_json
-from service.runformat import records_to_csv, records_to_jsonl, run_to_record
+from hpscale.db import storage
+from hpscale.service.cli.common import App, fmt, open_db, out_console, print_json
+from hpscale.service.runformat import records_to_csv, records_to_jsonl, run_to_record
 
 runs_app = App(help="Show stored runs.")
 export_app = App(help="Export stored data in hpscale's import format.")
@@ -55,7 +55,7 @@ def list_runs(
 
 def run_to_record_safe(run) -> dict:  # type: ignore[no-untyped-def]
     """A run's fields for listing, whatever its status (queued runs included)."""
-    from service.runformat import EXPORT_FIELDS
+    from hpscale.service.runformat import EXPORT_FIELDS
 
     return {f: getattr(run, f) for f in EXPORT_FIELDS}
 

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from service.cli.common import database_url, err_console, open_db
-from service.demo import is_empty, load_demo
-from service.settings import get_settings
+from hpscale.service.cli.common import database_url, err_console, open_db
+from hpscale.service.demo import is_empty, load_demo
+from hpscale.service.settings import get_settings
 
 
 class LogLevel(str, Enum):
@@ -37,8 +37,8 @@ def serve(
     # Imported here: `hpscale --help` and the other commands must not pay for a web server.
     import uvicorn
 
-    from service.api.server import NoDelayHTTPProtocol
-    from service.laws import ensure_published_laws
+    from hpscale.service.api.server import NoDelayHTTPProtocol
+    from hpscale.service.laws import ensure_published_laws
 
     # Prepare the database here, once: several workers starting on a new database would
     # otherwise race to create its schema. A bad URL fails now, as one line.
@@ -55,6 +55,6 @@ def serve(
     os.environ["HPSCALE_DATABASE_URL"] = database_url()
     err_console.print(f"hpscale: serving on http://{host}:{port} (API docs at /docs)", highlight=False)
     uvicorn.run(
-        "service.api:create_app", factory=True, host=host, port=port, workers=workers,
+        "hpscale.service.api:create_app", factory=True, host=host, port=port, workers=workers,
         access_log=access_log, log_level=log_level.value, http=NoDelayHTTPProtocol,
     )

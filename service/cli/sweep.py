@@ -17,11 +17,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from db import storage
-from service.cli.common import (
+from hpscale.db import storage
+from hpscale.service.cli.common import (
     App, database_url, err_console, fmt, is_tty, open_db, out_console, print_json, set_database_url,
 )
-from service.settings import get_settings
+from hpscale.service.settings import get_settings
 
 app = App(help="Plan, run and watch sweeps of small GPTs (learning rate x batch size grids).")
 
@@ -47,7 +47,7 @@ def _plan_device(requested: str) -> str:
 
 
 def _plan_dict(plan: Any, device: str, flops_per_s: float | None) -> dict[str, Any]:
-    from sweeps.plan import estimate_seconds
+    from hpscale.sweeps.plan import estimate_seconds
 
     seconds, rate = estimate_seconds(plan, device, flops_per_s)
     return {
@@ -86,8 +86,8 @@ def plan_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """Show a spec's cells, run count, FLOPs and estimated time; trains nothing, stores nothing."""
-    from sweeps.plan import build_plan
-    from sweeps.spec import check_paths, load_spec
+    from hpscale.sweeps.plan import build_plan
+    from hpscale.sweeps.spec import check_paths, load_spec
 
     spec = load_spec(spec_path)
     check_paths(spec)
@@ -155,7 +155,7 @@ def _runner_factory(device: str | None, cpu_threads: int | None):  # type: ignor
     cache_dir = get_settings().data_dir / "corpora"
 
     def make(spec: Any) -> Any:
-        from sweeps.cellrun import TorchCellRunner
+        from hpscale.sweeps.cellrun import TorchCellRunner
 
         if cpu_threads:
             import torch
@@ -167,7 +167,7 @@ def _runner_factory(device: str | None, cpu_threads: int | None):  # type: ignor
 
 
 def _work(db: Any, sweep_name: str, device: str | None, cpu_threads: int | None, progress: bool) -> Any:
-    from sweeps.worker import Worker, default_worker_id
+    from hpscale.sweeps.worker import Worker, default_worker_id
 
     with RichReporter(live=progress and is_tty()) as reporter:
         worker = Worker(db, sweep_name, _runner_factory(device, cpu_threads),
@@ -199,7 +199,7 @@ def _gpu_slots(device: str) -> list[str]:
 
 def _spawn_workers(slots: list[str], sweep_name: str, cpu_threads: int | None) -> int:
     """One ``hpscale worker`` process per GPU; returns the worst exit code."""
-    base = [sys.executable, "-c", "from service.cli import app; app()", "worker",
+    base = [sys.executable, "-c", "from hpscale.service.cli import app; app()", "worker",
             "--sweep", sweep_name, "--device", "cuda", "--no-progress"]
     if cpu_threads:
         base += ["--cpu-threads", str(cpu_threads)]
@@ -227,9 +227,9 @@ def run_cmd(
 ) -> None:
     """Plan a sweep into the database and train it here: one worker per visible GPU, or one on the
     CPU. Rerunning the same spec resumes it; finished runs are never trained again."""
-    from sweeps.book import store_plan
-    from sweeps.plan import build_plan
-    from sweeps.spec import check_paths, load_spec
+    from hpscale.sweeps.book import store_plan
+    from hpscale.sweeps.plan import build_plan
+    from hpscale.sweeps.spec import check_paths, load_spec
 
     spec = load_spec(spec_path)
     check_paths(spec)
@@ -242,7 +242,7 @@ def run_cmd(
     sweep = store_plan(db, plan)
     slots = _gpu_slots(dev)
     if slots:
-        from sweeps.cellrun import prepare_corpus
+        from hpscale.sweeps.cellrun import prepare_corpus
 
         # Build the corpus cache once here, so the workers open it instead of racing to write it.
         prepare_corpus(spec, get_settings().data_dir / "corpora")
@@ -255,7 +255,7 @@ def run_cmd(
 
 
 def _show_status(db: Any, sweeps: list[Any], json_out: bool) -> None:
-    from sweeps.status import sweep_status
+    from hpscale.sweeps.status import sweep_status
 
     statuses = [sweep_status(db, s) for s in sweeps]
     if json_out:
@@ -299,7 +299,7 @@ def worker_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print what this worker did as JSON.")] = False,
 ) -> None:
     """Join a sweep from this machine: train its queued cells until none is left."""
-    from sweeps.errors import SweepError
+    from hpscale.sweeps.errors import SweepError
 
     if database:
         set_database_url(database)

@@ -9,9 +9,9 @@ import pytest
 from alembic import command
 from sqlalchemy import text
 
-from db import storage
-from db.engine import Database, alembic_config
-from db.errors import SchemaError, StorageError
+from hpscale.db import storage
+from hpscale.db.engine import Database, alembic_config
+from hpscale.db.errors import SchemaError, StorageError
 
 
 def test_new_database_is_migrated_on_first_use(any_db_url: str) -> None:
@@ -27,7 +27,7 @@ def test_the_migrations_build_exactly_the_models_schema(any_db_url: str) -> None
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from db.models import Base
+    from hpscale.db.models import Base
 
     db = Database(any_db_url)
     db.upgrade()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from db.provenance import code_version, git_revision
+from hpscale.db.provenance import code_version, git_revision
 
 
 def _git(root: Path, *args: str) -> str:

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from db import storage
-from db.engine import Database
-from db.errors import ConflictError, NotFoundError
+from hpscale.db import storage
+from hpscale.db.engine import Database
+from hpscale.db.errors import ConflictError, NotFoundError
 
 
 def run(name: str, loss: float | None = 3.0, source: str = "s", **extra) -> dict:

@@ -1,4 +1,4 @@
-"""Fitting tests: import paths (repo root, benchmarks/) and the published-data fixture."""
+"""Fitting tests: the benchmarks/ import path and the published-data fixture."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-for p in (ROOT, ROOT / "benchmarks"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+if str(ROOT / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
 
 EXTERNAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "external"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from fitting.runs import RunSet
-from fitting.schedules import lr_schedule
-from fitting.trajectory import LossCurve
+from hpscale.fitting.runs import RunSet
+from hpscale.fitting.schedules import lr_schedule
+from hpscale.fitting.trajectory import LossCurve
 
 # The law the synthetic hyperparameter grids are drawn from.
 TRUE_HYPER = {"a_lr": 2.0, "alpha_lr": -0.7, "beta_lr": 0.3, "a_b": 0.5, "beta_b": 0.55}

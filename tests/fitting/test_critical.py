@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from fitting.critical import CriticalBatchLaw, fit_target, steps_to_target
-from fitting.errors import FittingError, InsufficientDataError, NotFittedError
-from fitting.registry import law_from_record
+from hpscale.fitting.critical import CriticalBatchLaw, fit_target, steps_to_target
+from hpscale.fitting.errors import FittingError, InsufficientDataError, NotFittedError
+from hpscale.fitting.registry import law_from_record
 from fitting_synthetic import critical_data as synthetic
 
 

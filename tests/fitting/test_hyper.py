@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from fitting_synthetic import TRUE_HYPER, synthetic_grid, with_seeds
-from fitting.errors import InsufficientDataError, InvalidLawRecordError, NotFittedError
-from fitting.hyper import HyperLaw
-from fitting.registry import law_from_record
-from fitting.runs import RunSet
+from hpscale.fitting.errors import InsufficientDataError, InvalidLawRecordError, NotFittedError
+from hpscale.fitting.hyper import HyperLaw
+from hpscale.fitting.registry import law_from_record
+from hpscale.fitting.runs import RunSet
 
 
 def test_smooth_method_recovers_known_coefficients():

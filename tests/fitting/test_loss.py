@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 
-from fitting.errors import InsufficientDataError, NotFittedError
-from fitting.loss import LossLaw
-from fitting.registry import law_from_record
-from fitting.runs import RunSet
+from hpscale.fitting.errors import InsufficientDataError, NotFittedError
+from hpscale.fitting.loss import LossLaw
+from hpscale.fitting.registry import law_from_record
+from hpscale.fitting.runs import RunSet
 from fitting_synthetic import TRUE_LOSS as TRUE
 from fitting_synthetic import chinchilla_like, synthetic_grid, with_seeds
 

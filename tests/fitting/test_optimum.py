@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from fitting_synthetic import TRUE_HYPER, synthetic_grid, with_seeds
-from fitting.errors import InsufficientDataError
-from fitting.optimum import group_optima, smooth_optimum
-from fitting.runs import RunSet
+from hpscale.fitting.errors import InsufficientDataError
+from hpscale.fitting.optimum import group_optima, smooth_optimum
+from hpscale.fitting.runs import RunSet
 
 
 def test_smooth_optimum_recovers_the_bowl_minimum():

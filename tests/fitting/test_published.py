@@ -8,12 +8,12 @@ import pytest
 
 from _external import (MPL_TEST, MPL_TRAIN, chinchilla_runs, mpl_curve, steplaw_runs,
                        zhang_critical_batch)
-from fitting.critical import CriticalBatchLaw
-from fitting.errors import InsufficientDataError
-from fitting.hyper import HyperLaw
-from fitting.loss import LossLaw
-from fitting.trajectory import MomentumLaw, MultiPowerLaw
-from fitting.validate import extrapolation_check
+from hpscale.fitting.critical import CriticalBatchLaw
+from hpscale.fitting.errors import InsufficientDataError
+from hpscale.fitting.hyper import HyperLaw
+from hpscale.fitting.loss import LossLaw
+from hpscale.fitting.trajectory import MomentumLaw, MultiPowerLaw
+from hpscale.fitting.validate import extrapolation_check
 
 EPOCH = {"E": 1.817, "A": 477.8, "B": 2143.9, "alpha": 0.347, "beta": 0.367}
 # MPL bars (PredE, WorstE) from the issue: the paper's Table 1 figures.

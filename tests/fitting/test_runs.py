@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from fitting.errors import FittingError, InsufficientDataError
-from fitting.runs import InvalidRunsError, RunSet
+from hpscale.fitting.errors import FittingError, InsufficientDataError
+from hpscale.fitting.runs import InvalidRunsError, RunSet
 
 
 def test_from_records_fills_unknowns_and_names():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fitting.schedules import infer_warmup, lr_schedule
+from hpscale.fitting.schedules import infer_warmup, lr_schedule
 
 
 def test_warmup_then_constant():

@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from fitting.errors import FittingError, InsufficientDataError, NotFittedError
-from fitting.registry import law_from_record
-from fitting.trajectory import LossCurve, MomentumLaw, MultiPowerLaw
+from hpscale.fitting.errors import FittingError, InsufficientDataError, NotFittedError
+from hpscale.fitting.registry import law_from_record
+from hpscale.fitting.trajectory import LossCurve, MomentumLaw, MultiPowerLaw
 from fitting_synthetic import MOM_TRUE, MPL_TRUE, T, W, curves, known, schedules
 
 def test_mpl_fit_on_three_schedules_predicts_the_others():

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 
 from fitting_synthetic import synthetic_grid
-from fitting.critical import CriticalBatchLaw
-from fitting.errors import FittingError, InsufficientDataError, InvalidLawRecordError
-from fitting.hyper import HyperLaw
-from fitting.loss import LossLaw
-from fitting.presets import PRESETS
-from fitting.registry import extrapolation_factor, law_from_record
-from fitting.trajectory import MomentumLaw
-from fitting.validate import extrapolation_check
+from hpscale.fitting.critical import CriticalBatchLaw
+from hpscale.fitting.errors import FittingError, InsufficientDataError, InvalidLawRecordError
+from hpscale.fitting.hyper import HyperLaw
+from hpscale.fitting.loss import LossLaw
+from hpscale.fitting.presets import PRESETS
+from hpscale.fitting.registry import extrapolation_factor, law_from_record
+from hpscale.fitting.trajectory import MomentumLaw
+from hpscale.fitting.validate import extrapolation_check
 from fitting_synthetic import MOM_TRUE, chinchilla_like, critical_data, curves, known
 
 
@@ -32,7 +32,7 @@ def test_wrong_law_of_regret_is_detected():
     shifted = synthetic_grid(coef={"a_lr": 2.0, "alpha_lr": -0.3, "beta_lr": 0.3, "a_b": 0.5, "beta_b": 0.55})
     mixed = rs.subset(rs.n_params < 3e8)
     big = shifted.subset(shifted.n_params == 3e8)
-    from fitting.runs import RunSet
+    from hpscale.fitting.runs import RunSet
     combo = RunSet(**{k: np.concatenate([getattr(mixed, k), getattr(big, k)]) for k in
                       ("n_params", "tokens", "lr", "batch_tokens", "final_loss", "diverged")},
                    names=mixed.names + [n + "-shifted" for n in big.names])

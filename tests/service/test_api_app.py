@@ -9,10 +9,10 @@ import re
 from fastapi.testclient import TestClient
 from test_api_support import PROBLEM, app_db, assert_problem, client, make_client  # noqa: F401  (fixtures)
 
-import service.api as api
-from db import storage
-from service.api import glue
-from service.settings import Settings
+import hpscale.service.api as api
+from hpscale.db import storage
+from hpscale.service.api.glue import sweeps as glue
+from hpscale.service.settings import Settings
 
 
 def test_startup_creates_schema_and_published_laws(tmp_path) -> None:
@@ -100,8 +100,8 @@ def test_the_api_never_imports_torch_or_optuna(tmp_path) -> None:
     code = (
         "import sys\n"
         "from fastapi.testclient import TestClient\n"
-        "import service.api as api\n"
-        "from service.settings import Settings\n"
+        "import hpscale.service.api as api\n"
+        "from hpscale.service.settings import Settings\n"
         f"with TestClient(api.create_app(Settings(database_url='sqlite:///{tmp_path / 'x.db'}'))) as c:\n"
         "    assert c.get('/api/v1/sweeps').status_code == 200\n"
         "    assert c.get('/api/v1/recommend', params={'n_params': 7e9, 'tokens': 2e12}).status_code == 200\n"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from test_api_support import assert_problem, client, make_client  # noqa: F401  (fixtures)
 
-from service.api import create_app
-from service.settings import Settings
+from hpscale.service.api import create_app
+from hpscale.service.settings import Settings
 
 
 def test_healthy(client) -> None:

@@ -10,7 +10,7 @@ from test_api_support import (  # noqa: F401  (fixtures)
     any_client, app_db, assert_problem, client, close, make_client, seed_fitted_law, seed_grid, seed_loss_law,
 )
 
-from db import storage
+from hpscale.db import storage
 
 
 def test_published_laws_are_listed_on_a_new_database(client) -> None:
@@ -102,8 +102,8 @@ def test_loss_law_curve(client) -> None:
 def test_trajectory_law_shows_observed_against_predicted(client) -> None:
     import numpy as np
 
-    from fitting.trajectory import MultiPowerLaw
-    from service.runformat import validate_runs
+    from hpscale.fitting.trajectory import MultiPowerLaw
+    from hpscale.service.runformat import validate_runs
 
     coef = {"L0": 3.0, "A": 0.5, "alpha": 0.5, "B": 300.0, "C": 2.0, "beta": 0.6, "gamma": 0.6}
     law = MultiPowerLaw.from_record({"kind": "trajectory", "coefficients": coef})

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from test_api_support import app_db, assert_problem, client, make_client  # noqa: F401  (fixtures)
 
-from db import storage
-from fitting.schedules import lr_schedule
-from fitting.trajectory import MultiPowerLaw
+from hpscale.db import storage
+from hpscale.fitting.schedules import lr_schedule
+from hpscale.fitting.trajectory import MultiPowerLaw
 
 URL = "/api/v1/predict/curve"
 # Multi-power-law coefficients of the order of the paper's 25M model.

@@ -8,7 +8,7 @@ from test_api_support import (  # noqa: F401  (fixtures)
     any_client, app_db, assert_problem, client, close, make_client, seed_fitted_law, seed_grid, seed_loss_law,
 )
 
-from db import storage
+from hpscale.db import storage
 
 URL = "/api/v1/recommend"
 

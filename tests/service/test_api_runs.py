@@ -10,8 +10,8 @@ from test_api_support import (  # noqa: F401  (fixtures)
     API_KEY, any_client, app_db, assert_problem, client, make_client, seed_grid,
 )
 
-from db import storage
-from db.errors import ConflictError
+from hpscale.db import storage
+from hpscale.db.errors import ConflictError
 
 KEY = {"X-API-Key": API_KEY}
 RUN = {"name": "r1", "n_params": 1e6, "tokens": 2e7, "final_loss": 3.5, "lr": 1e-3, "batch_size": 32, "seq_len": 256,

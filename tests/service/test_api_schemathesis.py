@@ -24,8 +24,8 @@ from schemathesis.specs.openapi.checks import (
 )
 from test_api_support import API_KEY, app_db, seed_sweep
 
-from service.api import create_app
-from service.settings import Settings
+from hpscale.service.api import create_app
+from hpscale.service.settings import Settings
 
 # A deeper hunt: HPSCALE_SCHEMATHESIS_EXAMPLES=500 pytest tests/service/test_api_schemathesis.py
 MAX_EXAMPLES = int(os.environ.get("HPSCALE_SCHEMATHESIS_EXAMPLES", "25"))

@@ -35,7 +35,7 @@ def test_serve_two_workers_on_a_new_database(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPSCALE_")}
     env["HPSCALE_DATA_DIR"] = str(tmp_path / "data")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers", "2", "--log-level", "warning"],
+        [sys.executable, "-m", "hpscale.service.cli", "serve", "--port", str(port), "--workers", "2", "--log-level", "warning"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:
@@ -70,7 +70,7 @@ def test_serve_two_workers_on_a_new_database(tmp_path: Path) -> None:
 
 def test_serve_refuses_a_bad_database_url_in_one_line(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "service.cli", "--database", "mysql://nope/x", "serve", "--port", str(_free_port())],
+        [sys.executable, "-m", "hpscale.service.cli", "--database", "mysql://nope/x", "serve", "--port", str(_free_port())],
         capture_output=True, text=True, timeout=60,
     )
     assert out.returncode == 1 and "Traceback" not in out.stderr

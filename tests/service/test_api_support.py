@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from db import storage
-from db.engine import Database
-from fitting.hyper import HyperLaw
-from fitting.runs import RunSet
-from service.api import create_app
-from service.settings import Settings
+from hpscale.db import storage
+from hpscale.db.engine import Database
+from hpscale.fitting.hyper import HyperLaw
+from hpscale.fitting.runs import RunSet
+from hpscale.service.api import create_app
+from hpscale.service.settings import Settings
 
 API_KEY = "test-key-0123456789"
 PROBLEM = "application/problem+json"
@@ -57,7 +57,7 @@ def grid_runs(source: str = "grid") -> list[dict[str, Any]]:
 
 def seed_grid(db: Database, source: str = "grid") -> list[int]:
     """Store the synthetic grid under ``source``; returns the stored runs' ids."""
-    from service.runformat import validate_runs
+    from hpscale.service.runformat import validate_runs
 
     storage.add_runs(db, [r.to_storage(source) for r in validate_runs(grid_runs(source))])
     return [r.id for r in storage.list_runs(db, sources=[source])]
@@ -91,7 +91,7 @@ LOSS_COEF = {"E": 1.8, "A": 400.0, "B": 2000.0, "alpha": 0.34, "beta": 0.37}
 
 def seed_loss_law(db: Database, extrapolation: dict[str, Any] | None = None) -> Any:
     """Store a loss law with known coefficients (``LOSS_COEF``) as a fit would; returns its row."""
-    from fitting.loss import LossLaw
+    from hpscale.fitting.loss import LossLaw
 
     law = LossLaw(n_bootstrap=0)
     law.coef_ = dict(LOSS_COEF)

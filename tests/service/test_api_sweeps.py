@@ -43,7 +43,7 @@ def test_groups(any_client) -> None:
 
 
 def test_seeds_of_one_configuration_count_by_their_mean(client) -> None:
-    from db import storage
+    from hpscale.db import storage
 
     db = app_db(client)
     sweep = storage.add_sweep(db, "seeds", {}, code_version="test")

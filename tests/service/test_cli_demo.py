@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from support import hp, hp_json
 
-from service.demo import DEMO_FILE, read_demo
+from hpscale.service.demo import DEMO_FILE, read_demo
 
 
 def test_the_shipped_demo_is_small_and_real() -> None:

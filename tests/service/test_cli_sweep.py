@@ -10,8 +10,8 @@ from pathlib import Path
 
 from support import hp, hp_json
 
-from db import storage
-from db.engine import Database
+from hpscale.db import storage
+from hpscale.db.engine import Database
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "sweeps" / "examples" / "tiny_cpu.yaml"
@@ -49,7 +49,12 @@ def test_tiny_cpu_sweep_end_to_end_then_status_and_resume(cli_env: Path) -> None
     assert "cell N98304-D16384-B8: " in result.stderr and "finished" in result.stdout
     db = Database(f"sqlite:///{cli_env / 'hpscale.db'}")
     runs = storage.list_runs(db, sources=["tiny-cpu"])
-    assert len(runs) == 16 and {r.status for r in runs} <= {"done", "diverged"}
+    # 16 planned runs; a group whose best lr lands on the grid's edge adds one lr to each of its
+    # two cells (refine: max_rounds 1, points 1). Which happens depends on the corpus: the
+    # python-source files of whatever environment runs the tests.
+    planned = [r for r in runs if r.tags["round"] == 0]
+    assert len(planned) == 16 and len(runs) in (16, 18, 20)
+    assert {r.status for r in runs} <= {"done", "diverged"}
     done = [r for r in runs if r.status == "done"]
     assert len(done) >= 12 and all(1.0 < r.final_loss < 7.0 for r in done)  # ln(512) = 6.24 at init
     sweep = storage.get_sweep(db, "tiny-cpu")
@@ -91,7 +96,7 @@ def test_worker_without_work_says_so(cli_env: Path) -> None:
 def test_help_and_status_do_not_import_torch_or_optuna(cli_env: Path) -> None:
     code = (
         "import sys\n"
-        "from service.cli import app\n"
+        "from hpscale.service.cli import app\n"
         "for args in (['--help'], ['sweep', '--help'], ['sweep', 'status']):\n"
         "    try:\n"
         "        app(args)\n"
@@ -106,7 +111,7 @@ def test_help_and_status_do_not_import_torch_or_optuna(cli_env: Path) -> None:
 def test_one_worker_process_per_visible_gpu(cli_env: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import torch
 
-    from service.cli import sweep as sweep_cli
+    from hpscale.service.cli import sweep as sweep_cli
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

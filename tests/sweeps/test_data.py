@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sweeps.data import (BatchSampler, build_python_source_corpus, build_text_corpus, load_token_bin,
+from hpscale.sweeps.data import (BatchSampler, build_python_source_corpus, build_text_corpus, load_token_bin,
                          validation_batches)
-from sweeps.errors import CorpusError
+from hpscale.sweeps.errors import CorpusError
 
 
 def _write_folder(root: Path, n: int = 30) -> Path:

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from db import storage
-from db.engine import Database
-from sweeps import book
-from sweeps.plan import build_plan
-from sweeps.spec import parse_spec
+from hpscale.db import storage
+from hpscale.db.engine import Database
+from hpscale.sweeps import book
+from hpscale.sweeps.plan import build_plan
+from hpscale.sweeps.spec import parse_spec
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -30,8 +30,8 @@ WORKER = """
 import sys
 sys.path.insert(0, {here!r})
 from test_worker import FakeRunner
-from db.engine import Database
-from sweeps.worker import Worker
+from hpscale.db.engine import Database
+from hpscale.sweeps.worker import Worker
 url, name = sys.argv[1], sys.argv[2]
 Worker(Database(url), "dist", lambda spec: FakeRunner(step_s=0.04), worker_id=name, poll_s=0.3).run()
 """
@@ -109,8 +109,8 @@ import signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {here!r})
 from test_worker import FakeRunner
-from db.engine import Database
-from sweeps.worker import Worker
+from hpscale.db.engine import Database
+from hpscale.sweeps.worker import Worker
 try:
     Worker(Database(sys.argv[1]), "dist", lambda spec: FakeRunner(step_s=0.04), worker_id="w", poll_s=0.3).run()
 except KeyboardInterrupt:
@@ -142,7 +142,7 @@ def test_ctrl_c_mid_cell_then_a_rerun_finishes_everything_once(tmp_path: Path) -
     # The rerun (what `hpscale sweep run SPEC` does again) finishes the rest, nothing twice.
     book.store_plan(db, build_plan(parse_spec(_spec())))
     from test_worker import FakeRunner
-    from sweeps.worker import Worker
+    from hpscale.sweeps.worker import Worker
 
     runner = FakeRunner()
     Worker(db, "dist", lambda spec: runner, poll_s=0.05).run()
@@ -159,10 +159,10 @@ OPENER = """
 import os, sys, time
 sys.path.insert(0, {here!r})
 from test_worker import spec_dict
-from db.engine import Database
-from service.laws import ensure_published_laws
-from sweeps import book
-from sweeps.spec import parse_spec
+from hpscale.db.engine import Database
+from hpscale.service.laws import ensure_published_laws
+from hpscale.sweeps import book
+from hpscale.sweeps.spec import parse_spec
 url, gate = sys.argv[1], sys.argv[2]
 while not os.path.exists(gate):
     time.sleep(0.001)

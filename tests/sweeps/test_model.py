@@ -8,9 +8,9 @@ import os
 import pytest
 import torch
 
-from sweeps.errors import TrainError
-from sweeps.model import StackedGPT, param_layout
-from sweeps.shape import GPTConfig, config_for_params, flops_per_token, n_params
+from hpscale.sweeps.errors import TrainError
+from hpscale.sweeps.model import StackedGPT, param_layout
+from hpscale.sweeps.shape import GPTConfig, config_for_params, flops_per_token, n_params
 
 TINY = GPTConfig(vocab_size=64, seq_len=16, d_model=32, n_layers=2, n_heads=2)
 
@@ -130,7 +130,7 @@ def test_sequence_longer_than_seq_len_is_refused() -> None:
 @pytest.mark.parametrize("k", [1, 3])
 def test_compiled_step_matches_eager(k: int) -> None:
     """DESIGN.md: compiling K = 1 failed in backward on torch 2.11 with [K, 1, d] norm gains."""
-    from sweeps.train import CellTrainer, TrainConfig
+    from hpscale.sweeps.train import CellTrainer, TrainConfig
 
     compiled = CellTrainer(TINY, TrainConfig(batch_size=3, total_steps=3, compile=True), [1e-3] * k, [0] * k)
     eager = CellTrainer(TINY, TrainConfig(batch_size=3, total_steps=3, compile=False), [1e-3] * k, [0] * k)

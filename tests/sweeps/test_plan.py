@@ -13,12 +13,12 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from db import storage
-from db.engine import Database, alembic_config
-from sweeps import book, queue
-from sweeps.errors import SweepError
-from sweeps.plan import build_plan, estimate_seconds, judge_group, refinement_lrs
-from sweeps.spec import parse_spec
+from hpscale.db import storage
+from hpscale.db.engine import Database, alembic_config
+from hpscale.sweeps import book, queue
+from hpscale.sweeps.errors import SweepError
+from hpscale.sweeps.plan import build_plan, estimate_seconds, judge_group, refinement_lrs
+from hpscale.sweeps.spec import parse_spec
 
 OPTUNA_TABLES = {"studies", "trials", "trial_params", "trial_values", "trial_heartbeats", "version_info"}
 
@@ -104,7 +104,7 @@ def test_store_plan_is_idempotent_and_lives_beside_optuna(db: Database) -> None:
     s = spec()
     sweep = book.store_plan(db, build_plan(s))
     assert OPTUNA_TABLES <= _tables(db) and {"runs", "sweeps", "alembic_version"} <= _tables(db)
-    assert db.current_revision() == db.head_revision() == "0003"  # Optuna left alembic_version alone
+    assert db.current_revision() == db.head_revision() == "0004"  # Optuna left alembic_version alone
     runs = storage.list_runs(db, sweep_id=sweep.id)
     assert len(runs) == 16 and {r.status for r in runs} == {"queued"} and runs[0].source == "p"
     assert runs[0].group_key == "N24576-D24576" and runs[0].cell_key == "N24576-D24576-B4"
@@ -119,7 +119,7 @@ def test_store_plan_is_idempotent_and_lives_beside_optuna(db: Database) -> None:
     book.store_plan(db, build_plan(s))
     assert len(storage.list_runs(db, sweep_id=sweep.id)) == 16
     assert sum(len(st.get_trials(deepcopy=False)) for st in book.studies(db, store, sweep).values()) == 16
-    assert db.upgrade() == ("0003", "0003") and OPTUNA_TABLES <= _tables(db)
+    assert db.upgrade() == ("0004", "0004") and OPTUNA_TABLES <= _tables(db)
     fresh = Database(db.url)
     fresh.ensure_schema()  # a new handle accepts the shared database as hpscale's
     fresh.dispose()
@@ -152,12 +152,13 @@ def test_migrations_from_0001_keep_rows(any_db_url: str) -> None:
         conn.execute(sa.text("INSERT INTO curve_points (run_id, step, val_loss, nonfinite) VALUES (1, 10, 4.0, false)"))
     with pytest.raises(Exception, match="older than this hpscale"):
         db.ensure_schema()
-    assert db.upgrade() == ("0001", "0003")
+    assert db.upgrade() == ("0001", "0004")
     (sweep,) = storage.list_sweeps(db)
     assert (sweep.name, sweep.code_version) == ("old", "v0")  # 0003 dropped the stale status column only
     (run,) = storage.list_runs(db)
     assert (run.name, run.final_loss, run.status, run.sweep_id) == ("r1", 3.5, "done", 1)
     assert run.group_key is None and run.trial_id is None and run.heartbeat_at is None
+    assert run.optimizer == "adamw" and run.n_params_total is None  # 0004: every older run was AdamW's
     assert [p.val_loss for p in storage.get_curve(db, 1)] == [4.0]
     with db.engine.connect() as conn:
         indexes = {i["name"] for i in sa.inspect(conn).get_indexes("runs")}
@@ -173,8 +174,8 @@ def test_planning_needs_no_torch() -> None:
     # `hpscale sweep plan` must work (and start fast) where torch is absent or slow to import.
     code = (
         "import sys\n"
-        "from sweeps.plan import build_plan, estimate_seconds\n"
-        "from sweeps.spec import load_spec\n"
+        "from hpscale.sweeps.plan import build_plan, estimate_seconds\n"
+        "from hpscale.sweeps.spec import load_spec\n"
         "plan = build_plan(load_spec('sweeps/examples/gpu_small.yaml'))\n"
         "estimate_seconds(plan, 'cuda')\n"
         "assert plan.cells and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]\n"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sweeps.spec import SpecError, check_paths, load_spec, parse_spec
+from hpscale.sweeps.spec import SpecError, check_paths, load_spec, parse_spec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "sweeps" / "examples"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sweeps.status import SWEEP_STATES, sweep_state
+from hpscale.sweeps.status import SWEEP_STATES, sweep_state
 
 
 @pytest.mark.parametrize(("counts", "state"), [

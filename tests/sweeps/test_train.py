@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from sweeps.errors import TrainError
-from sweeps.shape import GPTConfig
-from sweeps.train import CellTrainer, _adamw_update, EvalEvent, MemberResult, Progress, TrainConfig, train_cell
+from hpscale.sweeps.errors import TrainError
+from hpscale.sweeps.shape import GPTConfig
+from hpscale.sweeps.train import CellTrainer, _adamw_update, EvalEvent, MemberResult, Progress, TrainConfig, train_cell
 
 CFG = GPTConfig(vocab_size=64, seq_len=16, d_model=32, n_layers=2, n_heads=2)
 STEPS = 24

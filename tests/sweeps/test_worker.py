@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from optuna.trial import TrialState
 
-from db import storage
-from db.engine import Database
-from sweeps import book, queue
-from sweeps.errors import SweepError
-from sweeps.plan import build_plan
-from sweeps.spec import parse_spec
-from sweeps.worker import Heartbeat, Worker
+from hpscale.db import storage
+from hpscale.db.engine import Database
+from hpscale.sweeps import book, queue
+from hpscale.sweeps.errors import SweepError
+from hpscale.sweeps.plan import build_plan
+from hpscale.sweeps.spec import parse_spec
+from hpscale.sweeps.worker import Heartbeat, Worker
 
 OPT_LR = 3e-3  # the fake loss surface's optimum
 
@@ -145,7 +145,7 @@ def test_refinement_extends_the_grid_until_the_optimum_is_bracketed(sdb: Databas
     (ref,) = summary.refinements
     assert ref.edge == "high" and ref.round == 1 and ref.runs_added == 4  # 2 lrs x 2 batch sizes
     assert ref.lrs == pytest.approx((0.0215443, 0.0464159), rel=1e-5)
-    from sweeps.status import sweep_status
+    from hpscale.sweeps.status import sweep_status
 
     (group,) = sweep_status(sdb, storage.get_sweep(sdb, sweep.id)).groups
     assert group.bracketed is True and group.rounds == 1 and group.counts["done"] == 12
@@ -173,7 +173,7 @@ def test_refinement_stops_after_max_rounds(sdb: Database) -> None:
     spec = spec_dict(sizes=[{"d_model": 32, "n_layers": 2, "n_heads": 2}], refine={"max_rounds": 1, "points": 1})
     sweep = plan_into(sdb, spec)
     Worker(sdb, "fake", lambda s: FakeRunner(opt_lr=10.0), poll_s=0.05).run()
-    from sweeps.status import sweep_status
+    from hpscale.sweeps.status import sweep_status
 
     (group,) = sweep_status(sdb, storage.get_sweep(sdb, sweep.id)).groups
     assert group.rounds == 1 and group.bracketed is False and "lr_high" in group.edges
@@ -295,7 +295,7 @@ def test_one_transaction_writes_each_owned_runs_points_and_skips_the_rest(db: Da
 
 def test_status_of_a_sweep_stored_by_other_means(sdb: Database) -> None:
     # A sweep imported or seeded without this engine: no group keys, a spec of another shape.
-    from sweeps.status import sweep_status
+    from hpscale.sweeps.status import sweep_status
 
     sweep = storage.add_sweep(sdb, "imported", {"grid": "someone else's"}, "v0")
     storage.add_runs(sdb, [
@@ -310,7 +310,7 @@ def test_torch_runner_on_folder_and_bin_corpora(tmp_path: Path) -> None:
     # The real adapter (sweeps.cellrun): corpus kinds, schedule and sampler wiring, K = 2 fused.
     import numpy as np
 
-    from sweeps.cellrun import CellTask, TorchCellRunner
+    from hpscale.sweeps.cellrun import CellTask, TorchCellRunner
 
     texts = tmp_path / "texts"
     texts.mkdir()

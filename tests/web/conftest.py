@@ -35,7 +35,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A SQLite database filled by ``web_seed.seed``: its URL and the ids the tests visit."""
-    from db.engine import Database
+    from hpscale.db.engine import Database
     from web_seed import seed
 
     tmp = tmp_path_factory.mktemp("web")
@@ -48,9 +48,8 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 class Server:
-    """``hpscale serve`` on a free loopback port, as a user runs it. A subprocess rather than
-    uvicorn in a thread: pytest puts tests/ on sys.path, where tests/web would shadow the
-    ``web`` package (as a namespace package) that the app serves its pages from."""
+    """``hpscale serve`` on a free loopback port, as a user runs it (a subprocess, so that the
+    server's start-up path is the one users run)."""
 
     def __init__(self, database_url: str, log: Path) -> None:
         self.log = log

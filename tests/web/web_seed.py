@@ -16,15 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from db import storage
-from db.engine import Database
-from fitting.hyper import HyperLaw
-from fitting.loss import LossLaw
-from fitting.runs import RunSet
-from fitting.schedules import lr_schedule
-from fitting.trajectory import LossCurve, MultiPowerLaw
-from fitting.validate import extrapolation_check
-from service.runformat import parse_runs_file
+from hpscale.db import storage
+from hpscale.db.engine import Database
+from hpscale.fitting.hyper import HyperLaw
+from hpscale.fitting.loss import LossLaw
+from hpscale.fitting.runs import RunSet
+from hpscale.fitting.schedules import lr_schedule
+from hpscale.fitting.trajectory import LossCurve, MultiPowerLaw
+from hpscale.fitting.validate import extrapolation_check
+from hpscale.service.runformat import parse_runs_file
 
 SWEEP = "grid-demo"
 SIZES = (1e6, 3e6, 9e6)  # N, non-embedding parameters

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from service.api import glue
-from service.api import schemas as s
-from service.api.deps import DbDep, LawCacheDep, WriteAccess
-from service.api.problems import problem_responses
+from hpscale.service.api.glue import fits as glue
+from hpscale.service.api import schemas as s
+from hpscale.service.api.deps import DbDep, LawCacheDep, WriteAccess
+from hpscale.service.api.problems import problem_responses
 
 router = APIRouter(prefix="/fits", tags=["fits"])
 

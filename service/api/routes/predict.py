@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.api import glue
-from service.api import schemas as s
-from service.api.deps import DbDep
-from service.api.problems import problem_responses
+from hpscale.service.api.glue import predict as glue
+from hpscale.service.api import schemas as s
+from hpscale.service.api.deps import DbDep
+from hpscale.service.api.problems import problem_responses
 
 router = APIRouter(prefix="/predict", tags=["predict"])
 

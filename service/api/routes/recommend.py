@@ -15,10 +15,10 @@ from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from service.api import glue
-from service.api import schemas as s
-from service.api.deps import DbDep, LawCacheDep, SettingsDep
-from service.api.problems import problem_responses
+from hpscale.service.api.glue import recommend as glue
+from hpscale.service.api import schemas as s
+from hpscale.service.api.deps import DbDep, LawCacheDep, SettingsDep
+from hpscale.service.api.problems import problem_responses
 
 router = APIRouter(tags=["recommend"])
 

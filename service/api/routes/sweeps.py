@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from service.api import glue
-from service.api import schemas as s
-from service.api.deps import DbDep
-from service.api.problems import problem_responses
+from hpscale.service.api.glue import sweeps as glue
+from hpscale.service.api import schemas as s
+from hpscale.service.api.deps import DbDep
+from hpscale.service.api.problems import problem_responses
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 

@@ -1,0 +1,17 @@
+"""``POST /fits``: fit a law on stored runs (the fitting glue itself is ``service.fits``)."""
+
+from __future__ import annotations
+
+from hpscale.db.engine import Database
+from hpscale.service import fits
+from hpscale.service.api import schemas as s
+from hpscale.service.api.glue.laws import law_detail
+
+
+def fit_law(db: Database, body: s.FitRequest) -> s.LawDetail:
+    """Fit a law from stored runs, store it with its provenance, and describe it."""
+    row = fits.fit_and_store(
+        db, kind=body.kind, form=body.form, sources=body.sources, run_names=body.runs, n_bootstrap=body.bootstrap,
+        seed=body.seed,
+    )
+    return law_detail(db, str(row.id))
