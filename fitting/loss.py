@@ -19,6 +19,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from hpscale.fitting.errors import InsufficientDataError, InvalidLawRecordError, NotFittedError
+from hpscale.fitting.noise import NoiseEstimate, estimate_noise
 from hpscale.fitting.records import restore_fitted
 from hpscale.fitting.runs import RunSet, fit_range
 
@@ -34,7 +35,8 @@ START_GRID = {
 
 @dataclass(frozen=True)
 class LossPrediction:
-    """Predicted final loss (nats/token) with a bootstrap interval (None without samples)."""
+    """Predicted final loss (nats/token) with a 95% interval for one run's measured final loss:
+    the law's bootstrap uncertainty and the run-to-run noise together (None without samples)."""
 
     loss: float
     interval: tuple[float, float] | None = None
@@ -157,7 +159,10 @@ class LossLaw:
     each refitted from the full fit's optimum, batched, see _refit_many), ``seed``, ``level``.
 
     Fitted: ``coef_`` (E, A, B, alpha, beta), ``coef_samples_``, ``intervals_``,
-    ``fit_range_``, ``runs_used_`` (the best run of each (N, D) group), ``warnings_``.
+    ``fit_range_``, ``runs_used_`` (the best run of each (N, D) group), ``warnings_``,
+    ``noise_`` (the run-to-run noise of one run's final loss: from seeds when there are repeats,
+    from the groups' residuals around their smooth surfaces when there are lr grids, else from the
+    law's own residuals; it widens prediction intervals to what one run will measure).
     """
 
     huber_delta: float = 1e-3
@@ -171,6 +176,7 @@ class LossLaw:
     fit_range_: dict[str, list[float]] | None = field(default=None, init=False)
     runs_used_: list[str] | None = field(default=None, init=False)
     warnings_: list[str] = field(default_factory=list, init=False)
+    noise_: NoiseEstimate | None = field(default=None, init=False)
 
     kind: ClassVar[str] = "loss"
     form: ClassVar[str] = "chinchilla"
@@ -205,6 +211,7 @@ class LossLaw:
         costs = np.array([_objective(t, ln, ld, log_y, self.huber_delta)[0] for t in polished])
         theta = _fit_once(polished[np.argsort(costs)[:3]], ln, ld, log_y, self.huber_delta)
         self.coef_ = self._coef(theta)
+        self.noise_ = self._noise(runs, theta, ln, ld, log_y)
         self.warnings_ = []
         if theta[3] < 1e-3 or theta[4] < 1e-3:
             self.warnings_.append("an exponent fitted to ~0: the data do not constrain that term")
@@ -233,6 +240,20 @@ class LossLaw:
         self.runs_used_ = usable.run_names(best)
         return self
 
+    @staticmethod
+    def _noise(runs: RunSet, theta: np.ndarray, ln: np.ndarray, ld: np.ndarray, log_y: np.ndarray) -> NoiseEstimate:
+        """Seeds or lr-grid residuals when the runs have them (``fitting.noise``), else the RMS of
+        the law's own log residuals (5 coefficients; it includes any misfit, so it errs wide)."""
+        measured = estimate_noise(runs.require_usable())
+        if measured.rel_std is not None:
+            return measured
+        dof = log_y.size - 5
+        if dof < 1:
+            return measured
+        resid = _predict_log(theta[None, :], ln[None, :], ld[None, :])[0][0] - log_y
+        return NoiseEstimate(rel_std=float(np.sqrt(resid @ resid / dof)), source="law residuals", dof=int(dof),
+                             configurations=int(log_y.size))
+
     def _grid_scores(self, grid: np.ndarray, ln: np.ndarray, ld: np.ndarray, log_y: np.ndarray) -> np.ndarray:
         """Objective at every grid point at once (4,500 x points)."""
         e, a, b, alpha, beta = (grid[:, i : i + 1] for i in range(5))
@@ -258,13 +279,18 @@ class LossLaw:
             return c["E"] + c["A"] / n ** c["alpha"] + c["B"] / d ** c["beta"]
 
     def predict(self, n_params: float, tokens: float, level: float | None = None) -> LossPrediction:
-        """Final loss for N params trained on D tokens, with a bootstrap interval."""
+        """Final loss for N params trained on D tokens, with an interval for the loss one run will
+        measure: each bootstrap sample's prediction times a draw of the run-to-run noise."""
         c = self._check_fitted()
         loss = float(self._eval(c, np.float64(n_params), np.float64(tokens)))
         interval = None
         if self.coef_samples_:
             level = self.level if level is None else level
             vals = np.array([self._eval(s, np.float64(n_params), np.float64(tokens)) for s in self.coef_samples_])
+            if self.noise_ is not None and self.noise_.rel_std:
+                draws = np.random.default_rng([self.seed, 2]).standard_normal(vals.size)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    vals = vals * np.exp(self.noise_.rel_std * draws)
             # Interpolating towards an inf sample (see _eval) gives NaN: then take sample values.
             method = "linear" if np.isfinite(vals).all() else "inverted_cdf"
             lo, hi = np.quantile(vals, [(1 - level) / 2, (1 + level) / 2], method=method)
@@ -301,6 +327,7 @@ class LossLaw:
             "kind": self.kind, "form": self.form, "coefficients": dict(c), "intervals": self.intervals_,
             "coefficient_samples": self.coef_samples_, "fit_range": self.fit_range_,
             "warnings": list(self.warnings_), "runs_used": self.runs_used_,
+            "noise": self.noise_.to_record() if self.noise_ is not None else None,
             "settings": {"huber_delta": self.huber_delta, "n_refine": self.n_refine,
                          "n_bootstrap": self.n_bootstrap, "seed": self.seed, "level": self.level},
         }
@@ -310,6 +337,7 @@ class LossLaw:
         try:
             law = cls(**(record.get("settings") or {}))
             law.coef_ = {k: float(record["coefficients"][k]) for k in cls.COEFFICIENTS}
+            law.noise_ = NoiseEstimate.from_record(record.get("noise"))
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidLawRecordError(f"malformed loss law record: {exc}") from exc
         return restore_fitted(law, record)

@@ -2,8 +2,10 @@
 
 For each group (the runs sharing n_params and tokens) this module finds:
 
-- the near-optimal set: runs whose final loss is within ``eps`` (relative, default 0.25%) of
-  the group's best, Step Law's and DeepSeek's definition of "optimal";
+- the near-optimal set: configurations whose mean final loss is not distinguishable from the
+  group's best given the run-to-run noise and their seed counts (``fitting.noise``), never a
+  narrower band than ``eps`` (relative, default 0.25%: Step Law's and DeepSeek's definition of
+  "optimal", which is what the band is without a noise estimate);
 - a smooth optimum: the argmin of a quadratic surface in (log lr, log batch_tokens) fitted to
   the best runs, which is less jumpy than the single best run on a coarse grid;
 - whether the best run sits on the edge of the searched grid, and which edge: the sweep must
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hpscale.fitting.errors import InsufficientDataError
+from hpscale.fitting.noise import NoiseEstimate, near_optimal_band
 from hpscale.fitting.runs import RunSet
 
 # Two grid values closer than this in log space are the same grid point (published grids
@@ -38,7 +41,8 @@ class GroupOptimum:
     ``batch_tokens`` are the smooth optimum, ``method`` says how it was found
     ("quadratic2d", "quadratic1d" or "near_optimal_mean" when no convex surface fits);
     ``edges`` lists "lr_low", "lr_high", "batch_low", "batch_high" or "lr_unsearched"
-    where the best run touches the searched grid's boundary.
+    where the best run touches the searched grid's boundary; ``band`` is the relative
+    near-optimal band a configuration with as many seeds as the best one had to fall within.
     """
 
     n_params: float
@@ -51,6 +55,7 @@ class GroupOptimum:
     batch_tokens: float
     method: str
     edges: tuple[str, ...]
+    band: float = 0.0025
 
     @property
     def at_edge(self) -> bool:
@@ -60,9 +65,22 @@ class GroupOptimum:
         return f"group N={self.n_params:.4g}, D={self.tokens:.4g}"
 
 
-def near_optimal_mask(loss: np.ndarray, eps: float) -> np.ndarray:
-    """Runs within ``eps`` (relative) of the best finite loss."""
-    return loss <= np.min(loss) * (1.0 + eps)
+def near_optimal_mask(loss: np.ndarray, eps: float, noise: NoiseEstimate | None = None,
+                      n_seeds: np.ndarray | None = None) -> np.ndarray:
+    """Configurations whose (mean) loss lies within the near-optimal band of the best one: ``eps``
+    (relative) without a noise estimate, else the band ``fitting.noise.near_optimal_band`` gives
+    for each configuration's seed count (``n_seeds``, default 1 each)."""
+    n = np.ones(loss.size) if n_seeds is None else np.asarray(n_seeds, float)
+    best = int(np.argmin(loss))
+    band = near_optimal_band(noise, eps, n, int(n[best]))
+    return loss <= loss[best] * (1.0 + band)
+
+
+def seed_counts(runs: RunSet) -> np.ndarray:
+    """How many runs each row of ``runs`` averages (1 per row without ``members``)."""
+    if runs.members is None:
+        return np.ones(len(runs))
+    return np.array([len(m) for m in runs.members], float)
 
 
 def _distinct(values: np.ndarray) -> np.ndarray:
@@ -187,16 +205,19 @@ def smooth_optimum(lr: np.ndarray, batch: np.ndarray, loss: np.ndarray, eps: flo
     return float(a[0]), float(b[0]), str(m[0])
 
 
-def group_optima(runs: RunSet, eps: float = 0.0025) -> list[GroupOptimum]:
+def group_optima(runs: RunSet, eps: float = 0.0025, noise: NoiseEstimate | None = None) -> list[GroupOptimum]:
     """The optimum of every (N, D) group of the usable runs (finite loss, not diverged).
 
     Repeats of a configuration (seeds) count as one point with their mean loss
     (``RunSet.average_repeats``); ``near_optimal`` then lists every run of each near-optimal
-    configuration, as indices into ``runs``. Groups whose runs all diverged are skipped (they
-    say nothing about the optimum); raises InsufficientDataError when no run is usable or when
-    lr is unknown for a usable run.
+    configuration, as indices into ``runs``. The near-optimal band is ``eps`` without a
+    ``noise`` estimate, else the noise band for each configuration's seed count (see
+    ``near_optimal_mask``). Groups whose runs all diverged are skipped (they say nothing about
+    the optimum); raises InsufficientDataError when no run is usable or when lr is unknown for
+    a usable run.
     """
     usable = runs.average_repeats().require_usable()
+    seeds = seed_counts(usable)
     row_of = {name: i for i in range(len(runs)) for name in runs.run_names([i])}
     if np.isnan(usable.lr).any():
         missing = usable.names[int(np.argmax(np.isnan(usable.lr)))]
@@ -209,12 +230,14 @@ def group_optima(runs: RunSet, eps: float = 0.0025) -> list[GroupOptimum]:
         best = int(np.argmin(loss))
         s_lr, s_bt, method = smooth_optimum(lr, bt, loss, eps)
         # Indices refer back to the caller's RunSet (each of its rows may itself average runs).
-        near_rows = np.unique([row_of[name] for name in usable.run_names(idx[near_optimal_mask(loss, eps)])])
+        near = near_optimal_mask(loss, eps, noise, seeds[idx])
+        near_rows = np.unique([row_of[name] for name in usable.run_names(idx[near])])
+        band = float(near_optimal_band(noise, eps, seeds[idx][best], int(seeds[idx][best])))
         out.append(
             GroupOptimum(
                 n_params=n, tokens=d, best_loss=float(loss[best]), best_lr=float(lr[best]),
                 best_batch_tokens=float(bt[best]), near_optimal=near_rows,
-                lr=s_lr, batch_tokens=s_bt, method=method, edges=grid_edges(lr, bt, best),
+                lr=s_lr, batch_tokens=s_bt, method=method, edges=grid_edges(lr, bt, best), band=band,
             )
         )
     return out

@@ -4,7 +4,9 @@ A ``RunSet`` holds one row per run as parallel numpy arrays. Units: ``n_params``
 parameters (count), ``tokens`` training tokens, ``lr`` peak learning rate, ``batch_tokens`` batch
 in tokens, ``final_loss`` nats/token. Unknown ``lr`` / ``batch_tokens`` are NaN; a diverged run
 may carry a NaN or infinite loss, any other run must have a finite one. ``names`` identify the
-runs so that a fit can report exactly which runs it used.
+runs so that a fit can report exactly which runs it used. ``arch`` optionally labels each run's
+architecture (for a mixture-of-experts model, its total parameter count): runs of different
+labels never share a group, even at equal N (the active parameters) and D.
 
 Repeats (the same N, D, lr and batch trained with several seeds) are one measurement of that
 configuration: the laws fit on ``average_repeats()``, one row per configuration with the mean
@@ -41,6 +43,8 @@ class RunSet:
     names: list[str]
     # Row i averages the runs members[i] (see average_repeats); None: every row is one run.
     members: list[tuple[str, ...]] | None = None
+    # Architecture label of every run ("" for the default architecture); None: all one.
+    arch: list[str] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.names)
@@ -62,6 +66,11 @@ class RunSet:
             if len(members) != n or not all(members):
                 raise InvalidRunsError(f"members must list the runs of each of the {n} rows")
             object.__setattr__(self, "members", members)
+        if self.arch is not None:
+            arch = [str(a) for a in self.arch]
+            if len(arch) != n:
+                raise InvalidRunsError(f"arch has {len(arch)} labels but there are {n} run names")
+            object.__setattr__(self, "arch", arch)
         self._validate()
 
     def _validate(self) -> None:
@@ -89,8 +98,9 @@ class RunSet:
     @classmethod
     def from_records(cls, records: Iterable[Mapping[str, Any]]) -> "RunSet":
         """Build from dicts with keys n_params, tokens, final_loss and optionally lr,
-        batch_tokens, diverged, name (defaults to ``run-<index>``)."""
+        batch_tokens, diverged, name (defaults to ``run-<index>``), arch (default "")."""
         rows = list(records)
+        arch = [str(row.get("arch") or "") for row in rows]
         cols: dict[str, list[Any]] = {k: [] for k in ("n_params", "tokens", "lr", "batch_tokens", "final_loss", "diverged", "names")}
         for i, row in enumerate(rows):
             try:
@@ -109,7 +119,8 @@ class RunSet:
             cols["batch_tokens"].append(_float_or_nan(row.get("batch_tokens")))
             cols["diverged"].append(div)
             cols["names"].append(str(row.get("name", f"run-{i}")))
-        return cls(**{k: (v if k == "names" else np.asarray(v)) for k, v in cols.items()})
+        return cls(**{k: (v if k == "names" else np.asarray(v)) for k, v in cols.items()},
+                   arch=arch if any(arch) else None)
 
     def subset(self, mask_or_index: np.ndarray | Sequence[int]) -> "RunSet":
         """The runs selected by a boolean mask or an index array, in that order."""
@@ -121,7 +132,12 @@ class RunSet:
             batch_tokens=self.batch_tokens[idx], final_loss=self.final_loss[idx],
             diverged=self.diverged[idx], names=[self.names[int(i)] for i in idx],
             members=None if self.members is None else [self.members[int(i)] for i in idx],
+            arch=None if self.arch is None else [self.arch[int(i)] for i in idx],
         )
+
+    def arch_of(self, i: int) -> str:
+        """The architecture label of row i ("" by default)."""
+        return "" if self.arch is None else self.arch[i]
 
     def run_names(self, mask_or_index: np.ndarray | Sequence[int]) -> list[str]:
         """The names of the runs behind the selected rows: every repeat of an averaged row."""
@@ -141,8 +157,9 @@ class RunSet:
         configuration. Without repeats this is the RunSet itself.
         """
         rows: dict[tuple[Any, ...], list[int]] = {}
+        arch = self.arch or [""] * len(self)
         for i, key in enumerate(zip(self.n_params.tolist(), self.tokens.tolist(), self.lr.tolist(),
-                                    self.batch_tokens.tolist())):
+                                    self.batch_tokens.tolist(), arch)):
             known = not (math.isnan(key[2]) or math.isnan(key[3]))
             rows.setdefault(key if known else ("unknown lr or batch", i), []).append(i)
         if len(rows) == len(self):
@@ -155,6 +172,7 @@ class RunSet:
             batch_tokens=self.batch_tokens[first], final_loss=np.where(diverged, np.nan, loss),
             diverged=diverged, names=[self.names[int(i)] for i in first],
             members=[tuple(self.run_names(ids)) for ids in rows.values()],
+            arch=None if self.arch is None else [self.arch[int(i)] for i in first],
         )
 
     @property
@@ -163,11 +181,15 @@ class RunSet:
         return ~self.diverged & np.isfinite(self.final_loss)
 
     def group_keys(self) -> tuple[np.ndarray, list[tuple[float, float]]]:
-        """Group index of every run and the (N, D) of every group, sorted by N then D."""
-        keys = sorted(set(zip(self.n_params.tolist(), self.tokens.tolist())))
+        """Group index of every run and the (N, D) of every group, sorted by N, D, then
+        architecture. Runs of different ``arch`` labels are different groups, so two groups
+        may share an (N, D)."""
+        arch = self.arch or [""] * len(self)
+        full = list(zip(self.n_params.tolist(), self.tokens.tolist(), arch))
+        keys = sorted(set(full))
         lookup = {k: i for i, k in enumerate(keys)}
-        gid = np.array([lookup[k] for k in zip(self.n_params.tolist(), self.tokens.tolist())], dtype=int)
-        return gid, keys
+        gid = np.array([lookup[k] for k in full], dtype=int)
+        return gid, [(n, d) for n, d, _ in keys]
 
     def require_usable(self) -> "RunSet":
         """The finite-loss runs, or InsufficientDataError when every run diverged."""

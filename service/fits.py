@@ -22,12 +22,16 @@ from hpscale.fitting.hyper import FORMS as HYPER_FORMS
 from hpscale.fitting.hyper import METHODS as HYPER_METHODS
 from hpscale.fitting.hyper import HyperLaw
 from hpscale.fitting.loss import LossLaw
+from hpscale.fitting.priors import DEFAULT_WIDTH as DEFAULT_PRIOR_WIDTH
+from hpscale.fitting.priors import PRIOR_NAMES
 from hpscale.fitting.registry import law_from_record
 from hpscale.fitting.runs import RunSet
+from hpscale.fitting.sanity import law_problems
 from hpscale.fitting.schedules import infer_warmup
 from hpscale.fitting.trajectory import LossCurve, MomentumLaw, MultiPowerLaw
 from hpscale.fitting.validate import extrapolation_check
 from hpscale.service.errors import InputError
+from hpscale.service.laws import check_passed, failure, loss_warnings
 
 KINDS: tuple[str, ...] = ("hyper", "loss", "trajectory", "critical-batch")
 FORMS: dict[str, tuple[str, ...]] = {
@@ -69,12 +73,15 @@ def select_runs(db: Database, sources: Sequence[str] | None, run_names: Sequence
 
 def runset(rows: Sequence[Run]) -> RunSet:
     """Stored runs as the fitting package's input, in the given order. Names are ``source/name``
-    (unique). A run without a finite final loss counts as diverged: it informs no optimum."""
+    (unique). A run without a finite final loss counts as diverged: it informs no optimum. A
+    mixture-of-experts run's architecture label is its total parameter count: two architectures
+    of equal active N never share a group."""
     return RunSet.from_records(
         {
             "name": f"{r.source}/{r.name}", "n_params": r.n_params, "tokens": r.tokens, "lr": r.lr,
             "batch_tokens": r.batch_tokens, "final_loss": r.final_loss,
             "diverged": r.status == "diverged" or r.final_loss is None,
+            "arch": f"moe:{r.n_params_total:.6g}" if r.n_params_total else "",
         }
         for r in rows
     )
@@ -162,11 +169,17 @@ def critical_points(db: Database, rows: Sequence[Run]) -> dict[str, np.ndarray]:
 
 
 def fit_law(db: Database, rows: Sequence[Run], kind: str, form: str, n_bootstrap: int, seed: int,
-            on_edge: str = "error", method: str = "near_optimal") -> tuple[Any, dict[str, Any] | None]:
+            on_edge: str = "error", method: str = "near_optimal", prior: str | None = None,
+            prior_width: float = DEFAULT_PRIOR_WIDTH) -> tuple[Any, dict[str, Any] | None]:
     """Fit a law of ``kind``/``form`` on stored runs; returns (law, judged extrapolation report).
     Data enough for the law but not for refitting it without its largest scale still give a
-    stored law, whose report says why it was not checked (and does not pass)."""
-    law, data = _fit(db, rows, kind, form, n_bootstrap, seed, on_edge, method)
+    stored law, whose report says why it was not checked (and does not pass). A degenerate fit
+    (``fitting.sanity``) gets a report that says it failed, and why: it is never a default."""
+    law, data = _fit(db, rows, kind, form, n_bootstrap, seed, on_edge, method, prior, prior_width)
+    problems = law_problems(law.to_record())
+    if problems:
+        return law, {"kind": law.kind, "form": law.form, "passed": False, "checked": False, "failed": True,
+                     "problems": problems, "summary": f"failed fit: {'; '.join(problems)}"}
     try:
         return law, judge(extrapolation_check(law, data))
     except InsufficientDataError as exc:
@@ -175,10 +188,12 @@ def fit_law(db: Database, rows: Sequence[Run], kind: str, form: str, n_bootstrap
 
 
 def _fit(db: Database, rows: Sequence[Run], kind: str, form: str, n_bootstrap: int, seed: int,
-         on_edge: str, method: str) -> tuple[Any, Any]:
+         on_edge: str, method: str, prior: str | None, prior_width: float) -> tuple[Any, Any]:
     if kind == "hyper":
         data = runset([r for r in rows if r.lr is not None and r.batch_tokens is not None] or rows)
-        return HyperLaw(form=form, n_bootstrap=n_bootstrap, seed=seed, on_edge=on_edge, method=method).fit(data), data
+        law = HyperLaw(form=form, n_bootstrap=n_bootstrap, seed=seed, on_edge=on_edge, method=method,
+                       prior=prior, prior_width=prior_width)
+        return law.fit(data), data
     if kind == "loss":
         data = runset(rows)
         return LossLaw(n_bootstrap=n_bootstrap, seed=seed).fit(data), data
@@ -212,10 +227,14 @@ def fit_and_store(
     seed: int = 0,
     on_edge: str = "error",
     method: str = "near_optimal",
+    prior: str | None = None,
+    prior_width: float = DEFAULT_PRIOR_WIDTH,
     name: str | None = None,
 ) -> Law:
     """Fit a law from stored runs and store it with its record, extrapolation report and the
-    exact runs used. Raises ``InputError`` / ``FittingError`` with what is missing."""
+    exact runs used. Raises ``InputError`` / ``FittingError`` with what is missing. A fit whose
+    coefficients are degenerate is stored too, marked failed with the reason (see ``fit_law``):
+    callers check ``fit_failure(row)``."""
     if kind not in KINDS:
         raise InputError(f"unknown law kind {kind!r}; expected one of {', '.join(KINDS)}")
     form = form or DEFAULT_FORM[kind]
@@ -227,8 +246,15 @@ def fit_and_store(
         raise InputError(f"on_edge must be 'error' or 'warn' (got {on_edge!r})")
     if method not in HYPER_METHODS:
         raise InputError(f"method must be one of {', '.join(HYPER_METHODS)} (got {method!r})")
+    if prior not in (None, *PRIOR_NAMES):
+        raise InputError(f"prior must be one of {', '.join(PRIOR_NAMES)} (got {prior!r})")
+    prior = None if prior == "none" else prior
+    if prior is not None and kind != "hyper":
+        raise InputError("a published prior applies to hyper laws only (their exponents)")
+    if not (math.isfinite(prior_width) and prior_width > 0):
+        raise InputError(f"the prior width must be a finite number > 0 (got {prior_width!r})")
     rows = select_runs(db, sources, run_names)
-    law, report = fit_law(db, rows, kind, form, n_bootstrap, seed, on_edge, method)
+    law, report = fit_law(db, rows, kind, form, n_bootstrap, seed, on_edge, method, prior, prior_width)
     record = law.to_record()
     used = set(record.get("runs_used") or [f"{r.source}/{r.name}" for r in rows])
     used_ids = [r.id for r in rows if f"{r.source}/{r.name}" in used]
@@ -246,12 +272,19 @@ def fit_and_store(
             "record": record,
             "extrapolation": report,
             "settings": {"n_bootstrap": n_bootstrap, "seed": seed, "on_edge": on_edge, "method": method,
+                         "prior": prior, "prior_width": prior_width if prior else None,
                          "sources": list(sources or []),
                          "runs": list(run_names or [])},
             "code_version": code_version(),
         },
         used_ids,
     )
+
+
+def fit_failure(row: Law) -> list[str]:
+    """Why a stored fit failed (empty: it did not)."""
+    report = row.extrapolation if isinstance(row.extrapolation, dict) else {}
+    return list(report.get("problems") or []) if report.get("failed") else []
 
 
 def load_law(db: Database, law_id: int | str, kind: str | None = None) -> tuple[Law, Any]:
@@ -280,12 +313,19 @@ def predict_curve(db: Database, law_id: int | str, lr: np.ndarray, tokens_per_st
     return out
 
 
-def predict_loss(db: Database, law_id: int | str, n_params: float, tokens: float) -> dict[str, Any]:
-    """A loss law's predicted final loss (nats/token) for N params on D tokens, with interval."""
+def predict_loss(db: Database, law_id: int | str, n_params: float, tokens: float,
+                 warn_factor: float = 10.0) -> dict[str, Any]:
+    """A loss law's predicted final loss (nats/token) for N params on D tokens, with interval and
+    the warnings a recommendation would give (its check failed; the target lies more than
+    ``warn_factor`` outside its data)."""
     row, law = load_law(db, law_id, kind="loss")
     for label, v in (("n_params", n_params), ("tokens", tokens)):
         if not (math.isfinite(v) and v > 0):
             raise InputError(f"{label} must be a finite number > 0 (got {v!r})")
+    problems = failure(row)
+    if problems:
+        raise InputError(f"loss law {row.id} ({row.name}) is a failed fit: {problems[0]}")
     pred = law.predict(n_params, tokens)
     return {"law_id": row.id, "n_params": n_params, "tokens": tokens, "final_loss": pred.loss,
-            "interval": list(pred.interval) if pred.interval else None}
+            "interval": list(pred.interval) if pred.interval else None,
+            "warnings": loss_warnings(row, bool(check_passed(row)), n_params, tokens, warn_factor)}

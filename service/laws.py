@@ -15,6 +15,7 @@ from hpscale.fitting.errors import FittingError
 from hpscale.fitting.hyper import HyperLaw, compute_flops
 from hpscale.fitting.presets import DEFAULT_PRESET, PRESETS
 from hpscale.fitting.registry import extrapolation_factor, law_from_record
+from hpscale.fitting.sanity import law_problems
 from hpscale.service.errors import InputError
 
 logger = logging.getLogger("hpscale")
@@ -61,8 +62,16 @@ def resolve_law(db: Database, law: str | int | None, target: tuple[float, float]
 
 
 def default_candidates(db: Database, kind: str = "hyper") -> list[Law]:
-    """The fitted laws of ``kind`` whose extrapolation check passed, newest first."""
-    return [r for r in reversed(storage.list_laws(db, kind=kind, origin="fitted")) if check_passed(r)]
+    """The fitted laws of ``kind`` whose extrapolation check passed and whose fit is sound
+    (``failure`` is empty), newest first."""
+    return [r for r in reversed(storage.list_laws(db, kind=kind, origin="fitted")) if check_passed(r) and not failure(r)]
+
+
+def failure(row: Law) -> list[str]:
+    """Why a stored law is unusable (a degenerate fit: ``fitting.sanity.law_problems``); empty
+    when it is sound. Checked on the record itself, so laws stored before the check are caught."""
+    record = row.record if isinstance(row.record, dict) else {}
+    return law_problems(record)
 
 
 def choose_default(candidates: list[Law], n_params: float, tokens: float, warn_factor: float) -> Law | None:
@@ -77,16 +86,17 @@ def choose_default(candidates: list[Law], n_params: float, tokens: float, warn_f
 
 
 def check_passed(row: Law) -> bool | None:
-    """Whether a law's extrapolation check passed; None when it carries no check (published)."""
+    """Whether a law's extrapolation check passed; None when it carries no check (published).
+    A law stored as failed never passed."""
     report = row.extrapolation
     if not isinstance(report, dict) or "passed" not in report:
         return None
-    return bool(report["passed"])
+    return bool(report["passed"]) and not report.get("failed")
 
 
 @dataclass(frozen=True)
 class LossLawChoice:
-    """The loss law recommendations predict the final loss with: its row, its fitting object,
+    """A loss law recommendations may predict the final loss with: its row, its fitting object,
     and whether its extrapolation check passed."""
 
     row: Law
@@ -94,35 +104,78 @@ class LossLawChoice:
     passed: bool
 
 
-def resolve_loss_law(db: Database) -> LossLawChoice | None:
-    """The newest fitted loss law whose extrapolation check passed, else the newest fitted loss
-    law (flagged as not passed), else None. An unreadable law is logged and skipped: it must
-    not take recommendations down with it."""
-    rows = storage.list_laws(db, kind="loss", origin="fitted")
-    passing = [r for r in rows if check_passed(r)]
-    row = passing[-1] if passing else (rows[-1] if rows else None)
-    if row is None:
-        return None
-    try:
-        return LossLawChoice(row=row, law=law_object(row), passed=bool(passing))
-    except FittingError as exc:
-        logger.warning("loss law %s (id %s) cannot be loaded: %s", row.name, row.id, exc)
-        return None
+def loss_candidates(db: Database) -> list[LossLawChoice]:
+    """The sound fitted loss laws: those whose extrapolation check passed first, then the others,
+    newest first in each. An unreadable law is logged and skipped: it must not take
+    recommendations down with it."""
+    rows = [r for r in reversed(storage.list_laws(db, kind="loss", origin="fitted")) if not failure(r)]
+    out = []
+    for row in sorted(rows, key=lambda r: not check_passed(r)):
+        try:
+            out.append(LossLawChoice(row=row, law=law_object(row), passed=bool(check_passed(row))))
+        except FittingError as exc:
+            logger.warning("loss law %s (id %s) cannot be loaded: %s", row.name, row.id, exc)
+    return out
+
+
+def choose_loss_law(candidates: list[LossLawChoice], n_params: float, tokens: float,
+                    warn_factor: float) -> tuple[LossLawChoice | None, str | None]:
+    """The loss law that answers for a target (N params, D tokens) by default: the first
+    candidate whose data the target lies within ``warn_factor`` of. None with a note when the
+    target lies outside every stored loss law: a loss law fitted on 2M-parameter models says
+    nothing trustworthy about a 7B model, so no number is shown (the law still answers when
+    asked for by name, with its interval and a warning)."""
+    factors = []
+    for choice in candidates:
+        factor = extrapolation_factor((choice.row.record or {}).get("fit_range"), n_params, tokens)
+        if factor <= warn_factor:
+            return choice, None
+        factors.append((factor, choice))
+    if not factors:
+        return None, None
+    factor, nearest = min(factors, key=lambda fc: fc[0])
+    span = _span((nearest.row.record or {}).get("fit_range"))
+    others = f" (of {len(factors)} stored loss laws, the nearest)" if len(factors) > 1 else ""
+    return None, (
+        f"no final-loss prediction: the target lies {factor:.3g}x outside the data of every stored loss law; "
+        f"loss law {nearest.row.name}{others} was fitted on {span}. A loss law answers within "
+        f"{warn_factor:g}x of its data: fit one on runs that reach that far, or ask for loss law "
+        f"{nearest.row.id} by name to see its extrapolation with its interval"
+    )
+
+
+def _span(fit_range: Any) -> str:
+    """'N 1.7e+05-1.8e+06, D 1.7e+06-1.8e+07' from a fit range (C only when it has no N)."""
+    if not isinstance(fit_range, dict):
+        return "data of unknown range"
+    keys = (("n_params", "N"), ("tokens", "D")) if "n_params" in fit_range else (("compute", "C"),)
+    parts = []
+    for key, label in keys:
+        pair = fit_range.get(key)
+        if isinstance(pair, list) and len(pair) == 2:
+            parts.append(f"{label} {pair[0]:.3g}-{pair[1]:.3g}")
+    return ", ".join(parts) or "data of unknown range"
+
+
+def loss_warnings(row: Law, passed: bool, n_params: float, tokens: float, warn_factor: float) -> list[str]:
+    """What a user must know about a loss law's prediction for a target: its check failed, or the
+    target lies far outside its data."""
+    out = []
+    if not passed:
+        out.append(f"loss law {row.name}'s extrapolation check did not pass")
+    factor = extrapolation_factor((row.record or {}).get("fit_range"), n_params, tokens)
+    if factor > warn_factor:
+        out.append(f"the target lies {factor:.3g}x outside the data loss law {row.name} was fitted on "
+                   f"({_span((row.record or {}).get('fit_range'))}): this is an extrapolation, not a prediction to trust")
+    return out
 
 
 def add_loss_prediction(rec: "Recommendation", loss: LossLawChoice, warn_factor: float = 10.0) -> None:
-    """Add the loss law's predicted final loss (nats/token) for the target to ``rec``, with a
-    warning when the law's check failed or the target lies far outside its data."""
+    """Add the loss law's predicted final loss (nats/token) for the target to ``rec``, with the
+    warnings ``loss_warnings`` gives."""
     pred = loss.law.predict(rec.n_params, rec.tokens)
     rec.final_loss, rec.final_loss_interval, rec.loss_law_id = pred.loss, pred.interval, loss.row.id
-    name = loss.row.name
-    if not loss.passed:
-        rec.warnings.append(f"the predicted loss comes from loss law {name}, whose extrapolation check did not pass")
-    fit_range = (loss.row.record or {}).get("fit_range")
-    if fit_range:
-        factor = extrapolation_factor(fit_range, rec.n_params, rec.tokens)
-        if factor > warn_factor:
-            rec.warnings.append(f"the target lies {factor:.3g}x outside the data loss law {name} was fitted on")
+    rec.warnings.extend(loss_warnings(loss.row, loss.passed, rec.n_params, rec.tokens, warn_factor))
 
 
 def law_object(row: Law) -> Any:
@@ -155,6 +208,7 @@ class Recommendation:
     final_loss: float | None = None
     final_loss_interval: tuple[float, float] | None = None
     loss_law_id: int | None = None
+    final_loss_note: str | None = None
 
 
 def check_target(n_params: float, tokens: float | None, compute: float | None, seq_len: int) -> tuple[float, float]:
@@ -185,16 +239,34 @@ def recommend(
     compute: float | None = None,
     seq_len: int = 2048,
     law: str | int | None = None,
+    loss_law: str | int | None = None,
     warn_factor: float = 10.0,
 ) -> Recommendation:
-    """Recommended peak lr and batch for a target of N params on D tokens (or C FLOPs)."""
+    """Recommended peak lr and batch for a target of N params on D tokens (or C FLOPs), and the
+    final loss a loss law predicts: ``loss_law`` by id or name (answers wherever the target
+    lies, with warnings), else the default of ``choose_loss_law`` (none far from every loss law)."""
     tokens, compute = check_target(n_params, tokens, compute, seq_len)
     row = resolve_law(db, law, (n_params, tokens), warn_factor)
     rec = recommend_with_law(row, law_object(row), n_params, tokens, compute, seq_len, warn_factor)
-    loss = resolve_loss_law(db)
-    if loss is not None:
-        add_loss_prediction(rec, loss, warn_factor)
+    if loss_law is not None:
+        add_loss_prediction(rec, named_loss_law(db, loss_law), warn_factor)
+        return rec
+    choice, note = choose_loss_law(loss_candidates(db), n_params, tokens, warn_factor)
+    if choice is not None:
+        add_loss_prediction(rec, choice, warn_factor)
+    rec.final_loss_note = note
     return rec
+
+
+def named_loss_law(db: Database, law: str | int) -> LossLawChoice:
+    """A loss law asked for by id or name; refuses another kind or a failed fit."""
+    row = storage.get_law(db, law)
+    if row.kind != "loss":
+        raise InputError(f"law {row.id} ({row.name}) is a {row.kind} law, not a loss law")
+    problems = failure(row)
+    if problems:
+        raise InputError(f"loss law {row.id} ({row.name}) is a failed fit: {problems[0]}")
+    return LossLawChoice(row=row, law=law_object(row), passed=bool(check_passed(row)))
 
 
 def recommend_with_law(
@@ -205,6 +277,10 @@ def recommend_with_law(
     caches them, then calls this per request."""
     # A compute-form law uses C as given (DeepSeek's own C may differ from 6ND); others use N, D.
     pred = hyper.predict(n_params, tokens, compute=compute)
+    problems = failure(row)
+    if not (math.isfinite(pred.lr) and pred.lr > 0 and math.isfinite(pred.batch_tokens) and pred.batch_tokens > 0):
+        why = f": its fit failed ({problems[0]})" if problems else ""
+        raise InputError(f"law {row.id} ({row.name}) gives no finite learning rate and batch for this target{why}")
     rec = Recommendation(
         n_params=n_params, tokens=tokens, compute=compute, seq_len=seq_len,
         lr=pred.lr, batch_tokens=pred.batch_tokens, batch_size=pred.batch_tokens / seq_len,
@@ -215,6 +291,8 @@ def recommend_with_law(
             if pred.batch_tokens_interval else None
         ),
     )
+    if problems:
+        rec.warnings.append(f"law {row.name} is a failed fit ({'; '.join(problems)}): do not rely on it")
     fit_range = (row.record or {}).get("fit_range")
     if fit_range:
         rec.extrapolation_factor = extrapolation_factor(fit_range, n_params, tokens)

@@ -4,7 +4,8 @@ One record is one finished run:
 
 | field | required | meaning |
 |---|---|---|
-| ``n_params`` | yes | non-embedding parameters (count, > 0) |
+| ``n_params`` | yes | non-embedding parameters (count, > 0); for a mixture-of-experts model the active ones |
+| ``n_params_total`` | no | a mixture-of-experts model's total non-embedding parameters (>= ``n_params``) |
 | ``tokens`` | yes | training tokens (> 0) |
 | ``final_loss`` | yes | final validation loss, nats/token (> 0; may be NaN/inf only if ``status`` is ``diverged``) |
 | ``name`` | no | unique within the import source; the key that makes re-import idempotent (default: a hash of the record) |
@@ -58,7 +59,10 @@ class RunIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    n_params: float = Field(gt=0, description="Non-embedding parameters.")
+    n_params: float = Field(gt=0, description="Non-embedding parameters (a mixture-of-experts model: active ones).")
+    n_params_total: float | None = Field(
+        default=None, gt=0, description="Mixture-of-experts: total non-embedding parameters (>= n_params)."
+    )
     tokens: float = Field(gt=0, description="Training tokens.")
     final_loss: float | None = Field(description="Final validation loss, nats/token; null only if diverged.")
     name: str | None = Field(default=None, min_length=1, max_length=300)
@@ -71,7 +75,7 @@ class RunIn(BaseModel):
     tags: dict[str, Any] | None = None
     curve: list[CurvePointIn] | None = Field(default=None, max_length=100_000)
 
-    @field_validator("n_params", "tokens", "lr", "batch_tokens", "batch_size")
+    @field_validator("n_params", "n_params_total", "tokens", "lr", "batch_tokens", "batch_size")
     @classmethod
     def _finite(cls, v: float | None) -> float | None:
         if v is not None and not math.isfinite(v):
@@ -80,6 +84,9 @@ class RunIn(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunIn":
+        if self.n_params_total is not None and self.n_params_total < self.n_params:
+            raise ValueError(f"n_params_total: {self.n_params_total:g} is below n_params ({self.n_params:g}), "
+                             "the active parameters")
         loss = self.final_loss
         if self.status == "done" and (loss is None or not math.isfinite(loss)):
             raise ValueError("final_loss: must be a finite number for a run with status 'done'")
@@ -113,6 +120,7 @@ class RunIn(BaseModel):
             "source": source,
             "name": self.key(),
             "n_params": self.n_params,
+            "n_params_total": self.n_params_total,
             "tokens": self.tokens,
             "lr": self.lr,
             "batch_tokens": self.batch_tokens,
@@ -253,12 +261,17 @@ def validate_runs(records: list[dict[str, Any]]) -> list[RunIn]:
 
 # -- Step Law's released CSV ------------------------------------------------------------------
 STEPLAW_COLUMNS = ("h", "ffnh", "numh", "numl", "lr", "bs", "ti", "loss", "smooth loss", "D", "N")
-STEPLAW_SEQ_LEN = 2048  # Step Law's batch column counts sequences of 2,048 tokens
+STEPLAW_SEQ_LEN = 2048  # Step Law's batch column counts sequences of 2,048 tokens (dense file)
+# The mixture-of-experts file adds these: N is then the total and Na the active parameter count.
+STEPLAW_MOE_COLUMNS = ("Na", "nume", "topk", "moeh")
 
 
 def parse_steplaw_file(path: Path) -> list[RunIn]:
-    """Read Step Law's ``dense_lr_bs_loss.csv``. ``final_loss`` is the smoothed loss (what the
-    paper fits); the raw loss and model shape go into ``tags``. Errors name file, line, column."""
+    """Read Step Law's ``dense_lr_bs_loss.csv`` or ``moe_lr_bs_loss.csv``. ``final_loss`` is the
+    smoothed loss (what the paper fits); the raw loss and model shape go into ``tags``. In the
+    mixture-of-experts file ``n_params`` is the active count (``Na``, what the laws use, as Step
+    Law fits them) and ``n_params_total`` the total (``N``); a ``seq_len`` column, when present,
+    gives the tokens of a sequence. Errors name file, line, column."""
     text = _read_text(path)
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames:
@@ -266,12 +279,19 @@ def parse_steplaw_file(path: Path) -> list[RunIn]:
     missing = [c for c in STEPLAW_COLUMNS if c not in reader.fieldnames]
     if missing:
         raise InputError(f"{path}:1: missing column {missing[0]!r}: not Step Law's dense_lr_bs_loss.csv format")
+    moe = "Na" in reader.fieldnames
+    if moe:
+        absent = [c for c in STEPLAW_MOE_COLUMNS if c not in reader.fieldnames]
+        if absent:
+            raise InputError(f"{path}:1: missing column {absent[0]!r}: a Step Law MoE file (it has 'Na') needs "
+                             f"{', '.join(STEPLAW_MOE_COLUMNS)}")
+    numeric = STEPLAW_COLUMNS + (STEPLAW_MOE_COLUMNS if moe else ()) + (("seq_len",) if "seq_len" in reader.fieldnames else ())
     runs: list[RunIn] = []
     seen: dict[str, int] = {}
     for row in reader:
         line = reader.line_num
         values: dict[str, float] = {}
-        for col in STEPLAW_COLUMNS:
+        for col in numeric:
             raw = (row.get(col) or "").strip()
             try:
                 value = float(raw)
@@ -280,7 +300,7 @@ def parse_steplaw_file(path: Path) -> list[RunIn]:
             if not math.isfinite(value) or value <= 0:
                 raise InputError(f"{path}:{line}: column {col!r}: must be a finite number > 0 (got {raw!r})")
             values[col] = value
-        shape = {k: int(values[k]) for k in ("h", "ffnh", "numh", "numl")}
+        shape = {k: int(values[k]) for k in ("h", "ffnh", "numh", "numl", *(("nume", "topk", "moeh") if moe else ()))}
         name = (row.get("exp_name") or "").strip() or (
             f"h{shape['h']}_ffnh{shape['ffnh']}_numl{shape['numl']}_lr{values['lr']:.4e}"
             f"_bs{int(values['bs'])}_D{values['D']:.3e}"
@@ -291,12 +311,13 @@ def parse_steplaw_file(path: Path) -> list[RunIn]:
         runs.append(
             RunIn(
                 name=name,
-                n_params=values["N"],
+                n_params=values["Na"] if moe else values["N"],
+                n_params_total=values["N"] if moe else None,
                 tokens=values["D"],
                 final_loss=values["smooth loss"],
                 lr=values["lr"],
                 batch_size=values["bs"],
-                seq_len=STEPLAW_SEQ_LEN,
+                seq_len=int(values.get("seq_len", STEPLAW_SEQ_LEN)),
                 tags={"raw_loss": values["loss"], "iterations": int(values["ti"]), **shape},
             )
         )
@@ -307,13 +328,14 @@ def parse_steplaw_file(path: Path) -> list[RunIn]:
 
 RUN_FORMAT_HELP = (
     "Columns (CSV) or keys (JSONL): required n_params, tokens, final_loss (may be empty/null only "
-    "for status diverged); optional name (unique within the source; re-import skips known names), "
+    "for status diverged); optional n_params_total (mixture-of-experts: total parameters, n_params "
+    "being the active ones), name (unique within the source; re-import skips known names), "
     "lr, batch_tokens, or batch_size with seq_len, status (done|diverged), schedule, tags (JSONL: an "
     "object; CSV: k=v;k=v), and in JSONL curve: a list of {step, lr, loss, tokens?}."
 )
 
 EXPORT_FIELDS = (
-    "name", "n_params", "tokens", "final_loss", "lr", "batch_tokens", "batch_size", "seq_len",
+    "name", "n_params", "n_params_total", "tokens", "final_loss", "lr", "batch_tokens", "batch_size", "seq_len",
     "status", "schedule", "tags",
 )
 

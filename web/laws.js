@@ -23,6 +23,7 @@ const MAX_CURVES = 5; // distinct D drawn as their own fitted line; more would b
 
 function badge(law) {
   if (law.origin === "published") return h("span", { class: "badge" }, "published");
+  if (law.failure?.length) return h("span", { class: "badge bad" }, "failed fit");
   if (law.extrapolation_passed === true) return h("span", { class: "badge ok" }, "extrapolation ok");
   if (law.extrapolation_passed === false) return h("span", { class: "badge bad" }, "extrapolation failed");
   return h("span", { class: "badge" }, "fitted");
@@ -58,8 +59,36 @@ function header(law) {
       h("dt", {}, "Data"), h("dd", {}, law.data.length ? `${law.data.length} runs` : "none stored (a published law)"),
       h("dt", {}, "Created"), h("dd", {}, `${new Date(law.created_at).toLocaleString()}, code ${law.code_version}`),
     ),
+    law.failure?.length
+      ? h("div", { class: "warning", id: "failure" }, `Failed fit, never used by default: ${law.failure.join("; ")}`)
+      : null,
     law.warnings.map((w) => h("div", { class: "warning" }, w)),
   );
+}
+
+/** How a fitted law treated run-to-run noise, its published prior and (joint fits) the basin. */
+function fitCard(law) {
+  const rows = [];
+  if (law.noise) rows.push(["Run-to-run noise", law.noise.description]);
+  if (law.near_optimal_band !== null && law.near_optimal_band !== undefined) {
+    rows.push(["Near-optimal band", `${fmt(100 * law.near_optimal_band, 3)}% above a group's best, for a single-seed `
+      + "configuration (narrower for seed means; never under Step Law's 0.25%)"]);
+  }
+  const b = law.landscape;
+  if (b) {
+    rows.push(["Joint basin", `lr-batch tilt k = ${fmt(b.k, 3)}; curvature along lr ${fmt(b.A_lo, 3)} (low side) / `
+      + `${fmt(b.A_hi, 3)} (high side), along batch ${fmt(b.C_lo, 3)} / ${fmt(b.C_hi, 3)}; ${b.runs_in_band} runs `
+      + `within ${fmt(100 * b.window, 2)}% of their group's best`]);
+  }
+  const p = law.prior;
+  if (p) {
+    const moved = Object.entries(p.shift).map(([k, v]) => `${k} ${v >= 0 ? "+" : ""}${fmt(v, 3)}`).join(", ");
+    rows.push(["Prior", `${p.name}, width ${fmt(p.width)} on each exponent; it moved ${moved}`]);
+  }
+  if (!rows.length) return null;
+  return h("section", { class: "card", id: "fit-treatment" },
+    h("h2", {}, "Noise and prior"),
+    h("dl", { class: "meta" }, rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])));
 }
 
 function fitRangeText(fr) {
@@ -352,7 +381,7 @@ async function main() {
   }
   document.title = `${law.title} · hpscale`;
   const plotsEl = h("div", {}, loading("Drawing…"));
-  mount(detailEl, header(law), plotsEl, parameterTable(law), extrapolationCard(law));
+  mount(detailEl, header(law), plotsEl, parameterTable(law), fitCard(law), extrapolationCard(law));
   const render = RENDERERS[law.kind];
   if (render) {
     try {

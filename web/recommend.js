@@ -114,7 +114,10 @@ function renderAnswer(rec) {
   const loss = rec.final_loss !== null && rec.final_loss !== undefined
     ? valueBox("Predicted final loss (nats/token)", fmt(rec.final_loss, 4), fmtInterval(rec.final_loss_interval, (x) => fmt(x, 4)),
         rec.loss_law ? `by ${rec.loss_law.title}` : null, rec.final_loss)
-    : valueBox("Predicted final loss", "–", null, "No prediction: it comes from a fitted loss law (hpscale fit --kind loss, or POST /api/v1/fits).");
+    : valueBox("Predicted final loss", "–", null, rec.final_loss_note
+        // Far outside every loss law's data: no number, and why (which law would be needed).
+        ? rec.final_loss_note
+        : "No prediction: it comes from a fitted loss law (hpscale fit --kind loss, or POST /api/v1/fits).");
   mount(
     answerEl,
     h("h2", {}, "Answer"),

@@ -88,6 +88,12 @@ class RecommendQuery(BaseModel):
         description="A hyper law's id or name (default: the newest fitted law whose extrapolation check passed "
         "and whose data the target lies within the extrapolation-warning factor of, else Step Law).",
     )
+    loss_law: str | None = Field(
+        default=None, min_length=1, max_length=200,
+        description="A loss law's id or name: it predicts the final loss wherever the target lies, with its "
+        "interval and warnings (default: the loss law whose data the target lies within the "
+        "extrapolation-warning factor of; none beyond every loss law's data).",
+    )
 
 
 class Recommendation(BaseModel):
@@ -121,6 +127,8 @@ class Recommendation(BaseModel):
     )
     final_loss_interval: Interval | None = None
     loss_law: LawRef | None = None
+    final_loss_note: str | None = Field(
+        default=None, description="Why no final loss is predicted (the target lies outside every loss law's data).")
     extrapolation_factor: float | None = Field(
         description="How far the target lies outside the law's data (1 = inside); null when the law has no data range."
     )
@@ -209,6 +217,27 @@ class TrajectoryFit(BaseModel):
     predicted: list[float] = Field(description="The law's loss at the same steps, nats/token.")
 
 
+class NoiseInfo(BaseModel):
+    """The run-to-run noise a fit measured: the relative std of one run's final loss."""
+
+    rel_std: float | None = Field(description="Standard deviation of log(final loss), i.e. relative (0.005 = 0.5%).")
+    source: str = Field(description="repeats (seeds), residuals (around each group's smooth surface), "
+                                    "law residuals (a loss law's own), or none.")
+    dof: int
+    configurations: int
+    description: str = Field(description="The estimate in words.")
+
+
+class PriorInfo(BaseModel):
+    """A published law used as a prior on a fitted law's exponents, and what it did."""
+
+    name: str
+    width: float = Field(description="Standard deviation of the Gaussian prior on each exponent.")
+    centres: dict[str, float]
+    shift: dict[str, float] = Field(description="How far the prior moved each exponent from the data-only fit.")
+    data_coefficients: dict[str, float] = Field(description="The data-only fit's coefficients.")
+
+
 class LawDetail(LawSummary):
     """A law with everything needed to judge it."""
 
@@ -225,6 +254,15 @@ class LawDetail(LawSummary):
     fitted_curves: list[TrajectoryFit] | None = Field(
         description="Trajectory laws: each curve fitted on, observed against predicted (null for other kinds)."
     )
+    noise: NoiseInfo | None = Field(default=None, description="The run-to-run noise the fit measured.")
+    near_optimal_band: float | None = Field(
+        default=None, description="Hyper laws: the near-optimal band (relative) of a single-seed configuration.")
+    prior: PriorInfo | None = Field(default=None, description="Hyper laws: the published prior, if any.")
+    landscape: dict[str, float] | None = Field(
+        default=None, description="Joint hyper fits: the shared basin (tilt k, curvatures A_lo/A_hi along lr, "
+                                  "C_lo/C_hi along batch, runs_in_band, window).")
+    failure: list[str] = Field(default_factory=list,
+                               description="Why the fit is degenerate and never used by default (empty: it is sound).")
 
 
 # -- sweeps and runs ---------------------------------------------------------------------------

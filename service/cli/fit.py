@@ -6,9 +6,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from hpscale.service.cli.common import open_db, print_json
+from hpscale.fitting.priors import PRIOR_NAMES
+from hpscale.service.cli.common import fail, open_db, print_json
 from hpscale.service.cli.laws import law_summary, print_law
-from hpscale.service.fits import DEFAULT_FORM, FORMS, KINDS, fit_and_store
+from hpscale.service.fits import DEFAULT_FORM, DEFAULT_PRIOR_WIDTH, FORMS, KINDS, fit_and_store, fit_failure
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -27,7 +28,14 @@ def fit(
     runs: Annotated[Optional[str], typer.Option(help="Fit only on these run names, comma-separated.")] = None,
     bootstrap: Annotated[int, typer.Option(min=0, max=100_000, help="Bootstrap resamples for intervals (0: none).")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap (a fit is reproducible).")] = 0,
-    method: Annotated[str, typer.Option(help="hyper laws: near_optimal (Step Law: every run within 0.25% of its group's best) or smooth (one quadratic-fit optimum per group).")] = "near_optimal",
+    method: Annotated[str, typer.Option(help=(
+        "hyper laws: near_optimal (Step Law's procedure: every configuration not distinguishable from its group's "
+        "best given the run-to-run noise, at least the 0.25% band), smooth (one quadratic-fit optimum per group) "
+        "or joint (one model of the loss over every run near its group's basin: tolerant of noise)."))] = "near_optimal",
+    prior: Annotated[str, typer.Option(help=(
+        f"hyper laws: a published law's exponents as a Gaussian prior ({', '.join(PRIOR_NAMES)}): a sweep of few "
+        "sizes then extrapolates like the literature unless its data say otherwise."))] = "none",
+    prior_width: Annotated[float, typer.Option(help="Standard deviation of the prior on each exponent.")] = DEFAULT_PRIOR_WIDTH,
     allow_edge: Annotated[bool, typer.Option("--allow-edge", help="Fit even when a group's optimum lies on the grid's edge (recorded as a warning).")] = False,
     name: Annotated[Optional[str], typer.Option(help="Name of the stored law (default: generated).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the stored law as JSON.")] = False,
@@ -39,9 +47,13 @@ def fit(
     db = open_db()
     row = fit_and_store(
         db, kind=kind, form=form, sources=_split(source), run_names=_split([runs] if runs else None),
-        n_bootstrap=bootstrap, seed=seed, on_edge="warn" if allow_edge else "error", method=method, name=name,
+        n_bootstrap=bootstrap, seed=seed, on_edge="warn" if allow_edge else "error", method=method,
+        prior=prior, prior_width=prior_width, name=name,
     )
     if json_out:
         print_json(law_summary(db, row, detail=True))
     else:
         print_law(db, row)
+    problems = fit_failure(row)
+    if problems:
+        fail(f"law {row.id} ({row.name}) is stored as a failed fit and will never be used by default: {'; '.join(problems)}")

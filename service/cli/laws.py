@@ -11,7 +11,8 @@ from hpscale.db import storage
 from hpscale.db.engine import Database
 from hpscale.db.models import Law
 from hpscale.service.cli.common import App, fmt, open_db, out_console, print_json
-from hpscale.service.laws import ensure_published_laws
+from hpscale.fitting.noise import NoiseEstimate
+from hpscale.service.laws import ensure_published_laws, failure
 
 app = App(help="Published and fitted laws.")
 
@@ -23,6 +24,8 @@ def law_summary(db: Database, row: Law, detail: bool = False) -> dict[str, Any]:
         "id": row.id, "name": row.name, "kind": row.kind, "form": row.form, "origin": row.origin,
         "title": row.title, "source": row.source, "coefficients": rec.get("coefficients"),
         "intervals": rec.get("intervals"), "fit_range": rec.get("fit_range"), "warnings": rec.get("warnings") or [],
+        "noise": rec.get("noise"), "near_optimal_band": rec.get("near_optimal_band"), "prior": rec.get("prior"),
+        "landscape": rec.get("landscape"), "failure": failure(row),
         "extrapolation": row.extrapolation, "code_version": row.code_version,
         "created_at": row.created_at.isoformat() if row.created_at else None,
     }
@@ -50,12 +53,39 @@ def print_law(db: Database, row: Law) -> None:
         out_console.print(f"fitted range: {ranges}", highlight=False)
     if info["run_ids"]:
         out_console.print(f"fitted on {len(info['run_ids'])} runs")
-    if row.extrapolation:
+    for line in describe_fit(info):
+        out_console.print(line, highlight=False)
+    if info["failure"]:
+        out_console.print(f"[red]failed fit[/red] (never used by default): {'; '.join(info['failure'])}", highlight=False)
+    elif row.extrapolation:
         ex = row.extrapolation
         verdict = "passed" if ex.get("passed") else "did not pass"
         out_console.print(f"extrapolation check {verdict}: {ex.get('summary', '')}", highlight=False)
     for w in info["warnings"]:
         out_console.print(f"[yellow]warning:[/yellow] {w}")
+
+
+def describe_fit(info: dict[str, Any]) -> list[str]:
+    """How a fitted law treated noise and priors, in lines for people (empty for published laws)."""
+    lines = []
+    noise = NoiseEstimate.from_record(info.get("noise"))
+    if noise is not None:
+        lines.append(f"run-to-run noise of the final loss: {noise.describe()}")
+    band = info.get("near_optimal_band")
+    if band is not None:
+        lines.append(f"near-optimal band: {100 * band:.2f}% above a group's best (single-seed configurations; "
+                     "narrower for averaged seeds, never under the 0.25% floor)")
+    landscape = info.get("landscape")
+    if landscape:
+        lines.append(
+            f"joint basin: lr-batch tilt k = {landscape['k']:.3g}; curvature along lr {landscape['A_lo']:.3g} (low side) / "
+            f"{landscape['A_hi']:.3g} (high side), along batch {landscape['C_lo']:.3g} / {landscape['C_hi']:.3g}; "
+            f"{landscape['runs_in_band']} runs within {100 * landscape['window']:.2g}% of their group's best")
+    prior = info.get("prior")
+    if prior:
+        shifts = ", ".join(f"{k} {v:+.3g}" for k, v in (prior.get("shift") or {}).items())
+        lines.append(f"prior: {prior['name']} (width {prior['width']:g} on each exponent); it moved {shifts}")
+    return lines
 
 
 @app.command("list")

@@ -13,6 +13,7 @@ from rich.table import Table
 from hpscale.service.cli.common import App, fmt, open_db, out_console, print_json
 from hpscale.service.errors import InputError
 from hpscale.service.fits import predict_curve, predict_loss
+from hpscale.service.settings import get_settings
 
 app = App(help="Predictions from stored laws.")
 
@@ -79,11 +80,15 @@ def loss(
     tokens: Annotated[float, typer.Option("--tokens", "-D", help="Training tokens D.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the prediction as JSON.")] = False,
 ) -> None:
-    """Predict the final loss (nats/token) of N parameters trained on D tokens."""
-    out = predict_loss(open_db(), law, params, tokens)
+    """Predict the final loss (nats/token) of N parameters trained on D tokens, with its 95% interval
+    and the same warnings a recommendation gives (the law's check failed; the target lies far
+    outside its data)."""
+    out = predict_loss(open_db(), law, params, tokens, warn_factor=get_settings().extrapolation_warning)
     if json_out:
         print_json(out)
         return
     iv = out["interval"]
     extra = f" (95% interval {fmt(iv[0])} .. {fmt(iv[1])})" if iv else ""
     out_console.print(f"predicted final loss {fmt(out['final_loss'])} nats/token{extra}")
+    for w in out["warnings"]:
+        out_console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)

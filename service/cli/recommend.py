@@ -27,12 +27,18 @@ def recommend(
                      "fitted law whose extrapolation check passed and whose data the target lies within "
                      "HPSCALE_EXTRAPOLATION_WARNING (10x) of, else Step Law."),
     ] = None,
+    loss_law: Annotated[
+        Optional[str],
+        typer.Option(help="Loss law (id or name) for the predicted final loss: it answers wherever the target "
+                     "lies, with its interval and warnings. Default: a loss law whose data the target lies within "
+                     "HPSCALE_EXTRAPOLATION_WARNING of; none when the target lies beyond every loss law's data."),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Recommend the peak learning rate and batch size for N parameters trained on D tokens."""
     db = open_db()
     rec = recommend_config(
-        db, params, tokens, compute=compute, seq_len=seq_len, law=law,
+        db, params, tokens, compute=compute, seq_len=seq_len, law=law, loss_law=loss_law,
         warn_factor=get_settings().extrapolation_warning,
     )
     if json_out:
@@ -59,3 +65,5 @@ def recommend(
         out_console.print(f"target lies {rec.extrapolation_factor:.3g}x outside the law's data")
     for w in rec.warnings:
         out_console.print(f"[yellow]warning:[/yellow] {w}")
+    if rec.final_loss_note:
+        out_console.print(rec.final_loss_note, highlight=False)

@@ -114,3 +114,38 @@ def with_seeds(runs: RunSet, spread: float, seed: int = 0) -> RunSet:
                   final_loss=np.tile(runs.final_loss, 2) * np.concatenate([1 + e, 1 - e]),
                   diverged=np.tile(runs.diverged, 2),
                   names=[f"{n}-s0" for n in runs.names] + [f"{n}-s1" for n in runs.names])
+
+
+def basin_grid(
+    sizes: tuple[float, ...] = (1e7, 2e7, 4e7, 8e7),
+    per_param: tuple[float, ...] = (10, 20, 40),
+    noise: float = 0.005,
+    seeds: int = 1,
+    seed: int = 0,
+    tilt: float = 0.5,
+) -> RunSet:
+    """Sweeps drawn from the joint model's world: each (N, D) group a grid of 9 lrs (sqrt(2)
+    apart) x 3 batches (2x apart) on a fixed lattice around the TRUE_HYPER optimum, with an
+    asymmetric basin tilted by ``tilt`` (the best lr moves as batch^tilt), and multiplicative
+    run-to-run noise of relative std ``noise`` (each of ``seeds`` seeds drawn separately)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n in sizes:
+        for ratio in per_param:
+            d = n * ratio
+            lr_star = TRUE_HYPER["a_lr"] * n ** TRUE_HYPER["alpha_lr"] * d ** TRUE_HYPER["beta_lr"]
+            b_star = TRUE_HYPER["a_b"] * d ** TRUE_HYPER["beta_b"]
+            lr_c = np.sqrt(2.0) ** np.round(np.log(lr_star) / np.log(np.sqrt(2.0)))
+            b_c = 2.0 ** np.round(np.log2(b_star))
+            base = 1.7 + 400 / n ** 0.34 + 400 / d ** 0.28
+            for i in range(-4, 5):
+                for j in (-1, 0, 1):
+                    lr, b = lr_c * np.sqrt(2.0) ** i, b_c * 2.0 ** j
+                    u, v = np.log(lr / lr_star), np.log(b / b_star)
+                    w = u - tilt * v
+                    shape = (0.01 if w < 0 else 0.03) * w * w + 0.012 * v * v
+                    for s in range(seeds):
+                        loss = base * np.exp(shape + noise * rng.standard_normal())
+                        rows.append({"n_params": n, "tokens": d, "lr": lr, "batch_tokens": b, "final_loss": loss,
+                                     "name": f"n{n:.0e}-r{ratio:g}-i{i}-j{j}-s{s}"})
+    return RunSet.from_records(rows)

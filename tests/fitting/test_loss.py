@@ -105,3 +105,15 @@ def test_seeds_are_averaged_before_the_fit():
     two = LossLaw(n_bootstrap=0).fit(with_seeds(base, spread=0.01))
     assert two.coef_ == pytest.approx(one.coef_, rel=1e-6)
     assert sorted(two.runs_used_) == sorted(f"{n}-s{k}" for n in one.runs_used_ for k in (0, 1))
+
+
+def test_noise_is_estimated_and_widens_prediction_intervals() -> None:
+    runs = chinchilla_like(noise=0.01, seed=3)
+    law = LossLaw(n_bootstrap=200).fit(runs)
+    assert law.noise_.source == "law residuals" and law.noise_.rel_std == pytest.approx(0.01, rel=0.3)
+    quiet = LossLaw(n_bootstrap=200).fit(runs)
+    quiet.noise_ = None
+    lo, hi = law.predict(1e9, 2e10).interval
+    qlo, qhi = quiet.predict(1e9, 2e10).interval
+    assert lo < qlo and hi > qhi  # one run's measured loss varies more than the law's mean
+    assert LossLaw.from_record(law.to_record()).noise_ == law.noise_

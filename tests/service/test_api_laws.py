@@ -36,17 +36,21 @@ def test_filters(client) -> None:
 def test_published_law_detail_and_curve(client) -> None:
     body = client.get("/api/v1/laws/steplaw", params={"n_min": 1e8, "n_max": 1e10, "points": 3}).json()
     assert body["parameters"] == {"a_lr": 1.79, "alpha_lr": -0.713, "beta_lr": 0.307, "a_b": 0.58, "beta_b": 0.571}
-    assert body["intervals"] is None and body["fit_range"] is None and body["data"] == []
+    # A published law stores the range of the data it was fitted on (Step Law: its released grid).
+    assert body["intervals"] is None and body["data"] == []
+    assert body["fit_range"]["n_params"] == {"low": 2.147e8, "high": 1.074e9}
+    assert body["fit_range"]["tokens"] == {"low": 4e9, "high": 1e11}
     curve = body["curve"]
-    # No data range: D follows N at 20 tokens a parameter unless a fixed D is given.
-    assert curve["kind"] == "hyper" and curve["tokens_rule"] == "D = 20 N"
+    # D fixed at the geometric middle of the law's data (2e10) unless a fixed D is given.
+    assert curve["kind"] == "hyper" and curve["tokens_rule"].startswith("fixed D = 2e+10")
     assert [p["n_params"] for p in curve["points"]] == pytest.approx([1e8, 1e9, 1e10])
     p = curve["points"][1]
     assert close(p["tokens"], 2e10) and close(p["lr"], 1.79 * 1e9**-0.713 * 2e10**0.307)
     assert p["lr_interval"] is None
     fixed = client.get("/api/v1/laws/1", params={"points": 2, "tokens": 1e11}).json()["curve"]
     assert [q["tokens"] for q in fixed["points"]] == [1e11, 1e11] and "fixed D = 1e+11" in fixed["tokens_rule"]
-    assert [q["n_params"] for q in fixed["points"]] == pytest.approx([1e7, 1e11])  # the default range
+    # The default range: the law's data widened 10x each way.
+    assert [q["n_params"] for q in fixed["points"]] == pytest.approx([2.147e7, 1.074e10])
 
 
 def test_fitted_law_detail(any_client) -> None:

@@ -24,9 +24,11 @@ def test_default_is_step_law(client) -> None:
     assert body["seq_len"] == 2048
     assert body["n_params_basis"] == "given" and body["compute_basis"] == "6 * n_params * tokens"
     assert close(body["compute"], 6 * 7e9 * 1.4e12)
-    # A published law has no data range and no intervals: no region, no factor, no warning.
-    assert body["near_optimal"] is None and body["extrapolation_factor"] is None and body["warnings"] == []
-    assert body["lr_interval"] is None and body["final_loss"] is None
+    # A published law has no intervals, hence no region; it knows its data's range (Step Law's
+    # released grid reaches C = 3.67e20), and 7B on 1.4T tokens lies 160x beyond it in compute.
+    assert body["near_optimal"] is None and body["lr_interval"] is None and body["final_loss"] is None
+    assert close(body["extrapolation_factor"], 6 * 7e9 * 1.4e12 / 3.67e20)
+    assert body["warnings"] == ["the target lies 160x outside the data law steplaw was fitted on"]
 
 
 def test_n_from_model_shape_is_echoed(client) -> None:
@@ -155,5 +157,28 @@ def test_fitted_loss_law_predicts_the_final_loss(client) -> None:
     assert body["loss_law"]["id"] == row.id
     assert close(body["final_loss"], 1.8 + 400.0 / 1e8**0.34 + 2000.0 / 1e10**0.37)
     assert body["final_loss_interval"] is None and body["warnings"] == []
+    # 1000x beyond the loss law's data: no number, a note saying why and what would answer.
     far = client.get(URL, params={"n_params": 1e11, "tokens": 1e10}).json()
-    assert any("outside the data loss law loss-fit" in w for w in far["warnings"])
+    assert far["final_loss"] is None and far["final_loss_interval"] is None and far["loss_law"] is None
+    assert far["final_loss_note"].startswith("no final-loss prediction: the target lies 1e+03x outside the data "
+                                             "of every stored loss law; loss law loss-fit was fitted on N 1e+06-1e+08")
+    # Asked for by name, the law answers anyway: its number, and the warning.
+    named = client.get(URL, params={"n_params": 1e11, "tokens": 1e10, "loss_law": "loss-fit"}).json()
+    assert close(named["final_loss"], 1.8 + 400.0 / 1e11**0.34 + 2000.0 / 1e10**0.37)
+    assert named["final_loss_note"] is None
+    assert any("1e+03x outside the data loss law loss-fit was fitted on" in w for w in named["warnings"])
+    assert_problem(client.get(URL, params={"n_params": 1e9, "tokens": 1e10, "loss_law": "steplaw"}), 422,
+                   detail_has="not a loss law")
+
+
+def test_demo_loss_law_answers_near_its_data_and_not_for_7b(client) -> None:
+    from hpscale.service.demo import load_demo
+
+    load_demo(app_db(client))
+    client.app.state.laws.clear()  # the demo was written behind the running app
+    far = client.get(URL, params={"n_params": 7e9, "tokens": 1.4e12}).json()
+    assert far["final_loss"] is None and far["final_loss_interval"] is None
+    assert "outside the data of every stored loss law" in far["final_loss_note"]
+    near = client.get(URL, params={"n_params": 2e6, "tokens": 2e7}).json()  # inside the demo sweep's range
+    assert near["final_loss"] is not None and near["final_loss_note"] is None
+    assert near["loss_law"]["kind"] == "loss"

@@ -14,6 +14,7 @@ from hpscale.db.engine import Database
 from hpscale.db.models import Law, Run
 from hpscale.fitting.errors import FittingError
 from hpscale.fitting.hyper import compute_flops
+from hpscale.fitting.noise import NoiseEstimate
 from hpscale.service import fits
 from hpscale.service import laws as law_service
 from hpscale.service.api import schemas as s
@@ -151,8 +152,17 @@ def law_detail(
         )
         for r in law_runs
     ]
+    noise = NoiseEstimate.from_record(record.get("noise"))
+    prior = record.get("prior")
+    landscape = record.get("landscape")
     return s.LawDetail(
         **law_summary(row).model_dump(),
+        noise=s.NoiseInfo(**noise.to_record(), description=noise.describe()) if noise is not None else None,
+        near_optimal_band=finite(record.get("near_optimal_band")),
+        prior=s.PriorInfo(**{k: prior[k] for k in ("name", "width", "centres", "shift", "data_coefficients")})
+        if isinstance(prior, dict) else None,
+        landscape=_float_dict(landscape) if isinstance(landscape, dict) else None,
+        failure=law_service.failure(row),
         parameters=_float_dict(record.get("coefficients")),
         intervals=intervals,
         fit_range=fit_range,

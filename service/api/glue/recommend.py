@@ -64,7 +64,7 @@ class ResolvedLaw:
     spread: tuple[float, float, float, float] | None
 
 
-ResolvedLoss = law_service.LossLawChoice
+LossCandidates = list[law_service.LossLawChoice]
 
 
 _UNRESOLVED = object()
@@ -129,16 +129,16 @@ class LawCache:
             self._spreads[key] = spread
         return resolved
 
-    def loss(self, db: Database) -> ResolvedLoss | None:
-        """The newest fitted loss law whose extrapolation check passed, else the newest fitted
-        loss law (flagged), else None."""
+    def loss(self, db: Database) -> LossCandidates:
+        """The loss laws a recommendation may predict with (``law_service.loss_candidates``);
+        which one answers is chosen per target (``law_service.choose_loss_law``)."""
         if self._due():
             self._check(db)
         with self._lock:
             hit = self._loss
         if hit is not _UNRESOLVED:
             return hit  # type: ignore[no-any-return]
-        resolved = law_service.resolve_loss_law(db)
+        resolved = law_service.loss_candidates(db)
         with self._lock:
             self._loss = resolved
         return resolved
@@ -172,7 +172,7 @@ class LawCache:
                     return hit
         return await anyio.to_thread.run_sync(self.hyper, db, law, target, warn_factor)
 
-    async def loss_async(self, db: Database) -> ResolvedLoss | None:
+    async def loss_async(self, db: Database) -> LossCandidates:
         """``loss`` for async routes (a lookup runs in a worker thread)."""
         if not self._due():
             with self._lock:
@@ -256,7 +256,10 @@ async def recommend(db: Database, laws: LawCache, q: s.RecommendQuery, warn_fact
     d, c = law_service.check_target(n, tokens, compute, seq_len)
     resolved = await laws.hyper_async(db, q.law, (n, d), warn_factor)
     rec = law_service.recommend_with_law(resolved.row, resolved.law, n, d, c, seq_len, warn_factor)
-    loss = await laws.loss_async(db)
+    if q.loss_law is not None:  # asked for by name: it answers wherever the target lies, with warnings
+        loss = await anyio.to_thread.run_sync(law_service.named_loss_law, db, q.loss_law)
+    else:
+        loss, rec.final_loss_note = law_service.choose_loss_law(await laws.loss_async(db), n, d, warn_factor)
     if loss is not None:
         law_service.add_loss_prediction(rec, loss, warn_factor)
     return s.Recommendation(
@@ -270,7 +273,7 @@ async def recommend(db: Database, laws: LawCache, q: s.RecommendQuery, warn_fact
         batch_size=rec.batch_size, batch_size_interval=interval(rec.batch_size_interval),
         near_optimal=_near_optimal(resolved.spread, rec, resolved.eps),
         final_loss=finite(rec.final_loss), final_loss_interval=interval(rec.final_loss_interval),
-        loss_law=law_ref(loss.row) if loss is not None else None,
+        loss_law=law_ref(loss.row) if loss is not None else None, final_loss_note=rec.final_loss_note,
         extrapolation_factor=finite(rec.extrapolation_factor), extrapolation_warning_factor=warn_factor,
         warnings=list(rec.warnings), law=law_ref(resolved.row),
     )

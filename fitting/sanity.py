@@ -1,0 +1,65 @@
+"""Whether a law's record describes a usable law, or a degenerate fit that must not be trusted.
+
+A fit can "succeed" numerically and still be nonsense: seen on a Step Law-format file of
+mixture-of-experts runs grouped by total parameters, a hyper law with a_lr = 0 (interval
+"0 .. nan") and alpha_lr = 35.6 (interval -85.6 .. 145.5) passed its extrapolation check and
+then crashed every default recommendation. ``law_problems`` names what is wrong with a record;
+a law with problems is stored as failed, is never the default, and says why wherever it is shown.
+
+The bounds are loose on purpose: they catch fits that are broken, not laws that are merely
+unusual. Exponents of published laws lie within +-1 (Step Law's steepest is -0.713).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+# |exponent| beyond this is no power law of a hyperparameter or a loss.
+MAX_EXPONENT = 3.0
+# A hyper exponent's interval may be wide, but one wider than this says the data did not
+# determine it. (Not applied to loss laws: with 7-10 (N, D) points a bootstrap of E + A/N^alpha
+# routinely trades a huge A against a large alpha, and the law's predictions stay usable.)
+MAX_EXPONENT_INTERVAL = 5.0
+SCALES = {"hyper": ("a_lr", "a_b"), "loss": ("A", "B")}
+EXPONENTS = {
+    "hyper": ("alpha_lr", "beta_lr", "alpha_b", "beta_b", "gamma_lr", "gamma_b"),
+    "loss": ("alpha", "beta"),
+}
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def law_problems(record: dict[str, Any]) -> list[str]:
+    """What makes a law record unusable (empty: nothing). Checks every law's coefficients and
+    intervals are finite, and for hyper and loss laws that scales are > 0 and exponents (and a
+    hyper law's exponent intervals) lie within the bounds of the module doc."""
+    problems: list[str] = []
+    coef = record.get("coefficients")
+    if not isinstance(coef, dict) or not coef:
+        return ["the law has no coefficients"]
+    kind = record.get("kind")
+    for name, value in coef.items():
+        if not _finite(value):
+            problems.append(f"coefficient {name} is {value!r}, not a finite number")
+    for name in SCALES.get(kind, ()):  # type: ignore[arg-type]
+        if name in coef and _finite(coef[name]) and coef[name] <= 0:
+            problems.append(f"coefficient {name} = {coef[name]:.3g}: a power law's scale must be > 0")
+    if kind == "loss" and _finite(coef.get("E")) and coef["E"] < 0:
+        problems.append(f"coefficient E = {coef['E']:.3g}: an irreducible loss cannot be negative")
+    for name in EXPONENTS.get(kind, ()):  # type: ignore[arg-type]
+        if name in coef and _finite(coef[name]) and abs(coef[name]) > MAX_EXPONENT:
+            problems.append(f"exponent {name} = {coef[name]:.3g} lies beyond +-{MAX_EXPONENT:g}")
+    intervals = record.get("intervals")
+    if isinstance(intervals, dict):
+        for name, pair in intervals.items():
+            if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(_finite(v) for v in pair)):
+                problems.append(f"the interval of {name} is {pair!r}, not two finite numbers")
+                continue
+            lo, hi = pair
+            if kind == "hyper" and name in EXPONENTS["hyper"] and hi - lo > MAX_EXPONENT_INTERVAL:
+                problems.append(f"the interval of exponent {name} ({lo:.3g} .. {hi:.3g}) is wider than "
+                                f"{MAX_EXPONENT_INTERVAL:g}: the data do not determine it")
+    return problems

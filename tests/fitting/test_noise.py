@@ -1,0 +1,50 @@
+"""Run-to-run noise: measured from seeds when there are repeats, else from residuals; the
+near-optimal band it implies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fitting_synthetic import basin_grid
+
+from hpscale.fitting.noise import NO_NOISE, estimate_noise, near_optimal_band, repeat_noise
+from hpscale.fitting.optimum import group_optima
+
+
+@pytest.mark.parametrize("seeds, source", [(1, "residuals"), (2, "repeats")])
+def test_noise_estimate_is_within_30_percent_of_the_truth(seeds: int, source: str) -> None:
+    for trial in range(3):
+        noise = estimate_noise(basin_grid(noise=0.005, seeds=seeds, seed=trial))
+        assert noise.source == source and noise.dof >= 20
+        assert noise.rel_std == pytest.approx(0.005, rel=0.3)
+
+
+def test_repeats_need_degrees_of_freedom_and_ignore_diverged_runs() -> None:
+    runs = basin_grid(noise=0.005, seeds=2, sizes=(1e7,), per_param=(10,))
+    assert repeat_noise(runs.subset(np.arange(4))) is None  # 2 configurations x 2 seeds: 2 dof < 3
+    assert repeat_noise(runs.subset(np.arange(6))).dof == 3
+    # A diverged seed is no repeat: with it marked, one configuration has one finite run left.
+    six = runs.subset(np.arange(6))
+    broken = type(six)(n_params=six.n_params, tokens=six.tokens, lr=six.lr, batch_tokens=six.batch_tokens,
+                       final_loss=np.where(np.arange(6) == 5, np.nan, six.final_loss),
+                       diverged=np.arange(6) == 5, names=six.names)
+    assert repeat_noise(broken) is None
+
+
+def test_band_widens_with_noise_and_narrows_with_seeds_never_below_eps() -> None:
+    noise = estimate_noise(basin_grid(noise=0.005, seeds=2))
+    one, four = near_optimal_band(noise, 0.0025, np.array([1.0, 4.0]), 1)
+    assert one > four > 0.0025  # a mean of 4 seeds is known better than a single run
+    assert one == pytest.approx(np.expm1(1.645 * noise.rel_std * np.sqrt(2)), rel=1e-9)
+    assert near_optimal_band(NO_NOISE, 0.0025, 1, 1) == pytest.approx(0.0025)
+    quiet = estimate_noise(basin_grid(noise=1e-5, seeds=2))
+    assert near_optimal_band(quiet, 0.0025, 1, 1) == pytest.approx(0.0025)
+
+
+def test_noisy_groups_get_wider_near_optimal_sets() -> None:
+    runs = basin_grid(noise=0.005)
+    noise = estimate_noise(runs)
+    fixed = group_optima(runs, 0.0025)
+    aware = group_optima(runs, 0.0025, noise)
+    assert sum(g.near_optimal.size for g in aware) > sum(g.near_optimal.size for g in fixed)
+    assert all(g.band > 0.0025 for g in aware) and all(g.band == 0.0025 for g in fixed)
