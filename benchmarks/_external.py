@@ -104,3 +104,21 @@ def zhang_critical_batch(root: Path = DEFAULT_ROOT) -> dict[str, np.ndarray]:
         "batch_tokens": np.array([float(r["batch_size_seqs"]) * float(r["seq_len"]) for r in rows]),
         "steps": np.array([float(r["steps_to_target"]) for r in rows]),
     }
+
+
+def demo_runs() -> tuple[RunSet, RunSet, RunSet]:
+    """Run 3 of the GPU validation, from the shipped demo file: the sweep's runs (val-main and
+    val-long), the held-out model's local grid (held-grid), and the presets' runs on it."""
+    from hpscale.service.demo import read_demo  # the demo file ships inside the package
+
+    doc = read_demo()
+
+    def runs(sources: set[str]) -> RunSet:
+        rows = [r for r in doc["runs"] if r["source"] in sources and r["status"] in ("done", "diverged")]
+        return RunSet.from_records(
+            {"name": f"{r['source']}/{r['name']}", "n_params": r["n_params"], "tokens": r["tokens"], "lr": r["lr"],
+             "batch_tokens": r["batch_tokens"], "final_loss": r["final_loss"],
+             "diverged": r["status"] == "diverged" or r["final_loss"] is None}
+            for r in rows)
+
+    return runs({"val-main", "val-long"}), runs({"held-grid"}), runs({"held-steplaw", "held-deepseek"})

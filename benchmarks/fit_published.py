@@ -13,14 +13,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _repo  # noqa: E402,F401  (hpscale importable from a plain checkout)
 
-from _external import (DEFAULT_ROOT, MPL_TEST, MPL_TRAIN, chinchilla_runs, mpl_curve,  # noqa: E402
+import numpy as np  # noqa: E402
+from _external import (DEFAULT_ROOT, MPL_TEST, MPL_TRAIN, chinchilla_runs, demo_runs, mpl_curve,  # noqa: E402
                        steplaw_runs, zhang_critical_batch)
 from hpscale.fitting.critical import CriticalBatchLaw  # noqa: E402
 from hpscale.fitting.hyper import HyperLaw  # noqa: E402
 from hpscale.fitting.loss import LossLaw  # noqa: E402
 from hpscale.fitting.presets import PRESETS  # noqa: E402
 from hpscale.fitting.trajectory import MomentumLaw, MultiPowerLaw  # noqa: E402
-from hpscale.fitting.validate import extrapolation_check  # noqa: E402
+from hpscale.fitting.runs import RunSet  # noqa: E402
+from hpscale.fitting.validate import extrapolation_check, regret  # noqa: E402
 
 EPOCH = {"E": 1.817, "A": 477.8, "B": 2143.9, "alpha": 0.347, "beta": 0.367}
 MPL_PAPER = {"25": (0.0012, 0.0040), "100": (0.0013, 0.0058)}
@@ -33,31 +35,113 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+METHODS = ("near_optimal", "smooth", "joint")
+PRIORS = (None, "steplaw")
+
+
+def _regret_table(runs: RunSet, fit_mask: np.ndarray) -> list[list[str]]:
+    """Each method with and without the Step Law prior, fitted on ``fit_mask`` and scored on the
+    other groups: mean and worst regret of the grid run nearest the recommendation."""
+    fit, test = runs.subset(fit_mask), runs.subset(~fit_mask)
+    gid, keys = test.group_keys()
+    rows = []
+    for method in METHODS:
+        for prior in PRIORS:
+            law = HyperLaw(form="steplaw", method=method, on_edge="warn", prior=prior, n_bootstrap=0).fit(fit)
+            regrets = []
+            for g, (n, d) in enumerate(keys):
+                m = gid == g
+                p = law.predict(n, d)
+                regrets.append(regret(test.lr[m], test.batch_tokens[m], test.final_loss[m], p.lr, p.batch_tokens)["nearest"])
+            rows.append([method, prior or "none", str(len(keys)), f"{100 * np.mean(regrets):.3f}%",
+                         f"{100 * np.max(regrets):.3f}%", f"{law.coef_['alpha_lr']:.3f}", f"{law.coef_['beta_lr']:.3f}"])
+    return rows
+
+
 def steplaw(root: Path) -> str:
     runs = steplaw_runs(root)
     published = PRESETS["steplaw"].law.coef_
     rows = []
-    laws = {m: HyperLaw(form="steplaw", method=m, on_edge="warn").fit(runs) for m in ("near_optimal", "smooth")}
+    t0 = time.perf_counter()
+    laws = {m: HyperLaw(form="steplaw", method=m, on_edge="warn").fit(runs) for m in METHODS}
+    seconds = time.perf_counter() - t0
     for k in published:
         cells = [k, f"{published[k]:.4g}"]
         for law in laws.values():
             lo, hi = law.intervals_[k]
             cells.append(f"{law.coef_[k]:.4g} [{lo:.3g}, {hi:.3g}]")
         rows.append(cells)
-    out = ["### Step Law (1,911 dense runs, 17 (N, D) groups, smooth loss, eps = 0.25%, 1,000 bootstrap)",
-           table(["coefficient", "published", "ours, near-optimal OLS (Step Law's procedure) [95%]", "ours, smooth optima [95%]"], rows),
+    joint = laws["joint"]
+    out = ["### Step Law (1,911 dense runs, 17 (N, D) groups, smooth loss, 1,000 bootstrap)",
+           table(["coefficient", "published", "near-optimal OLS (Step Law's procedure) [95%]", "smooth optima [95%]",
+                  "joint [95%]"], rows),
+           "", f"Noise measured: {joint.noise_.describe()}; near-optimal band {100 * joint.band_:.3f}% "
+           f"(Step Law's fixed band: 0.25%). Joint basin: tilt k = {joint.landscape_['k']:.3f}, curvature along lr "
+           f"{joint.landscape_['A_lo']:.4f} (low side) / {joint.landscape_['A_hi']:.4f} (high side), along batch "
+           f"{joint.landscape_['C_lo']:.4f} / {joint.landscape_['C_hi']:.4f}, {joint.landscape_['runs_in_band']} runs "
+           f"in the window. The three fits with their bootstraps took {seconds:.1f} s.",
            "", "Warnings: " + "; ".join(laws["near_optimal"].warnings_), ""]
     rows = []
-    for m in ("near_optimal", "smooth"):
-        for holdout in ("n_params", "tokens"):
-            r = extrapolation_check(HyperLaw(form="steplaw", method=m, on_edge="warn"), runs, holdout)
-            rows.append([m, f"largest {'N' if holdout == 'n_params' else 'D per N'}", str(len(r["groups"])),
-                         f"{100 * r['mean_loss_regret']:.3f}%", f"{100 * r['max_loss_regret']:.3f}%",
-                         f"{r['mean_abs_lr_log_error']:.3f}", f"{r['mean_abs_batch_log_error']:.3f}"])
+    for m in METHODS:
+        for prior in PRIORS:
+            for holdout in ("n_params", "tokens"):
+                r = extrapolation_check(HyperLaw(form="steplaw", method=m, on_edge="warn", prior=prior), runs, holdout)
+                rows.append([m, prior or "none", f"largest {'N' if holdout == 'n_params' else 'D per N'}", str(len(r["groups"])),
+                             f"{100 * r['mean_loss_regret']:.3f}%", f"{100 * r['max_loss_regret']:.3f}%",
+                             f"{r['mean_abs_lr_log_error']:.3f}", f"{r['mean_abs_batch_log_error']:.3f}"])
     out += ["Extrapolation (refit without the held-out groups; regret = loss of the grid run nearest the "
-            "recommendation over the group's best; bar: mean regret <= 0.1%):",
-            table(["method", "held out", "groups", "mean regret", "max regret", "mean abs log err lr*", "mean abs log err B*"], rows)]
+            "recommendation over the group's best; bar: mean regret <= 0.1%; prior width 0.1 on each exponent):",
+            table(["method", "prior", "held out", "groups", "mean regret", "max regret", "mean abs log err lr*",
+                   "mean abs log err B*"], rows), ""]
+    sizes = np.unique(runs.n_params)
+    out += ["Few sizes: fitted on the three smallest model sizes only (11 groups), scored on both larger sizes "
+            "(5 groups); the published formula scores the same groups:",
+            table(["method", "prior", "groups", "mean regret", "max regret", "alpha_lr", "beta_lr"],
+                  _regret_table(runs, np.isin(runs.n_params, sizes[:3])) + [_published_row(runs, sizes[:3])])]
     return "\n".join(out)
+
+
+def _published_row(runs: RunSet, fit_sizes: np.ndarray) -> list[str]:
+    test = runs.subset(~np.isin(runs.n_params, fit_sizes))
+    gid, keys = test.group_keys()
+    law = PRESETS["steplaw"].law
+    regrets = []
+    for g, (n, d) in enumerate(keys):
+        m = gid == g
+        p = law.predict(n, d)
+        regrets.append(regret(test.lr[m], test.batch_tokens[m], test.final_loss[m], p.lr, p.batch_tokens)["nearest"])
+    return ["Step Law formula (fitted on all sizes)", "-", str(len(keys)), f"{100 * np.mean(regrets):.3f}%",
+            f"{100 * np.max(regrets):.3f}%", "-0.713", "0.307"]
+
+
+def run3() -> str:
+    """Run 3 of the GPU validation (the demo file): what each method's prediction for the
+    held-out 7.37M model would have scored on its 15-run local grid."""
+    sweep, held, presets = demo_runs()
+    n, d = float(held.n_params[0]), float(held.tokens[0])
+    rows = []
+    for method in METHODS:
+        for prior in (None, "steplaw", "deepseek"):
+            law = HyperLaw(form="steplaw", method=method, on_edge="warn", prior=prior, n_bootstrap=0).fit(sweep)
+            p = law.predict(n, d)
+            r = regret(held.lr, held.batch_tokens, held.final_loss, p.lr, p.batch_tokens)
+            rows.append([method, prior or "none", f"{p.lr:.4g}", f"{p.batch_tokens / 256:.0f}",
+                         f"{r['nearest_lr']:.4g} / {r['nearest_batch_tokens'] / 256:.0f}",
+                         f"{100 * r['nearest']:.2f}%", "-" if r["smooth"] is None else f"{100 * r['smooth']:.2f}%"])
+    for name in ("steplaw", "deepseek"):
+        p = PRESETS[name].law.predict(n, d)
+        r = regret(held.lr, held.batch_tokens, held.final_loss, p.lr, p.batch_tokens)
+        rows.append([f"{PRESETS[name].title} preset", "-", f"{p.lr:.4g}", f"{p.batch_tokens / 256:.0f}",
+                     f"{r['nearest_lr']:.4g} / {r['nearest_batch_tokens'] / 256:.0f}", f"{100 * r['nearest']:.2f}%",
+                     "-" if r["smooth"] is None else f"{100 * r['smooth']:.2f}%"])
+    noise = HyperLaw(n_bootstrap=0, on_edge="warn").fit(sweep).noise_
+    return "\n".join([
+        f"### Run 3 (the demo file: {len(sweep)} sweep runs of 0.17M-1.84M params; held out: 7.37M on 73.7M tokens, "
+        f"{len(held)} grid runs, one seed)",
+        f"Noise measured on the sweep: {noise.describe()} (measured on the H200 with seeds: 0.43-0.79% at 1.84M).",
+        table(["method", "prior", "lr", "batch (seq of 256)", "nearest grid run (lr / seq)", "regret, nearest run",
+               "regret, smooth landscape"], rows),
+    ])
 
 
 def chinchilla(root: Path) -> str:
@@ -128,6 +212,7 @@ def main() -> None:
     for section in (steplaw, chinchilla, mpl, critical):
         print(section(root))
         print()
+    print(run3())
 
 
 if __name__ == "__main__":

@@ -41,6 +41,10 @@ def main() -> None:
                  timed(lambda: LossLaw(n_bootstrap=1000).fit(runs)), True))
     rows.append(("hyper steplaw, smooth optima, 1,000 bootstrap",
                  timed(lambda: HyperLaw(form="steplaw", method="smooth", on_edge="warn").fit(runs)), True))
+    rows.append(("hyper steplaw, joint (1,267 runs in the basin window), no bootstrap",
+                 timed(lambda: HyperLaw(form="steplaw", method="joint", on_edge="warn", n_bootstrap=0).fit(runs)), False))
+    rows.append(("hyper steplaw, joint, 1,000 bootstrap",
+                 timed(lambda: HyperLaw(form="steplaw", method="joint", on_edge="warn").fit(runs)), False))
     data = zhang_critical_batch(root)
     rows.append(("critical batch (Zhang, 45 measurements)", timed(lambda: CriticalBatchLaw().fit(**data)), False))
     for size in ("25", "100"):

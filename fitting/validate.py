@@ -23,6 +23,9 @@ from hpscale.fitting.runs import RunSet
 from hpscale.fitting.trajectory import LossCurve, _TrajectoryLaw
 
 HOLDOUTS: tuple[str, ...] = ("n_params", "tokens")
+# The local landscape's quadratic is fitted on the configurations within this much (relative) of
+# the best: its basin, not the diverging lrs beyond it.
+LANDSCAPE_BAND = 0.05
 
 
 def _holdout_mask(runs: RunSet, holdout: str) -> np.ndarray:
@@ -76,6 +79,46 @@ def _hyper_report(law: HyperLaw, runs: RunSet, holdout: str) -> dict[str, Any]:
         "mean_loss_regret": float(np.mean(regrets)) if regrets else None,
         "max_loss_regret": float(np.max(regrets)) if regrets else None,
     }
+
+
+def regret(lr: np.ndarray, batch: np.ndarray, loss: np.ndarray, lr_rec: float, batch_rec: float) -> dict[str, Any]:
+    """How much worse a recommendation (``lr_rec``, ``batch_rec`` tokens) is than the best of a
+    held-out grid (``lr``, ``batch``, ``loss`` of its configurations, seeds averaged by the caller).
+
+    ``nearest``: the loss of the grid configuration nearest the recommendation in (log lr, log B)
+    over the grid's best, minus 1 (what a user who rounds to the grid gets). ``smooth``: the same
+    read off a quadratic in (log lr, log B) fitted to the configurations within LANDSCAPE_BAND of
+    the best, evaluated at the recommendation (clipped to the grid's box) against the surface's own
+    minimum in that box: less at the mercy of one run's noise. None when there is no grid, or no
+    convex surface (``smooth``)."""
+    lr, batch, loss = (np.asarray(a, float) for a in (lr, batch, loss))
+    x, y = np.log(lr), np.log(batch)
+    points = np.unique(np.round(np.column_stack([x, y]), 3), axis=0).shape[0]
+    if points < 2:
+        return {"nearest": None, "smooth": None}
+    xr, yr = np.log(lr_rec), np.log(batch_rec)
+    nearest = int(np.argmin((x - xr) ** 2 + (y - yr) ** 2))
+    out: dict[str, Any] = {"nearest": float(loss[nearest] / loss.min() - 1.0), "smooth": None,
+                           "nearest_lr": float(lr[nearest]), "nearest_batch_tokens": float(batch[nearest])}
+    use = loss <= loss.min() * (1.0 + LANDSCAPE_BAND)
+    two_d = np.unique(np.round(y[use], 3)).size >= 2
+    cols = [np.ones(use.sum()), x[use], x[use] ** 2] + ([y[use], y[use] ** 2, x[use] * y[use]] if two_d else [])
+    if use.sum() <= len(cols):
+        return out
+    coef, *_ = np.linalg.lstsq(np.column_stack(cols), np.log(loss[use]), rcond=None)
+
+    def surface(px: np.ndarray, py: np.ndarray) -> np.ndarray:
+        terms = [np.ones_like(px), px, px**2] + ([py, py**2, px * py] if two_d else [])
+        return np.exp(sum(c * t for c, t in zip(coef, terms)))
+
+    gx = np.linspace(x.min(), x.max(), 121)
+    gy = np.linspace(y.min(), y.max(), 121) if two_d else np.array([yr])
+    mx, my = np.meshgrid(gx, gy)
+    best = surface(mx, my).min()
+    at = float(surface(np.clip(np.array([xr]), x.min(), x.max()), np.clip(np.array([yr]), y.min(), y.max()))[0])
+    if coef[2] > 0:  # convex along lr at least: a basin to read regret off
+        out["smooth"] = float(max(at / best - 1.0, 0.0))
+    return out
 
 
 def _loss_report(law: LossLaw, runs: RunSet, holdout: str) -> dict[str, Any]:

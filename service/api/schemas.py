@@ -423,6 +423,15 @@ class FitRequest(BaseModel):
     )
     bootstrap: int = Field(default=1000, ge=0, le=10_000, description="Bootstrap resamples for intervals (0: none).")
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seed of the bootstrap.")
+    method: Literal["near_optimal", "smooth", "joint"] = Field(
+        default="near_optimal", description="Hyper laws: how runs become the law (near_optimal: every configuration "
+        "not distinguishable from its group's best given the noise; smooth: one optimum per group; joint: one "
+        "basin model over every run).")
+    prior: Literal["none", "steplaw", "deepseek"] = Field(
+        default="none", description="Hyper laws: a published law's exponents as a Gaussian prior.")
+    prior_width: float = Field(default=0.1, gt=0, le=10, description="Standard deviation of the prior on each exponent.")
+    allow_edge: bool = Field(
+        default=False, description="Hyper laws: fit even when a group's optimum lies on its grid's edge (a warning).")
 
 
 # -- predict -----------------------------------------------------------------------------------

@@ -68,3 +68,17 @@ def test_auth(make_client) -> None:
     c = make_client()
     assert_problem(c.post("/api/v1/fits", json=HYPER), 401)
     assert_problem(c.post("/api/v1/fits", json=HYPER, headers={"X-API-Key": "guess"}), 401)
+
+
+def test_joint_fit_with_a_prior_through_the_api(client) -> None:
+    seed_grid(app_db(client))
+    body = {**HYPER, "method": "joint", "prior": "steplaw", "prior_width": 0.05}
+    r = client.post("/api/v1/fits", json=body, headers=KEY)
+    assert r.status_code == 201, r.text
+    law = r.json()
+    assert law["settings"]["method"] == "joint" and law["prior"]["name"] == "steplaw"
+    assert set(law["prior"]["shift"]) == {"alpha_lr", "beta_lr", "beta_b"}
+    assert law["noise"]["description"] and law["landscape"]["runs_in_band"] > 0 and law["failure"] == []
+    assert_problem(client.post("/api/v1/fits", json={**HYPER, "prior": "kaplan"}, headers=KEY), 422, detail_has="prior")
+    assert_problem(client.post("/api/v1/fits", json={**HYPER, "method": "joint", "prior": "steplaw", "form": "compute"},
+                               headers=KEY), 422, detail_has="form steplaw or full")
