@@ -381,7 +381,8 @@ class Group(BaseModel):
     best_loss: float | None = Field(description="The best configuration's final loss (the mean over its seeds), nats/token.")
     near_optimal_run_ids: list[int] = Field(
         description="Runs of the configurations within eps of the best (by mean loss over seeds; never a diverged one).")
-    eps: float
+    eps: float = Field(description="The near-optimal band used (relative): the sweep's measured run-to-run noise "
+                                   "for a configuration of this group's seed count, never under 0.25%.")
     optimum: GroupOptimum | None = Field(description="Null when the group has too few finished runs with lr and batch.")
 
 

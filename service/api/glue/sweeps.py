@@ -10,6 +10,7 @@ from hpscale.db.engine import Database
 from hpscale.db.models import Run, Sweep
 from hpscale.fitting.errors import FittingError
 from hpscale.fitting.hyper import compute_flops
+from hpscale.fitting.noise import NO_NOISE, NoiseEstimate, estimate_noise
 from hpscale.fitting.optimum import GroupOptimum as FitGroupOptimum
 from hpscale.fitting.optimum import group_optima
 from hpscale.service import fits
@@ -41,10 +42,17 @@ def sweep_detail(db: Database, sweep: str) -> s.SweepDetail:
 
 
 def sweep_groups(db: Database, sweep: str, eps: float = NEAR_OPTIMAL_EPS) -> list[s.Group]:
-    """Per (N, D) group of a sweep: its runs, the best, the near-optimal set (within ``eps`` of
-    the best final loss) and the smooth optimum when the group's finished runs allow one."""
+    """Per (N, D) group of a sweep: its runs, the best, the near-optimal set and the smooth
+    optimum when the group's finished runs allow one. The near-optimal band is a fit's: the
+    sweep's run-to-run noise (measured on all its finished runs), never narrower than ``eps``;
+    each group reports the band it used."""
     row = storage.get_sweep(db, sweep)
     runs = storage.list_runs(db, sweep_id=row.id)
+    finished = [r for r in runs if r.status in ("done", "diverged") and r.lr is not None and r.batch_tokens is not None]
+    try:
+        noise = estimate_noise(fits.runset(finished).require_usable()) if finished else NO_NOISE
+    except FittingError:  # nothing finished with a loss yet
+        noise = NO_NOISE
     by_group: dict[tuple[float, float], list[Run]] = {}
     for r in runs:
         by_group.setdefault((r.n_params, r.tokens), []).append(r)
@@ -53,7 +61,7 @@ def sweep_groups(db: Database, sweep: str, eps: float = NEAR_OPTIMAL_EPS) -> lis
         # The fitting engine's optimum, so that the page shows what a fit uses: a diverged run is
         # never near-optimal, and seeds of one configuration count by their mean loss.
         judged = [r for r in members if r.status in ("done", "diverged") and r.lr is not None and r.batch_tokens is not None]
-        opt = _fit_group(judged, eps)
+        opt = _fit_group(judged, eps, noise)
         near = {judged[int(i)].id for i in opt.near_optimal} if opt else set()
         best = min((r for r in judged if r.id in near and r.lr == opt.best_lr and r.batch_tokens == opt.best_batch_tokens),
                    key=lambda r: r.final_loss) if opt else None  # type: ignore[union-attr]
@@ -69,16 +77,16 @@ def sweep_groups(db: Database, sweep: str, eps: float = NEAR_OPTIMAL_EPS) -> lis
                     for r in members
                 ],
                 best_run_id=best.id if best else None, best_loss=finite(opt.best_loss) if opt else None,
-                near_optimal_run_ids=sorted(near), eps=eps, optimum=_smooth_optimum(opt, judged),
+                near_optimal_run_ids=sorted(near), eps=opt.band if opt else eps, optimum=_smooth_optimum(opt, judged),
             )
         )
     return out
 
 
-def _fit_group(judged: list[Run], eps: float) -> FitGroupOptimum | None:
+def _fit_group(judged: list[Run], eps: float, noise: NoiseEstimate) -> FitGroupOptimum | None:
     """The optimum of one group's finished runs (lr and batch known), or None when none finished."""
     try:
-        groups = group_optima(fits.runset(judged), eps) if judged else []
+        groups = group_optima(fits.runset(judged), eps, noise) if judged else []
     except FittingError:  # every run diverged
         return None
     return groups[0] if len(groups) == 1 else None
