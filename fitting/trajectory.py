@@ -35,7 +35,9 @@ class LossCurve:
 
     ``lr[i]`` is the lr of step i + 1 (see fitting.schedules); ``steps`` are the (1-indexed)
     steps at which ``loss`` (nats/token) was measured; ``warmup_steps`` None means inferred
-    from ``lr`` (the steps before it first peaks).
+    from ``lr`` (the steps before it first peaks). ``lr_interpolated``: ``lr`` was rebuilt by
+    interpolating the lr logged at a few steps, not from the schedule that ran; a law fitted
+    on such a curve says so in its warnings.
     """
 
     name: str
@@ -43,6 +45,7 @@ class LossCurve:
     steps: np.ndarray
     loss: np.ndarray
     warmup_steps: int | None = None
+    lr_interpolated: bool = False
 
     def warmup(self) -> int:
         return infer_warmup(self.lr) if self.warmup_steps is None else int(self.warmup_steps)
@@ -354,6 +357,14 @@ class _TrajectoryLaw(ABC):
             )
         if not any(np.any(_prepare(c.lr, c.steps, c.warmup()).delta != 0) for c in curves):
             self.warnings_.append("no curve anneals its lr: the annealing term is not identified")
+        guessed = [c.name for c in curves if c.lr_interpolated]
+        if guessed:
+            shown = ", ".join(guessed[:5]) + (f" and {len(guessed) - 5} more" if len(guessed) > 5 else "")
+            self.warnings_.append(
+                f"no schedule recorded for {len(guessed)} of {len(curves)} curves ({shown}): their lr at every step was "
+                "interpolated between the lr logged at their points, which loses the warmup and any change between "
+                "points, so the law is fitted to a schedule that never ran; import the runs with their schedule "
+                "(lr_schedule) to fit on the real one")
 
     def _finish(self, curves: Sequence[LossCurve], coef: np.ndarray) -> None:
         self.coef_ = dict(zip(self.COEFFICIENTS, map(float, coef)))
