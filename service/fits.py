@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from pydantic import TypeAdapter, ValidationError
 
 from hpscale.db import storage
 from hpscale.db.engine import Database
@@ -29,7 +28,7 @@ from hpscale.fitting.schedules import infer_warmup
 from hpscale.fitting.trajectory import LossCurve, MomentumLaw, MultiPowerLaw
 from hpscale.fitting.validate import extrapolation_check
 from hpscale.service.errors import InputError
-from hpscale.service.runformat import LrSchedule, check_schedule_length, schedule_lrs
+from hpscale.service.runformat import check_schedule_length, read_schedule, schedule_lrs
 
 KINDS: tuple[str, ...] = ("hyper", "loss", "trajectory", "critical-batch")
 FORMS: dict[str, tuple[str, ...]] = {
@@ -91,21 +90,19 @@ def per_step_lr(run: Run, points: Sequence[CurvePoint]) -> tuple[np.ndarray, boo
     warmup (the first point's lr holds from step 1) and every change between points."""
     spec, config = run.spec or {}, run.config or {}
     if config.get("lr_schedule"):
-        try:
-            sched = TypeAdapter(LrSchedule).validate_python(config["lr_schedule"])
-        except ValidationError as exc:
-            raise InputError(f"run {run.source}/{run.name}: its stored lr_schedule is invalid ({exc.errors()[0]['msg']})") from None
+        sched = read_schedule(config["lr_schedule"])
+        check_schedule_length(sched.length, f"run {run.source}/{run.name}'s lr_schedule")
         return schedule_lrs(sched), False
     if spec.get("schedule") and config.get("steps") and run.lr:
         from hpscale.sweeps.spec import ScheduleSpec, schedule_lrs as spec_lrs  # pydantic only: no torch behind this import
 
-        check_schedule_length(int(config["steps"]), f"run {run.source}/{run.name}")
+        check_schedule_length(int(config["steps"]), f"run {run.source}/{run.name}'s schedule")
         return spec_lrs(ScheduleSpec.model_validate(spec["schedule"]), int(config["steps"]), float(run.lr)), False
     known = [(p.step, p.lr) for p in points if p.lr is not None]
     if len(known) < 2:
         raise InputError(f"run {run.source}/{run.name} has no learning rate recorded with its curve")
     last = max(s for s, _ in known)
-    check_schedule_length(last, f"run {run.source}/{run.name}")
+    check_schedule_length(last, f"run {run.source}/{run.name}'s curve")
     xs, ys = zip(*sorted(known))
     return np.interp(np.arange(1, last + 1), xs, ys), True
 
@@ -279,15 +276,16 @@ def load_law(db: Database, law_id: int | str, kind: str | None = None) -> tuple[
 
 
 def predict_curve(db: Database, law_id: int | str, lr: np.ndarray, tokens_per_step: float | None = None,
-                  every: int = 1) -> dict[str, Any]:
+                  every: int = 1, max_steps: int | None = None) -> dict[str, Any]:
     """The predicted loss of a trajectory law after warmup of a schedule whose step i + 1 uses
     ``lr[i]``: at every ``every``-th step from the end of warmup, and at the last step (the law
-    evaluates those steps only). ``tokens_per_step`` adds a tokens column (tokens per step)."""
+    evaluates those steps only). ``tokens_per_step`` adds a tokens column (tokens per step).
+    Schedules longer than ``max_steps`` (default: HPSCALE_MAX_CURVE_STEPS) are refused."""
     row, law = load_law(db, law_id, kind="trajectory")
     lr = np.asarray(lr, dtype=float)
     if lr.ndim != 1 or lr.size < 2 or not np.all(np.isfinite(lr)) or np.any(lr < 0):
         raise InputError("the schedule must hold at least 2 finite learning rates >= 0")
-    check_schedule_length(lr.size)
+    check_schedule_length(lr.size, limit=max_steps)
     if every < 1:
         raise InputError(f"every must be >= 1 (got {every})")
     first = max(infer_warmup(lr), 1)

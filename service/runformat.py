@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from hpscale.fitting.schedules import lr_schedule
 from hpscale.service.errors import InputError
@@ -48,10 +48,11 @@ from hpscale.service.settings import get_settings
 MAX_INT32 = 2**31 - 1  # steps and sequence lengths are 32-bit integer columns
 
 
-def check_schedule_length(total_steps: int, what: str = "schedule") -> None:
-    """Refuse a schedule longer than ``HPSCALE_MAX_CURVE_STEPS`` steps before anything of its
-    length is built (the trajectory laws' work and memory grow linearly with it)."""
-    limit = get_settings().max_curve_steps
+def check_schedule_length(total_steps: int, what: str = "schedule", limit: int | None = None) -> None:
+    """Refuse a schedule longer than ``limit`` steps (default: the ``HPSCALE_MAX_CURVE_STEPS``
+    setting) before anything of its length is built: the trajectory laws' work and memory grow
+    linearly with it."""
+    limit = get_settings().max_curve_steps if limit is None else limit
     if total_steps > limit:
         raise InputError(f"{what}: {total_steps:,} steps exceed the limit of {limit:,} "
                          "(set HPSCALE_MAX_CURVE_STEPS to raise it)")
@@ -129,19 +130,33 @@ class TableSchedule(BaseModel):
 
 
 LrSchedule = Annotated[NamedSchedule | TableSchedule, Field(discriminator="kind")]
+_SCHEDULE: TypeAdapter[NamedSchedule | TableSchedule] = TypeAdapter(LrSchedule)
 
 
-def schedule_lrs(schedule: NamedSchedule | TableSchedule) -> np.ndarray:
-    """The learning rate of every step of a schedule: element i is the lr of step i + 1.
-    Longer than ``HPSCALE_MAX_CURVE_STEPS``: ``InputError``, before anything is built."""
-    check_schedule_length(schedule.length)
+def read_schedule(stored: dict[str, Any]) -> NamedSchedule | TableSchedule:
+    """A schedule object from its JSON form (as stored in ``runs.config``)."""
+    try:
+        return _SCHEDULE.validate_python(stored)
+    except ValidationError as exc:
+        raise InputError(f"invalid lr_schedule: {_describe(exc)}") from None
+
+
+def schedule_lrs(schedule: NamedSchedule | TableSchedule, at: np.ndarray | None = None,
+                 max_steps: int | None = None) -> np.ndarray:
+    """The learning rate of every step of a schedule (element i: the lr of step i + 1), or of
+    the 1-based steps ``at`` only. A whole schedule longer than ``max_steps`` (default: the
+    ``HPSCALE_MAX_CURVE_STEPS`` setting) is refused with ``InputError`` before it is built."""
+    if at is None:
+        check_schedule_length(schedule.length, limit=max_steps)
     try:
         if isinstance(schedule, TableSchedule):
             table = [(e.step, e.lr) for e in schedule.table]
-            return lr_schedule("table", schedule.length, schedule.peak, warmup_steps=schedule.warmup_steps, table=table)
+            return lr_schedule("table", schedule.length, schedule.peak, warmup_steps=schedule.warmup_steps,
+                               table=table, at=at)
         return lr_schedule(
             schedule.kind, schedule.total_steps, schedule.peak_lr, warmup_steps=schedule.warmup_steps,
             final_lr_ratio=schedule.final_lr_ratio, cooldown_fraction=schedule.cooldown_fraction, decay=schedule.decay,
+            at=at,
         )
     except ValueError as exc:  # lr_schedule's refusals are the input's fault
         raise InputError(f"schedule: {exc}") from None
@@ -223,10 +238,6 @@ class RunIn(BaseModel):
             raise ValueError(f"lr_schedule: its peak lr {sched.peak:g} disagrees with lr = {self.lr:g}")
         if self.schedule is None:
             self.schedule = sched.kind
-        try:
-            check_schedule_length(sched.length, "lr_schedule")
-        except InputError as exc:
-            raise ValueError(str(exc)) from None
         late = [p.step for p in self.curve or [] if p.step > sched.length]
         if late:
             raise ValueError(f"curve: step {late[0]} lies beyond the schedule's {sched.length} steps (lr_schedule)")
@@ -242,12 +253,13 @@ class RunIn(BaseModel):
     def to_storage(self, source: str) -> dict[str, Any]:
         """The dict ``db.storage.add_runs`` takes. The schedule goes into ``config`` (read back
         by ``service.fits.per_step_lr``); curve points without an lr get the schedule's."""
-        lrs = schedule_lrs(self.lr_schedule) if self.lr_schedule is not None else None
+        lrs: dict[int, float] = {}
+        if self.lr_schedule is not None and self.curve:
+            steps = np.array(sorted({p.step for p in self.curve if p.lr is None and p.step >= 1}), dtype=float)
+            lrs = dict(zip(steps.astype(int).tolist(), schedule_lrs(self.lr_schedule, at=steps).tolist()))
 
         def point_lr(p: CurvePointIn) -> float | None:
-            if p.lr is not None or lrs is None or p.step < 1:
-                return p.lr
-            return float(lrs[p.step - 1])
+            return lrs.get(p.step) if p.lr is None else p.lr
 
         return {
             "source": source,
@@ -333,10 +345,14 @@ def _parse_schedule(raw: str) -> dict[str, Any]:
     return sched
 
 
+_SCHEDULE_KEYS = ("kind", "total_steps", "peak_lr", "warmup_steps", "final_lr_ratio", "cooldown_fraction", "decay", "table")
+
+
 def _format_schedule(sched: dict[str, Any]) -> str:
-    """The inverse of ``_parse_schedule``."""
+    """The inverse of ``_parse_schedule``, keys in a fixed order (the table last)."""
     parts = []
-    for k, v in sched.items():
+    for k in sorted(sched, key=lambda k: _SCHEDULE_KEYS.index(k) if k in _SCHEDULE_KEYS else len(_SCHEDULE_KEYS)):
+        v = sched[k]
         if k == "table":
             v = " ".join(f"{e['step']}:{e['lr']!r}" for e in v)
         parts.append(f"{k}={v!r}" if isinstance(v, float) else f"{k}={v}")
@@ -499,7 +515,9 @@ def run_to_record(run: Any, curve: list[Any] | None = None) -> dict[str, Any]:
     rec: dict[str, Any] = {f: getattr(run, f) for f in EXPORT_FIELDS}
     if rec["status"] not in ("done", "diverged"):
         raise InputError(f"run {run.id} is {rec['status']}: only finished runs can be exported")
-    rec["lr_schedule"] = (run.config or {}).get("lr_schedule")
+    stored = (run.config or {}).get("lr_schedule")
+    # Re-read through the model: the same fields in the same order whatever the database kept.
+    rec["lr_schedule"] = read_schedule(stored).model_dump(mode="json", exclude_none=True) if stored else None
     if curve:
         rec["curve"] = [
             {k: v for k, v in {"step": p.step, "lr": p.lr, "loss": p.val_loss, "tokens": p.tokens}.items()

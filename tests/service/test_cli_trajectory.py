@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from pydantic import TypeAdapter
 from support import EXTERNAL, hp, hp_json
+from synthetic_runs import TRUE_MPL, trajectory_records
 
 from hpscale.fitting.trajectory import MultiPowerLaw
 from hpscale.service.runformat import LrSchedule, schedule_lrs
@@ -104,3 +105,49 @@ def test_mpl_curves_imported_with_their_schedules_reproduce_the_published_split(
     print(f"lr interpolated from the curve PredE {g_pred:.6f} WorstE {g_worst:.6f}")
     # The law fitted on the guessed schedule is several times worse on the real ones.
     assert g_pred > 3 * pred_e and g_worst > 3 * worst_e
+
+
+def test_fit_uses_the_recorded_schedule_and_says_when_it_had_to_guess(cli_env, tmp_path: Path) -> None:
+    for source, with_schedule in (("scheduled", True), ("logged", False)):
+        path = tmp_path / f"{source}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in trajectory_records(with_schedule)))
+        hp("import", "runs", str(path), "--source", source)
+    exact = hp_json("fit", "--kind", "trajectory", "--source", "scheduled")
+    assert exact["warnings"] == []
+    for k in ("L0", "alpha", "B", "C"):
+        assert exact["coefficients"][k] == pytest.approx(TRUE_MPL[k], rel=0.02), k
+    human = hp("fit", "--kind", "trajectory", "--source", "logged")
+    assert human.exit_code == 0 and "no schedule recorded for 3 of 3 curves" in human.stdout
+    guessed = hp_json("laws", "list")[-1]
+    assert any("interpolated between the lr logged" in w for w in guessed["warnings"])
+    assert "no schedule recorded" in hp("laws", "show", str(guessed["id"])).stdout
+
+
+def test_predict_curve_at_real_lengths(cli_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in trajectory_records(True)))
+    hp("import", "runs", str(path))
+    law = hp_json("fit", "--kind", "trajectory")["id"]
+    # 72,000 steps written out one by one (the length of the longest MPL curves): every step
+    # after warmup is predicted (this died allocating 36 GiB).
+    steps = 72_000
+    lr = schedule_lrs(TypeAdapter(LrSchedule).validate_python(
+        {"kind": "cosine", "total_steps": steps, "peak_lr": 3e-4, "warmup_steps": 2160}))
+    schedule = tmp_path / "long.csv"
+    schedule.write_text("step,lr\n" + "".join(f"{i + 1},{float(v)!r}\n" for i, v in enumerate(lr)))
+    out = hp_json("predict", "curve", "--law", str(law), "--lr-schedule", str(schedule))
+    assert out["steps"][0] == 2160 and out["steps"][-1] == steps and len(out["loss"]) == steps - 2160 + 1
+    assert np.all(np.diff(out["loss"][:-1000]) < 0)
+    sparse = hp_json("predict", "curve", "--law", str(law), "--lr-schedule", str(schedule), "--every", "10000")
+    assert sparse["steps"] == [2160, 12160, 22160, 32160, 42160, 52160, 62160, 72000]
+    assert sparse["loss"] == pytest.approx([out["loss"][s - 2160] for s in sparse["steps"]], rel=1e-6)
+    table = hp("predict", "curve", "--law", str(law), "--lr-schedule", str(schedule))
+    assert table.exit_code == 0 and "72000" in table.stdout
+    # Longer than HPSCALE_MAX_CURVE_STEPS: one line, exit 1, before anything is built.
+    from hpscale.service.settings import get_settings
+
+    monkeypatch.setenv("HPSCALE_MAX_CURVE_STEPS", "50000")
+    get_settings.cache_clear()
+    result = hp("predict", "curve", "--law", str(law), "--lr-schedule", str(schedule))
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "72,000 steps exceed the limit of 50,000 (set HPSCALE_MAX_CURVE_STEPS" in result.stderr

@@ -13,10 +13,11 @@ from hpscale.service.api.glue.common import law_ref
 from hpscale.service.runformat import schedule_lrs
 
 
-def predict_curve(db: Database, body: s.CurvePredictionRequest) -> s.CurvePrediction:
-    """A trajectory law's predicted loss curve for a schedule."""
+def predict_curve(db: Database, body: s.CurvePredictionRequest, max_steps: int) -> s.CurvePrediction:
+    """A trajectory law's predicted loss curve for a schedule of at most ``max_steps`` steps."""
     row = storage.get_law(db, body.law)  # for the answer's law identity; predict checks the kind
-    result = fits.predict_curve(db, row.id, schedule_lrs(body.schedule), body.tokens_per_step, every=body.every)
+    lr = schedule_lrs(body.schedule, max_steps=max_steps)
+    result = fits.predict_curve(db, row.id, lr, body.tokens_per_step, every=body.every, max_steps=max_steps)
     loss = np.asarray(result["loss"], float)
     if not np.all(np.isfinite(loss)):
         raise FittingError(f"law {row.name} predicts a non-finite loss for this schedule")
