@@ -13,7 +13,7 @@ on the relative error L_pred / L - 1, the quantity the MPL paper scores.
 
 Cost. S1 and S2 are running sums (S2 a first-order filter): linear in the steps. LD is a sum
 over every earlier lr drop at every evaluated step, quadratic if done term by term; here
-(1 + C x)^-beta is written as a sum of about 40-90 exponentials (``_Kernel``, relative error
+(1 + C x)^-beta is written as a sum of a few dozen exponentials (``_Kernel``, relative error
 < 1e-7), which turns LD into as many first-order recurrences over the evaluated steps
 (``_annealing``). Time is O((drops + evaluations) x exponentials), memory O(steps) plus fixed
 work chunks: a 1,000,000-step schedule predicted at every step takes seconds and a few
