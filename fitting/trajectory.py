@@ -252,9 +252,13 @@ def _annealing(p: _Prepared, q: _Bins, c: float, beta: float, gamma: float, jac:
     if idx.size:
         delta, seg, log_eta = q.delta[idx], q.seg[idx], np.log(q.eta[idx])
         log_ca = np.log(c) - gamma * log_eta
-        v = q.u[idx] - np.exp(-log_ca)
+        with np.errstate(over="ignore"):  # an absurd C overflows here; refused just below
+            v = q.u[idx] - np.exp(-log_ca)
         r_first = q.s_eval[seg] - v  # > 0: r at the first evaluation each drop enters
-        kernel = _Kernel.cover(float(r_first.min()), float(q.s_eval[-1] - v.min()), beta + (1.0 if jac else 0.0))
+        r_lo, r_hi = float(r_first.min()), float(q.s_eval[-1] - v.min())
+        if not (np.isfinite(r_hi) and r_lo > 0 and np.isfinite(beta) and beta > 0):
+            raise FittingError(f"the annealing term cannot be evaluated (C = {c:g}, beta = {beta:g}, gamma = {gamma:g})")
+        kernel = _Kernel.cover(r_lo, r_hi, beta + (1.0 if jac else 0.0))
         entered = np.searchsorted(seg, np.arange(n_eval), side="right")  # drops in the sum at each evaluation
 
         def prefix(x: np.ndarray) -> np.ndarray:

@@ -158,3 +158,9 @@ def test_trajectory_predictions_at_real_lengths_take_linear_memory():
     np.testing.assert_allclose(loss[sample - 2160], law.predict(lr, sample), rtol=1e-12)
     mpl = known(MultiPowerLaw, MPL_TRUE)
     np.testing.assert_allclose(mpl.predict(lr)[sample - 2160], _direct_mpl(mpl, lr, sample, 2160), rtol=1e-8)
+
+
+def test_absurd_coefficients_are_refused_not_overflowed():
+    law = known(MultiPowerLaw, {**MPL_TRUE, "C": 1e-320})
+    with pytest.raises(FittingError, match="annealing term cannot be evaluated"):
+        law.predict(schedules()["cosine"])
