@@ -34,8 +34,10 @@ def lr_schedule(
     cooldown_fraction: float = 0.2,
     decay: str = "linear",
     table: Sequence[tuple[int, float]] | None = None,
+    at: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The learning rate of every step, shape (total_steps,). See the module doc."""
+    """The learning rate of every step, shape (total_steps,); with ``at``, of those (1-based)
+    steps only, so that a long schedule is read without building it. See the module doc."""
     if kind not in KINDS:
         raise ValueError(f"unknown schedule kind {kind!r}; expected one of {KINDS}")
     if total_steps < 1:
@@ -44,14 +46,19 @@ def lr_schedule(
         raise ValueError("warmup_steps must lie in [0, total_steps]")
     if peak_lr <= 0 or final_lr_ratio < 0:
         raise ValueError("peak_lr must be > 0 and final_lr_ratio >= 0")
-    steps = np.arange(1, total_steps + 1, dtype=float)
+    if at is None:
+        steps = np.arange(1, total_steps + 1, dtype=float)
+    else:
+        steps = np.asarray(at, dtype=float)
+        if steps.ndim != 1 or (steps.size and (steps.min() < 1 or steps.max() > total_steps)):
+            raise ValueError(f"steps to read must lie in 1..{total_steps}")
     final = peak_lr * final_lr_ratio
     # Decay progress in [0, 1] over the post-warmup steps: 0 at the first step after warmup
     # (which uses the peak), 1 at the last step (which uses the final lr).
     span = max(total_steps - warmup_steps, 1)
     progress = np.clip((steps - warmup_steps) / span, 0.0, 1.0)
     if kind == "constant":
-        lr = np.full(total_steps, peak_lr)
+        lr = np.full(steps.size, peak_lr)
     elif kind == "cosine":
         lr = final + (peak_lr - final) * 0.5 * (1.0 + np.cos(np.pi * progress))
     elif kind == "linear":
@@ -79,10 +86,10 @@ def lr_schedule(
         values = np.array([v for _, v in entries])
         lr = values[np.searchsorted(firsts, steps, side="right") - 1]
     if warmup_steps > 0:
-        ramp = steps[:warmup_steps] / warmup_steps
-        base = lr[:warmup_steps] if kind == "table" else peak_lr
+        warm = steps <= warmup_steps
+        base = lr[warm] if kind == "table" else peak_lr
         lr = lr.copy()
-        lr[:warmup_steps] = base * ramp
+        lr[warm] = base * (steps[warm] / warmup_steps)
     return lr.astype(float)
 
 

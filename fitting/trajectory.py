@@ -10,6 +10,14 @@
 Time t counts the steps after warmup (the laws model the post-warmup curve; eta_0 is the lr
 that warmup reaches). Both are fitted jointly on several curves of one model by least squares
 on the relative error L_pred / L - 1, the quantity the MPL paper scores.
+
+Cost. S1 and S2 are running sums (S2 a first-order filter): linear in the steps. LD is a sum
+over every earlier lr drop at every evaluated step, quadratic if done term by term; here
+(1 + C x)^-beta is written as a sum of a few dozen exponentials (``_Kernel``, relative error
+< 1e-7), which turns LD into as many first-order recurrences over the evaluated steps
+(``_annealing``). Time is O((drops + evaluations) x exponentials), memory O(steps) plus fixed
+work chunks: a 1,000,000-step schedule predicted at every step takes seconds and a few
+hundred MB (benchmarks/trajectory_scale.py).
 """
 
 from __future__ import annotations
@@ -21,7 +29,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 from scipy.optimize import least_squares, minimize, nnls
+from scipy.sparse import csr_matrix
 from scipy.signal import lfilter
+from scipy.special import digamma, gammaln
 
 from hpscale.fitting.errors import FittingError, InsufficientDataError, InvalidLawRecordError, NotFittedError
 from hpscale.fitting.schedules import infer_warmup
@@ -33,7 +43,9 @@ class LossCurve:
 
     ``lr[i]`` is the lr of step i + 1 (see fitting.schedules); ``steps`` are the (1-indexed)
     steps at which ``loss`` (nats/token) was measured; ``warmup_steps`` None means inferred
-    from ``lr`` (the steps before it first peaks).
+    from ``lr`` (the steps before it first peaks). ``lr_interpolated``: ``lr`` was rebuilt by
+    interpolating the lr logged at a few steps, not from the schedule that ran; a law fitted
+    on such a curve says so in its warnings.
     """
 
     name: str
@@ -41,6 +53,7 @@ class LossCurve:
     steps: np.ndarray
     loss: np.ndarray
     warmup_steps: int | None = None
+    lr_interpolated: bool = False
 
     def warmup(self) -> int:
         return infer_warmup(self.lr) if self.warmup_steps is None else int(self.warmup_steps)
@@ -54,6 +67,8 @@ class _Prepared:
     post_lr: np.ndarray  # eta_1 .. eta_T
     delta: np.ndarray  # eta_{k-1} - eta_k, k = 1 .. T (eta_0 = the warmup's peak)
     t: np.ndarray  # post-warmup step index of each evaluation
+    cum: np.ndarray  # S1 after k post-warmup steps, k = 0 .. T
+    peak: float  # the schedule's largest lr
 
 
 def _prepare(lr: np.ndarray, steps: np.ndarray, warmup: int) -> _Prepared:
@@ -69,44 +84,250 @@ def _prepare(lr: np.ndarray, steps: np.ndarray, warmup: int) -> _Prepared:
     eta0 = lr[warmup - 1] if warmup > 0 else lr[0]
     cum = np.concatenate([[0.0], np.cumsum(post)])
     t = steps - warmup
-    prev = np.concatenate([[eta0], post[:-1]])
-    return _Prepared(area=cum[t] + lr[:warmup].sum(), post_lr=post, delta=prev - post, t=t)
+    delta = np.empty_like(post)
+    if post.size:
+        delta[0] = eta0 - post[0]
+        np.subtract(post[:-1], post[1:], out=delta[1:])
+    return _Prepared(area=cum[t] + lr[:warmup].sum(), post_lr=post, delta=delta, t=t, cum=cum, peak=float(lr.max()))
+
+
+# Learning rates at or below this fraction of the schedule's peak count as zero in the LD sum:
+# a drop to zero saturates at once (G = 1 as soon as any lr follows it), as eta^-gamma -> inf.
+_ZERO_LR = 1e-12
 
 
 @dataclass(frozen=True)
-class _Pairs:
-    """The (evaluation, lr-drop bin) pairs of the multi-power law's LD sum, as dense matrices.
+class _Bins:
+    """The multi-power law's lr drops, merged into bins, against the sorted distinct evaluations.
 
-    Consecutive lr drops are merged into bins of at most ``width`` steps that never straddle
-    an evaluation step; a bin's drop acts at its drop-weighted mean step. This turns the
-    O(evaluations x steps) sum into O(evaluations x steps / width) with an error far below
-    the loss noise (width 16 changes predictions by < 1e-6 relative on the MPL curves).
+    Consecutive drops are merged into bins of at most ``width`` steps that never straddle an
+    evaluation step; a bin's drop acts at its drop-weighted mean step (width 16 changes
+    predictions by < 1e-6 relative on the MPL curves; width 1 is the exact sum). A bin enters
+    the sum at every evaluation from ``seg`` on (the first evaluation at or after its last drop).
     """
 
-    delta: np.ndarray  # (bins,)
-    log_eta: np.ndarray  # (bins,)
-    s: np.ndarray  # (evals, bins): S_k(t), 0 where the bin lies after t
-    mask: np.ndarray  # (evals, bins) bool
+    te: np.ndarray  # distinct post-warmup evaluation steps, sorted
+    inverse: np.ndarray  # p.t == te[inverse]
+    s_eval: np.ndarray  # S1 at each distinct evaluation
+    delta: np.ndarray  # (bins,) summed drop of each bin
+    eta: np.ndarray  # (bins,) lr at the bin's representative step
+    u: np.ndarray  # (bins,) S1 before that step
+    seg: np.ndarray  # (bins,) index into te of the first evaluation the bin enters
+    zero: np.ndarray  # (bins,) bool: a drop to a zero lr (see _ZERO_LR)
 
 
-def _pairs(p: _Prepared, width: int) -> _Pairs:
+def _bins(p: _Prepared, width: int) -> _Bins:
+    te, inverse = np.unique(p.t, return_inverse=True)
     k = np.flatnonzero(p.delta != 0) + 1  # 1-indexed steps whose lr differs from the previous
-    order = np.argsort(p.t)
-    t_sorted = p.t[order]
-    if k.size == 0:
-        return _Pairs(np.zeros(0), np.zeros(0), np.zeros((p.t.size, 0)), np.zeros((p.t.size, 0), bool))
-    key = ((k - 1) // width) * (t_sorted.size + 1) + np.searchsorted(t_sorted, k, side="left")
-    _, inv = np.unique(key, return_inverse=True)
+    k = k[k <= te[-1]]  # drops after the last evaluation never count
+    first = np.searchsorted(te, k, side="left")  # the first evaluation at or after each drop
+    zero_k = p.post_lr[k - 1] <= _ZERO_LR * p.peak
     d = p.delta[k - 1]
-    w = np.abs(d)
-    delta = np.bincount(inv, weights=d)
-    rep = np.rint(np.bincount(inv, weights=w * k) / np.bincount(inv, weights=w)).astype(int)
-    kmax = np.zeros(delta.size, int)
-    np.maximum.at(kmax, inv, k)
-    cum = np.concatenate([[0.0], np.cumsum(p.post_lr)])
-    mask = kmax[None, :] <= p.t[:, None]
-    s = np.where(mask, cum[p.t][:, None] - cum[rep - 1][None, :], 0.0)
-    return _Pairs(delta=delta, log_eta=np.log(np.maximum(p.post_lr[rep - 1], 1e-300)), s=s, mask=mask)
+    # A bin starts at a new block of ``width`` steps, after an evaluation, and where the drops
+    # change sign (rises merged with falls cancel their sums and amplify the error). Steep drops
+    # (more than 1% of the lr over a bin's width) stay alone, since a bin takes one lr for all
+    # of its drops; so do drops to zero, whose G is a step function, summed exactly (_annealing).
+    alone = zero_k | (np.abs(d) * width > 0.01 * p.post_lr[k - 1])
+    starts = np.ones(k.size, bool)
+    if k.size > 1:
+        starts[1:] = (((k[1:] - 1) // width != (k[:-1] - 1) // width) | (first[1:] != first[:-1])
+                      | ((d[1:] > 0) != (d[:-1] > 0)) | alone[1:] | alone[:-1])
+    inv = np.cumsum(starts) - 1
+    start = np.flatnonzero(starts)
+    w, n = np.abs(d), start.size
+    delta = np.bincount(inv, weights=d, minlength=n)
+    rep = np.rint(np.bincount(inv, weights=w * k, minlength=n) / np.bincount(inv, weights=w, minlength=n)).astype(int)
+    return _Bins(te=te, inverse=inverse, s_eval=p.cum[te], delta=delta, eta=p.post_lr[rep - 1],
+                 u=p.cum[rep - 1], seg=first[start], zero=zero_k[start])
+
+
+def _scan(a: np.ndarray, b: np.ndarray, x0: np.ndarray) -> np.ndarray:
+    """x_j = a_j x_{j-1} + b_j along axis 0, x_{-1} = x0 (``a`` broadcasts against ``b``).
+
+    The J steps are cut into about sqrt(J) rows that run side by side from zero; then each row
+    gets what the rows before it hand on: 2 sqrt(J) vector operations instead of J. With
+    0 <= a <= 1 every step only shrinks what it carries, so the scan is stable."""
+    n = b.shape[0]
+    if n <= 64:
+        out = np.empty_like(b)
+        x = x0
+        for j in range(n):
+            x = a[j] * x + b[j]
+            out[j] = x
+        return out
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = -(-n // cols)
+    pad = rows * cols - n
+
+    def columns(v: np.ndarray, fill: float) -> np.ndarray:  # (cols, rows, ...), contiguous
+        v = np.concatenate([v, np.full((pad,) + v.shape[1:], fill)])
+        return np.ascontiguousarray(v.reshape((rows, cols) + v.shape[1:]).swapaxes(0, 1))
+
+    a_c, y = columns(a, 1.0), columns(b, 0.0)
+    prod = np.empty_like(a_c)
+    prod[0] = a_c[0]
+    for c in range(1, cols):  # every row on its own, from zero
+        y[c] += a_c[c] * y[c - 1]
+        np.multiply(a_c[c], prod[c - 1], out=prod[c])
+    carry = np.empty((rows,) + y.shape[2:])
+    x = x0
+    for r in range(rows):  # what each row inherits from the rows before it
+        carry[r] = x
+        x = y[-1, r] + prod[-1, r] * x
+    y += prod * carry
+    return y.swapaxes(0, 1).reshape((rows * cols,) + b.shape[1:])[:n]
+
+
+@dataclass(frozen=True)
+class _Kernel:
+    """r^-p on (0, inf) as a sum of exponentials, for every r in [r_lo, r_hi]:
+
+        Gamma(p) r^-p = int exp(p s - e^s r) ds  ~=  h sum_m exp(p s_m - e^{s_m} r)
+
+    (the trapezoid rule on the lattice s_m = m h, exponentially accurate for this analytic
+    integrand: relative error < 1e-7 for p <= 6 with the steps below). Lattice points below
+    s_0 (where e^{s_m} r < 1e-3) are summed in closed form with exp(-x) ~ 1 - x, leaving
+    ``t0 - t1 r``; points with e^{s_m} r_lo > 50 are negligible.
+    """
+
+    tau: np.ndarray  # e^{s_m}, the decay rates
+    s: np.ndarray  # s_m
+    h: float
+    s0: float
+
+    @classmethod
+    def cover(cls, r_lo: float, r_hi: float, p_max: float) -> "_Kernel":
+        h = 0.45 / max(1.0, p_max / 1.5) ** 0.45
+        m_lo = int(np.floor(np.log(1e-3 / r_hi) / h))
+        m_hi = int(np.ceil(np.log(50.0 / r_lo) / h))
+        s = np.arange(m_lo + 1, m_hi + 1) * h
+        return cls(tau=np.exp(s), s=s, h=h, s0=m_lo * h)
+
+    def weights(self, p: float, log_derivative: bool = False) -> tuple[np.ndarray, float, float]:
+        """(w, t0, t1) with r^-p ~= sum_m w_m e^{-tau_m r} + t0 - t1 r; with ``log_derivative``,
+        the same for ln(r) r^-p = -d/dp r^-p."""
+        h, s0 = self.h, self.s0
+        lg = gammaln(p)
+        w = h * np.exp(p * self.s - lg)
+        t0 = h * np.exp(p * s0 - lg) / -np.expm1(-p * h)
+        t1 = h * np.exp((p + 1) * s0 - lg) / -np.expm1(-(p + 1) * h)
+        if not log_derivative:
+            return w, t0, t1
+        psi = digamma(p)
+        return (-(self.s - psi) * w,
+                -t0 * (s0 - h / np.expm1(p * h) - psi),
+                -t1 * (s0 - h / np.expm1((p + 1) * h) - psi))
+
+
+# Work arrays of the LD sum hold at most this many numbers (8 bytes each): memory stays
+# O(steps + chunk), whatever the schedule's length and the number of evaluations.
+_CHUNK = 1 << 21
+
+
+def _annealing(p: _Prepared, q: _Bins, c: float, beta: float, gamma: float, jac: bool) -> dict[str, np.ndarray]:
+    """The multi-power law's sum LD(t) / B = sum_{k<=t} delta_k G(eta_k^-gamma S_k(t)) at every
+    evaluation of ``p`` (in its order), and with ``jac`` its derivatives in log C, log beta and
+    log gamma. Time O((bins + evaluations) x nodes), memory O(steps + _CHUNK).
+
+    With y = C a (S(t) - u), a = eta^-gamma, u = S1 before the drop: 1 + y = C a r where
+    r = S(t) - v, v = u - 1 / (C a). So (1 + y)^-beta = (C a)^-beta r^-beta, and r^-beta, a
+    sum of exponentials in r (``_Kernel``), makes each node's sum over drops one first-order
+    linear recurrence over the evaluations (``_scan``): no (evaluations x drops) matrix.
+    """
+    n_eval = q.te.size
+    live = q.seg < n_eval
+    nz = live & ~q.zero
+    # Drops to zero: G = 1 once any lr follows (S_k(t) > 0), else 0; no parameter moves it.
+    zs = np.flatnonzero(live & q.zero)
+    zero_sum = np.zeros(n_eval)
+    if zs.size:
+        # S_k(t) > 0 <=> u_k < S(t): a prefix of the zero drops (u is non-decreasing).
+        reach = np.searchsorted(q.u[zs], q.s_eval, side="left")
+        entered = np.searchsorted(q.seg[zs], np.arange(n_eval), side="right")
+        zero_sum = np.concatenate([[0.0], np.cumsum(q.delta[zs])])[np.minimum(reach, entered)]
+    sums = {"sum": zero_sum}
+    if jac:
+        sums.update(dc=np.zeros(n_eval), dbeta=np.zeros(n_eval), dgamma=np.zeros(n_eval))
+    idx = np.flatnonzero(nz)
+    if idx.size:
+        delta, seg, log_eta = q.delta[idx], q.seg[idx], np.log(q.eta[idx])
+        log_ca = np.log(c) - gamma * log_eta
+        with np.errstate(over="ignore"):  # an absurd C overflows here; refused just below
+            v = q.u[idx] - np.exp(-log_ca)
+        r_first = q.s_eval[seg] - v  # > 0: r at the first evaluation each drop enters
+        r_lo, r_hi = float(r_first.min()), float(q.s_eval[-1] - v.min())
+        if not (np.isfinite(r_hi) and r_lo > 0 and np.isfinite(beta) and beta > 0):
+            raise FittingError(f"the annealing term cannot be evaluated (C = {c:g}, beta = {beta:g}, gamma = {gamma:g})")
+        kernel = _Kernel.cover(r_lo, r_hi, beta + (1.0 if jac else 0.0))
+        entered = np.searchsorted(seg, np.arange(n_eval), side="right")  # drops in the sum at each evaluation
+
+        def prefix(x: np.ndarray) -> np.ndarray:
+            return np.concatenate([[0.0], np.cumsum(x)])[entered]
+
+        # E = (1 + y)^-beta and F = (1 + y)^-(beta + 1) summed over drops with source weights:
+        # G = 1 - E; dG/dlog C = beta (E - F); dG/dlog gamma = -gamma beta ln(eta) (E - F);
+        # dG/dlog beta = beta ln(1 + y) E, with ln(1 + y) = ln(C a) + ln(r).
+        q_e = delta * np.exp(-beta * log_ca)  # delta (C a)^-beta: E = q_e r^-beta
+        kern_e = kernel.weights(beta)
+        terms: list[tuple[str, np.ndarray, tuple[np.ndarray, float, float]]] = [("E", q_e, kern_e)]
+        if jac:
+            q_f = q_e * np.exp(-log_ca)  # F = q_f r^-(beta + 1)
+            kern_f = kernel.weights(beta + 1.0)
+            terms += [("F", q_f, kern_f), ("ln_eta E", q_e * log_eta, kern_e), ("ln_eta F", q_f * log_eta, kern_f),
+                      ("ln_ca E", q_e * log_ca, kern_e), ("ln_r E", q_e, kernel.weights(beta, log_derivative=True))]
+        node_sums = _exp_sums(q.s_eval, seg, v, kernel.tau, np.column_stack([t[1] for t in terms]),
+                              np.column_stack([t[2][0] for t in terms]))
+        out = {}
+        for i, (name, weight, (_, t0, t1)) in enumerate(terms):
+            # plus the closed-form tail: sum_{k<=t} q_k (t0 - t1 r_k(t)), r_k(t) = S(t) - v_k
+            q0 = prefix(weight)
+            out[name] = node_sums[:, i] + t0 * q0 - t1 * (q.s_eval * q0 - prefix(weight * v))
+        sums["sum"] = sums["sum"] + prefix(delta) - out["E"]
+        if jac:
+            sums["dc"] = beta * (out["E"] - out["F"])
+            sums["dgamma"] = -gamma * beta * (out["ln_eta E"] - out["ln_eta F"])
+            sums["dbeta"] = beta * (out["ln_ca E"] + out["ln_r E"])
+    return {k: v[q.inverse] for k, v in sums.items()}
+
+
+def _exp_sums(s_eval: np.ndarray, seg: np.ndarray, v: np.ndarray, tau: np.ndarray, src: np.ndarray,
+              weights: np.ndarray) -> np.ndarray:
+    """(evaluations, columns): sum_m weights[m, i] H_im(j) for every evaluation j and column i,
+    where H_im(j) = sum_{k: seg_k <= j} src[k, i] exp(-tau_m (S_j - v_k)).
+
+    Evaluations go in chunks, each chunk's drops (those entering at it) in sub-chunks, and the
+    node sums H are carried from chunk to chunk: memory is bounded by _CHUNK numbers."""
+    n_eval, n_src, n_nodes = s_eval.size, src.shape[1], tau.size
+    res = np.empty((n_eval, n_src))
+    e_chunk = max(1, _CHUNK // (4 * n_src * n_nodes))
+    d_chunk = max(1, _CHUNK // (2 * n_nodes))
+    carry = np.zeros((n_src, n_nodes))
+    bounds = np.searchsorted(seg, np.arange(0, n_eval + e_chunk, e_chunk), side="left")
+    for ci, j0 in enumerate(range(0, n_eval, e_chunk)):
+        j1 = min(j0 + e_chunk, n_eval)
+        b = np.zeros((j1 - j0, n_src, n_nodes))
+        for d0 in range(bounds[ci], bounds[ci + 1], d_chunk):
+            d1 = min(d0 + d_chunk, bounds[ci + 1])
+            s = seg[d0:d1]
+            x = np.multiply.outer(v[d0:d1] - s_eval[s], tau)  # (drops, nodes): -tau r <= 0
+            np.exp(x, out=x)
+            if s[-1] - s[0] == s.size - 1:  # one drop per evaluation (dense curves)
+                b[s - j0] += src[d0:d1, :, None] * x[:, None, :]
+                continue
+            # Each evaluation's new drops, summed by one sparse product: row (j, i) of the
+            # ((evaluations x columns) x drops) matrix holds column i's weights of the drops entering at j.
+            n_d = d1 - d0
+            row = ((s - j0)[:, None] * n_src + np.arange(n_src)[None, :]).ravel()
+            mat = csr_matrix((src[d0:d1].ravel(), (row, np.repeat(np.arange(n_d), n_src))),
+                             shape=((j1 - j0) * n_src, n_d))
+            b += (mat @ x).reshape(j1 - j0, n_src, n_nodes)
+        prev = s_eval[j0 - 1] if j0 > 0 else s_eval[0]
+        gaps = np.diff(np.concatenate([[prev], s_eval[j0:j1]]))
+        a = np.exp(-np.multiply.outer(gaps, tau))[:, None, :]  # (evaluations, 1, nodes)
+        h = _scan(a, b, carry)
+        carry = h[-1].copy()
+        res[j0:j1] = np.einsum("jim,im->ji", h, weights.T)
+    return res
 
 
 def _relative_errors(pred: np.ndarray, loss: np.ndarray) -> np.ndarray:
@@ -148,6 +369,14 @@ class _TrajectoryLaw(ABC):
             )
         if not any(np.any(_prepare(c.lr, c.steps, c.warmup()).delta != 0) for c in curves):
             self.warnings_.append("no curve anneals its lr: the annealing term is not identified")
+        guessed = [c.name for c in curves if c.lr_interpolated]
+        if guessed:
+            shown = ", ".join(guessed[:5]) + (f" and {len(guessed) - 5} more" if len(guessed) > 5 else "")
+            self.warnings_.append(
+                f"no schedule recorded for {len(guessed)} of {len(curves)} curves ({shown}): their lr at every step was "
+                "interpolated between the lr logged at their points, which loses the warmup and any change between "
+                "points, so the law is fitted to a schedule that never ran; import the runs with their schedule "
+                "(lr_schedule) to fit on the real one")
 
     def _finish(self, curves: Sequence[LossCurve], coef: np.ndarray) -> None:
         self.coef_ = dict(zip(self.COEFFICIENTS, map(float, coef)))
@@ -213,7 +442,7 @@ class _TrajectoryLaw(ABC):
 class MultiPowerLaw(_TrajectoryLaw):
     """The multi-power law (see the module doc). Coefficients: L0, A, alpha, B, C, beta, gamma.
 
-    Parameters: ``bin_width`` (steps merged per lr-drop bin, see _Pairs), ``n_starts`` (best
+    Parameters: ``bin_width`` (steps merged per lr-drop bin, see _Bins), ``n_starts`` (best
     grid starts refined by least squares), ``huber_delta`` (Huber threshold on log-loss
     residuals), ``prior_weight`` (strength of the prior on beta and gamma, see ``fit``).
     """
@@ -240,7 +469,7 @@ class MultiPowerLaw(_TrajectoryLaw):
         self.warnings_ = []
         self._validate_curves(curves)
         prepared = [_prepare(c.lr, c.steps, c.warmup()) for c in curves]
-        pairs = [_pairs(p, self.bin_width) for p in prepared]
+        bins = [_bins(p, self.bin_width) for p in prepared]
         y = np.concatenate([np.asarray(c.loss, float) for c in curves])
         log_y = np.log(y)
         prior_centre = np.log(0.5)
@@ -248,24 +477,17 @@ class MultiPowerLaw(_TrajectoryLaw):
         def parts(theta: np.ndarray, jac: bool) -> tuple[np.ndarray, np.ndarray | None]:
             # theta = L0, log A, alpha, log B, log C, log beta, log gamma
             l0, log_a, alpha, log_b, log_c = theta[:5]
-            beta, gamma = np.exp(theta[5]), np.exp(theta[6])
+            beta, gamma, b = np.exp(theta[5]), np.exp(theta[6]), np.exp(log_b)
             preds, jacs = [], []
-            for p, q in zip(prepared, pairs):
+            for p, q in zip(prepared, bins):
                 power = np.exp(log_a - alpha * np.log(p.area))
-                x = np.exp(-gamma * q.log_eta)[None, :] * q.s
-                v = 1.0 + np.exp(log_c) * x
-                vb = v ** -beta
-                g = np.where(q.mask, 1.0 - vb, 0.0)
-                ld = np.exp(log_b) * (g @ q.delta)
+                an = _annealing(p, q, float(np.exp(log_c)), float(beta), float(gamma), jac)
+                ld = b * an["sum"]
                 preds.append(l0 + power - ld)
                 if jac:
-                    dc = np.where(q.mask, beta * vb / v * np.exp(log_c) * x, 0.0)  # dG / dlog C
-                    dbeta = np.where(q.mask, vb * np.log(v), 0.0) * beta  # dG / dlog beta
-                    dgamma = -dc * q.log_eta[None, :] * gamma  # dG / dlog gamma
-                    b = np.exp(log_b)
                     jacs.append(np.column_stack([
                         np.ones_like(power), power, -power * np.log(p.area), -ld,
-                        -b * (dc @ q.delta), -b * (dbeta @ q.delta), -b * (dgamma @ q.delta),
+                        -b * an["dc"], -b * an["dbeta"], -b * an["dgamma"],
                     ]))
             return np.concatenate(preds), (np.vstack(jacs) if jac else None)
 
@@ -283,7 +505,7 @@ class MultiPowerLaw(_TrajectoryLaw):
         lower = np.array([0.0, -10.0, 1e-3, -10.0, -12.0, np.log(1e-3), np.log(1e-3)])
         upper = np.array([float(y.max()), 10.0, 3.0, 15.0, 12.0, np.log(5.0), np.log(3.0)])
         best = None
-        for theta0 in self._starts(prepared, pairs, y, parts):
+        for theta0 in self._starts(y, parts):
             theta0 = np.clip(theta0, lower + 1e-9, upper - 1e-9)
             res = least_squares(resid, theta0, jac=jacobian, bounds=(lower, upper), x_scale="jac",
                                 loss="huber", f_scale=self.huber_delta, max_nfev=500)
@@ -295,7 +517,7 @@ class MultiPowerLaw(_TrajectoryLaw):
                                        np.exp(log_beta), np.exp(log_gamma)]))
         return self
 
-    def _starts(self, prepared: list[_Prepared], pairs: list[_Pairs], y: np.ndarray, parts: Any) -> list[np.ndarray]:
+    def _starts(self, y: np.ndarray, parts: Any) -> list[np.ndarray]:
         """Grid over the nonlinear exponents; L0, A, B solved linearly at each (variable
         projection), so every start is already the best it can be along the linear ones."""
         scored = []
@@ -321,10 +543,8 @@ class MultiPowerLaw(_TrajectoryLaw):
 
     def _predict_prepared(self, p: _Prepared) -> np.ndarray:
         c = self._check_fitted()
-        q = _pairs(p, self.bin_width)
-        x = np.exp(-c["gamma"] * q.log_eta)[None, :] * q.s
-        g = np.where(q.mask, 1.0 - (1.0 + c["C"] * x) ** -c["beta"], 0.0)
-        return c["L0"] + c["A"] * p.area ** -c["alpha"] - c["B"] * (g @ q.delta)
+        an = _annealing(p, _bins(p, self.bin_width), c["C"], c["beta"], c["gamma"], jac=False)
+        return c["L0"] + c["A"] * p.area ** -c["alpha"] - c["B"] * an["sum"]
 
 
 @dataclass

@@ -32,6 +32,7 @@ from hpscale.fitting.trajectory import LossCurve, MomentumLaw, MultiPowerLaw
 from hpscale.fitting.validate import extrapolation_check
 from hpscale.service.errors import InputError
 from hpscale.service.laws import check_passed, failure, loss_warnings
+from hpscale.service.runformat import check_schedule_length, read_schedule, schedule_lrs
 
 KINDS: tuple[str, ...] = ("hyper", "loss", "trajectory", "critical-batch")
 FORMS: dict[str, tuple[str, ...]] = {
@@ -87,38 +88,50 @@ def runset(rows: Sequence[Run]) -> RunSet:
     )
 
 
-def per_step_lr(run: Run, points: Sequence[CurvePoint]) -> np.ndarray:
-    """The learning rate of every step 1..T of a run. Sweep runs rebuild it exactly from their
-    spec's schedule; imported runs interpolate the lr recorded with their curve points."""
-    spec, config = run.spec or {}, run.config or {}
-    if spec.get("schedule") and config.get("steps") and run.lr:
-        from hpscale.sweeps.spec import ScheduleSpec, schedule_lrs  # pydantic only: no torch behind this import
+def per_step_lr(run: Run, points: Sequence[CurvePoint]) -> tuple[np.ndarray, bool]:
+    """The learning rate of every step 1..T of a run, and whether it had to be guessed.
 
-        return schedule_lrs(ScheduleSpec.model_validate(spec["schedule"]), int(config["steps"]), float(run.lr))
+    Imported runs that carry their schedule (the run format's ``lr_schedule``, kept in
+    ``config``) and sweep runs (their spec's schedule) give it exactly. Otherwise the lr logged
+    at the curve's points is interpolated between them (second value True): that loses the
+    warmup (the first point's lr holds from step 1) and every change between points."""
+    spec, config = run.spec or {}, run.config or {}
+    if config.get("lr_schedule"):
+        sched = read_schedule(config["lr_schedule"])
+        check_schedule_length(sched.length, f"run {run.source}/{run.name}'s lr_schedule")
+        return schedule_lrs(sched), False
+    if spec.get("schedule") and config.get("steps") and run.lr:
+        from hpscale.sweeps.spec import ScheduleSpec, schedule_lrs as spec_lrs  # pydantic only: no torch behind this import
+
+        check_schedule_length(int(config["steps"]), f"run {run.source}/{run.name}'s schedule")
+        return spec_lrs(ScheduleSpec.model_validate(spec["schedule"]), int(config["steps"]), float(run.lr)), False
     known = [(p.step, p.lr) for p in points if p.lr is not None]
     if len(known) < 2:
         raise InputError(f"run {run.source}/{run.name} has no learning rate recorded with its curve")
-    steps = np.arange(1, max(s for s, _ in known) + 1)
+    last = max(s for s, _ in known)
+    check_schedule_length(last, f"run {run.source}/{run.name}'s curve")
     xs, ys = zip(*sorted(known))
-    return np.interp(steps, xs, ys)
+    return np.interp(np.arange(1, last + 1), xs, ys), True
 
 
 def loss_curves(db: Database, rows: Sequence[Run]) -> list[LossCurve]:
-    """Finished runs with curves as the trajectory laws' input (evaluation loss at each step)."""
+    """Finished runs with curves as the trajectory laws' input (evaluation loss at each step).
+    A curve whose per-step lr was interpolated is marked so (``LossCurve.lr_interpolated``):
+    the law fitted on it records a warning."""
     curves = storage.get_curves(db, [r.id for r in rows if r.status == "done"])
     out = []
     for r in rows:
         points = [p for p in curves.get(r.id, []) if p.val_loss is not None and p.step > 0]
         if len(points) < 3:
             continue
-        lr = per_step_lr(r, curves[r.id])
+        lr, guessed = per_step_lr(r, curves[r.id])
         # The laws model the curve after warmup: earlier points carry no information for them.
         warmup = infer_warmup(lr)
         points = [p for p in points if warmup <= p.step <= lr.size]
         if len(points) < 3:
             continue
         out.append(LossCurve(name=f"{r.source}/{r.name}", lr=lr, steps=np.array([p.step for p in points]),
-                             loss=np.array([p.val_loss for p in points])))
+                             loss=np.array([p.val_loss for p in points]), lr_interpolated=guessed))
     if not out:
         raise InsufficientDataError("no finished run with a loss curve (at least 3 points) among the selected runs")
     sizes = sorted({r.n_params for r in rows if f"{r.source}/{r.name}" in {c.name for c in out}})
@@ -295,15 +308,22 @@ def load_law(db: Database, law_id: int | str, kind: str | None = None) -> tuple[
     return row, law_from_record(row.record)
 
 
-def predict_curve(db: Database, law_id: int | str, lr: np.ndarray, tokens_per_step: float | None = None) -> dict[str, Any]:
-    """The predicted loss of a trajectory law at every step after warmup of a schedule whose
-    step i + 1 uses ``lr[i]``. ``tokens_per_step`` adds a tokens column (tokens per step)."""
+def predict_curve(db: Database, law_id: int | str, lr: np.ndarray, tokens_per_step: float | None = None,
+                  every: int = 1, max_steps: int | None = None) -> dict[str, Any]:
+    """The predicted loss of a trajectory law after warmup of a schedule whose step i + 1 uses
+    ``lr[i]``: at every ``every``-th step from the end of warmup, and at the last step (the law
+    evaluates those steps only). ``tokens_per_step`` adds a tokens column (tokens per step).
+    Schedules longer than ``max_steps`` (default: HPSCALE_MAX_CURVE_STEPS) are refused."""
     row, law = load_law(db, law_id, kind="trajectory")
     lr = np.asarray(lr, dtype=float)
     if lr.ndim != 1 or lr.size < 2 or not np.all(np.isfinite(lr)) or np.any(lr < 0):
         raise InputError("the schedule must hold at least 2 finite learning rates >= 0")
-    loss = law.predict(lr)
-    steps = np.arange(lr.size - loss.size + 1, lr.size + 1)
+    check_schedule_length(lr.size, limit=max_steps)
+    if every < 1:
+        raise InputError(f"every must be >= 1 (got {every})")
+    first = max(infer_warmup(lr), 1)
+    steps = np.unique(np.append(np.arange(first, lr.size + 1, every), lr.size))
+    loss = law.predict(lr, steps)
     out: dict[str, Any] = {"law_id": row.id, "steps": steps.tolist(), "lr": lr[steps - 1].tolist(),
                            "loss": loss.tolist()}
     if tokens_per_step is not None:

@@ -13,9 +13,19 @@ One record is one finished run:
 | ``batch_tokens`` | no | batch in tokens (> 0) |
 | ``batch_size``, ``seq_len`` | no | batch in sequences and sequence length; together they give ``batch_tokens`` |
 | ``status`` | no | ``done`` (default) or ``diverged`` |
-| ``schedule`` | no | free text naming the learning-rate schedule |
+| ``schedule`` | no | free text naming the learning-rate schedule (default: ``lr_schedule``'s kind) |
+| ``lr_schedule`` | no | the schedule itself (see below): trajectory laws are fitted on the lr of every step it gives |
 | ``tags`` | no | free-form: a JSON object (JSONL), or ``k=v;k=v`` text (CSV) |
-| ``curve`` | no (JSONL only) | list of ``{step, lr, loss, tokens?}``; ``loss`` is the evaluation loss |
+| ``curve`` | no (JSONL only) | list of ``{step, lr?, loss, tokens?}``; ``loss`` is the evaluation loss |
+
+``lr_schedule`` is one of the sweep spec's schedule kinds with its parameters,
+``{kind: constant|cosine|linear|wsd, total_steps, peak_lr, warmup_steps?, final_lr_ratio?,
+cooldown_fraction?, decay?}``, or a step table, ``{kind: table, table: [{step, lr}, ...],
+total_steps?, warmup_steps?}`` (each lr holds from its step to the next entry's); see
+``fitting.schedules.lr_schedule``. In CSV it is ``k=v;k=v`` text, the table as ``step:lr``
+pairs separated by spaces: ``kind=table;warmup_steps=2160;table=1:3e-4 8001:9e-5``. Without
+it, a trajectory fit interpolates the lr logged at the curve's points, and says so.
+The same schedule objects are the API's ``POST /predict/curve`` schedules.
 """
 
 from __future__ import annotations
@@ -27,13 +37,130 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
+from hpscale.fitting.schedules import lr_schedule
 from hpscale.service.errors import InputError
+from hpscale.service.settings import get_settings
 
 MAX_INT32 = 2**31 - 1  # steps and sequence lengths are 32-bit integer columns
+
+
+def check_schedule_length(total_steps: int, what: str = "schedule", limit: int | None = None) -> None:
+    """Refuse a schedule longer than ``limit`` steps (default: the ``HPSCALE_MAX_CURVE_STEPS``
+    setting) before anything of its length is built: the trajectory laws' work and memory grow
+    linearly with it."""
+    limit = get_settings().max_curve_steps if limit is None else limit
+    if total_steps > limit:
+        raise InputError(f"{what}: {total_steps:,} steps exceed the limit of {limit:,} "
+                         "(set HPSCALE_MAX_CURVE_STEPS to raise it)")
+
+
+class NamedSchedule(BaseModel):
+    """A learning-rate schedule by kind and parameters (``fitting.schedules.lr_schedule``):
+    linear warmup from 0 to the peak, then the kind's decay."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["constant", "cosine", "linear", "wsd"]
+    total_steps: int = Field(ge=1, le=MAX_INT32)
+    peak_lr: float = Field(gt=0, le=10.0)
+    warmup_steps: int = Field(default=0, ge=0, le=MAX_INT32, description="Linear warmup from 0 to the peak.")
+    final_lr_ratio: float = Field(default=0.1, ge=0, le=1, description="Final lr as a fraction of the peak.")
+    cooldown_fraction: float = Field(default=0.2, gt=0, le=1, description="wsd: fraction of all steps spent decaying.")
+    decay: Literal["linear", "exponential"] = Field(default="linear", description="wsd: shape of the cooldown.")
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> "NamedSchedule":
+        if self.warmup_steps > self.total_steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds total_steps ({self.total_steps})")
+        return self
+
+    @property
+    def peak(self) -> float:
+        return self.peak_lr
+
+    @property
+    def length(self) -> int:
+        return self.total_steps
+
+
+class ScheduleEntry(BaseModel):
+    """From ``step`` on (1-based), the learning rate is ``lr`` until the next entry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step: int = Field(ge=1, le=MAX_INT32)
+    lr: float = Field(ge=0, le=10.0)
+
+
+class TableSchedule(BaseModel):
+    """A step-wise schedule given as a table of (step, lr)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["table"]
+    table: list[ScheduleEntry] = Field(min_length=1)
+    total_steps: int | None = Field(default=None, ge=1, le=MAX_INT32, description="Default: the last step in the table.")
+    warmup_steps: int = Field(default=0, ge=0, le=MAX_INT32,
+                              description="Scales the table's values linearly from 0 over the first steps.")
+
+    @model_validator(mode="after")
+    def _well_formed(self) -> "TableSchedule":
+        steps = [e.step for e in self.table]
+        if steps[0] != 1:
+            raise ValueError("the table must start at step 1")
+        if any(b <= a for a, b in zip(steps, steps[1:])):
+            raise ValueError("the table's steps must increase")
+        if max(e.lr for e in self.table) <= 0:
+            raise ValueError("at least one table lr must be > 0")
+        if self.warmup_steps > self.length:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds the schedule's {self.length} steps")
+        return self
+
+    @property
+    def peak(self) -> float:
+        return max(e.lr for e in self.table)
+
+    @property
+    def length(self) -> int:
+        return self.total_steps or self.table[-1].step
+
+
+LrSchedule = Annotated[NamedSchedule | TableSchedule, Field(discriminator="kind")]
+_SCHEDULE: TypeAdapter[NamedSchedule | TableSchedule] = TypeAdapter(LrSchedule)
+
+
+def read_schedule(stored: dict[str, Any]) -> NamedSchedule | TableSchedule:
+    """A schedule object from its JSON form (as stored in ``runs.config``)."""
+    try:
+        return _SCHEDULE.validate_python(stored)
+    except ValidationError as exc:
+        raise InputError(f"invalid lr_schedule: {_describe(exc)}") from None
+
+
+def schedule_lrs(schedule: NamedSchedule | TableSchedule, at: np.ndarray | None = None,
+                 max_steps: int | None = None) -> np.ndarray:
+    """The learning rate of every step of a schedule (element i: the lr of step i + 1), or of
+    the 1-based steps ``at`` only. A whole schedule longer than ``max_steps`` (default: the
+    ``HPSCALE_MAX_CURVE_STEPS`` setting) is refused with ``InputError`` before it is built."""
+    if at is None:
+        check_schedule_length(schedule.length, limit=max_steps)
+    try:
+        if isinstance(schedule, TableSchedule):
+            table = [(e.step, e.lr) for e in schedule.table]
+            return lr_schedule("table", schedule.length, schedule.peak, warmup_steps=schedule.warmup_steps,
+                               table=table, at=at)
+        return lr_schedule(
+            schedule.kind, schedule.total_steps, schedule.peak_lr, warmup_steps=schedule.warmup_steps,
+            final_lr_ratio=schedule.final_lr_ratio, cooldown_fraction=schedule.cooldown_fraction, decay=schedule.decay,
+            at=at,
+        )
+    except ValueError as exc:  # lr_schedule's refusals are the input's fault
+        raise InputError(f"schedule: {exc}") from None
 
 
 class CurvePointIn(BaseModel):
@@ -72,6 +199,7 @@ class RunIn(BaseModel):
     seq_len: int | None = Field(default=None, gt=0, le=MAX_INT32, description="Sequence length, tokens.")
     status: Literal["done", "diverged"] = "done"
     schedule: str | None = Field(default=None, max_length=200)
+    lr_schedule: LrSchedule | None = Field(default=None, description="The learning-rate schedule itself.")
     tags: dict[str, Any] | None = None
     curve: list[CurvePointIn] | None = Field(default=None, max_length=100_000)
 
@@ -104,7 +232,22 @@ class RunIn(BaseModel):
             raise ValueError("batch_size: needs seq_len (or give batch_tokens)")
         if self.batch_tokens is not None and self.seq_len is not None and self.batch_size is None:
             self.batch_size = self.batch_tokens / self.seq_len
+        if self.lr_schedule is not None:
+            self._check_schedule(self.lr_schedule)
         return self
+
+    def _check_schedule(self, sched: NamedSchedule | TableSchedule) -> None:
+        """The schedule agrees with the run: its peak is the run's lr (which it supplies when
+        absent) and it covers every curve point."""
+        if self.lr is None:
+            self.lr = sched.peak
+        elif abs(sched.peak - self.lr) > 1e-6 * self.lr:
+            raise ValueError(f"lr_schedule: its peak lr {sched.peak:g} disagrees with lr = {self.lr:g}")
+        if self.schedule is None:
+            self.schedule = sched.kind
+        late = [p.step for p in self.curve or [] if p.step > sched.length]
+        if late:
+            raise ValueError(f"curve: step {late[0]} lies beyond the schedule's {sched.length} steps (lr_schedule)")
 
     def key(self) -> str:
         """The run's name, or a stable content hash when it has none (idempotent re-import)."""
@@ -115,7 +258,16 @@ class RunIn(BaseModel):
         return f"run-{digest}"
 
     def to_storage(self, source: str) -> dict[str, Any]:
-        """The dict ``db.storage.add_runs`` takes."""
+        """The dict ``db.storage.add_runs`` takes. The schedule goes into ``config`` (read back
+        by ``service.fits.per_step_lr``); curve points without an lr get the schedule's."""
+        lrs: dict[int, float] = {}
+        if self.lr_schedule is not None and self.curve:
+            steps = np.array(sorted({p.step for p in self.curve if p.lr is None and p.step >= 1}), dtype=float)
+            lrs = dict(zip(steps.astype(int).tolist(), schedule_lrs(self.lr_schedule, at=steps).tolist()))
+
+        def point_lr(p: CurvePointIn) -> float | None:
+            return lrs.get(p.step) if p.lr is None else p.lr
+
         return {
             "source": source,
             "name": self.key(),
@@ -128,11 +280,13 @@ class RunIn(BaseModel):
             "seq_len": self.seq_len,
             "schedule": self.schedule,
             "tags": self.tags,
+            "config": {"lr_schedule": self.lr_schedule.model_dump(mode="json", exclude_none=True)}
+            if self.lr_schedule is not None else None,
             "status": self.status,
             "final_loss": self.final_loss,
             "code_version": "import",
             "curve": [
-                {"step": p.step, "lr": p.lr, "val_loss": p.loss, "tokens": p.tokens} for p in self.curve
+                {"step": p.step, "lr": point_lr(p), "val_loss": p.loss, "tokens": p.tokens} for p in self.curve
             ]
             if self.curve
             else None,
@@ -184,6 +338,35 @@ def _read_text(path: Path) -> str:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
 
 
+def _parse_schedule(raw: str) -> dict[str, Any]:
+    """CSV ``lr_schedule`` text, ``k=v;k=v`` with the table as ``step:lr step:lr``, as the
+    schedule's JSON object (values stay text: the model converts and checks them)."""
+    sched: dict[str, Any] = dict(_parse_tags(raw))
+    if "table" in sched:
+        entries = []
+        for pair in sched["table"].split():
+            step, sep, lr = pair.partition(":")
+            if not sep:
+                raise ValueError(f"table entry {pair!r} is not step:lr")
+            entries.append({"step": step, "lr": lr})
+        sched["table"] = entries
+    return sched
+
+
+_SCHEDULE_KEYS = ("kind", "total_steps", "peak_lr", "warmup_steps", "final_lr_ratio", "cooldown_fraction", "decay", "table")
+
+
+def _format_schedule(sched: dict[str, Any]) -> str:
+    """The inverse of ``_parse_schedule``, keys in a fixed order (the table last)."""
+    parts = []
+    for k in sorted(sched, key=lambda k: _SCHEDULE_KEYS.index(k) if k in _SCHEDULE_KEYS else len(_SCHEDULE_KEYS)):
+        v = sched[k]
+        if k == "table":
+            v = " ".join(f"{e['step']}:{e['lr']!r}" for e in v)
+        parts.append(f"{k}={v!r}" if isinstance(v, float) else f"{k}={v}")
+    return ";".join(parts)
+
+
 def _records_csv(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames:
@@ -196,11 +379,12 @@ def _records_csv(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
         if None in row:
             raise InputError(f"{path}:{line}: more values than columns")
         rec: dict[str, Any] = {k: _csv_value(v or "") for k, v in row.items()}
-        if rec.get("tags") is not None:
-            try:
-                rec["tags"] = _parse_tags(rec["tags"])
-            except ValueError as exc:
-                raise InputError(f"{path}:{line}: field 'tags': {exc}") from None
+        for key, parse in (("tags", _parse_tags), ("lr_schedule", _parse_schedule)):
+            if rec.get(key) is not None:
+                try:
+                    rec[key] = parse(rec[key])
+                except ValueError as exc:
+                    raise InputError(f"{path}:{line}: field {key!r}: {exc}") from None
         # An empty cell is a missing value; an empty final_loss is an explicit null (diverged).
         yield line, {k: v for k, v in rec.items() if v is not None or k == "final_loss"}
 
@@ -330,8 +514,12 @@ RUN_FORMAT_HELP = (
     "Columns (CSV) or keys (JSONL): required n_params, tokens, final_loss (may be empty/null only "
     "for status diverged); optional n_params_total (mixture-of-experts: total parameters, n_params "
     "being the active ones), name (unique within the source; re-import skips known names), "
-    "lr, batch_tokens, or batch_size with seq_len, status (done|diverged), schedule, tags (JSONL: an "
-    "object; CSV: k=v;k=v), and in JSONL curve: a list of {step, lr, loss, tokens?}."
+    "lr, batch_tokens, or batch_size with seq_len, status (done|diverged), schedule (free text), "
+    "lr_schedule (the schedule itself: {kind: constant|cosine|linear|wsd, total_steps, peak_lr, warmup_steps, "
+    "final_lr_ratio, cooldown_fraction, decay} or {kind: table, table: [{step, lr}], total_steps, warmup_steps}; "
+    "CSV: kind=wsd;total_steps=24000;peak_lr=3e-4;warmup_steps=2160 or kind=table;table=1:3e-4 8001:9e-5; "
+    "without it a trajectory fit interpolates the lr logged with the curve), tags (JSONL: an "
+    "object; CSV: k=v;k=v), and in JSONL curve: a list of {step, lr?, loss, tokens?}."
 )
 
 EXPORT_FIELDS = (
@@ -340,12 +528,18 @@ EXPORT_FIELDS = (
 )
 
 
+CSV_FIELDS = EXPORT_FIELDS + ("lr_schedule",)
+
+
 def run_to_record(run: Any, curve: list[Any] | None = None) -> dict[str, Any]:
     """A stored run (``db.models.Run``) in the import format; ``curve`` adds its points.
     Runs that are not finished (queued, running, failed) have no place in this format."""
     rec: dict[str, Any] = {f: getattr(run, f) for f in EXPORT_FIELDS}
     if rec["status"] not in ("done", "diverged"):
         raise InputError(f"run {run.id} is {rec['status']}: only finished runs can be exported")
+    stored = (run.config or {}).get("lr_schedule")
+    # Re-read through the model: the same fields in the same order whatever the database kept.
+    rec["lr_schedule"] = read_schedule(stored).model_dump(mode="json", exclude_none=True) if stored else None
     if curve:
         rec["curve"] = [
             {k: v for k, v in {"step": p.step, "lr": p.lr, "loss": p.val_loss, "tokens": p.tokens}.items()
@@ -359,12 +553,13 @@ def run_to_record(run: Any, curve: list[Any] | None = None) -> dict[str, Any]:
 def records_to_csv(records: list[dict[str, Any]]) -> str:
     """Records in the CSV import format (tags as k=v;k=v, curves dropped)."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(EXPORT_FIELDS), lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=list(CSV_FIELDS), lineterminator="\n")
     writer.writeheader()
     for rec in records:
-        row = {k: rec.get(k) for k in EXPORT_FIELDS}
+        row = {k: rec.get(k) for k in CSV_FIELDS}
         tags = row.get("tags")
         row["tags"] = ";".join(f"{k}={v}" for k, v in tags.items()) if tags else None
+        row["lr_schedule"] = _format_schedule(row["lr_schedule"]) if row.get("lr_schedule") else None
         writer.writerow({k: ("" if v is None else (repr(v) if isinstance(v, float) else v)) for k, v in row.items()})
     return buf.getvalue()
 

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     extrapolation_warning: float = Field(
         default=10.0, description="Warn when a target lies more than this factor outside a law's data."
     )
+    max_curve_steps: int = Field(
+        default=2_000_000, ge=1,
+        description="Longest learning-rate schedule, in steps, that a loss-curve prediction or an imported run may carry.",
+    )
 
     @property
     def resolved_database_url(self) -> str:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from hpscale.service.runformat import RunIn
+from hpscale.service.runformat import MAX_INT32, LrSchedule, RunIn
 
 # Bounds of the targets the API accepts: wide enough for any language model anyone trains,
 # narrow enough that N^alpha D^beta and 6 N D stay finite in double precision.
@@ -21,7 +21,6 @@ MAX_N_PARAMS = 1e16
 MAX_TOKENS = 1e18
 MAX_COMPUTE = 1e36
 MAX_SEQ_LEN = 1 << 24
-MAX_CURVE_STEPS = 1_000_000
 
 
 def _as_utc(value: dt.datetime) -> dt.datetime:
@@ -436,61 +435,18 @@ class FitRequest(BaseModel):
 
 
 # -- predict -----------------------------------------------------------------------------------
-class NamedSchedule(BaseModel):
-    """A learning-rate schedule by kind and parameters (see fitting.schedules)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["constant", "cosine", "linear", "wsd"]
-    total_steps: int = Field(ge=1, le=MAX_CURVE_STEPS)
-    peak_lr: float = Field(gt=0, le=10.0)
-    warmup_steps: int = Field(default=0, ge=0, le=MAX_CURVE_STEPS, description="Linear warmup from 0 to the peak.")
-    final_lr_ratio: float = Field(default=0.1, ge=0, le=1, description="Final lr as a fraction of the peak.")
-    cooldown_fraction: float = Field(default=0.2, gt=0, le=1, description="wsd: fraction of all steps spent decaying.")
-    decay: Literal["linear", "exponential"] = Field(default="linear", description="wsd: shape of the cooldown.")
-
-    @model_validator(mode="after")
-    def _warmup_fits(self) -> "NamedSchedule":
-        if self.warmup_steps > self.total_steps:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds total_steps ({self.total_steps})")
-        return self
-
-
-class ScheduleEntry(BaseModel):
-    """From ``step`` on (1-based), the learning rate is ``lr`` until the next entry."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    step: int = Field(ge=1, le=MAX_CURVE_STEPS)
-    lr: float = Field(ge=0, le=10.0)
-
-
-class TableSchedule(BaseModel):
-    """A step-wise schedule given as a table of (step, lr)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["table"]
-    table: list[ScheduleEntry] = Field(min_length=1, max_length=MAX_CURVE_STEPS)
-    total_steps: int | None = Field(default=None, ge=1, le=MAX_CURVE_STEPS, description="Default: the last step in the table.")
-
-    @model_validator(mode="after")
-    def _starts_at_one(self) -> "TableSchedule":
-        if min(e.step for e in self.table) != 1:
-            raise ValueError("the table must start at step 1")
-        return self
-
-
 class CurvePredictionRequest(BaseModel):
     """Predict a loss curve with a trajectory law."""
 
     model_config = ConfigDict(extra="forbid")
 
     law: int | str = Field(description="A trajectory law's id or name.")
-    schedule: NamedSchedule | TableSchedule = Field(discriminator="kind")
+    schedule: LrSchedule = Field(description="At most HPSCALE_MAX_CURVE_STEPS steps (default 2,000,000).")
     tokens_per_step: float | None = Field(
         default=None, gt=0, le=1e12, description="Tokens per optimizer step, for laws that work in tokens."
     )
+    every: int = Field(default=1, ge=1, le=MAX_INT32,
+                       description="Predict at every n-th step after warmup (and at the last step) only.")
 
 
 class CurvePrediction(BaseModel):

@@ -14,6 +14,7 @@ from hpscale.service.cli.common import App, fmt, open_db, out_console, print_jso
 from hpscale.service.errors import InputError
 from hpscale.service.fits import predict_curve, predict_loss
 from hpscale.service.settings import get_settings
+from hpscale.service.runformat import check_schedule_length
 
 app = App(help="Predictions from stored laws.")
 
@@ -44,6 +45,7 @@ def read_schedule(path: Path) -> np.ndarray:
         raise InputError(f"{path}: needs at least two steps")
     if rows[0][0] != 1:
         raise InputError(f"{path}: the schedule must start at step 1")
+    check_schedule_length(rows[-1][0], str(path))
     steps = np.arange(1, rows[-1][0] + 1)
     firsts = np.array([s for s, _ in rows])
     values = np.array([v for _, v in rows])
@@ -55,11 +57,14 @@ def curve(
     law: Annotated[str, typer.Option(help="Id or name of a trajectory law.")],
     lr_schedule: Annotated[Path, typer.Option("--lr-schedule", help="CSV with columns step,lr (every step, or the steps where lr changes).")],
     tokens_per_step: Annotated[Optional[float], typer.Option(help="Tokens per step, to add a tokens column.")] = None,
-    every: Annotated[int, typer.Option(min=1, help="Print every n-th step in the table (--json prints all).")] = 100,
+    every: Annotated[Optional[int], typer.Option(min=1, help="Predict every n-th step after warmup, and the last (default: every step with --json, every 100th in the table).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the curve as JSON.")] = False,
 ) -> None:
-    """Predict the loss at each step of a learning-rate schedule with a trajectory law."""
-    out = predict_curve(open_db(), law, read_schedule(lr_schedule), tokens_per_step)
+    """Predict the loss after warmup of a learning-rate schedule with a trajectory law. The
+    schedule may be up to HPSCALE_MAX_CURVE_STEPS steps long (default 2,000,000); only the
+    printed steps are evaluated."""
+    step = every if every is not None else (1 if json_out else 100)
+    out = predict_curve(open_db(), law, read_schedule(lr_schedule), tokens_per_step, every=step)
     if json_out:
         print_json(out)
         return
@@ -67,8 +72,7 @@ def curve(
     cols = ["steps", "lr", "loss"] + (["tokens"] if "tokens" in out else [])
     for c in cols:
         table.add_column(c.removesuffix("s") if c == "steps" else c, justify="right")
-    n = len(out["steps"])
-    for i in list(range(0, n, every)) + ([n - 1] if (n - 1) % every else []):
+    for i in range(len(out["steps"])):
         table.add_row(*(str(out[c][i]) if c == "steps" else fmt(out[c][i]) for c in cols))
     out_console.print(table)
 

@@ -7,6 +7,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from pydantic import TypeAdapter
+
+from hpscale.fitting.trajectory import MultiPowerLaw
+from hpscale.service.runformat import LrSchedule, schedule_lrs
+
 # The laws the synthetic grid is drawn from (a Step Law-like form and a Chinchilla-like loss).
 LR = {"a_lr": 2.0, "alpha_lr": -0.7, "beta_lr": 0.3}
 BATCH = {"a_b": 0.5, "beta_b": 0.55}
@@ -62,3 +68,33 @@ def grid_records(with_curves: bool = False, edge: bool = False) -> list[dict[str
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
+
+
+# A multi-power law of the order of the MPL paper's 25M model, and three schedules for it.
+TRUE_MPL = {"L0": 3.0, "A": 0.5, "alpha": 0.5, "B": 400.0, "C": 1.5, "beta": 0.5, "gamma": 0.5}
+SYNTH = {
+    "constant": {"kind": "constant", "total_steps": 8000, "peak_lr": 3e-4, "warmup_steps": 500},
+    "cosine": {"kind": "cosine", "total_steps": 8000, "peak_lr": 3e-4, "warmup_steps": 500, "final_lr_ratio": 0.1},
+    "step": {"kind": "table", "total_steps": 8000, "warmup_steps": 500,
+             "table": [{"step": 1, "lr": 3e-4}, {"step": 5001, "lr": 1e-4}, {"step": 6501, "lr": 3e-5}]},
+}
+
+
+def trajectory_records(with_schedule: bool) -> list[dict[str, Any]]:
+    """Three runs of one model whose curves follow ``TRUE_MPL`` under ``SYNTH``'s schedules,
+    logged every 250 steps from step 250 (inside warmup) with each logged step's lr, as a
+    training log has them; ``with_schedule`` adds the schedule itself (``lr_schedule``)."""
+    law = MultiPowerLaw()
+    law.coef_ = dict(TRUE_MPL)
+    out = []
+    for name, sched in SYNTH.items():
+        lr = schedule_lrs(TypeAdapter(LrSchedule).validate_python(sched))
+        steps = np.arange(500, 8001, 250)
+        loss = law.predict(lr, steps)
+        points = [{"step": 250, "lr": float(lr[249]), "loss": 5.0}]
+        points += [{"step": int(s), "lr": float(lr[s - 1]), "loss": float(v)} for s, v in zip(steps, loss)]
+        rec = {"name": name, "n_params": 2e7, "tokens": 8000 * 2.5e5, "final_loss": float(loss[-1]), "curve": points}
+        if with_schedule:
+            rec["lr_schedule"] = sched
+        out.append(rec)
+    return out

@@ -82,3 +82,20 @@ def test_joint_fit_with_a_prior_through_the_api(client) -> None:
     assert_problem(client.post("/api/v1/fits", json={**HYPER, "prior": "kaplan"}, headers=KEY), 422, detail_has="prior")
     assert_problem(client.post("/api/v1/fits", json={**HYPER, "method": "joint", "prior": "steplaw", "form": "compute"},
                                headers=KEY), 422, detail_has="form steplaw or full")
+
+
+def test_trajectory_fit_on_posted_runs_uses_their_schedules(client) -> None:
+    from synthetic_runs import trajectory_records
+
+    for source, with_schedule in (("scheduled", True), ("logged", False)):
+        r = client.post("/api/v1/runs", json={"source": source, "runs": trajectory_records(with_schedule)}, headers=KEY)
+        assert r.status_code == 200 and r.json()["added"] == 3, r.text
+    exact = client.post("/api/v1/fits", json={"kind": "trajectory", "sources": ["scheduled"]}, headers=KEY).json()
+    guessed = client.post("/api/v1/fits", json={"kind": "trajectory", "sources": ["logged"]}, headers=KEY).json()
+    assert exact["warnings"] == []
+    page = client.get(f"/api/v1/laws/{guessed['id']}").json()  # what the law page shows
+    assert any("no schedule recorded for 3 of 3 curves" in w for w in page["warnings"])
+    # The stored runs' curves carry the lr of the schedule, and their fitted curves match it.
+    fits = {f["name"]: f for f in client.get(f"/api/v1/laws/{exact['id']}").json()["fitted_curves"]}
+    step = fits["scheduled/step"]
+    assert max(abs(p / o - 1) for p, o in zip(step["predicted"], step["observed"])) < 1e-3

@@ -75,3 +75,27 @@ def test_no_key_needed(make_client) -> None:
     c = make_client(api_key=None)
     r = c.post(URL, json={"law": "steplaw", "schedule": {"kind": "constant", "total_steps": 10, "peak_lr": 1e-3}})
     assert r.status_code == 422  # refused for the law's kind, not for a missing key
+
+
+def test_every_nth_step_and_the_last(client, mpl) -> None:
+    schedule = {"kind": "wsd", "total_steps": 10_000, "peak_lr": 3e-4, "warmup_steps": 500, "decay": "exponential"}
+    full = client.post(URL, json={"law": mpl, "schedule": schedule}).json()
+    sparse = client.post(URL, json={"law": mpl, "schedule": schedule, "every": 2000}).json()
+    assert sparse["steps"] == [500, 2500, 4500, 6500, 8500, 10_000]
+    by_step = dict(zip(full["steps"], full["loss"]))
+    assert sparse["loss"] == pytest.approx([by_step[s] for s in sparse["steps"]], rel=1e-6)
+
+
+def test_oversized_schedules_are_422_before_any_work(make_client) -> None:
+    # The default limit (2,000,000 steps) and a configured one, for named and table schedules.
+    for c, steps in ((make_client(), 3_000_000), (make_client(max_curve_steps=5000), 6000)):
+        law = MultiPowerLaw()
+        law.coef_ = dict(COEF)
+        storage.add_law(app_db(c), {"name": "m", "kind": "trajectory", "form": law.form, "origin": "fitted",
+                                    "title": "m", "source": "t", "record": law.to_record(), "code_version": "t"})
+        for schedule in ({"kind": "constant", "total_steps": steps, "peak_lr": 1e-3},
+                         {"kind": "table", "table": [{"step": 1, "lr": 1e-3}, {"step": steps, "lr": 1e-4}]}):
+            body = assert_problem(c.post(URL, json={"law": "m", "schedule": schedule}), 422, detail_has="HPSCALE_MAX_CURVE_STEPS")
+            assert f"{steps:,} steps exceed the limit" in body["detail"]
+    ok = c.post(URL, json={"law": "m", "schedule": {"kind": "constant", "total_steps": 5000, "peak_lr": 1e-3}})
+    assert ok.status_code == 200

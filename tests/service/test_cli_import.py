@@ -144,3 +144,54 @@ def test_db_upgrade_and_current(cli_env, tmp_path: Path) -> None:
 def test_bad_database_url_is_one_line(cli_env) -> None:
     result = hp("--database", "mysql://x@y/z", "runs", "list")
     assert result.exit_code == 1 and "unsupported database backend" in result.stderr
+
+
+SCHEDULED_CSV = """name,n_params,tokens,final_loss,lr_schedule
+cos,1e6,2e7,3.5,kind=cosine;total_steps=1000;peak_lr=0.001;warmup_steps=100;final_lr_ratio=0.1
+steps,1e6,2e7,3.6,kind=table;total_steps=1000;warmup_steps=50;table=1:0.001 601:0.0003 801:0.0001
+"""
+
+
+def test_lr_schedule_travels_with_the_run(cli_env, tmp_path: Path) -> None:
+    # CSV: the schedule as k=v text; the run's lr and schedule name come from it.
+    hp("import", "runs", str(write(tmp_path, "s.csv", SCHEDULED_CSV)), "--source", "s")
+    runs = {r["name"]: r for r in hp_json("runs", "list")}
+    assert runs["cos"]["lr"] == 0.001 and runs["cos"]["schedule"] == "cosine" and runs["steps"]["schedule"] == "table"
+    first = hp("export", "runs", "--format", "csv").stdout
+    assert "kind=table;total_steps=1000;warmup_steps=50;table=1:0.001 601:0.0003 801:0.0001" in first
+    other = f"sqlite:///{tmp_path / 'o.db'}"
+    hp("--database", other, "import", "runs", str(write(tmp_path, "again.csv", first)), "--source", "s")
+    assert hp("--database", other, "export", "runs", "--format", "csv").stdout == first
+    # JSONL: curve points without an lr get the schedule's; the schedule is exported as given.
+    rec = {"name": "j", "n_params": 1e6, "tokens": 2e7, "final_loss": 3.4, "curve": [
+        {"step": 50, "loss": 5.0}, {"step": 700, "loss": 3.9}, {"step": 900, "lr": 2e-4, "loss": 3.5}],
+        "lr_schedule": {"kind": "table", "table": [{"step": 1, "lr": 1e-3}, {"step": 601, "lr": 3e-4}], "warmup_steps": 100,
+                        "total_steps": 1000}}
+    hp("import", "runs", str(write(tmp_path, "j.jsonl", json.dumps(rec) + "\n")), "--source", "j")
+    out = tmp_path / "out.jsonl"
+    hp("export", "runs", "--source", "j", "--format", "jsonl", "--output", str(out))
+    back = json.loads(out.read_text())
+    assert back["lr_schedule"] == rec["lr_schedule"] and back["lr"] == 1e-3
+    assert [p["lr"] for p in back["curve"]] == [pytest.approx(1e-3 * 50 / 100), 3e-4, 2e-4]
+
+
+@pytest.mark.parametrize(
+    "cell, message",
+    [
+        ("kind=constant;total_steps=10;peak_lr=0.002", "mine.csv:2: field 'lr_schedule': its peak lr 0.002 disagrees with lr = 0.001"),
+        ("kind=sawtooth;total_steps=10;peak_lr=0.001", "mine.csv:2: field 'lr_schedule'"),
+        ("kind=cosine;peak_lr=0.001", "mine.csv:2: field 'lr_schedule.cosine.total_steps': missing"),
+        ("kind=table;table=1-0.001", "mine.csv:2: field 'lr_schedule': table entry '1-0.001' is not step:lr"),
+        ("kind=table;table=5:0.001", "the table must start at step 1"),
+        ("kind=table;table=1:0.001 1:0.002", "the table's steps must increase"),
+        ("kind=wsd;total_steps=10;peak_lr=0.001;warmup_steps=20", "warmup_steps (20) exceeds total_steps (10)"),
+    ],
+)
+def test_bad_lr_schedules(cli_env, tmp_path: Path, cell, message) -> None:
+    result = hp("import", "runs", str(write(tmp_path, "mine.csv", f"name,n_params,tokens,final_loss,lr,lr_schedule\na,1,2,3,0.001,{cell}\n")))
+    assert result.exit_code == 1 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and hp_json("runs", "list") == []
+    rec = {"n_params": 1, "tokens": 2, "final_loss": 3, "curve": [{"step": 2000, "loss": 3.0}],
+           "lr_schedule": {"kind": "constant", "total_steps": 1000, "peak_lr": 1e-3}}
+    result = hp("import", "runs", str(write(tmp_path, "in.jsonl", json.dumps(rec) + "\n")))
+    assert result.exit_code == 1 and "in.jsonl:1: field 'curve': step 2000 lies beyond the schedule's 1000 steps" in result.stderr

@@ -6,14 +6,16 @@ from fastapi import APIRouter
 
 from hpscale.service.api.glue import predict as glue
 from hpscale.service.api import schemas as s
-from hpscale.service.api.deps import DbDep
+from hpscale.service.api.deps import DbDep, SettingsDep
 from hpscale.service.api.problems import problem_responses
 
 router = APIRouter(prefix="/predict", tags=["predict"])
 
 
 @router.post("/curve", response_model=s.CurvePrediction, responses=problem_responses(400, 404, 413, 422))
-def predict_curve(db: DbDep, body: s.CurvePredictionRequest) -> s.CurvePrediction:
-    """The predicted loss at every step after warmup of a named schedule (constant, cosine,
-    linear, wsd; with warmup) or of a step-wise table. A read: no API key needed."""
-    return glue.predict_curve(db, body)
+def predict_curve(db: DbDep, settings: SettingsDep, body: s.CurvePredictionRequest) -> s.CurvePrediction:
+    """The predicted loss at every ``every``-th step after warmup (and the last) of a named
+    schedule (constant, cosine, linear, wsd; with warmup) or of a step-wise table. Schedules
+    longer than HPSCALE_MAX_CURVE_STEPS steps (default 2,000,000) are a 422 problem. A read:
+    no API key needed."""
+    return glue.predict_curve(db, body, settings.max_curve_steps)
