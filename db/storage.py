@@ -4,7 +4,7 @@
   a call either commits all it wrote or nothing, and driver errors come out as
   ``db.errors.StorageError`` subclasses.
 - Runs are keyed by (source, name). ``add_runs`` is idempotent on that key: a run whose key is
-  already stored is skipped, never duplicated or overwritten.
+  already stored is skipped, never duplicated or overwritten, also under concurrent writers.
 - Losses handed in may be any float; non-finite ones are stored as a status plus NULL
   (``final_loss_status`` for runs, ``nonfinite`` for curve points), never as NaN.
 - Functions return ORM objects detached from their session with their columns loaded
@@ -60,42 +60,42 @@ class AddResult:
 def add_runs(db: Database, runs: Sequence[dict[str, Any]]) -> AddResult:
     """Store runs (dicts with Run column names, ``final_loss`` any float or None, and an
     optional ``curve``: a list of {step, tokens?, lr?, train_loss?, val_loss?}) in one
-    transaction. Runs whose (source, name) is already stored are skipped. Bulk inserts."""
+    transaction. Runs whose (source, name) is already stored are skipped, also when another
+    client stores the same key at the same moment: the insert itself skips them (INSERT ... ON
+    CONFLICT DO NOTHING on both backends), so concurrent re-sends never conflict. Bulk inserts."""
     if not runs:
         return AddResult(0, 0)
-    keys = [(r["source"], r["name"]) for r in runs]
+    now = utcnow()
+    rows = []
+    for r in runs:
+        row = {c: r.get(c) for c in RUN_COLUMNS}
+        row["status"] = row["status"] or "done"
+        row["optimizer"] = row["optimizer"] or "adamw"
+        row["code_version"] = row["code_version"] or "import"
+        row["final_loss"], row["final_loss_status"] = loss_status(r.get("final_loss"))
+        row["created_at"] = now
+        rows.append(row)
     with db.session() as s:
-        existing: set[tuple[str, str]] = set()
-        sources = sorted({k[0] for k in keys})
-        for source in sources:
-            names = s.execute(select(Run.name).where(Run.source == source)).scalars()
-            existing.update((source, n) for n in names)
-        fresh = [r for r in runs if (r["source"], r["name"]) not in existing]
-        if not fresh:
-            return AddResult(0, len(runs))
-        now = utcnow()
-        rows = []
-        for r in fresh:
-            row = {c: r.get(c) for c in RUN_COLUMNS}
-            row["status"] = row["status"] or "done"
-            row["optimizer"] = row["optimizer"] or "adamw"
-            row["code_version"] = row["code_version"] or "import"
-            row["final_loss"], row["final_loss_status"] = loss_status(r.get("final_loss"))
-            row["created_at"] = now
-            rows.append(row)
-        s.execute(insert(Run), rows)
-        with_curves = [r for r in fresh if r.get("curve")]
-        if with_curves:
-            wanted = {(r["source"], r["name"]) for r in with_curves}
-            rows_ids = s.execute(
-                select(Run.source, Run.name, Run.id).where(Run.source.in_(sorted({k[0] for k in wanted})))
-            ).all()
-            ids = {(src, name): rid for src, name, rid in rows_ids if (src, name) in wanted}
-            points = [
-                _point_row(ids[(r["source"], r["name"])], p) for r in with_curves for p in r["curve"]
-            ]
+        stmt = _insert_skipping_known(db, Run, ("source", "name"))
+        # RETURNING names the rows this statement inserted: the ones a curve belongs to.
+        added = s.execute(stmt.returning(Run.id, Run.source, Run.name), rows).all()
+        ids = {(src, name): rid for rid, src, name in added}
+        points = [
+            _point_row(ids[(r["source"], r["name"])], p)
+            for r in runs if r.get("curve") and (r["source"], r["name"]) in ids for p in r["curve"]
+        ]
+        if points:
             s.execute(insert(CurvePoint), points)
-        return AddResult(len(fresh), len(runs) - len(fresh))
+        return AddResult(len(ids), len(runs) - len(ids))
+
+
+def _insert_skipping_known(db: Database, table: type[Any], key: tuple[str, ...]) -> Any:
+    """``INSERT INTO table ... ON CONFLICT (key) DO NOTHING`` in the database's dialect."""
+    if db.engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    return dialect_insert(table).on_conflict_do_nothing(index_elements=list(key))
 
 
 def _point_row(run_id: int, p: dict[str, Any]) -> dict[str, Any]:

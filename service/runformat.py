@@ -24,15 +24,20 @@ import hashlib
 import io
 import json
 import math
+import typing
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from hpscale.service.errors import InputError
+from hpscale.service.inputs import TEXT, check_tags
+from hpscale.service.jsonsafe import json_safe
 
 MAX_INT32 = 2**31 - 1  # steps and sequence lengths are 32-bit integer columns
+SOURCE_MAX_LENGTH = 200  # runs.source is a String(200) column
+# Numbers are strict: JSON true/false or "1e6" is no number (CSV cells are typed by the reader).
 
 
 class CurvePointIn(BaseModel):
@@ -40,10 +45,10 @@ class CurvePointIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    step: int = Field(ge=0, le=MAX_INT32, description="Optimizer step.")
-    lr: float | None = Field(default=None, ge=0, description="Learning rate at this step.")
-    loss: float = Field(description="Evaluation loss at this step, nats/token.")
-    tokens: float | None = Field(default=None, ge=0, description="Tokens seen at this step.")
+    step: int = Field(ge=0, le=MAX_INT32, strict=True, description="Optimizer step.")
+    lr: float | None = Field(default=None, ge=0, strict=True, description="Learning rate at this step.")
+    loss: float = Field(strict=True, description="Evaluation loss at this step, nats/token.")
+    tokens: float | None = Field(default=None, ge=0, strict=True, description="Tokens seen at this step.")
 
     @field_validator("lr", "tokens")
     @classmethod
@@ -58,17 +63,20 @@ class RunIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    n_params: float = Field(gt=0, description="Non-embedding parameters.")
-    tokens: float = Field(gt=0, description="Training tokens.")
-    final_loss: float | None = Field(description="Final validation loss, nats/token; null only if diverged.")
-    name: str | None = Field(default=None, min_length=1, max_length=300)
-    lr: float | None = Field(default=None, gt=0, description="Peak learning rate.")
-    batch_tokens: float | None = Field(default=None, gt=0, description="Batch in tokens.")
-    batch_size: float | None = Field(default=None, gt=0, description="Batch in sequences.")
-    seq_len: int | None = Field(default=None, gt=0, le=MAX_INT32, description="Sequence length, tokens.")
+    n_params: float = Field(gt=0, strict=True, description="Non-embedding parameters.")
+    tokens: float = Field(gt=0, strict=True, description="Training tokens.")
+    final_loss: float | None = Field(strict=True, description="Final validation loss, nats/token; null only if diverged.")
+    name: Annotated[str, Field(min_length=1, max_length=300), TEXT] | None = None
+    lr: float | None = Field(default=None, gt=0, strict=True, description="Peak learning rate.")
+    batch_tokens: float | None = Field(default=None, gt=0, strict=True, description="Batch in tokens.")
+    batch_size: float | None = Field(default=None, gt=0, strict=True, description="Batch in sequences.")
+    seq_len: int | None = Field(default=None, gt=0, le=MAX_INT32, strict=True, description="Sequence length, tokens.")
     status: Literal["done", "diverged"] = "done"
-    schedule: str | None = Field(default=None, max_length=200)
-    tags: dict[str, Any] | None = None
+    schedule: Annotated[str, Field(max_length=200), TEXT] | None = None
+    tags: dict[str, Any] | None = Field(
+        default=None, description="Free-form labels: a JSON object, nested at most 8 levels, at most 16 KiB as JSON, "
+        "finite numbers only.",
+    )
     curve: list[CurvePointIn] | None = Field(default=None, max_length=100_000)
 
     @field_validator("n_params", "tokens", "lr", "batch_tokens", "batch_size")
@@ -77,6 +85,11 @@ class RunIn(BaseModel):
         if v is not None and not math.isfinite(v):
             raise ValueError("must be a finite number")
         return v
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        return check_tags(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunIn":
@@ -151,6 +164,26 @@ def _csv_value(raw: str) -> Any:
     return None if raw == "" else raw
 
 
+def _number_type(field: str) -> type | None:
+    """int or float when a field of ``RunIn`` holds a number, else None."""
+    info = RunIn.model_fields.get(field)
+    kinds = set(typing.get_args(info.annotation) or (info.annotation,)) if info is not None else set()
+    return int if int in kinds else float if float in kinds else None
+
+
+def _csv_number(field: str, raw: str) -> Any:
+    """A CSV cell of a number field as a number; text that is no number is left for the model
+    to refuse with its usual message."""
+    kind = _number_type(field)
+    try:
+        number = float(raw)
+    except ValueError:
+        return raw
+    if kind is int and number.is_integer():
+        return int(number)
+    return number if kind is float else raw
+
+
 def _parse_tags(raw: str) -> dict[str, str]:
     tags: dict[str, str] = {}
     for part in raw.split(";"):
@@ -188,6 +221,7 @@ def _records_csv(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
         if None in row:
             raise InputError(f"{path}:{line}: more values than columns")
         rec: dict[str, Any] = {k: _csv_value(v or "") for k, v in row.items()}
+        rec = {k: _csv_number(k, v) if isinstance(v, str) and _number_type(k) else v for k, v in rec.items()}
         if rec.get("tags") is not None:
             try:
                 rec["tags"] = _parse_tags(rec["tags"])
@@ -233,6 +267,20 @@ def parse_runs_file(path: Path) -> list[RunIn]:
     if not runs:
         raise InputError(f"{path}: no runs in the file")
     return runs
+
+
+Source = Annotated[str, Field(min_length=1, max_length=SOURCE_MAX_LENGTH), TEXT]
+"""A source label: the first half of a run's key (source, name)."""
+_SOURCE = TypeAdapter(Source)
+
+
+def check_source(label: str, option: str = "--source") -> str:
+    """``label`` if it is a valid source label, else ``InputError`` naming ``option``."""
+    try:
+        return _SOURCE.validate_python(label)
+    except ValidationError as exc:
+        msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise InputError(f"{option} {label[:60]!r}: {msg}") from None
 
 
 def validate_runs(records: list[dict[str, Any]]) -> list[RunIn]:
@@ -348,5 +396,8 @@ def records_to_csv(records: list[dict[str, Any]]) -> str:
 
 
 def records_to_jsonl(records: list[dict[str, Any]]) -> str:
-    """Records in the JSONL import format, one object a line, None fields left out."""
-    return "".join(json.dumps({k: v for k, v in r.items() if v is not None}) + "\n" for r in records)
+    """Records in the JSONL import format, one object a line, None fields left out. Valid JSON
+    whatever was stored: a non-finite number (in tags stored before the input rules) is null."""
+    return "".join(
+        json.dumps(json_safe({k: v for k, v in r.items() if v is not None}), allow_nan=False) + "\n" for r in records
+    )

@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,12 +25,26 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite file hpscale.db in data_dir."
     )
-    api_key: SecretStr | None = Field(default=None, description="Key for API writes; no key: writes refused.")
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="Key for API writes; no key (unset, empty or only whitespace): writes refused. Surrounding "
+        "whitespace is dropped, as HTTP drops it from the X-API-Key header.",
+    )
     max_body_bytes: int = Field(default=20 * 1024 * 1024, description="Largest accepted request body, bytes.")
     load_demo: bool = Field(default=True, description="Load the demo sweep into an empty database on serve.")
     extrapolation_warning: float = Field(
         default=10.0, description="Warn when a target lies more than this factor outside a law's data."
     )
+
+    @field_validator("api_key", mode="after")
+    @classmethod
+    def _key_or_none(cls, value: SecretStr | None) -> SecretStr | None:
+        # HTTP servers strip a header value's surrounding whitespace, so a key that has some
+        # could never match: keep its core, and a key of whitespace alone is no key at all.
+        if value is None:
+            return None
+        key = value.get_secret_value().strip()
+        return SecretStr(key) if key else None
 
     @property
     def resolved_database_url(self) -> str:

@@ -134,13 +134,14 @@ async def _on_problem(request: Request, exc: ProblemError) -> JSONResponse:
 
 
 async def _on_expected(request: Request, exc: Exception) -> JSONResponse:
-    status = status_for(exc)
-    if status is None or status >= 500:
-        # Storage trouble (database unreachable, schema refused) is the operator's problem: log
-        # it in full, tell the client only that the service is unavailable and why in one line.
-        logger.error("request %s %s failed: %s", request.method, request.url.path, exc)
-        status = status or 500
-    return problem_response(status, str(exc) or HTTPStatus(status).phrase, request.url.path)
+    status = status_for(exc) or 500
+    # A storage error that wraps the driver names the database URL and quotes the driver: that
+    # is for the operator (the log), the caller reads its ``public`` line (db.errors).
+    detail = getattr(exc, "public", None) or str(exc)
+    if status >= 500 or detail != str(exc):
+        logger.log(logging.ERROR if status >= 500 else logging.WARNING,
+                   "request %s %s failed: %s", request.method, request.url.path, exc)
+    return problem_response(status, detail or HTTPStatus(status).phrase, request.url.path)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -13,7 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from hpscale.service.runformat import RunIn
+from hpscale.service.inputs import TEXT
+from hpscale.service.runformat import RunIn, Source
 
 # Bounds of the targets the API accepts: wide enough for any language model anyone trains,
 # narrow enough that N^alpha D^beta and 6 N D stay finite in double precision.
@@ -83,8 +84,8 @@ class RecommendQuery(BaseModel):
         default=None, ge=1, le=MAX_COMPUTE, description="Training compute C, FLOPs (default 6 N D; given alone: D = C / 6N)."
     )
     seq_len: int = Field(default=2048, ge=1, le=MAX_SEQ_LEN, description="Sequence length, tokens.")
-    law: str | None = Field(
-        default=None, min_length=1, max_length=200,
+    law: Annotated[str, Field(min_length=1, max_length=200), TEXT] | None = Field(
+        default=None,
         description="A hyper law's id or name (default: the newest fitted law whose extrapolation check passed "
         "and whose data the target lies within the extrapolation-warning factor of, else Step Law).",
     )
@@ -355,7 +356,7 @@ class RunsImport(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str = Field(min_length=1, max_length=200, description="Label of the batch; with each run's name, its key.")
+    source: Source = Field(description="Label of the batch; with each run's name, its key.")
     runs: list[RunIn] = Field(min_length=1, description="The runs; re-sending a known (source, name) skips it.")
 
 
@@ -376,15 +377,17 @@ class FitRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: FitKind
-    form: str | None = Field(default=None, max_length=40, description="The law's form (e.g. steplaw | full | compute).")
-    sources: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+    form: Annotated[str, Field(max_length=40), TEXT] | None = Field(
+        default=None, description="The law's form (e.g. steplaw | full | compute).")
+    sources: list[Source] | None = Field(
         default=None, max_length=100, description="Use the runs of these sources (default: every run)."
     )
-    runs: list[Annotated[str, Field(min_length=1, max_length=300)]] | None = Field(
+    runs: list[Annotated[str, Field(min_length=1, max_length=300), TEXT]] | None = Field(
         default=None, max_length=100_000, description="Use only the runs of these names."
     )
-    bootstrap: int = Field(default=1000, ge=0, le=10_000, description="Bootstrap resamples for intervals (0: none).")
-    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seed of the bootstrap.")
+    bootstrap: int = Field(default=1000, ge=0, le=10_000, strict=True,
+                           description="Bootstrap resamples for intervals (0: none).")
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, strict=True, description="Seed of the bootstrap.")
 
 
 # -- predict -----------------------------------------------------------------------------------
@@ -394,11 +397,13 @@ class NamedSchedule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["constant", "cosine", "linear", "wsd"]
-    total_steps: int = Field(ge=1, le=MAX_CURVE_STEPS)
-    peak_lr: float = Field(gt=0, le=10.0)
-    warmup_steps: int = Field(default=0, ge=0, le=MAX_CURVE_STEPS, description="Linear warmup from 0 to the peak.")
-    final_lr_ratio: float = Field(default=0.1, ge=0, le=1, description="Final lr as a fraction of the peak.")
-    cooldown_fraction: float = Field(default=0.2, gt=0, le=1, description="wsd: fraction of all steps spent decaying.")
+    total_steps: int = Field(ge=1, le=MAX_CURVE_STEPS, strict=True)
+    peak_lr: float = Field(gt=0, le=10.0, strict=True)
+    warmup_steps: int = Field(default=0, ge=0, le=MAX_CURVE_STEPS, strict=True,
+                              description="Linear warmup from 0 to the peak.")
+    final_lr_ratio: float = Field(default=0.1, ge=0, le=1, strict=True, description="Final lr as a fraction of the peak.")
+    cooldown_fraction: float = Field(default=0.2, gt=0, le=1, strict=True,
+                                     description="wsd: fraction of all steps spent decaying.")
     decay: Literal["linear", "exponential"] = Field(default="linear", description="wsd: shape of the cooldown.")
 
     @model_validator(mode="after")
@@ -413,8 +418,8 @@ class ScheduleEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    step: int = Field(ge=1, le=MAX_CURVE_STEPS)
-    lr: float = Field(ge=0, le=10.0)
+    step: int = Field(ge=1, le=MAX_CURVE_STEPS, strict=True)
+    lr: float = Field(ge=0, le=10.0, strict=True)
 
 
 class TableSchedule(BaseModel):
@@ -424,7 +429,8 @@ class TableSchedule(BaseModel):
 
     kind: Literal["table"]
     table: list[ScheduleEntry] = Field(min_length=1, max_length=MAX_CURVE_STEPS)
-    total_steps: int | None = Field(default=None, ge=1, le=MAX_CURVE_STEPS, description="Default: the last step in the table.")
+    total_steps: int | None = Field(default=None, ge=1, le=MAX_CURVE_STEPS, strict=True,
+                                    description="Default: the last step in the table.")
 
     @model_validator(mode="after")
     def _starts_at_one(self) -> "TableSchedule":
@@ -438,10 +444,11 @@ class CurvePredictionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    law: int | str = Field(description="A trajectory law's id or name.")
+    law: Annotated[int, Field(strict=True)] | Annotated[str, Field(min_length=1, max_length=200), TEXT] = Field(
+        description="A trajectory law's id or name.")
     schedule: NamedSchedule | TableSchedule = Field(discriminator="kind")
     tokens_per_step: float | None = Field(
-        default=None, gt=0, le=1e12, description="Tokens per optimizer step, for laws that work in tokens."
+        default=None, gt=0, le=1e12, strict=True, description="Tokens per optimizer step, for laws that work in tokens."
     )
 
 
@@ -457,9 +464,9 @@ class CurvePrediction(BaseModel):
 
 # -- health ------------------------------------------------------------------------------------
 class Health(BaseModel):
-    """The service is up and its database answers."""
+    """The service is up, its database answers and holds the schema this code expects."""
 
     status: Literal["ok"]
     version: str
-    database: str = Field(description="The database URL with any password hidden.")
-    schema_revision: str | None
+    database: Literal["sqlite", "postgresql"] = Field(description="The database backend (its URL is not shown).")
+    schema_revision: str = Field(description="The database's schema revision (the code's own).")

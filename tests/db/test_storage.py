@@ -117,3 +117,44 @@ def test_sweeps(db: Database) -> None:
         storage.add_sweep(db, "sw", {}, code_version="x")
     with pytest.raises(NotFoundError):
         storage.get_sweep(db, "other")
+
+
+def test_concurrent_resends_of_one_run_are_skipped_not_refused(any_db_url: str) -> None:
+    # 8 clients send the same batch at once (each with its own connection pool, as separate
+    # processes would), and 8 more send it mixed with a run of their own: every key is stored
+    # once, every re-send is counted as skipped, and no mixed batch loses its new run.
+    import threading
+
+    shared = [run(f"shared-{i}", curve=[{"step": 1, "val_loss": 4.0}]) for i in range(20)]
+    clients = [Database(any_db_url) for _ in range(16)]
+    for c in clients:  # connected and checked before the race starts
+        c.ensure_schema()
+        storage.count_runs(c)
+    barrier = threading.Barrier(len(clients))
+    results: list[storage.AddResult] = []
+    errors: list[BaseException] = []
+
+    def send(i: int) -> None:
+        batch = shared if i < 8 else [*shared, run(f"own-{i}", curve=[{"step": 1, "val_loss": 3.0}])]
+        try:
+            barrier.wait()
+            results.append(storage.add_runs(clients[i], batch))
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(clients))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for c in clients:
+        c.dispose()
+    assert errors == []
+    db = Database(any_db_url)
+    assert sum(r.added for r in results) == 20 + 8
+    assert sum(r.skipped for r in results) == 16 * 20 - 20
+    names = [r.name for r in storage.list_runs(db)]
+    assert sorted(names) == sorted({*(f"shared-{i}" for i in range(20)), *(f"own-{i}" for i in range(8, 16))})
+    curves = storage.get_curves(db, [r.id for r in storage.list_runs(db)])
+    assert all(len(points) == 1 for points in curves.values())
+    db.dispose()

@@ -94,6 +94,22 @@ def test_writes_refused_without_a_configured_key(make_client) -> None:
     assert_problem(post_runs(make_client(api_key=""), {"source": "s", "runs": [RUN]}, headers={"X-API-Key": ""}), 403)
 
 
+@pytest.mark.parametrize("key", ["   ", " \t "])
+def test_a_whitespace_only_key_is_no_key(make_client, monkeypatch, key) -> None:
+    # A key of whitespace could never match (HTTP strips a header value's whitespace): it counts
+    # as unset, so writes are disabled (403), as with no key at all.
+    from hpscale.service.settings import Settings
+
+    monkeypatch.setenv("HPSCALE_API_KEY", key)
+    assert Settings().api_key is None
+    c = make_client(api_key=key)
+    for sent in ({"X-API-Key": "x"}, {}):
+        assert_problem(post_runs(c, {"source": "s", "runs": [RUN]}, headers=sent), 403, detail_has="HPSCALE_API_KEY")
+    # Whitespace around a real key is dropped the same way: the key itself still works.
+    padded = make_client(api_key=f"  {API_KEY}\n")
+    assert post_runs(padded, {"source": "s", "runs": [RUN]}).status_code == 200
+
+
 def test_missing_or_wrong_key_is_401(client) -> None:
     assert_problem(post_runs(client, {"source": "s", "runs": [RUN]}, headers={}), 401, detail_has="X-API-Key")
     assert_problem(post_runs(client, {"source": "s", "runs": [RUN]}, headers={"X-API-Key": API_KEY + "x"}), 401, detail_has="wrong")

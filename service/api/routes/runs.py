@@ -10,6 +10,7 @@ from hpscale.service.api.glue import runs as glue
 from hpscale.service.api import schemas as s
 from hpscale.service.api.deps import DbDep, WriteAccess
 from hpscale.service.api.problems import problem_responses
+from hpscale.service.inputs import TEXT
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -20,7 +21,7 @@ RunId = Annotated[int, Path(ge=1, description="The run's id.")]
 def list_runs(
     db: DbDep,
     source: Annotated[
-        list[Annotated[str, Query(min_length=1, max_length=200)]] | None,
+        list[Annotated[str, Query(min_length=1, max_length=200), TEXT]] | None,
         Query(max_length=100, description="Only runs of these sources (repeat the parameter for several)."),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Runs per page.")] = 100,
