@@ -368,6 +368,21 @@ class ImportResult(BaseModel):
     skipped: int = Field(description="Runs whose (source, name) was already stored.")
 
 
+class DeletedLaw(BaseModel):
+    """A fitted law deleted with the runs it used."""
+
+    id: int
+    name: str
+
+
+class RunsDeleted(BaseModel):
+    """What a delete removed."""
+
+    runs: int = Field(description="Runs deleted, with their curves.")
+    by_source: dict[str, int] = Field(description="Runs deleted per source.")
+    laws: list[DeletedLaw] = Field(description="Fitted laws deleted with them (force=true only).")
+
+
 FitKind = Literal["hyper", "loss", "trajectory", "critical-batch"]  # as ``hpscale fit --kind`` (service.fits.KINDS)
 
 

@@ -158,3 +158,38 @@ def test_concurrent_resends_of_one_run_are_skipped_not_refused(any_db_url: str) 
     curves = storage.get_curves(db, [r.id for r in storage.list_runs(db)])
     assert all(len(points) == 1 for points in curves.values())
     db.dispose()
+
+
+def _law(db: Database, name: str, run_ids: list[int]) -> int:
+    return storage.add_law(db, {"name": name, "kind": "loss", "form": "chinchilla", "origin": "fitted", "title": "t",
+                                "source": "s", "record": {}, "code_version": "t"}, run_ids).id
+
+
+def test_delete_runs_is_all_or_nothing(db: Database) -> None:
+    storage.add_runs(db, [run("a", curve=[{"step": 1, "val_loss": 4.0}]), run("b"), run("c"), run("x", source="t")])
+    ids = {r.name: r.id for r in storage.list_runs(db)}
+    law_id = _law(db, "fit-on-b", [ids["b"], ids["x"]])
+    sweep = storage.add_sweep(db, "sw", {}, code_version="t")
+    storage.add_sweep_runs(db, sweep.id, [{"source": "sw", "name": "q", "n_params": 1e6, "tokens": 1e7, "code_version": "t"}])
+
+    def unchanged() -> None:
+        assert storage.count_runs(db) == 5 and [law.id for law in storage.list_laws(db)] == [law_id]
+
+    with pytest.raises(NotFoundError, match="'nope'"):  # one unknown name refuses the rest
+        storage.delete_runs(db, sources=["s"], names=["a", "nope"])
+    with pytest.raises(NotFoundError, match="source 'u'"):
+        storage.delete_runs(db, sources=["s", "u"])
+    with pytest.raises(ConflictError, match="sweep 'sw'"):
+        storage.delete_runs(db, sources=["sw"])
+    with pytest.raises(ConflictError, match="#%d 'fit-on-b'" % law_id):  # a law never silently loses runs
+        storage.delete_runs(db, sources=["s"])
+    unchanged()
+    assert storage.delete_runs(db, sources=["s"], dry_run=True, with_laws=True).laws == [(law_id, "fit-on-b")]
+    unchanged()
+
+    done = storage.delete_runs(db, sources=["s"], names=["a", "c"])
+    assert (done.runs, done.laws) == ({"s": 2}, [])
+    assert storage.get_curves(db, [ids["a"]]) == {ids["a"]: []}
+    done = storage.delete_runs(db, names=["b"], with_laws=True)
+    assert (done.runs, done.laws) == ({"s": 1}, [(law_id, "fit-on-b")])
+    assert storage.list_laws(db) == [] and sorted(r.name for r in storage.list_runs(db)) == ["q", "x"]

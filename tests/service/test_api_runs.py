@@ -181,3 +181,49 @@ def test_streamed_body_under_the_limit_is_accepted(make_client) -> None:
     r = c.post("/api/v1/runs", content=(raw[i:i + 100] for i in range(0, len(raw), 100)),
                headers={**KEY, "content-type": "application/json"})
     assert r.status_code == 200, r.text
+
+
+# -- delete -----------------------------------------------------------------------------------------
+def test_a_bad_run_can_be_deleted_and_listings_recover(any_client) -> None:
+    # A run with tags nested 256 deep, as stored before the input rules existed.
+    deep: dict = {}
+    inner = deep
+    for _ in range(256):
+        inner["a"] = {}
+        inner = inner["a"]
+    db = app_db(any_client)
+    post_runs(any_client, {"source": "mine", "runs": [RUN, {**RUN, "name": "r2", "curve": None}]})
+    storage.add_runs(db, [{"source": "bad", "name": "deep", "n_params": 1e6, "tokens": 2e7, "final_loss": 3.0,
+                           "tags": deep}])
+    assert any_client.get("/api/v1/runs").status_code == 200
+    # Writes need the key, like the other writes.
+    assert_problem(any_client.delete("/api/v1/runs", params={"source": "bad"}), 401)
+    r = any_client.delete("/api/v1/runs", params={"source": "bad"}, headers=KEY)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"runs": 1, "by_source": {"bad": 1}, "laws": []}
+    assert any_client.get("/api/v1/runs").json()["total"] == 2
+    # By name within a source; an unknown name refuses the whole delete.
+    assert_problem(any_client.delete("/api/v1/runs", params=[("source", "mine"), ("name", "r1"), ("name", "zz")],
+                                     headers=KEY), 404, detail_has="'zz'")
+    assert any_client.get("/api/v1/runs").json()["total"] == 2
+    r = any_client.delete("/api/v1/runs", params={"source": "mine", "name": "r1"}, headers=KEY)
+    assert r.json()["runs"] == 1 and [x["name"] for x in any_client.get("/api/v1/runs").json()["items"]] == ["r2"]
+    assert_problem(any_client.delete("/api/v1/runs", headers=KEY), 422, detail_has="query.source")
+
+
+def test_deleting_runs_a_law_used_needs_force(client) -> None:
+    from test_api_support import seed_fitted_law, seed_grid
+
+    db = app_db(client)
+    seed_grid(db)
+    law_id = seed_fitted_law(db, name="grid-fit")
+    problem = assert_problem(client.delete("/api/v1/runs", params={"source": "grid", "name": "n1e+06-d1e+08-lr0-b0"},
+                                           headers=KEY), 409, detail_has=f"#{law_id} 'grid-fit'")
+    assert "force" in problem["detail"] and client.get(f"/api/v1/laws/{law_id}").status_code == 200
+    assert client.get("/api/v1/runs").json()["total"] == 90
+    r = client.delete("/api/v1/runs", params={"source": "grid", "force": "true"}, headers=KEY)
+    assert r.json() == {"runs": 90, "by_source": {"grid": 90}, "laws": [{"id": law_id, "name": "grid-fit"}]}
+    assert_problem(client.get(f"/api/v1/laws/{law_id}"), 404)
+    # The recommendation falls back to the published law at once (the law cache was cleared).
+    rec = client.get("/api/v1/recommend", params={"n_params": 4e6, "tokens": 4e8}).json()
+    assert rec["law"]["name"] == "steplaw"

@@ -1,4 +1,4 @@
-"""``GET /api/v1/runs``, ``/runs/{id}``, ``/runs/{id}/curve`` and ``POST /api/v1/runs``."""
+"""``GET /api/v1/runs``, ``/runs/{id}``, ``/runs/{id}/curve``, ``POST /api/v1/runs`` and ``DELETE /api/v1/runs``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query
 
 from hpscale.service.api.glue import runs as glue
 from hpscale.service.api import schemas as s
-from hpscale.service.api.deps import DbDep, WriteAccess
+from hpscale.service.api.deps import DbDep, LawCacheDep, WriteAccess
 from hpscale.service.api.problems import problem_responses
 from hpscale.service.inputs import TEXT
 
@@ -51,3 +51,29 @@ def import_runs(db: DbDep, body: s.RunsImport) -> s.ImportResult:
     """Store runs in hpscale's import format (all or nothing); runs whose (source, name) is
     already stored are skipped, so re-sending a batch adds nothing. Needs X-API-Key."""
     return glue.import_runs(db, body)
+
+
+@router.delete(
+    "", response_model=s.RunsDeleted, dependencies=[WriteAccess], responses=problem_responses(401, 403, 404, 409, 422),
+)
+def delete_runs(
+    db: DbDep,
+    laws: LawCacheDep,
+    source: Annotated[
+        list[Annotated[str, Query(min_length=1, max_length=200), TEXT]],
+        Query(min_length=1, max_length=100, description="Delete the runs of these sources (repeat the parameter for "
+              "several); with name, only those runs of them."),
+    ],
+    name: Annotated[
+        list[Annotated[str, Query(min_length=1, max_length=300), TEXT]] | None,
+        Query(max_length=1000, description="Only the runs of these names (repeat the parameter for several)."),
+    ] = None,
+    force: Annotated[bool, Query(description="Also delete the fitted laws that used these runs.")] = False,
+) -> s.RunsDeleted:
+    """Delete runs with their curves, all or nothing: 404 when a source or name matches no run,
+    409 for a run of a sweep, and 409 naming the fitted laws that used a run unless
+    ``force=true``, which deletes those laws too. Needs X-API-Key."""
+    deleted = glue.delete_runs(db, source, name, force)
+    if deleted.laws:
+        laws.clear()  # a deleted law may have been the default for recommendations
+    return deleted
