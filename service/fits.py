@@ -262,15 +262,21 @@ def load_law(db: Database, law_id: int | str, kind: str | None = None) -> tuple[
     return row, law_from_record(row.record)
 
 
-def predict_curve(db: Database, law_id: int | str, lr: np.ndarray, tokens_per_step: float | None = None) -> dict[str, Any]:
+def predict_curve(db: Database, law_id: int | str, lr: np.ndarray, tokens_per_step: float | None = None,
+                  max_points: int | None = None) -> dict[str, Any]:
     """The predicted loss of a trajectory law at every step after warmup of a schedule whose
-    step i + 1 uses ``lr[i]``. ``tokens_per_step`` adds a tokens column (tokens per step)."""
+    step i + 1 uses ``lr[i]``, or at ``max_points`` evenly spaced steps (the last included) when
+    there are more: the multi-power law's cost grows with evaluations x steps.
+    ``tokens_per_step`` adds a tokens column (tokens per step)."""
     row, law = load_law(db, law_id, kind="trajectory")
     lr = np.asarray(lr, dtype=float)
     if lr.ndim != 1 or lr.size < 2 or not np.all(np.isfinite(lr)) or np.any(lr < 0):
         raise InputError("the schedule must hold at least 2 finite learning rates >= 0")
-    loss = law.predict(lr)
-    steps = np.arange(lr.size - loss.size + 1, lr.size + 1)
+    first = max(infer_warmup(lr), 1)  # as law.predict's default: every step after warmup
+    steps = np.arange(first, lr.size + 1)
+    if max_points is not None and steps.size > max_points:
+        steps = np.unique(np.linspace(first, lr.size, max_points).round().astype(int))
+    loss = law.predict(lr, steps=steps)
     out: dict[str, Any] = {"law_id": row.id, "steps": steps.tolist(), "lr": lr[steps - 1].tolist(),
                            "loss": loss.tolist()}
     if tokens_per_step is not None:

@@ -30,7 +30,20 @@ class Settings(BaseSettings):
         description="Key for API writes; no key (unset, empty or only whitespace): writes refused. Surrounding "
         "whitespace is dropped, as HTTP drops it from the X-API-Key header.",
     )
-    max_body_bytes: int = Field(default=20 * 1024 * 1024, description="Largest accepted request body, bytes.")
+    # Bounded work per request (the API refuses more with 413 or a 422 naming the field; the
+    # OpenAPI document states the values in force). Measured costs: BENCHMARKS.md.
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1, description="Largest accepted request body, bytes.")
+    max_runs_per_request: int = Field(default=10_000, ge=1, description="Most runs one POST /runs may carry.")
+    max_curve_points: int = Field(
+        default=100_000, ge=2, description="Most curve points one POST /runs may carry (all runs together), and the "
+        "longest schedule (steps) POST /predict/curve evaluates.",
+    )
+    max_fit_bootstrap: int = Field(
+        default=2_000, ge=0, le=10_000, description="Most bootstrap resamples one POST /fits may ask for."
+    )
+    max_concurrent_fits: int = Field(
+        default=1, ge=1, description="Fits the API runs at once (in worker threads, off the event loop); more wait."
+    )
     load_demo: bool = Field(default=True, description="Load the demo sweep into an empty database on serve.")
     extrapolation_warning: float = Field(
         default=10.0, description="Warn when a target lies more than this factor outside a law's data."

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hpscale.db.engine import Database
 from hpscale.db.provenance import code_version
 from hpscale.service.api.glue.recommend import LawCache
+from hpscale.service.api.limits import document_limits
 from hpscale.service.api.problems import install_problem_handlers, problem_response, use_problem_media_type
 from hpscale.service.api.routes import fits, health, laws, predict, recommend, runs, sweeps
 from hpscale.service.laws import ensure_published_laws
@@ -159,12 +160,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = use_problem_media_type(
+            app.openapi_schema = document_limits(use_problem_media_type(
                 get_openapi(
                     title=app.title, version=app.version, summary=app.summary, description=app.description,
                     routes=app.routes,
                 )
-            )
+            ), settings)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -24,7 +24,7 @@ def test_startup_creates_schema_and_published_laws(tmp_path) -> None:
 
 def test_unknown_path_and_method_are_problems(client) -> None:
     assert_problem(client.get("/api/v1/nothing"), 404, detail_has="/api/v1")
-    assert_problem(client.delete("/api/v1/runs"), 405)
+    assert_problem(client.put("/api/v1/runs"), 405)
 
 
 def test_unexpected_error_is_a_generic_500_and_logged(client, monkeypatch, caplog) -> None:

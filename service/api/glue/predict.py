@@ -32,10 +32,10 @@ def schedule_array(schedule: s.NamedSchedule | s.TableSchedule) -> np.ndarray:
         raise InputError(f"schedule: {exc}") from None
 
 
-def predict_curve(db: Database, body: s.CurvePredictionRequest) -> s.CurvePrediction:
-    """A trajectory law's predicted loss curve for a schedule."""
+def predict_curve(db: Database, body: s.CurvePredictionRequest, max_points: int | None = None) -> s.CurvePrediction:
+    """A trajectory law's predicted loss curve for a schedule (at most ``max_points`` steps)."""
     row = storage.get_law(db, body.law)  # for the answer's law identity; predict checks the kind
-    result = fits.predict_curve(db, row.id, schedule_array(body.schedule), body.tokens_per_step)
+    result = fits.predict_curve(db, row.id, schedule_array(body.schedule), body.tokens_per_step, max_points=max_points)
     loss = np.asarray(result["loss"], float)
     if not np.all(np.isfinite(loss)):
         raise FittingError(f"law {row.name} predicts a non-finite loss for this schedule")

@@ -6,14 +6,18 @@ from fastapi import APIRouter
 
 from hpscale.service.api.glue import predict as glue
 from hpscale.service.api import schemas as s
-from hpscale.service.api.deps import DbDep
+from hpscale.service.api.deps import DbDep, SettingsDep
+from hpscale.service.api.limits import PREDICTED_POINTS, check_schedule
 from hpscale.service.api.problems import problem_responses
 
 router = APIRouter(prefix="/predict", tags=["predict"])
 
 
 @router.post("/curve", response_model=s.CurvePrediction, responses=problem_responses(400, 404, 413, 422))
-def predict_curve(db: DbDep, body: s.CurvePredictionRequest) -> s.CurvePrediction:
-    """The predicted loss at every step after warmup of a named schedule (constant, cosine,
-    linear, wsd; with warmup) or of a step-wise table. A read: no API key needed."""
-    return glue.predict_curve(db, body)
+def predict_curve(db: DbDep, settings: SettingsDep, body: s.CurvePredictionRequest) -> s.CurvePrediction:
+    """The predicted loss after warmup of a named schedule (constant, cosine, linear, wsd; with
+    warmup) or of a step-wise table of at most HPSCALE_MAX_CURVE_POINTS steps: at every step, or
+    at 1,000 evenly spaced steps (the last included) for a longer schedule. A read: no API key
+    needed."""
+    check_schedule(body, settings)
+    return glue.predict_curve(db, body, max_points=PREDICTED_POINTS)

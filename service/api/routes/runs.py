@@ -8,7 +8,8 @@ from fastapi import APIRouter, Path, Query
 
 from hpscale.service.api.glue import runs as glue
 from hpscale.service.api import schemas as s
-from hpscale.service.api.deps import DbDep, LawCacheDep, WriteAccess
+from hpscale.service.api.deps import DbDep, LawCacheDep, SettingsDep, WriteAccess
+from hpscale.service.api.limits import check_runs_import
 from hpscale.service.api.problems import problem_responses
 from hpscale.service.inputs import TEXT
 
@@ -47,9 +48,12 @@ def get_run_curve(db: DbDep, run_id: RunId) -> s.RunCurve:
     "", response_model=s.ImportResult, dependencies=[WriteAccess],
     responses=problem_responses(400, 401, 403, 409, 413, 422),
 )
-def import_runs(db: DbDep, body: s.RunsImport) -> s.ImportResult:
+def import_runs(db: DbDep, settings: SettingsDep, body: s.RunsImport) -> s.ImportResult:
     """Store runs in hpscale's import format (all or nothing); runs whose (source, name) is
-    already stored are skipped, so re-sending a batch adds nothing. Needs X-API-Key."""
+    already stored are skipped, also when sent by several clients at once, so re-sending a batch
+    adds nothing. At most HPSCALE_MAX_RUNS_PER_REQUEST runs and HPSCALE_MAX_CURVE_POINTS curve
+    points a request. Needs X-API-Key."""
+    check_runs_import(body, settings)
     return glue.import_runs(db, body)
 
 

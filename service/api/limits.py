@@ -1,0 +1,91 @@
+"""Bounded work per request: the caps of ``service.settings`` (``HPSCALE_MAX_*``), checked at
+the routes and stated in the OpenAPI document, so that a client reads the limits in force.
+
+- ``max_body_bytes``: every request body (413, ``BodySizeLimit``).
+- ``max_runs_per_request``, ``max_curve_points``: ``POST /runs`` (runs, curve points in all).
+- ``max_curve_points``: the schedule length ``POST /predict/curve`` evaluates; the answer holds
+  at most ``PREDICTED_POINTS`` evenly spaced steps.
+- ``max_fit_bootstrap``: ``POST /fits``' bootstrap resamples; ``max_concurrent_fits``: fits
+  running at once, in worker threads off the event loop (``fit_slots``).
+
+A request over a cap is a 422 problem naming the field and the setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+
+from hpscale.service.api import schemas as s
+from hpscale.service.settings import Settings
+
+PREDICTED_POINTS = 1_000
+"""Most steps a predicted curve is evaluated at (a plot needs no more; the multi-power law's
+cost grows with evaluations x schedule steps)."""
+
+
+def _refuse(loc: tuple[str | int, ...], msg: str, kind: str = "less_than_equal") -> RequestValidationError:
+    return RequestValidationError([{"loc": loc, "msg": msg, "type": kind}])
+
+
+def check_runs_import(body: s.RunsImport, settings: Settings) -> None:
+    """At most ``max_runs_per_request`` runs and ``max_curve_points`` curve points in all."""
+    if len(body.runs) > settings.max_runs_per_request:
+        raise _refuse(("body", "runs"), f"{len(body.runs)} runs: at most {settings.max_runs_per_request} per request on "
+                      "this server (HPSCALE_MAX_RUNS_PER_REQUEST); send them in several requests", "too_long")
+    points = sum(len(r.curve or ()) for r in body.runs)
+    if points > settings.max_curve_points:
+        raise _refuse(("body", "runs"), f"{points} curve points: at most {settings.max_curve_points} per request on "
+                      "this server (HPSCALE_MAX_CURVE_POINTS); send the runs in several requests", "too_long")
+
+
+def check_fit(body: s.FitRequest, settings: Settings) -> None:
+    """At most ``max_fit_bootstrap`` bootstrap resamples."""
+    if body.bootstrap > settings.max_fit_bootstrap:
+        raise _refuse(("body", "bootstrap"), f"at most {settings.max_fit_bootstrap} resamples on this server "
+                      "(HPSCALE_MAX_FIT_BOOTSTRAP)")
+
+
+def check_schedule(body: s.CurvePredictionRequest, settings: Settings) -> None:
+    """A schedule of at most ``max_curve_points`` steps."""
+    sched = body.schedule
+    steps = sched.total_steps if sched.total_steps is not None else max(e.step for e in sched.table)  # type: ignore[union-attr]
+    if steps > settings.max_curve_points:
+        raise _refuse(("body", "schedule", "total_steps"), f"{steps} steps: at most {settings.max_curve_points} on this "
+                      "server (HPSCALE_MAX_CURVE_POINTS)")
+
+
+async def fit_slots(request: Request) -> anyio.CapacityLimiter:
+    """The app's limiter of concurrent fits (made on first use, inside the event loop)."""
+    state = request.app.state
+    if getattr(state, "fit_slots", None) is None:
+        state.fit_slots = anyio.CapacityLimiter(state.settings.max_concurrent_fits)
+    return state.fit_slots  # type: ignore[no-any-return]
+
+
+def document_limits(schema: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The OpenAPI document with the caps in force as maxima of the fields they bound."""
+    components = schema.get("components", {}).get("schemas", {})
+
+    def cap(model: str, field: str, key: str, value: int) -> None:
+        for name, comp in components.items():
+            if name == model or name.startswith(model + "-"):  # pydantic may suffix -Input / -Output
+                prop = comp.get("properties", {}).get(field)
+                if prop is None:
+                    continue
+                for target in [prop, *prop.get("anyOf", ())]:
+                    if key in target or (key == "maxItems" and target.get("type") == "array") or (
+                            key == "maximum" and target.get("type") == "integer"):
+                        target[key] = min(int(target.get(key, value)), value)
+
+    cap("RunsImport", "runs", "maxItems", settings.max_runs_per_request)
+    cap("RunIn", "curve", "maxItems", settings.max_curve_points)
+    cap("FitRequest", "bootstrap", "maximum", settings.max_fit_bootstrap)
+    for model in ("NamedSchedule", "TableSchedule"):
+        cap(model, "total_steps", "maximum", settings.max_curve_points)
+    cap("NamedSchedule", "warmup_steps", "maximum", settings.max_curve_points)
+    cap("ScheduleEntry", "step", "maximum", settings.max_curve_points)
+    return schema
