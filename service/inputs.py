@@ -18,9 +18,9 @@ import json
 import math
 from typing import Annotated, Any
 
-from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic import BeforeValidator, GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import core_schema
+from pydantic_core import PydanticCustomError, core_schema
 
 MAX_TAGS_DEPTH = 8  # the tags object itself is level 1
 MAX_TAGS_BYTES = 16 * 1024  # as compact JSON, UTF-8
@@ -68,6 +68,26 @@ class TextRule:
 TEXT = TextRule()
 Text = Annotated[str, TEXT]
 """A string that passes the text rule."""
+
+
+def _json_integer(value: Any) -> Any:
+    if isinstance(value, (bool, str)):  # JSON true / "3" is no integer (pydantic's lax mode takes both)
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+def not_boolean(value: Any) -> Any:
+    """``value`` unless it is true or false (which pydantic's lax mode takes for numbers)."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("bool_not_allowed", "Input should not be a boolean")
+    return value
+
+
+INTEGER = BeforeValidator(_json_integer)
+"""Pydantic metadata: an integer as JSON Schema counts one, ``3`` or ``3.0``, never ``true`` or
+``"3"`` (pydantic's strict mode would refuse ``3.0``, which the OpenAPI ``integer`` allows). Put
+it after any ``Field`` constraints, as ``TEXT``: they then stay in the JSON schema."""
+JsonInt = Annotated[int, INTEGER]
 
 
 def _where(path: list[str | int]) -> str:

@@ -32,7 +32,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from hpscale.service.errors import InputError
-from hpscale.service.inputs import TEXT, check_tags
+from hpscale.service.inputs import INTEGER, TEXT, JsonInt, check_tags
 from hpscale.service.jsonsafe import json_safe
 
 MAX_INT32 = 2**31 - 1  # steps and sequence lengths are 32-bit integer columns
@@ -45,7 +45,7 @@ class CurvePointIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    step: int = Field(ge=0, le=MAX_INT32, strict=True, description="Optimizer step.")
+    step: JsonInt = Field(ge=0, le=MAX_INT32, description="Optimizer step.")
     lr: float | None = Field(default=None, ge=0, strict=True, description="Learning rate at this step.")
     loss: float = Field(strict=True, description="Evaluation loss at this step, nats/token.")
     tokens: float | None = Field(default=None, ge=0, strict=True, description="Tokens seen at this step.")
@@ -58,19 +58,32 @@ class CurvePointIn(BaseModel):
         return v
 
 
+# The rules across fields that JSON Schema can state (the model validator below enforces them).
+_RUN_RULES: dict[str, Any] = {"allOf": [
+    # A finished run has a loss (status defaults to done).
+    {"if": {"properties": {"status": {"const": "done"}}},
+     "then": {"properties": {"final_loss": {"type": "number"}}, "required": ["final_loss"]}},
+    # A batch in sequences needs their length (or the batch in tokens).
+    {"if": {"properties": {"batch_size": {"type": "number"}}, "required": ["batch_size"]},
+     "then": {"anyOf": [{"properties": {"seq_len": {"type": "integer"}}, "required": ["seq_len"]},
+                        {"properties": {"batch_tokens": {"type": "number"}}, "required": ["batch_tokens"]}]}},
+]}
+
+
 class RunIn(BaseModel):
     """One run in hpscale's import format (see the module doc)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_RUN_RULES)
 
     n_params: float = Field(gt=0, strict=True, description="Non-embedding parameters.")
     tokens: float = Field(gt=0, strict=True, description="Training tokens.")
-    final_loss: float | None = Field(strict=True, description="Final validation loss, nats/token; null only if diverged.")
+    final_loss: float | None = Field(strict=True, json_schema_extra={"exclusiveMinimum": 0},
+                                     description="Final validation loss, nats/token (> 0); null only if diverged.")
     name: Annotated[str, Field(min_length=1, max_length=300), TEXT] | None = None
     lr: float | None = Field(default=None, gt=0, strict=True, description="Peak learning rate.")
     batch_tokens: float | None = Field(default=None, gt=0, strict=True, description="Batch in tokens.")
     batch_size: float | None = Field(default=None, gt=0, strict=True, description="Batch in sequences.")
-    seq_len: int | None = Field(default=None, gt=0, le=MAX_INT32, strict=True, description="Sequence length, tokens.")
+    seq_len: Annotated[int, Field(gt=0, le=MAX_INT32), INTEGER] | None = Field(default=None, description="Sequence length, tokens.")
     status: Literal["done", "diverged"] = "done"
     schedule: Annotated[str, Field(max_length=200), TEXT] | None = None
     tags: dict[str, Any] | None = Field(

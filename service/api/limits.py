@@ -43,7 +43,10 @@ def check_runs_import(body: s.RunsImport, settings: Settings) -> None:
 
 
 def check_fit(body: s.FitRequest, settings: Settings) -> None:
-    """At most ``max_fit_bootstrap`` bootstrap resamples."""
+    """At most ``max_fit_bootstrap`` bootstrap resamples; a request that asks for none gets the
+    default or the cap, whichever is fewer."""
+    if "bootstrap" not in body.model_fields_set:
+        body.bootstrap = min(body.bootstrap, settings.max_fit_bootstrap)
     if body.bootstrap > settings.max_fit_bootstrap:
         raise _refuse(("body", "bootstrap"), f"at most {settings.max_fit_bootstrap} resamples on this server "
                       "(HPSCALE_MAX_FIT_BOOTSTRAP)")
@@ -80,6 +83,8 @@ def document_limits(schema: dict[str, Any], settings: Settings) -> dict[str, Any
                     if key in target or (key == "maxItems" and target.get("type") == "array") or (
                             key == "maximum" and target.get("type") == "integer"):
                         target[key] = min(int(target.get(key, value)), value)
+                if isinstance(prop.get("default"), int) and key == "maximum":
+                    prop["default"] = min(prop["default"], value)  # as check_fit applies it
 
     cap("RunsImport", "runs", "maxItems", settings.max_runs_per_request)
     cap("RunIn", "curve", "maxItems", settings.max_curve_points)
@@ -88,4 +93,5 @@ def document_limits(schema: dict[str, Any], settings: Settings) -> dict[str, Any
         cap(model, "total_steps", "maximum", settings.max_curve_points)
     cap("NamedSchedule", "warmup_steps", "maximum", settings.max_curve_points)
     cap("ScheduleEntry", "step", "maximum", settings.max_curve_points)
+    cap("TableSchedule", "table", "maxItems", settings.max_curve_points)
     return schema

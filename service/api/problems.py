@@ -180,11 +180,21 @@ _DESCRIPTIONS = {
 }
 
 
-def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def problem_responses(*statuses: int, rules: tuple[str, ...] = ()) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` declaring problems for the given statuses, plus 500 and 503 that any
-    route may answer. ``use_problem_media_type`` later moves their schema to problem+json."""
-    codes = sorted(set(statuses) | {500, 503})
-    return {code: {"model": Problem, "description": _DESCRIPTIONS.get(code, HTTPStatus(code).phrase)} for code in codes}
+    route may answer. ``use_problem_media_type`` later moves their schema to problem+json.
+
+    ``rules``: what a request must also satisfy beyond what the request schema states (rules
+    across fields, or on stored data): a request that keeps the schema but breaks one is a 422.
+    They are listed in the 422 response's description and, for tools, as ``x-rules``."""
+    codes = sorted(set(statuses) | {500, 503} | ({422} if rules else set()))
+    out: dict[int | str, dict[str, Any]] = {
+        code: {"model": Problem, "description": _DESCRIPTIONS.get(code, HTTPStatus(code).phrase)} for code in codes
+    }
+    if rules:
+        out[422]["description"] += " Beyond the schema: " + "; ".join(rules) + "."
+        out[422]["x-rules"] = list(rules)
+    return out
 
 
 def use_problem_media_type(schema: dict[str, Any]) -> dict[str, Any]:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from hpscale.service.inputs import TEXT
+from hpscale.service.inputs import INTEGER, TEXT, JsonInt, not_boolean
 from hpscale.service.runformat import RunIn, Source
 
 # Bounds of the targets the API accepts: wide enough for any language model anyone trains,
@@ -400,9 +400,8 @@ class FitRequest(BaseModel):
     runs: list[Annotated[str, Field(min_length=1, max_length=300), TEXT]] | None = Field(
         default=None, max_length=100_000, description="Use only the runs of these names."
     )
-    bootstrap: int = Field(default=1000, ge=0, le=10_000, strict=True,
-                           description="Bootstrap resamples for intervals (0: none).")
-    seed: int = Field(default=0, ge=0, le=2**32 - 1, strict=True, description="Seed of the bootstrap.")
+    bootstrap: JsonInt = Field(default=1000, ge=0, le=10_000, description="Bootstrap resamples for intervals (0: none).")
+    seed: JsonInt = Field(default=0, ge=0, le=2**32 - 1, description="Seed of the bootstrap.")
 
 
 # -- predict -----------------------------------------------------------------------------------
@@ -412,10 +411,9 @@ class NamedSchedule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["constant", "cosine", "linear", "wsd"]
-    total_steps: int = Field(ge=1, le=MAX_CURVE_STEPS, strict=True)
+    total_steps: JsonInt = Field(ge=1, le=MAX_CURVE_STEPS)
     peak_lr: float = Field(gt=0, le=10.0, strict=True)
-    warmup_steps: int = Field(default=0, ge=0, le=MAX_CURVE_STEPS, strict=True,
-                              description="Linear warmup from 0 to the peak.")
+    warmup_steps: JsonInt = Field(default=0, ge=0, le=MAX_CURVE_STEPS, description="Linear warmup from 0 to the peak.")
     final_lr_ratio: float = Field(default=0.1, ge=0, le=1, strict=True, description="Final lr as a fraction of the peak.")
     cooldown_fraction: float = Field(default=0.2, gt=0, le=1, strict=True,
                                      description="wsd: fraction of all steps spent decaying.")
@@ -433,7 +431,7 @@ class ScheduleEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    step: int = Field(ge=1, le=MAX_CURVE_STEPS, strict=True)
+    step: JsonInt = Field(ge=1, le=MAX_CURVE_STEPS)
     lr: float = Field(ge=0, le=10.0, strict=True)
 
 
@@ -443,9 +441,12 @@ class TableSchedule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["table"]
-    table: list[ScheduleEntry] = Field(min_length=1, max_length=MAX_CURVE_STEPS)
-    total_steps: int | None = Field(default=None, ge=1, le=MAX_CURVE_STEPS, strict=True,
-                                    description="Default: the last step in the table.")
+    table: list[ScheduleEntry] = Field(
+        min_length=1, max_length=MAX_CURVE_STEPS, description="Entries by step; one of them is step 1.",
+        json_schema_extra={"contains": {"properties": {"step": {"const": 1}}, "required": ["step"]}},
+    )
+    total_steps: Annotated[int, Field(ge=1, le=MAX_CURVE_STEPS), INTEGER] | None = Field(
+        default=None, description="Default: the last step in the table.")
 
     @model_validator(mode="after")
     def _starts_at_one(self) -> "TableSchedule":
@@ -459,7 +460,7 @@ class CurvePredictionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    law: Annotated[int, Field(strict=True)] | Annotated[str, Field(min_length=1, max_length=200), TEXT] = Field(
+    law: Annotated[int | Annotated[str, Field(min_length=1, max_length=200)], BeforeValidator(not_boolean), TEXT] = Field(
         description="A trajectory law's id or name.")
     schedule: NamedSchedule | TableSchedule = Field(discriminator="kind")
     tokens_per_step: float | None = Field(

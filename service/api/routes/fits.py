@@ -19,7 +19,11 @@ router = APIRouter(prefix="/fits", tags=["fits"])
 
 @router.post(
     "", status_code=201, response_model=s.LawDetail, dependencies=[WriteAccess],
-    responses=problem_responses(400, 401, 403, 404, 409, 413, 422),
+    responses=problem_responses(400, 401, 403, 404, 409, 413, 422, rules=(
+        "form: one of the forms of the kind",
+        "runs: names of stored finished runs (within sources when given)",
+        "the runs selected must support a fit of the kind (else the problem says what is missing)",
+    )),
 )
 async def create_fit(db: DbDep, laws: LawCacheDep, settings: SettingsDep, body: s.FitRequest, response: Response,
                      slots: Annotated[anyio.CapacityLimiter, Depends(fit_slots)]) -> s.LawDetail:

@@ -27,7 +27,9 @@ def list_laws(
     return glue.list_laws(db, kind, origin)
 
 
-@router.get("/{law}", response_model=s.LawDetail, responses=problem_responses(404, 422))
+@router.get("/{law}", response_model=s.LawDetail, responses=problem_responses(404, 422, rules=(
+    "n_min must not exceed n_max",
+)))
 def get_law(
     db: DbDep,
     law: Annotated[str, Path(min_length=1, max_length=200, description="The law's id or name."), TEXT],

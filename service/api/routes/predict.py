@@ -13,7 +13,12 @@ from hpscale.service.api.problems import problem_responses
 router = APIRouter(prefix="/predict", tags=["predict"])
 
 
-@router.post("/curve", response_model=s.CurvePrediction, responses=problem_responses(400, 404, 413, 422))
+@router.post("/curve", response_model=s.CurvePrediction, responses=problem_responses(400, 404, 413, 422, rules=(
+    "law: a trajectory law",
+    "warmup_steps at most total_steps",
+    "a table schedule needs an lr > 0",
+    "the law must predict a finite loss for the schedule",
+)))
 def predict_curve(db: DbDep, settings: SettingsDep, body: s.CurvePredictionRequest) -> s.CurvePrediction:
     """The predicted loss after warmup of a named schedule (constant, cosine, linear, wsd; with
     warmup) or of a step-wise table of at most HPSCALE_MAX_CURVE_POINTS steps: at every step, or
