@@ -65,9 +65,16 @@ def add_runs(db: Database, runs: Sequence[dict[str, Any]]) -> AddResult:
     CONFLICT DO NOTHING on both backends), so concurrent re-sends never conflict. Bulk inserts."""
     if not runs:
         return AddResult(0, 0)
+    with db.session() as s:  # known keys first: a re-sent batch writes nothing (no write lock taken)
+        known: set[tuple[str, str]] = set()
+        for source in sorted({r["source"] for r in runs}):
+            known.update((source, n) for n in s.execute(select(Run.name).where(Run.source == source)).scalars())
+    fresh = [r for r in runs if (r["source"], r["name"]) not in known]
+    if not fresh:
+        return AddResult(0, len(runs))
     now = utcnow()
     rows = []
-    for r in runs:
+    for r in fresh:
         row = {c: r.get(c) for c in RUN_COLUMNS}
         row["status"] = row["status"] or "done"
         row["optimizer"] = row["optimizer"] or "adamw"
@@ -82,7 +89,7 @@ def add_runs(db: Database, runs: Sequence[dict[str, Any]]) -> AddResult:
         ids = {(src, name): rid for rid, src, name in added}
         points = [
             _point_row(ids[(r["source"], r["name"])], p)
-            for r in runs if r.get("curve") and (r["source"], r["name"]) in ids for p in r["curve"]
+            for r in fresh if r.get("curve") and (r["source"], r["name"]) in ids for p in r["curve"]
         ]
         if points:
             s.execute(insert(CurvePoint), points)

@@ -101,32 +101,43 @@ def check_tags(tags: dict[str, Any] | None) -> dict[str, Any] | None:
     if tags is None:
         return None
     stack: list[tuple[Any, int, list[str | int]]] = [(tags, 1, [])]
+    bound = 0  # an upper bound of the JSON size: most tags need no json.dumps to know they fit
     while stack:
         value, depth, path = stack.pop()
         if isinstance(value, dict):
             if depth > MAX_TAGS_DEPTH:
                 raise ValueError(f"nested deeper than {MAX_TAGS_DEPTH} levels (at {_where(path)})")
+            bound += 2
             for key, item in value.items():
                 if not isinstance(key, str):
                     raise ValueError(f"keys must be text (at {_where(path)})")
                 problem = text_problem(key)
                 if problem:
                     raise ValueError(f"key {key[:40]!r} {problem} (at {_where(path)})")
+                bound += 6 * len(key) + 4  # each character at most 6 bytes (\u00XX), quotes, colon, comma
                 stack.append((item, depth + 1, [*path, key]))
         elif isinstance(value, list):
             if depth > MAX_TAGS_DEPTH:
                 raise ValueError(f"nested deeper than {MAX_TAGS_DEPTH} levels (at {_where(path)})")
+            bound += 2 + len(value)
             stack.extend((item, depth + 1, [*path, i]) for i, item in enumerate(value))
         elif isinstance(value, str):
             problem = text_problem(value)
             if problem:
                 raise ValueError(f"{problem} (at {_where(path)})")
+            bound += 6 * len(value) + 2
         elif isinstance(value, float):
             if not math.isfinite(value):
                 raise ValueError(f"must hold finite numbers only, not {value} (at {_where(path)}): JSON has no NaN or Infinity")
-        elif not (value is None or isinstance(value, (bool, int))):
+            bound += 24
+        elif isinstance(value, int):  # bool included
+            bound += 24 if abs(value) < 10**20 else len(str(value))
+        elif value is not None:
             raise ValueError(f"must hold JSON values only, not {type(value).__name__} (at {_where(path)})")
-    size = len(json.dumps(tags, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
-    if size > MAX_TAGS_BYTES:
-        raise ValueError(f"{size} bytes as JSON, more than the {MAX_TAGS_BYTES} allowed")
+        else:
+            bound += 4
+    if bound > MAX_TAGS_BYTES:
+        size = len(json.dumps(tags, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        if size > MAX_TAGS_BYTES:
+            raise ValueError(f"{size} bytes as JSON, more than the {MAX_TAGS_BYTES} allowed")
     return tags
