@@ -37,7 +37,6 @@ from hpscale.service.jsonsafe import json_safe
 
 MAX_INT32 = 2**31 - 1  # steps and sequence lengths are 32-bit integer columns
 SOURCE_MAX_LENGTH = 200  # runs.source is a String(200) column
-# Numbers are strict: JSON true/false or "1e6" is no number (CSV cells are typed by the reader).
 
 
 class CurvePointIn(BaseModel):
@@ -71,7 +70,9 @@ _RUN_RULES: dict[str, Any] = {"allOf": [
 
 
 class RunIn(BaseModel):
-    """One run in hpscale's import format (see the module doc)."""
+    """One run in hpscale's import format (see the module doc). Numbers are strict (JSON true
+    or "1e6" is no number; the CSV reader turns cells into numbers first), text keeps
+    ``service.inputs``' rule, and tags its bounds."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_RUN_RULES)
 
@@ -181,6 +182,8 @@ def _number_type(field: str) -> type | None:
     """int or float when a field of ``RunIn`` holds a number, else None."""
     info = RunIn.model_fields.get(field)
     kinds = set(typing.get_args(info.annotation) or (info.annotation,)) if info is not None else set()
+    # Annotated[int, ...] counts as int
+    kinds = {typing.get_args(k)[0] if typing.get_origin(k) is Annotated else k for k in kinds}
     return int if int in kinds else float if float in kinds else None
 
 
