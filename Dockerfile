@@ -37,7 +37,7 @@ VOLUME ["/data"]
 
 EXPOSE 8000
 # python's urllib, so the slim image needs no curl. The server answers 503 on /healthz when its
-# database does not, which marks the container unhealthy.
+# database does not answer or lacks hpscale's current schema, which marks the container unhealthy.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status == 200 else 1)"]
 

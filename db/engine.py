@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from hpscale.db.errors import ConflictError, SchemaError, StorageError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+UNREACHABLE = "the database does not answer (the server log says why)"  # what an API caller may read
 # PostgreSQL advisory-lock key of schema creation (any fixed 64-bit number; "hpscale" in ASCII).
 SCHEMA_LOCK_KEY = 0x687073_63616C65
 
@@ -45,7 +46,7 @@ def make_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
-        raise StorageError(f"invalid database URL {url!r}: {exc}") from exc
+        raise StorageError(f"invalid database URL {url!r}: {exc}", public="invalid database URL") from exc
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +57,8 @@ def make_engine(url: str) -> Engine:
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         return create_engine(parsed, pool_pre_ping=True)
-    raise StorageError(f"unsupported database backend {parsed.get_backend_name()!r}: use sqlite or postgresql")
+    raise StorageError(f"unsupported database backend {parsed.get_backend_name()!r}: use sqlite or postgresql",
+                       public="unsupported database backend")
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -75,14 +77,17 @@ class Database:
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._checked = False
+        self._head: str | None = None
         self.auto_migrate = auto_migrate
 
     # -- schema -----------------------------------------------------------------------------
     def head_revision(self) -> str:
-        """The newest migration this code ships."""
-        head = ScriptDirectory.from_config(alembic_config(self.engine)).get_current_head()
-        assert head is not None
-        return head
+        """The newest migration this code ships (read once: the migrations ship with the code)."""
+        if self._head is None:
+            head = ScriptDirectory.from_config(alembic_config(self.engine)).get_current_head()
+            assert head is not None
+            self._head = head
+        return self._head
 
     def current_revision(self) -> str | None:
         """The database's migration revision, or None for an empty database."""
@@ -90,7 +95,8 @@ class Database:
             with self.engine.connect() as conn:
                 return MigrationContext.configure(conn).get_current_revision()
         except SQLAlchemyError as exc:
-            raise StorageError(f"cannot open database {self.safe_url}: {_driver_message(exc)}") from exc
+            raise StorageError(f"cannot open database {self.safe_url}: {_driver_message(exc)}",
+                               public=UNREACHABLE) from exc
 
     def upgrade(self) -> tuple[str | None, str]:
         """Bring the schema to the newest revision. Returns (revision before, revision after)."""
@@ -98,7 +104,8 @@ class Database:
         try:
             command.upgrade(alembic_config(self.engine), "head")
         except SQLAlchemyError as exc:
-            raise StorageError(f"migration failed on {self.safe_url}: {_driver_message(exc)}") from exc
+            raise StorageError(f"migration failed on {self.safe_url}: {_driver_message(exc)}",
+                               public="the database's schema could not be migrated (the server log says why)") from exc
         self._checked = True
         return before, self.head_revision()
 
@@ -121,7 +128,8 @@ class Database:
                 conn = self.engine.connect()
                 conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
             except SQLAlchemyError as exc:
-                raise StorageError(f"cannot open database {self.safe_url}: {_driver_message(exc)}") from exc
+                raise StorageError(f"cannot open database {self.safe_url}: {_driver_message(exc)}",
+                                   public=UNREACHABLE) from exc
             try:
                 yield
             finally:
@@ -151,11 +159,13 @@ class Database:
             with self.engine.connect() as conn:
                 tables = set(inspect(conn).get_table_names())
             if tables and not self.auto_migrate:
-                raise SchemaError(f"{self.safe_url} holds tables that hpscale did not create")
+                raise SchemaError(f"{self.safe_url} holds tables that hpscale did not create",
+                                  public="the database holds tables that hpscale did not create")
             if tables - {"alembic_version"} and "runs" not in tables:
                 # A foreign database: never write hpscale's tables into somebody else's schema.
                 raise SchemaError(
-                    f"{self.safe_url} is not an hpscale database (it has tables {sorted(tables)[:5]} ...)"
+                    f"{self.safe_url} is not an hpscale database (it has tables {sorted(tables)[:5]} ...)",
+                    public="the database is not an hpscale database",
                 )
             self.upgrade()
             return
@@ -164,11 +174,13 @@ class Database:
         if current not in known:
             raise SchemaError(
                 f"{self.safe_url} is at schema revision {current}, newer than this hpscale "
-                f"(head {head}): upgrade hpscale"
+                f"(head {head}): upgrade hpscale",
+                public=f"the database is at schema revision {current}, newer than this hpscale (head {head})",
             )
         raise SchemaError(
             f"{self.safe_url} is at schema revision {current}, older than this hpscale (head {head}): "
-            "run `hpscale db upgrade`"
+            "run `hpscale db upgrade`",
+            public=f"the database is at schema revision {current}, older than this hpscale (head {head})",
         )
 
     # -- sessions ---------------------------------------------------------------------------
@@ -183,10 +195,12 @@ class Database:
             session.commit()
         except IntegrityError as exc:
             session.rollback()
-            raise ConflictError(f"write refused by {self.safe_url}: {_driver_message(exc)}") from exc
+            raise ConflictError(f"write refused by {self.safe_url}: {_driver_message(exc)}",
+                                public="the write conflicts with stored data (a uniqueness rule)") from exc
         except SQLAlchemyError as exc:
             session.rollback()
-            raise StorageError(f"database error on {self.safe_url}: {_driver_message(exc)}") from exc
+            raise StorageError(f"database error on {self.safe_url}: {_driver_message(exc)}",
+                               public="the database failed to answer (the server log says why)") from exc
         except BaseException:
             session.rollback()
             raise

@@ -4,7 +4,7 @@
   a call either commits all it wrote or nothing, and driver errors come out as
   ``db.errors.StorageError`` subclasses.
 - Runs are keyed by (source, name). ``add_runs`` is idempotent on that key: a run whose key is
-  already stored is skipped, never duplicated or overwritten.
+  already stored is skipped, never duplicated or overwritten, also under concurrent writers.
 - Losses handed in may be any float; non-finite ones are stored as a status plus NULL
   (``final_loss_status`` for runs, ``nonfinite`` for curve points), never as NaN.
 - Functions return ORM objects detached from their session with their columns loaded
@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, insert, literal, select, update
+from sqlalchemy import delete, func, insert, literal, select, text, update
 
 from hpscale.db.engine import Database
 from hpscale.db.errors import ConflictError, NotFoundError
@@ -60,42 +60,49 @@ class AddResult:
 def add_runs(db: Database, runs: Sequence[dict[str, Any]]) -> AddResult:
     """Store runs (dicts with Run column names, ``final_loss`` any float or None, and an
     optional ``curve``: a list of {step, tokens?, lr?, train_loss?, val_loss?}) in one
-    transaction. Runs whose (source, name) is already stored are skipped. Bulk inserts."""
+    transaction. Runs whose (source, name) is already stored are skipped, also when another
+    client stores the same key at the same moment: the insert itself skips them (INSERT ... ON
+    CONFLICT DO NOTHING on both backends), so concurrent re-sends never conflict. Bulk inserts."""
     if not runs:
         return AddResult(0, 0)
-    keys = [(r["source"], r["name"]) for r in runs]
+    with db.session() as s:  # known keys first: a re-sent batch writes nothing (no write lock taken)
+        known: set[tuple[str, str]] = set()
+        for source in sorted({r["source"] for r in runs}):
+            known.update((source, n) for n in s.execute(select(Run.name).where(Run.source == source)).scalars())
+    fresh = [r for r in runs if (r["source"], r["name"]) not in known]
+    if not fresh:
+        return AddResult(0, len(runs))
+    now = utcnow()
+    rows = []
+    for r in fresh:
+        row = {c: r.get(c) for c in RUN_COLUMNS}
+        row["status"] = row["status"] or "done"
+        row["optimizer"] = row["optimizer"] or "adamw"
+        row["code_version"] = row["code_version"] or "import"
+        row["final_loss"], row["final_loss_status"] = loss_status(r.get("final_loss"))
+        row["created_at"] = now
+        rows.append(row)
     with db.session() as s:
-        existing: set[tuple[str, str]] = set()
-        sources = sorted({k[0] for k in keys})
-        for source in sources:
-            names = s.execute(select(Run.name).where(Run.source == source)).scalars()
-            existing.update((source, n) for n in names)
-        fresh = [r for r in runs if (r["source"], r["name"]) not in existing]
-        if not fresh:
-            return AddResult(0, len(runs))
-        now = utcnow()
-        rows = []
-        for r in fresh:
-            row = {c: r.get(c) for c in RUN_COLUMNS}
-            row["status"] = row["status"] or "done"
-            row["optimizer"] = row["optimizer"] or "adamw"
-            row["code_version"] = row["code_version"] or "import"
-            row["final_loss"], row["final_loss_status"] = loss_status(r.get("final_loss"))
-            row["created_at"] = now
-            rows.append(row)
-        s.execute(insert(Run), rows)
-        with_curves = [r for r in fresh if r.get("curve")]
-        if with_curves:
-            wanted = {(r["source"], r["name"]) for r in with_curves}
-            rows_ids = s.execute(
-                select(Run.source, Run.name, Run.id).where(Run.source.in_(sorted({k[0] for k in wanted})))
-            ).all()
-            ids = {(src, name): rid for src, name, rid in rows_ids if (src, name) in wanted}
-            points = [
-                _point_row(ids[(r["source"], r["name"])], p) for r in with_curves for p in r["curve"]
-            ]
+        stmt = _insert_skipping_known(db, Run, ("source", "name"))
+        # RETURNING names the rows this statement inserted: the ones a curve belongs to.
+        added = s.execute(stmt.returning(Run.id, Run.source, Run.name), rows).all()
+        ids = {(src, name): rid for rid, src, name in added}
+        points = [
+            _point_row(ids[(r["source"], r["name"])], p)
+            for r in fresh if r.get("curve") and (r["source"], r["name"]) in ids for p in r["curve"]
+        ]
+        if points:
             s.execute(insert(CurvePoint), points)
-        return AddResult(len(fresh), len(runs) - len(fresh))
+        return AddResult(len(ids), len(runs) - len(ids))
+
+
+def _insert_skipping_known(db: Database, table: type[Any], key: tuple[str, ...]) -> Any:
+    """``INSERT INTO table ... ON CONFLICT (key) DO NOTHING`` in the database's dialect."""
+    if db.engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    return dialect_insert(table).on_conflict_do_nothing(index_elements=list(key))
 
 
 def _point_row(run_id: int, p: dict[str, Any]) -> dict[str, Any]:
@@ -188,6 +195,80 @@ def get_curve(db: Database, run_id: int) -> list[CurvePoint]:
     """One run's curve points ordered by step; ``NotFoundError`` if the run is absent."""
     get_run(db, run_id)
     return get_curves(db, [run_id])[run_id]
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    """What ``delete_runs`` deleted (or, dry, would delete): runs by source, and the fitted laws
+    that had used them as (id, name)."""
+
+    runs: dict[str, int]
+    laws: list[tuple[int, str]]
+
+
+def delete_runs(db: Database, *, sources: Sequence[str] | None = None, names: Sequence[str] | None = None,
+                with_laws: bool = False, dry_run: bool = False) -> DeleteResult:
+    """Delete the runs of ``sources`` (all of each) and/or of ``names`` (within ``sources`` when
+    given), with their curves, in one transaction: all of them or, on any refusal, none.
+
+    Refused: a source or name that matches no run (``NotFoundError``); a run of a sweep (the
+    sweep owns it; ``ConflictError``); a run a fitted law used, unless ``with_laws``, which
+    deletes those laws too (``ConflictError`` naming the laws): a law never silently loses runs.
+    The selected runs are locked first (PostgreSQL: FOR UPDATE, so a fit linking one of them
+    waits and then fails; SQLite: the database's write lock), so the checks hold until commit.
+    ``dry_run`` checks and reports without deleting."""
+    if not sources and not names:
+        raise ValueError("delete_runs needs sources and/or names")
+    where = []
+    if sources:
+        where.append(Run.source.in_(list(sources)))
+    if names:
+        where.append(Run.name.in_(list(names)))
+    with db.session() as s:
+        if db.engine.dialect.name == "sqlite":
+            s.execute(text("BEGIN IMMEDIATE"))  # the write lock now, not at the first DELETE
+        rows = s.execute(select(Run.id, Run.source, Run.name, Run.sweep_id).where(*where)
+                         .order_by(Run.id).with_for_update()).all()
+        missing = sorted(set(sources or ()) - {r.source for r in rows})
+        if missing:
+            raise NotFoundError(f"no runs in source {', '.join(repr(m) for m in missing[:5])}")
+        missing = sorted(set(names or ()) - {r.name for r in rows})
+        if missing:
+            within = f" in source {', '.join(repr(x) for x in sources)}" if sources else ""
+            raise NotFoundError(f"no run named {', '.join(repr(m) for m in missing[:5])}{within}")
+        in_sweeps = sorted({r.source for r in rows if r.sweep_id is not None})
+        if in_sweeps:
+            raise ConflictError(
+                f"runs of sweep {', '.join(repr(x) for x in in_sweeps[:5])} belong to the sweep: sweep runs are not "
+                "deleted one by one (delete imported runs only)")
+        ids = [r.id for r in rows]
+        law_ids: set[int] = set()
+        for part in _chunks(ids):
+            law_ids.update(s.execute(select(LawRun.law_id).where(LawRun.run_id.in_(part))).scalars())
+        laws = [(int(i), n) for i, n in s.execute(
+            select(Law.id, Law.name).where(Law.id.in_(sorted(law_ids))).order_by(Law.id)).all()] if law_ids else []
+        if laws and not with_laws:
+            shown = ", ".join(f"#{i} {n!r}" for i, n in laws[:5]) + (f" and {len(laws) - 5} more" if len(laws) > 5 else "")
+            raise ConflictError(
+                f"{len(laws)} fitted law{'s' if len(laws) > 1 else ''} used these runs ({shown}): deleting the runs "
+                "would leave them without their data; force the delete to remove those laws too")
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r.source] = counts.get(r.source, 0) + 1
+        if not dry_run:
+            if laws:
+                s.execute(delete(Law).where(Law.id.in_([i for i, _ in laws])))
+            # Explicit, not left to ON DELETE CASCADE: correct whatever the connection's foreign-key setting.
+            for part in _chunks(ids):
+                s.execute(delete(LawRun).where(LawRun.run_id.in_(part)))
+                s.execute(delete(CurvePoint).where(CurvePoint.run_id.in_(part)))
+                s.execute(delete(Run).where(Run.id.in_(part)))
+        return DeleteResult(runs=counts, laws=laws)
+
+
+def _chunks(ids: Sequence[int], size: int = 10_000) -> Iterable[Sequence[int]]:
+    """``ids`` in slices that stay under SQLite's and psycopg's limits on bound parameters."""
+    return (ids[i:i + size] for i in range(0, len(ids), size))
 
 
 # -- laws ------------------------------------------------------------------------------------

@@ -228,7 +228,7 @@ class LossLaw:
             # A resample can be degenerate (too few distinct points for five coefficients): it
             # has no fit, and is left out of the intervals rather than failing the whole law.
             samples = [self._coef(t) for t in refits[np.isfinite(refits).all(axis=1)]]
-            if len(samples) < self.n_bootstrap // 2:
+            if len(samples) < max(1, self.n_bootstrap // 2):
                 raise InsufficientDataError(
                     f"only {len(samples)} of {self.n_bootstrap} bootstrap resamples could be fitted: "
                     "too few distinct (N, D) points for an interval")

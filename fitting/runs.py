@@ -207,7 +207,8 @@ def _float_or_nan(value: Any) -> float:
 
 def fit_range(n_params: np.ndarray, tokens: np.ndarray) -> dict[str, list[float]]:
     """[min, max] of N, D and C = 6 N D over the runs a law was fitted on (JSON-safe)."""
-    compute = 6.0 * n_params * tokens
+    with np.errstate(over="ignore"):  # beyond double precision: inf, an honest bound
+        compute = 6.0 * n_params * tokens
     return {
         "n_params": [float(n_params.min()), float(n_params.max())],
         "tokens": [float(tokens.min()), float(tokens.max())],

@@ -35,6 +35,7 @@ import hashlib
 import io
 import json
 import math
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -44,9 +45,12 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from hpscale.fitting.schedules import lr_schedule
 from hpscale.service.errors import InputError
+from hpscale.service.inputs import INTEGER, TEXT, JsonInt, check_tags
+from hpscale.service.jsonsafe import json_safe
 from hpscale.service.settings import get_settings
 
 MAX_INT32 = 2**31 - 1  # steps and sequence lengths are 32-bit integer columns
+SOURCE_MAX_LENGTH = 200  # runs.source is a String(200) column
 
 
 def check_schedule_length(total_steps: int, what: str = "schedule", limit: int | None = None) -> None:
@@ -66,11 +70,12 @@ class NamedSchedule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["constant", "cosine", "linear", "wsd"]
-    total_steps: int = Field(ge=1, le=MAX_INT32)
-    peak_lr: float = Field(gt=0, le=10.0)
-    warmup_steps: int = Field(default=0, ge=0, le=MAX_INT32, description="Linear warmup from 0 to the peak.")
-    final_lr_ratio: float = Field(default=0.1, ge=0, le=1, description="Final lr as a fraction of the peak.")
-    cooldown_fraction: float = Field(default=0.2, gt=0, le=1, description="wsd: fraction of all steps spent decaying.")
+    total_steps: JsonInt = Field(ge=1, le=MAX_INT32)
+    peak_lr: float = Field(gt=0, le=10.0, strict=True)
+    warmup_steps: JsonInt = Field(default=0, ge=0, le=MAX_INT32, description="Linear warmup from 0 to the peak.")
+    final_lr_ratio: float = Field(default=0.1, ge=0, le=1, strict=True, description="Final lr as a fraction of the peak.")
+    cooldown_fraction: float = Field(default=0.2, gt=0, le=1, strict=True,
+                                     description="wsd: fraction of all steps spent decaying.")
     decay: Literal["linear", "exponential"] = Field(default="linear", description="wsd: shape of the cooldown.")
 
     @model_validator(mode="after")
@@ -93,8 +98,8 @@ class ScheduleEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    step: int = Field(ge=1, le=MAX_INT32)
-    lr: float = Field(ge=0, le=10.0)
+    step: JsonInt = Field(ge=1, le=MAX_INT32)
+    lr: float = Field(ge=0, le=10.0, strict=True)
 
 
 class TableSchedule(BaseModel):
@@ -103,9 +108,13 @@ class TableSchedule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["table"]
-    table: list[ScheduleEntry] = Field(min_length=1)
-    total_steps: int | None = Field(default=None, ge=1, le=MAX_INT32, description="Default: the last step in the table.")
-    warmup_steps: int = Field(default=0, ge=0, le=MAX_INT32,
+    table: list[ScheduleEntry] = Field(
+        min_length=1, description="Entries by increasing step, the first at step 1.",
+        json_schema_extra={"contains": {"properties": {"step": {"const": 1}}, "required": ["step"]}},
+    )
+    total_steps: Annotated[int, Field(ge=1, le=MAX_INT32), INTEGER] | None = Field(
+        default=None, description="Default: the last step in the table.")
+    warmup_steps: JsonInt = Field(default=0, ge=0, le=MAX_INT32,
                               description="Scales the table's values linearly from 0 over the first steps.")
 
     @model_validator(mode="after")
@@ -168,10 +177,10 @@ class CurvePointIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    step: int = Field(ge=0, le=MAX_INT32, description="Optimizer step.")
-    lr: float | None = Field(default=None, ge=0, description="Learning rate at this step.")
-    loss: float = Field(description="Evaluation loss at this step, nats/token.")
-    tokens: float | None = Field(default=None, ge=0, description="Tokens seen at this step.")
+    step: JsonInt = Field(ge=0, le=MAX_INT32, description="Optimizer step.")
+    lr: float | None = Field(default=None, ge=0, strict=True, description="Learning rate at this step.")
+    loss: float = Field(strict=True, description="Evaluation loss at this step, nats/token.")
+    tokens: float | None = Field(default=None, ge=0, strict=True, description="Tokens seen at this step.")
 
     @field_validator("lr", "tokens")
     @classmethod
@@ -181,26 +190,45 @@ class CurvePointIn(BaseModel):
         return v
 
 
+# The rules across fields that JSON Schema can state (the model validator below enforces them).
+_RUN_RULES: dict[str, Any] = {"allOf": [
+    # A finished run has a loss (status defaults to done).
+    {"if": {"properties": {"status": {"const": "done"}}},
+     "then": {"properties": {"final_loss": {"type": "number"}}, "required": ["final_loss"]}},
+    # A batch in sequences needs their length (or the batch in tokens).
+    {"if": {"properties": {"batch_size": {"type": "number"}}, "required": ["batch_size"]},
+     "then": {"anyOf": [{"properties": {"seq_len": {"type": "integer"}}, "required": ["seq_len"]},
+                        {"properties": {"batch_tokens": {"type": "number"}}, "required": ["batch_tokens"]}]}},
+]}
+
+
 class RunIn(BaseModel):
-    """One run in hpscale's import format (see the module doc)."""
+    """One run in hpscale's import format (see the module doc). Numbers are strict (JSON true
+    or "1e6" is no number; the CSV reader turns cells into numbers first), text keeps
+    ``service.inputs``' rule, and tags its bounds."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_RUN_RULES)
 
-    n_params: float = Field(gt=0, description="Non-embedding parameters (a mixture-of-experts model: active ones).")
+    n_params: float = Field(gt=0, strict=True,
+                            description="Non-embedding parameters (a mixture-of-experts model: active ones).")
     n_params_total: float | None = Field(
-        default=None, gt=0, description="Mixture-of-experts: total non-embedding parameters (>= n_params)."
+        default=None, gt=0, strict=True, description="Mixture-of-experts: total non-embedding parameters (>= n_params)."
     )
-    tokens: float = Field(gt=0, description="Training tokens.")
-    final_loss: float | None = Field(description="Final validation loss, nats/token; null only if diverged.")
-    name: str | None = Field(default=None, min_length=1, max_length=300)
-    lr: float | None = Field(default=None, gt=0, description="Peak learning rate.")
-    batch_tokens: float | None = Field(default=None, gt=0, description="Batch in tokens.")
-    batch_size: float | None = Field(default=None, gt=0, description="Batch in sequences.")
-    seq_len: int | None = Field(default=None, gt=0, le=MAX_INT32, description="Sequence length, tokens.")
+    tokens: float = Field(gt=0, strict=True, description="Training tokens.")
+    final_loss: float | None = Field(strict=True, json_schema_extra={"exclusiveMinimum": 0},
+                                     description="Final validation loss, nats/token (> 0); null only if diverged.")
+    name: Annotated[str, Field(min_length=1, max_length=300), TEXT] | None = None
+    lr: float | None = Field(default=None, gt=0, strict=True, description="Peak learning rate.")
+    batch_tokens: float | None = Field(default=None, gt=0, strict=True, description="Batch in tokens.")
+    batch_size: float | None = Field(default=None, gt=0, strict=True, description="Batch in sequences.")
+    seq_len: Annotated[int, Field(gt=0, le=MAX_INT32), INTEGER] | None = Field(default=None, description="Sequence length, tokens.")
     status: Literal["done", "diverged"] = "done"
-    schedule: str | None = Field(default=None, max_length=200)
+    schedule: Annotated[str, Field(max_length=200), TEXT] | None = None
     lr_schedule: LrSchedule | None = Field(default=None, description="The learning-rate schedule itself.")
-    tags: dict[str, Any] | None = None
+    tags: dict[str, Any] | None = Field(
+        default=None, description="Free-form labels: a JSON object, nested at most 8 levels, at most 16 KiB as JSON, "
+        "finite numbers only.",
+    )
     curve: list[CurvePointIn] | None = Field(default=None, max_length=100_000)
 
     @field_validator("n_params", "n_params_total", "tokens", "lr", "batch_tokens", "batch_size")
@@ -209,6 +237,11 @@ class RunIn(BaseModel):
         if v is not None and not math.isfinite(v):
             raise ValueError("must be a finite number")
         return v
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        return check_tags(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunIn":
@@ -313,6 +346,28 @@ def _csv_value(raw: str) -> Any:
     return None if raw == "" else raw
 
 
+def _number_type(field: str) -> type | None:
+    """int or float when a field of ``RunIn`` holds a number, else None."""
+    info = RunIn.model_fields.get(field)
+    kinds = set(typing.get_args(info.annotation) or (info.annotation,)) if info is not None else set()
+    # Annotated[int, ...] counts as int
+    kinds = {typing.get_args(k)[0] if typing.get_origin(k) is Annotated else k for k in kinds}
+    return int if int in kinds else float if float in kinds else None
+
+
+def _csv_number(field: str, raw: str) -> Any:
+    """A CSV cell of a number field as a number; text that is no number is left for the model
+    to refuse with its usual message."""
+    kind = _number_type(field)
+    try:
+        number = float(raw)
+    except ValueError:
+        return raw
+    if kind is int and number.is_integer():
+        return int(number)
+    return number if kind is float else raw
+
+
 def _parse_tags(raw: str) -> dict[str, str]:
     tags: dict[str, str] = {}
     for part in raw.split(";"):
@@ -340,17 +395,27 @@ def _read_text(path: Path) -> str:
 
 def _parse_schedule(raw: str) -> dict[str, Any]:
     """CSV ``lr_schedule`` text, ``k=v;k=v`` with the table as ``step:lr step:lr``, as the
-    schedule's JSON object (values stay text: the model converts and checks them)."""
-    sched: dict[str, Any] = dict(_parse_tags(raw))
+    schedule's JSON object. Numbers become numbers (a CSV cell is text; the model is strict
+    about numbers, as it is for JSON); anything else stays text for the model to check."""
+    sched: dict[str, Any] = {k: _text_number(v) for k, v in _parse_tags(raw).items()}
     if "table" in sched:
         entries = []
-        for pair in sched["table"].split():
+        for pair in str(sched["table"]).split():
             step, sep, lr = pair.partition(":")
             if not sep:
                 raise ValueError(f"table entry {pair!r} is not step:lr")
-            entries.append({"step": step, "lr": lr})
+            entries.append({"step": _text_number(step), "lr": _text_number(lr)})
         sched["table"] = entries
     return sched
+
+
+def _text_number(raw: str) -> Any:
+    """'10' -> 10, '3e-4' -> 0.0003, other text unchanged."""
+    try:
+        number = float(raw)
+    except ValueError:
+        return raw
+    return int(number) if number.is_integer() and "." not in raw and "e" not in raw.lower() else number
 
 
 _SCHEDULE_KEYS = ("kind", "total_steps", "peak_lr", "warmup_steps", "final_lr_ratio", "cooldown_fraction", "decay", "table")
@@ -379,6 +444,7 @@ def _records_csv(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
         if None in row:
             raise InputError(f"{path}:{line}: more values than columns")
         rec: dict[str, Any] = {k: _csv_value(v or "") for k, v in row.items()}
+        rec = {k: _csv_number(k, v) if isinstance(v, str) and _number_type(k) else v for k, v in rec.items()}
         for key, parse in (("tags", _parse_tags), ("lr_schedule", _parse_schedule)):
             if rec.get(key) is not None:
                 try:
@@ -425,6 +491,20 @@ def parse_runs_file(path: Path) -> list[RunIn]:
     if not runs:
         raise InputError(f"{path}: no runs in the file")
     return runs
+
+
+Source = Annotated[str, Field(min_length=1, max_length=SOURCE_MAX_LENGTH), TEXT]
+"""A source label: the first half of a run's key (source, name)."""
+_SOURCE = TypeAdapter(Source)
+
+
+def check_source(label: str, option: str = "--source") -> str:
+    """``label`` if it is a valid source label, else ``InputError`` naming ``option``."""
+    try:
+        return _SOURCE.validate_python(label)
+    except ValidationError as exc:
+        msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise InputError(f"{option} {label[:60]!r}: {msg}") from None
 
 
 def validate_runs(records: list[dict[str, Any]]) -> list[RunIn]:
@@ -565,5 +645,8 @@ def records_to_csv(records: list[dict[str, Any]]) -> str:
 
 
 def records_to_jsonl(records: list[dict[str, Any]]) -> str:
-    """Records in the JSONL import format, one object a line, None fields left out."""
-    return "".join(json.dumps({k: v for k, v in r.items() if v is not None}) + "\n" for r in records)
+    """Records in the JSONL import format, one object a line, None fields left out. Valid JSON
+    whatever was stored: a non-finite number (in tags stored before the input rules) is null."""
+    return "".join(
+        json.dumps(json_safe({k: v for k, v in r.items() if v is not None}), allow_nan=False) + "\n" for r in records
+    )

@@ -21,10 +21,14 @@ This module imports torch only inside :class:`BatchSampler` methods: building a 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import shutil
 import sysconfig
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hpscale.sweeps.errors import CorpusError
+from hpscale.sweeps.errors import CorpusBuildError, CorpusError
 
 if TYPE_CHECKING:
     import torch
@@ -168,12 +172,12 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, max_bytes: int) -> An
 def _encode_to_file(tok: Any, texts: list[str], out: Path, dtype: np.dtype) -> int:
     """Encode ``texts`` (each followed by EOT) into ``out`` as raw ``dtype`` ids; returns the token count.
 
-    Works in chunks of ~16 MB of text through ``encode_batch``, which runs on all cores.
+    Works in chunks of ~16 MB of text through ``encode_batch``, which runs on all cores. ``out``
+    lies in a build's private folder (see ``_build``), so it is written in place.
     """
     eot = tok.token_to_id(EOT)
     count = 0
-    tmp = out.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
+    with open(out, "wb") as fh:
         chunk: list[str] = []
         size = 0
         for text in [*texts, None]:
@@ -186,7 +190,6 @@ def _encode_to_file(tok: Any, texts: list[str], out: Path, dtype: np.dtype) -> i
                     ids.tofile(fh)
                     count += ids.size
                 chunk, size = [], 0
-    tmp.replace(out)
     return count
 
 
@@ -225,9 +228,47 @@ def _build(name: str, paths: list[Path], source: dict[str, Any], cache_dir: Path
     cached = _open_cached(folder)
     if cached is not None:
         return cached
+    try:
+        with _build_lock(folder):
+            cached = _open_cached(folder)  # again: another process may have built it while we waited
+            if cached is not None:
+                return cached
+            if folder.exists():  # a partial folder from an older hpscale that crashed mid-build
+                shutil.rmtree(folder)
+            # Built in a private folder, then renamed into place in one step: a reader sees no
+            # folder or a whole one, and two builders never write the same file.
+            work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+            try:
+                _build_into(work, name, paths, source, vocab_size, val_fraction, tokenizer_max_bytes, max_bytes)
+                os.rename(work, folder)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            opened = _open_cached(folder)
+    except CorpusError:
+        raise
+    except Exception as exc:  # disk full, permissions, a tokenizer failure: one line, the cause chained
+        reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)).strip().splitlines()
+        raise CorpusBuildError(f"building the corpus cache {folder} failed: {type(exc).__name__}"
+                               f"{': ' + reason[0] if reason else ''}") from exc
+    assert opened is not None
+    return opened
+
+
+@contextlib.contextmanager
+def _build_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock, across processes, on building ``folder``: an ``flock`` on
+    ``<folder>.lock`` beside it (as ``Database.schema_lock`` does for a new database)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_name(folder.name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+def _build_into(folder: Path, name: str, paths: list[Path], source: dict[str, Any], vocab_size: int,
+                val_fraction: float, tokenizer_max_bytes: int, max_bytes: int | None) -> None:
+    """Write a corpus (tokenizer, token files, manifest last) into the empty ``folder``."""
     docs, skipped = _read_documents(paths, max_bytes)
     train_docs, val_docs = _split(docs, val_fraction)
-    folder.mkdir(parents=True, exist_ok=True)
     tok = train_tokenizer([t for _, t in train_docs], vocab_size, tokenizer_max_bytes)
     tok.save(str(folder / "tokenizer.json"))
     dtype = _token_dtype(tok.get_vocab_size())
@@ -246,9 +287,6 @@ def _build(name: str, paths: list[Path], source: dict[str, Any], cache_dir: Path
         "tokenizer_sha256": _sha256((folder / "tokenizer.json").read_bytes()),
     }
     (folder / "manifest.json").write_bytes(_canonical(manifest))
-    opened = _open_cached(folder)
-    assert opened is not None
-    return opened
 
 
 def build_python_source_corpus(cache_dir: Path | str, vocab_size: int = 8192, val_fraction: float = 0.01,

@@ -13,5 +13,10 @@ class CorpusError(SweepError):
     """A corpus cannot be read, built or validated (missing files, bad .bin, empty split, ...)."""
 
 
+class CorpusBuildError(CorpusError):
+    """Building a corpus cache failed (disk, permissions, the tokenizer): the message is one line
+    naming the cache folder and the cause; the original exception is chained."""
+
+
 class TrainError(SweepError):
     """A cell cannot be trained as asked (bad shapes, schedule length, learning rates, ...)."""

@@ -11,6 +11,7 @@ module per resource).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,11 +22,13 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hpscale.db.engine import Database
 from hpscale.db.provenance import code_version
 from hpscale.service.api.glue.recommend import LawCache
+from hpscale.service.api.limits import document_limits
 from hpscale.service.api.problems import install_problem_handlers, problem_response, use_problem_media_type
 from hpscale.service.api.routes import fits, health, laws, predict, recommend, runs, sweeps
 from hpscale.service.laws import ensure_published_laws
@@ -100,6 +103,57 @@ async def _no_receive() -> Message:  # pragma: no cover - a problem response nev
     return {"type": "http.disconnect"}
 
 
+def route_methods(app: FastAPI) -> list[tuple[re.Pattern[str], frozenset[str]]]:
+    """(path pattern, methods) of every route: the OpenAPI document's operations (its path
+    templates, ``{name}`` matching one segment) and the app's own routes outside it (/docs)."""
+    table: dict[str, set[str]] = {}
+    for template, item in app.openapi().get("paths", {}).items():
+        pattern = "^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$"
+        table.setdefault(pattern, set()).update(m.upper() for m in item if m.upper() in HTTP_METHODS)
+    for route in app.routes:
+        if isinstance(route, Route) and route.methods:
+            table.setdefault(route.path_regex.pattern, set()).update(route.methods)
+    return [(re.compile(p), frozenset(m)) for p, m in table.items()]
+
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
+
+
+class WebPages:
+    """What answers a request that no route took: the static web UI (``web/``), mounted at "/"
+    after every route. A path that routes do serve, asked with another method (OPTIONS or GET on
+    a POST-only path, PUT anywhere), is a 405 problem whose Allow header names those routes'
+    methods: the static files would say "GET, HEAD", or 404 for a path they do not hold."""
+
+    def __init__(self, app: FastAPI, pages: Path | None) -> None:
+        self.app = app
+        self.files = StaticFiles(directory=pages, html=True) if pages is not None else None
+        self._routes: list[tuple[re.Pattern[str], frozenset[str]]] | None = None
+
+    def allowed(self, path: str) -> list[str]:
+        """The methods routes answer on ``path``, sorted; [] when no route serves it."""
+        if self._routes is None:  # on first use: every route is registered by then
+            self._routes = route_methods(self.app)
+        return sorted(set().union(*(m for p, m in self._routes if p.match(path))))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            allowed = self.allowed(scope["path"])
+            if allowed:
+                response = problem_response(
+                    405, f"{scope['method']} is not allowed on {scope['path']}: use {', '.join(allowed)}",
+                    scope["path"], headers={"Allow": ", ".join(allowed)},
+                )
+                await response(scope, receive, send)
+                return
+            if self.files is None:
+                await problem_response(404, f"no such resource: {scope['path']} (the API lives under /api/v1; see /docs)",
+                                       scope["path"])(scope, receive, send)
+                return
+        assert self.files is not None
+        await self.files(scope, receive, send)
+
+
 def web_dir() -> Path:
     """The folder of the static web UI: the ``hpscale.web`` package (HTML, CSS, JS only)."""
     import hpscale.web
@@ -159,12 +213,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = use_problem_media_type(
+            app.openapi_schema = document_limits(use_problem_media_type(
                 get_openapi(
                     title=app.title, version=app.version, summary=app.summary, description=app.description,
                     routes=app.routes,
                 )
-            )
+            ), settings)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -179,9 +233,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     # Last: a mount at "/" matches every path, so /api, /docs and /healthz must come before it.
-    pages = web_dir()
-    if pages.is_dir():
-        app.mount("/", StaticFiles(directory=pages, html=True), name="web")
-    else:  # a broken install: serve the API anyway
+    pages: Path | None = web_dir()
+    if not pages.is_dir():  # a broken install: serve the API anyway
         logger.warning("web UI folder %s not found: serving the API only", pages)
+        pages = None
+    app.mount("/", WebPages(app, pages), name="web")
     return app

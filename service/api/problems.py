@@ -134,13 +134,14 @@ async def _on_problem(request: Request, exc: ProblemError) -> JSONResponse:
 
 
 async def _on_expected(request: Request, exc: Exception) -> JSONResponse:
-    status = status_for(exc)
-    if status is None or status >= 500:
-        # Storage trouble (database unreachable, schema refused) is the operator's problem: log
-        # it in full, tell the client only that the service is unavailable and why in one line.
-        logger.error("request %s %s failed: %s", request.method, request.url.path, exc)
-        status = status or 500
-    return problem_response(status, str(exc) or HTTPStatus(status).phrase, request.url.path)
+    status = status_for(exc) or 500
+    # A storage error that wraps the driver names the database URL and quotes the driver: that
+    # is for the operator (the log), the caller reads its ``public`` line (db.errors).
+    detail = getattr(exc, "public", None) or str(exc)
+    if status >= 500 or detail != str(exc):
+        logger.log(logging.ERROR if status >= 500 else logging.WARNING,
+                   "request %s %s failed: %s", request.method, request.url.path, exc)
+    return problem_response(status, detail or HTTPStatus(status).phrase, request.url.path)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -179,11 +180,21 @@ _DESCRIPTIONS = {
 }
 
 
-def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def problem_responses(*statuses: int, rules: tuple[str, ...] = ()) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` declaring problems for the given statuses, plus 500 and 503 that any
-    route may answer. ``use_problem_media_type`` later moves their schema to problem+json."""
-    codes = sorted(set(statuses) | {500, 503})
-    return {code: {"model": Problem, "description": _DESCRIPTIONS.get(code, HTTPStatus(code).phrase)} for code in codes}
+    route may answer. ``use_problem_media_type`` later moves their schema to problem+json.
+
+    ``rules``: what a request must also satisfy beyond what the request schema states (rules
+    across fields, or on stored data): a request that keeps the schema but breaks one is a 422.
+    They are listed in the 422 response's description and, for tools, as ``x-rules``."""
+    codes = sorted(set(statuses) | {500, 503} | ({422} if rules else set()))
+    out: dict[int | str, dict[str, Any]] = {
+        code: {"model": Problem, "description": _DESCRIPTIONS.get(code, HTTPStatus(code).phrase)} for code in codes
+    }
+    if rules:
+        out[422]["description"] += " Beyond the schema: " + "; ".join(rules) + "."
+        out[422]["x-rules"] = list(rules)
+    return out
 
 
 def use_problem_media_type(schema: dict[str, Any]) -> dict[str, Any]:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from hpscale.service.runformat import MAX_INT32, LrSchedule, RunIn
+from hpscale.service.inputs import TEXT, JsonInt, not_boolean
+from hpscale.service.runformat import MAX_INT32, LrSchedule, RunIn, Source
 
 # Bounds of the targets the API accepts: wide enough for any language model anyone trains,
 # narrow enough that N^alpha D^beta and 6 N D stay finite in double precision.
@@ -82,8 +83,8 @@ class RecommendQuery(BaseModel):
         default=None, ge=1, le=MAX_COMPUTE, description="Training compute C, FLOPs (default 6 N D; given alone: D = C / 6N)."
     )
     seq_len: int = Field(default=2048, ge=1, le=MAX_SEQ_LEN, description="Sequence length, tokens.")
-    law: str | None = Field(
-        default=None, min_length=1, max_length=200,
+    law: Annotated[str, Field(min_length=1, max_length=200), TEXT] | None = Field(
+        default=None,
         description="A hyper law's id or name (default: the newest fitted law whose extrapolation check passed "
         "and whose data the target lies within the extrapolation-warning factor of, else Step Law).",
     )
@@ -393,7 +394,7 @@ class RunsImport(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str = Field(min_length=1, max_length=200, description="Label of the batch; with each run's name, its key.")
+    source: Source = Field(description="Label of the batch; with each run's name, its key.")
     runs: list[RunIn] = Field(min_length=1, description="The runs; re-sending a known (source, name) skips it.")
 
 
@@ -405,6 +406,21 @@ class ImportResult(BaseModel):
     skipped: int = Field(description="Runs whose (source, name) was already stored.")
 
 
+class DeletedLaw(BaseModel):
+    """A fitted law deleted with the runs it used."""
+
+    id: int
+    name: str
+
+
+class RunsDeleted(BaseModel):
+    """What a delete removed."""
+
+    runs: int = Field(description="Runs deleted, with their curves.")
+    by_source: dict[str, int] = Field(description="Runs deleted per source.")
+    laws: list[DeletedLaw] = Field(description="Fitted laws deleted with them (force=true only).")
+
+
 FitKind = Literal["hyper", "loss", "trajectory", "critical-batch"]  # as ``hpscale fit --kind`` (service.fits.KINDS)
 
 
@@ -414,24 +430,26 @@ class FitRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: FitKind
-    form: str | None = Field(default=None, max_length=40, description="The law's form (e.g. steplaw | full | compute).")
-    sources: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+    form: Annotated[str, Field(max_length=40), TEXT] | None = Field(
+        default=None, description="The law's form (e.g. steplaw | full | compute).")
+    sources: list[Source] | None = Field(
         default=None, max_length=100, description="Use the runs of these sources (default: every run)."
     )
-    runs: list[Annotated[str, Field(min_length=1, max_length=300)]] | None = Field(
+    runs: list[Annotated[str, Field(min_length=1, max_length=300), TEXT]] | None = Field(
         default=None, max_length=100_000, description="Use only the runs of these names."
     )
-    bootstrap: int = Field(default=1000, ge=0, le=10_000, description="Bootstrap resamples for intervals (0: none).")
-    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seed of the bootstrap.")
+    bootstrap: JsonInt = Field(default=1000, ge=0, le=10_000, description="Bootstrap resamples for intervals (0: none).")
+    seed: JsonInt = Field(default=0, ge=0, le=2**32 - 1, description="Seed of the bootstrap.")
     method: Literal["near_optimal", "smooth", "joint"] = Field(
         default="near_optimal", description="Hyper laws: how runs become the law (near_optimal: every configuration "
         "not distinguishable from its group's best given the noise; smooth: one optimum per group; joint: one "
         "basin model over every run).")
     prior: Literal["none", "steplaw", "deepseek"] = Field(
         default="none", description="Hyper laws: a published law's exponents as a Gaussian prior.")
-    prior_width: float = Field(default=0.1, gt=0, le=10, description="Standard deviation of the prior on each exponent.")
+    prior_width: float = Field(default=0.1, gt=0, le=10, strict=True,
+                               description="Standard deviation of the prior on each exponent.")
     allow_edge: bool = Field(
-        default=False, description="Hyper laws: fit even when a group's optimum lies on its grid's edge (a warning).")
+        default=False, strict=True, description="Hyper laws: fit even when a group's optimum lies on its grid's edge (a warning).")
 
 
 # -- predict -----------------------------------------------------------------------------------
@@ -440,13 +458,14 @@ class CurvePredictionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    law: int | str = Field(description="A trajectory law's id or name.")
+    law: Annotated[int | Annotated[str, Field(min_length=1, max_length=200)], BeforeValidator(not_boolean), TEXT] = Field(
+        description="A trajectory law's id or name.")
     schedule: LrSchedule = Field(description="At most HPSCALE_MAX_CURVE_STEPS steps (default 2,000,000).")
     tokens_per_step: float | None = Field(
-        default=None, gt=0, le=1e12, description="Tokens per optimizer step, for laws that work in tokens."
+        default=None, gt=0, le=1e12, strict=True, description="Tokens per optimizer step, for laws that work in tokens."
     )
-    every: int = Field(default=1, ge=1, le=MAX_INT32,
-                       description="Predict at every n-th step after warmup (and at the last step) only.")
+    every: JsonInt = Field(default=1, ge=1, le=MAX_INT32,
+                           description="Predict at every n-th step after warmup (and at the last step) only.")
 
 
 class CurvePrediction(BaseModel):
@@ -461,9 +480,9 @@ class CurvePrediction(BaseModel):
 
 # -- health ------------------------------------------------------------------------------------
 class Health(BaseModel):
-    """The service is up and its database answers."""
+    """The service is up, its database answers and holds the schema this code expects."""
 
     status: Literal["ok"]
     version: str
-    database: str = Field(description="The database URL with any password hidden.")
-    schema_revision: str | None
+    database: Literal["sqlite", "postgresql"] = Field(description="The database backend (its URL is not shown).")
+    schema_revision: str = Field(description="The database's schema revision (the code's own).")

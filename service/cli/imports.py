@@ -9,7 +9,7 @@ import typer
 
 from hpscale.db import storage
 from hpscale.service.cli.common import App, open_db, print_json
-from hpscale.service.runformat import RUN_FORMAT_HELP, parse_runs_file, parse_steplaw_file
+from hpscale.service.runformat import RUN_FORMAT_HELP, check_source, parse_runs_file, parse_steplaw_file
 
 app = App(help="Import runs into the database (all-or-nothing; re-importing adds nothing).")
 
@@ -29,6 +29,7 @@ def import_steplaw(
 ) -> None:
     """Import Step Law's released grid (batch column in sequences of 2,048 tokens; the
     smoothed loss is stored as final_loss, as the paper fits it)."""
+    check_source(source)
     runs = parse_steplaw_file(path)
     result = storage.add_runs(open_db(), [r.to_storage(source) for r in runs])
     _report(source, result.added, result.skipped, json_out)
@@ -41,6 +42,6 @@ def import_runs(
     json_out: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
 ) -> None:
     runs = parse_runs_file(path)
-    label = source or path.stem
+    label = check_source(source) if source is not None else check_source(path.stem, "source (the file's name)")
     result = storage.add_runs(open_db(), [r.to_storage(label) for r in runs])
     _report(label, result.added, result.skipped, json_out)

@@ -12,9 +12,10 @@ from rich.table import Table
 
 from hpscale.db import storage
 from hpscale.service.cli.common import App, fmt, open_db, out_console, print_json
+from hpscale.service.errors import InputError
 from hpscale.service.runformat import records_to_csv, records_to_jsonl, run_to_record
 
-runs_app = App(help="Show stored runs.")
+runs_app = App(help="Show or delete stored runs.")
 export_app = App(help="Export stored data in hpscale's import format.")
 
 
@@ -51,6 +52,48 @@ def list_runs(
     counts = ", ".join(f"{s}: {n}" for s, n in storage.run_sources(db))
     more = f" (showing {len(shown)}; --limit 0 shows all)" if len(shown) < len(runs) else ""
     out_console.print(f"{len(runs)} runs{more}. By source: {counts}")
+
+
+@runs_app.command("delete")
+def delete_runs(
+    names: Annotated[Optional[list[str]], typer.Argument(help="Names of the runs to delete (within --source when given).",
+                                                         show_default=False)] = None,
+    source: Annotated[Optional[list[str]], typer.Option(
+        help="Delete the runs of this source (repeatable, or comma-separated); with NAMES, only those runs of it.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Also delete the fitted laws that used these runs.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for scripts).")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print what was deleted as JSON.")] = False,
+) -> None:
+    """Delete stored runs, with their curves: a whole source (--source S), runs by name, or both.
+
+    All or nothing: a source or name that matches no run, a run of a sweep, or a run that a fitted law used refuses the whole delete.
+
+    --force deletes those laws too. Asks for confirmation on a terminal; scripts pass --yes."""
+    sources = _sources(source)
+    if not sources and not names:
+        raise InputError("say what to delete: --source S (all its runs) and/or run NAMES")
+    db = open_db()
+    plan = storage.delete_runs(db, sources=sources, names=names, with_laws=force, dry_run=True)
+    summary = _delete_summary(plan)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise InputError(f"would delete {summary}: pass --yes to delete without a confirmation prompt")
+        if not typer.confirm(f"Delete {summary}?", default=False, err=True):
+            raise typer.Exit(1)
+    done = storage.delete_runs(db, sources=sources, names=names, with_laws=force)
+    if json_out:
+        print_json({"runs": sum(done.runs.values()), "by_source": done.runs,
+                    "laws": [{"id": i, "name": n} for i, n in done.laws]})
+    else:
+        typer.echo(f"deleted {_delete_summary(done)}")
+
+
+def _delete_summary(result: storage.DeleteResult) -> str:
+    total = sum(result.runs.values())
+    by_source = ", ".join(f"{s}: {n}" for s, n in sorted(result.runs.items()))
+    laws = (f" and {len(result.laws)} fitted law{'s' if len(result.laws) != 1 else ''} "
+            f"({', '.join(f'#{i} {n}' for i, n in result.laws[:5])})") if result.laws else ""
+    return f"{total} run{'s' if total != 1 else ''} ({by_source}){laws}"
 
 
 def run_to_record_safe(run) -> dict:  # type: ignore[no-untyped-def]

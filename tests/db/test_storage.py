@@ -117,3 +117,79 @@ def test_sweeps(db: Database) -> None:
         storage.add_sweep(db, "sw", {}, code_version="x")
     with pytest.raises(NotFoundError):
         storage.get_sweep(db, "other")
+
+
+def test_concurrent_resends_of_one_run_are_skipped_not_refused(any_db_url: str) -> None:
+    # 8 clients send the same batch at once (each with its own connection pool, as separate
+    # processes would), and 8 more send it mixed with a run of their own: every key is stored
+    # once, every re-send is counted as skipped, and no mixed batch loses its new run.
+    import threading
+
+    shared = [run(f"shared-{i}", curve=[{"step": 1, "val_loss": 4.0}]) for i in range(20)]
+    clients = [Database(any_db_url) for _ in range(16)]
+    for c in clients:  # connected and checked before the race starts
+        c.ensure_schema()
+        storage.count_runs(c)
+    barrier = threading.Barrier(len(clients))
+    results: list[storage.AddResult] = []
+    errors: list[BaseException] = []
+
+    def send(i: int) -> None:
+        batch = shared if i < 8 else [*shared, run(f"own-{i}", curve=[{"step": 1, "val_loss": 3.0}])]
+        try:
+            barrier.wait()
+            results.append(storage.add_runs(clients[i], batch))
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(clients))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for c in clients:
+        c.dispose()
+    assert errors == []
+    db = Database(any_db_url)
+    assert sum(r.added for r in results) == 20 + 8
+    assert sum(r.skipped for r in results) == 16 * 20 - 20
+    names = [r.name for r in storage.list_runs(db)]
+    assert sorted(names) == sorted({*(f"shared-{i}" for i in range(20)), *(f"own-{i}" for i in range(8, 16))})
+    curves = storage.get_curves(db, [r.id for r in storage.list_runs(db)])
+    assert all(len(points) == 1 for points in curves.values())
+    db.dispose()
+
+
+def _law(db: Database, name: str, run_ids: list[int]) -> int:
+    return storage.add_law(db, {"name": name, "kind": "loss", "form": "chinchilla", "origin": "fitted", "title": "t",
+                                "source": "s", "record": {}, "code_version": "t"}, run_ids).id
+
+
+def test_delete_runs_is_all_or_nothing(db: Database) -> None:
+    storage.add_runs(db, [run("a", curve=[{"step": 1, "val_loss": 4.0}]), run("b"), run("c"), run("x", source="t")])
+    ids = {r.name: r.id for r in storage.list_runs(db)}
+    law_id = _law(db, "fit-on-b", [ids["b"], ids["x"]])
+    sweep = storage.add_sweep(db, "sw", {}, code_version="t")
+    storage.add_sweep_runs(db, sweep.id, [{"source": "sw", "name": "q", "n_params": 1e6, "tokens": 1e7, "code_version": "t"}])
+
+    def unchanged() -> None:
+        assert storage.count_runs(db) == 5 and [law.id for law in storage.list_laws(db)] == [law_id]
+
+    with pytest.raises(NotFoundError, match="'nope'"):  # one unknown name refuses the rest
+        storage.delete_runs(db, sources=["s"], names=["a", "nope"])
+    with pytest.raises(NotFoundError, match="source 'u'"):
+        storage.delete_runs(db, sources=["s", "u"])
+    with pytest.raises(ConflictError, match="sweep 'sw'"):
+        storage.delete_runs(db, sources=["sw"])
+    with pytest.raises(ConflictError, match="#%d 'fit-on-b'" % law_id):  # a law never silently loses runs
+        storage.delete_runs(db, sources=["s"])
+    unchanged()
+    assert storage.delete_runs(db, sources=["s"], dry_run=True, with_laws=True).laws == [(law_id, "fit-on-b")]
+    unchanged()
+
+    done = storage.delete_runs(db, sources=["s"], names=["a", "c"])
+    assert (done.runs, done.laws) == ({"s": 2}, [])
+    assert storage.get_curves(db, [ids["a"]]) == {ids["a"]: []}
+    done = storage.delete_runs(db, names=["b"], with_laws=True)
+    assert (done.runs, done.laws) == ({"s": 1}, [(law_id, "fit-on-b")])
+    assert storage.list_laws(db) == [] and sorted(r.name for r in storage.list_runs(db)) == ["q", "x"]

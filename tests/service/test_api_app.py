@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 
+import pytest
 from fastapi.testclient import TestClient
 from test_api_support import PROBLEM, app_db, assert_problem, client, make_client  # noqa: F401  (fixtures)
 
@@ -24,7 +25,24 @@ def test_startup_creates_schema_and_published_laws(tmp_path) -> None:
 
 def test_unknown_path_and_method_are_problems(client) -> None:
     assert_problem(client.get("/api/v1/nothing"), 404, detail_has="/api/v1")
-    assert_problem(client.delete("/api/v1/runs"), 405)
+    assert_problem(client.put("/api/v1/runs"), 405)
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("OPTIONS", "/api/v1/runs", "DELETE, GET, POST"),  # the static pages answered "GET, HEAD"
+    ("OPTIONS", "/api/v1/fits", "POST"),
+    ("GET", "/api/v1/fits", "POST"),  # a POST-only path answered 404
+    ("GET", "/api/v1/predict/curve", "POST"),
+    ("PATCH", "/api/v1/runs/1", "GET"),
+    ("DELETE", "/api/v1/laws/steplaw", "GET"),
+    ("POST", "/healthz", "GET"),
+])
+def test_a_method_a_path_does_not_serve_is_405_with_its_allow(client, method, path, allow) -> None:
+    r = client.request(method, path)
+    assert_problem(r, 405, detail_has=allow)
+    assert r.headers["allow"] == allow
+    # The web pages still answer as static files.
+    assert client.get("/").status_code == 200 and client.post("/index.html").headers["allow"] == "GET, HEAD"
 
 
 def test_unexpected_error_is_a_generic_500_and_logged(client, monkeypatch, caplog) -> None:

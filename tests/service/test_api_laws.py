@@ -154,3 +154,20 @@ def test_ids_past_the_integer_columns_are_not_found(any_client) -> None:
     assert_problem(any_client.get(f"/api/v1/sweeps/{huge}/groups"), 404)
     assert_problem(any_client.get(f"/api/v1/runs/{huge}"), 404)
     assert_problem(any_client.get("/api/v1/recommend", params={"n_params": 1e9, "tokens": 1e10, "law": huge}), 404)
+
+
+def test_a_law_fitted_on_absurd_sizes_still_has_a_curve(client) -> None:
+    # Schema-valid runs of 1e-300 (or 1e300) parameters: the default curve range stays within
+    # 1 .. 1e16 parameters instead of reaching 0 or infinity (a 500 before).
+    from hpscale.fitting.loss import LossLaw
+
+    for low, high, name in ((5e-324, 1e-300, "tiny"), (1e300, 1.7e308, "huge")):
+        law = LossLaw(n_bootstrap=0)
+        law.coef_ = {"E": 1.8, "A": 400.0, "B": 2000.0, "alpha": 0.34, "beta": 0.37}
+        law.fit_range_ = {"n_params": [low, high], "tokens": [1e8, 1e10], "compute": [1e9, 1e20]}
+        row = storage.add_law(app_db(client), {
+            "name": name, "kind": "loss", "form": law.form, "origin": "fitted", "title": "t", "source": "runs",
+            "record": law.to_record(), "code_version": "t"})
+        r = client.get(f"/api/v1/laws/{row.id}", params={"points": 3})
+        assert r.status_code == 200, r.text
+        assert all(1.0 <= p["n_params"] <= 1e16 for p in r.json()["curve"]["points"])

@@ -38,7 +38,10 @@ def test_named_schedule(client, mpl) -> None:
     assert body["lr"][-1] == pytest.approx(expected_lr[-1])
     assert body["loss"][-1] < body["loss"][0]  # a cosine run keeps improving to its end
     law = MultiPowerLaw.from_record({"kind": "trajectory", "coefficients": COEF})
-    assert body["loss"][-1] == pytest.approx(float(law.predict(expected_lr)[-1]), rel=1e-6)
+    # The law's own prediction at every step after warmup (1,901 of them).
+    assert len(body["steps"]) == 1901 and body["steps"][0] == 100
+    assert body["loss"] == pytest.approx(law.predict(expected_lr, steps=np.array(body["steps"])).tolist(), rel=1e-9)
+    assert body["loss"][-1] == pytest.approx(float(law.predict(expected_lr)[-1]), rel=1e-5)
 
 
 def test_table_schedule_by_law_name(client, mpl) -> None:

@@ -94,6 +94,22 @@ def test_writes_refused_without_a_configured_key(make_client) -> None:
     assert_problem(post_runs(make_client(api_key=""), {"source": "s", "runs": [RUN]}, headers={"X-API-Key": ""}), 403)
 
 
+@pytest.mark.parametrize("key", ["   ", " \t "])
+def test_a_whitespace_only_key_is_no_key(make_client, monkeypatch, key) -> None:
+    # A key of whitespace could never match (HTTP strips a header value's whitespace): it counts
+    # as unset, so writes are disabled (403), as with no key at all.
+    from hpscale.service.settings import Settings
+
+    monkeypatch.setenv("HPSCALE_API_KEY", key)
+    assert Settings().api_key is None
+    c = make_client(api_key=key)
+    for sent in ({"X-API-Key": "x"}, {}):
+        assert_problem(post_runs(c, {"source": "s", "runs": [RUN]}, headers=sent), 403, detail_has="HPSCALE_API_KEY")
+    # Whitespace around a real key is dropped the same way: the key itself still works.
+    padded = make_client(api_key=f"  {API_KEY}\n")
+    assert post_runs(padded, {"source": "s", "runs": [RUN]}).status_code == 200
+
+
 def test_missing_or_wrong_key_is_401(client) -> None:
     assert_problem(post_runs(client, {"source": "s", "runs": [RUN]}, headers={}), 401, detail_has="X-API-Key")
     assert_problem(post_runs(client, {"source": "s", "runs": [RUN]}, headers={"X-API-Key": API_KEY + "x"}), 401, detail_has="wrong")
@@ -165,3 +181,49 @@ def test_streamed_body_under_the_limit_is_accepted(make_client) -> None:
     r = c.post("/api/v1/runs", content=(raw[i:i + 100] for i in range(0, len(raw), 100)),
                headers={**KEY, "content-type": "application/json"})
     assert r.status_code == 200, r.text
+
+
+# -- delete -----------------------------------------------------------------------------------------
+def test_a_bad_run_can_be_deleted_and_listings_recover(any_client) -> None:
+    # A run with tags nested 256 deep, as stored before the input rules existed.
+    deep: dict = {}
+    inner = deep
+    for _ in range(256):
+        inner["a"] = {}
+        inner = inner["a"]
+    db = app_db(any_client)
+    post_runs(any_client, {"source": "mine", "runs": [RUN, {**RUN, "name": "r2", "curve": None}]})
+    storage.add_runs(db, [{"source": "bad", "name": "deep", "n_params": 1e6, "tokens": 2e7, "final_loss": 3.0,
+                           "tags": deep}])
+    assert any_client.get("/api/v1/runs").status_code == 200
+    # Writes need the key, like the other writes.
+    assert_problem(any_client.delete("/api/v1/runs", params={"source": "bad"}), 401)
+    r = any_client.delete("/api/v1/runs", params={"source": "bad"}, headers=KEY)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"runs": 1, "by_source": {"bad": 1}, "laws": []}
+    assert any_client.get("/api/v1/runs").json()["total"] == 2
+    # By name within a source; an unknown name refuses the whole delete.
+    assert_problem(any_client.delete("/api/v1/runs", params=[("source", "mine"), ("name", "r1"), ("name", "zz")],
+                                     headers=KEY), 404, detail_has="'zz'")
+    assert any_client.get("/api/v1/runs").json()["total"] == 2
+    r = any_client.delete("/api/v1/runs", params={"source": "mine", "name": "r1"}, headers=KEY)
+    assert r.json()["runs"] == 1 and [x["name"] for x in any_client.get("/api/v1/runs").json()["items"]] == ["r2"]
+    assert_problem(any_client.delete("/api/v1/runs", headers=KEY), 422, detail_has="query.source")
+
+
+def test_deleting_runs_a_law_used_needs_force(client) -> None:
+    from test_api_support import seed_fitted_law, seed_grid
+
+    db = app_db(client)
+    seed_grid(db)
+    law_id = seed_fitted_law(db, name="grid-fit")
+    problem = assert_problem(client.delete("/api/v1/runs", params={"source": "grid", "name": "n1e+06-d1e+08-lr0-b0"},
+                                           headers=KEY), 409, detail_has=f"#{law_id} 'grid-fit'")
+    assert "force" in problem["detail"] and client.get(f"/api/v1/laws/{law_id}").status_code == 200
+    assert client.get("/api/v1/runs").json()["total"] == 90
+    r = client.delete("/api/v1/runs", params={"source": "grid", "force": "true"}, headers=KEY)
+    assert r.json() == {"runs": 90, "by_source": {"grid": 90}, "laws": [{"id": law_id, "name": "grid-fit"}]}
+    assert_problem(client.get(f"/api/v1/laws/{law_id}"), 404)
+    # The recommendation falls back to the published law at once (the law cache was cleared).
+    rec = client.get("/api/v1/recommend", params={"n_params": 4e6, "tokens": 4e8}).json()
+    assert rec["law"]["name"] == "steplaw"

@@ -195,3 +195,37 @@ def test_bad_lr_schedules(cli_env, tmp_path: Path, cell, message) -> None:
            "lr_schedule": {"kind": "constant", "total_steps": 1000, "peak_lr": 1e-3}}
     result = hp("import", "runs", str(write(tmp_path, "in.jsonl", json.dumps(rec) + "\n")))
     assert result.exit_code == 1 and "in.jsonl:1: field 'curve': step 2000 lies beyond the schedule's 1000 steps" in result.stderr
+
+
+def test_runs_delete_by_source_and_name_all_or_nothing(cli_env, tmp_path: Path) -> None:
+    hp("import", "runs", str(write(tmp_path, "mine.csv", GOOD_CSV)))
+    hp("import", "runs", str(write(tmp_path, "other.csv", GOOD_CSV)))
+    # A script gets no prompt: without --yes nothing is deleted, and it says what would be.
+    refused = hp("runs", "delete", "--source", "mine")
+    assert refused.exit_code == 1 and "--yes" in refused.stderr and "3 runs (mine: 3)" in refused.stderr
+    unknown = hp("runs", "delete", "--source", "mine", "a", "zz", "--yes")
+    assert unknown.exit_code == 1 and "'zz'" in unknown.stderr and len(unknown.stderr.strip().splitlines()) == 1
+    assert len(hp_json("runs", "list")) == 6
+    assert hp_json("runs", "delete", "--source", "mine", "a", "b", "--yes") == {
+        "runs": 2, "by_source": {"mine": 2}, "laws": []}
+    done = hp("runs", "delete", "--source", "other", "-y")
+    assert done.exit_code == 0 and "deleted 3 runs (other: 3)" in done.stdout
+    assert [r["name"] for r in hp_json("runs", "list")] == ["c"]
+    assert hp("runs", "delete", "--yes").exit_code == 1
+
+
+def test_runs_delete_refuses_runs_a_law_used_unless_forced(cli_env, tmp_path: Path) -> None:
+    from hpscale.db import storage
+    from hpscale.service.cli.common import open_db
+
+    hp("import", "runs", str(write(tmp_path, "mine.csv", GOOD_CSV)))
+    db = open_db()
+    used = [r.id for r in storage.list_runs(db, sources=["mine"])]
+    law = storage.add_law(db, {"name": "my-fit", "kind": "loss", "form": "chinchilla", "origin": "fitted",
+                               "title": "t", "source": "mine", "record": {}, "code_version": "t"}, used)
+    refused = hp("runs", "delete", "--source", "mine", "--yes")
+    assert refused.exit_code == 1 and f"#{law.id} 'my-fit'" in refused.stderr and "force" in refused.stderr
+    assert len(hp_json("runs", "list")) == 3
+    out = hp_json("runs", "delete", "--source", "mine", "--force", "--yes")
+    assert out["runs"] == 3 and out["laws"] == [{"id": law.id, "name": "my-fit"}]
+    assert "my-fit" not in {x.name for x in storage.list_laws(db)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ def test_text_folder_round_trip_through_the_cache(tmp_path: Path) -> None:
     assert "def function_" in text and "return x *" in text  # byte-level BPE decodes back to the source
     again = build_text_corpus(folder, tmp_path / "cache", vocab_size=300, val_fraction=0.1)
     assert again.corpus_hash == corpus.corpus_hash
-    assert len(list((tmp_path / "cache").iterdir())) == 1  # served from the cache, not rebuilt
+    assert len([p for p in (tmp_path / "cache").iterdir() if p.is_dir()]) == 1  # served from the cache, not rebuilt
     folder.joinpath("new.txt").write_text("print('a new file changes the corpus')\n" * 5)
     changed = build_text_corpus(folder, tmp_path / "cache", vocab_size=300, val_fraction=0.1)
     assert changed.corpus_hash != corpus.corpus_hash
@@ -139,3 +140,50 @@ def test_validation_batches_are_fixed(tmp_path: Path) -> None:
     first, second = validation_batches(corpus, 3, 4, 16), validation_batches(corpus, 3, 4, 16)
     assert all((a == b).all() for a, b in zip(first, second))
     assert all(int(b.min()) >= 4000 for b in first)  # drawn from the validation tail only
+
+
+_BUILD_WHEN_TOLD = """
+import sys, time
+from pathlib import Path
+start = Path(sys.argv[3])
+while not start.exists():  # every process waits for the same moment, as workers started together
+    time.sleep(0.005)
+from hpscale.sweeps.data import build_text_corpus
+from hpscale.sweeps.errors import SweepError
+try:
+    corpus = build_text_corpus(sys.argv[1], sys.argv[2], vocab_size=300, val_fraction=0.1)
+except SweepError as exc:
+    print(f"error: {exc}", file=sys.stderr)
+    sys.exit(1)
+print(corpus.corpus_hash, corpus.train.size)
+"""
+
+
+def test_workers_building_one_new_cache_at_once_all_succeed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    folder = _write_folder(tmp_path, n=200)
+    cache, start = tmp_path / "cache", tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", _BUILD_WHEN_TOLD, str(folder), str(cache), str(start)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    time.sleep(1.0)  # let them all import and wait (a worker that is late only finds the cache ready)
+    start.touch()
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err[-2000:] for _, err in outs]
+    assert len({out for out, _ in outs}) == 1  # one corpus, the same hash for all
+    built = [p for p in cache.iterdir() if p.is_dir()]
+    assert len(built) == 1 and not [p for p in cache.iterdir() if ".tmp" in p.name]  # no temporary leftovers
+    again = build_text_corpus(folder, cache, vocab_size=300, val_fraction=0.1)
+    assert f"{again.corpus_hash} {again.train.size}\n" == outs[0][0]
+
+
+def test_a_failed_build_is_one_clear_error(tmp_path: Path) -> None:
+    from hpscale.sweeps.errors import SweepError
+
+    folder = _write_folder(tmp_path)
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache folder should be")
+    with pytest.raises(SweepError, match="corpus cache") as info:
+        build_text_corpus(folder, blocked, vocab_size=300, val_fraction=0.1)
+    assert "\n" not in str(info.value) and str(blocked) in str(info.value)

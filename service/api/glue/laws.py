@@ -75,7 +75,10 @@ def law_curve(
     if row.kind not in ("hyper", "loss"):
         return None
     if fit_range is not None and fit_range.n_params is not None:
-        lo_default, hi_default = fit_range.n_params.low / 10, fit_range.n_params.high * 10
+        # Within the N a query may ask for: data of absurd sizes (a run of 1e-300 parameters
+        # is schema-valid) must not make the range empty or infinite.
+        lo_default = min(max(fit_range.n_params.low / 10, 1.0), s.MAX_N_PARAMS)
+        hi_default = min(max(fit_range.n_params.high * 10, lo_default), s.MAX_N_PARAMS)
     else:
         lo_default, hi_default = 1e7, 1e11
     lo = n_min if n_min is not None else lo_default

@@ -1,4 +1,4 @@
-"""``/runs``: stored runs, their curves, and imports through the API."""
+"""``/runs``: stored runs, their curves, imports and deletes through the API."""
 
 from __future__ import annotations
 
@@ -56,3 +56,11 @@ def import_runs(db: Database, body: s.RunsImport) -> s.ImportResult:
     runs = validate_runs([r.model_dump(exclude_unset=True) for r in body.runs])
     result = storage.add_runs(db, [r.to_storage(body.source) for r in runs])
     return s.ImportResult(source=body.source, added=result.added, skipped=result.skipped)
+
+
+def delete_runs(db: Database, sources: list[str], names: list[str] | None, force: bool) -> s.RunsDeleted:
+    """Delete the runs of ``sources`` (only ``names`` of them when given), all or nothing; the
+    fitted laws that used them only with ``force`` (else a 409 naming them)."""
+    done = storage.delete_runs(db, sources=sources, names=names, with_laws=force)
+    return s.RunsDeleted(runs=sum(done.runs.values()), by_source=done.runs,
+                         laws=[s.DeletedLaw(id=i, name=n) for i, n in done.laws])

@@ -10,6 +10,7 @@ from hpscale.service.api.glue import laws as glue
 from hpscale.service.api import schemas as s
 from hpscale.service.api.deps import DbDep
 from hpscale.service.api.problems import problem_responses
+from hpscale.service.inputs import TEXT
 
 router = APIRouter(prefix="/laws", tags=["laws"])
 
@@ -26,10 +27,12 @@ def list_laws(
     return glue.list_laws(db, kind, origin)
 
 
-@router.get("/{law}", response_model=s.LawDetail, responses=problem_responses(404, 422))
+@router.get("/{law}", response_model=s.LawDetail, responses=problem_responses(404, 422, rules=(
+    "n_min must not exceed n_max",
+)))
 def get_law(
     db: DbDep,
-    law: Annotated[str, Path(min_length=1, max_length=200, description="The law's id or name.")],
+    law: Annotated[str, Path(min_length=1, max_length=200, description="The law's id or name."), TEXT],
     n_min: Annotated[float | None, Query(ge=1, le=s.MAX_N_PARAMS, description="Curve: smallest N (default: the data's / 10).")] = None,
     n_max: Annotated[float | None, Query(ge=1, le=s.MAX_N_PARAMS, description="Curve: largest N (default: the data's x 10).")] = None,
     points: Annotated[int, Query(ge=2, le=500, description="Curve: number of log-spaced N.")] = 50,

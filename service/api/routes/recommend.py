@@ -53,7 +53,13 @@ def parse_query(request: Request, model: type[s.RecommendQuery]) -> s.RecommendQ
 
 
 @router.get(
-    "/recommend", response_model=s.Recommendation, responses=problem_responses(404, 422),
+    "/recommend", response_model=s.Recommendation,
+    responses=problem_responses(404, 422, rules=(
+        "N: give n_params, or d_model with n_layers, not both",
+        "vocab_size only with d_model",
+        "D: give tokens or compute (or both)",
+        "law: a hyper law",
+    )),
     openapi_extra={"parameters": query_parameters(s.RecommendQuery)},
 )
 async def recommend(request: Request, db: DbDep, settings: SettingsDep, laws: LawCacheDep) -> s.Recommendation:

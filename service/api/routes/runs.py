@@ -1,4 +1,4 @@
-"""``GET /api/v1/runs``, ``/runs/{id}``, ``/runs/{id}/curve`` and ``POST /api/v1/runs``."""
+"""``GET /api/v1/runs``, ``/runs/{id}``, ``/runs/{id}/curve``, ``POST /api/v1/runs`` and ``DELETE /api/v1/runs``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from fastapi import APIRouter, Path, Query
 
 from hpscale.service.api.glue import runs as glue
 from hpscale.service.api import schemas as s
-from hpscale.service.api.deps import DbDep, WriteAccess
+from hpscale.service.api.deps import DbDep, LawCacheDep, SettingsDep, WriteAccess
+from hpscale.service.api.limits import check_runs_import
 from hpscale.service.api.problems import problem_responses
+from hpscale.service.inputs import TEXT
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -20,7 +22,7 @@ RunId = Annotated[int, Path(ge=1, description="The run's id.")]
 def list_runs(
     db: DbDep,
     source: Annotated[
-        list[Annotated[str, Query(min_length=1, max_length=200)]] | None,
+        list[Annotated[str, Query(min_length=1, max_length=200), TEXT]] | None,
         Query(max_length=100, description="Only runs of these sources (repeat the parameter for several)."),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Runs per page.")] = 100,
@@ -44,9 +46,43 @@ def get_run_curve(db: DbDep, run_id: RunId) -> s.RunCurve:
 
 @router.post(
     "", response_model=s.ImportResult, dependencies=[WriteAccess],
-    responses=problem_responses(400, 401, 403, 409, 413, 422),
+    responses=problem_responses(400, 401, 403, 409, 413, 422, rules=(
+        "batch_tokens, when given with batch_size and seq_len, equals batch_size x seq_len",
+        "run names unique within the request",
+        "at most HPSCALE_MAX_CURVE_POINTS curve points in all",
+        "tags nested at most 8 levels deep, at most 16 KiB as JSON, finite numbers only",
+    )),
 )
-def import_runs(db: DbDep, body: s.RunsImport) -> s.ImportResult:
+def import_runs(db: DbDep, settings: SettingsDep, body: s.RunsImport) -> s.ImportResult:
     """Store runs in hpscale's import format (all or nothing); runs whose (source, name) is
-    already stored are skipped, so re-sending a batch adds nothing. Needs X-API-Key."""
+    already stored are skipped, also when sent by several clients at once, so re-sending a batch
+    adds nothing. At most HPSCALE_MAX_RUNS_PER_REQUEST runs and HPSCALE_MAX_CURVE_POINTS curve
+    points a request. Needs X-API-Key."""
+    check_runs_import(body, settings)
     return glue.import_runs(db, body)
+
+
+@router.delete(
+    "", response_model=s.RunsDeleted, dependencies=[WriteAccess], responses=problem_responses(401, 403, 404, 409, 422),
+)
+def delete_runs(
+    db: DbDep,
+    laws: LawCacheDep,
+    source: Annotated[
+        list[Annotated[str, Query(min_length=1, max_length=200), TEXT]],
+        Query(min_length=1, max_length=100, description="Delete the runs of these sources (repeat the parameter for "
+              "several); with name, only those runs of them."),
+    ],
+    name: Annotated[
+        list[Annotated[str, Query(min_length=1, max_length=300), TEXT]] | None,
+        Query(max_length=1000, description="Only the runs of these names (repeat the parameter for several)."),
+    ] = None,
+    force: Annotated[bool, Query(description="Also delete the fitted laws that used these runs.")] = False,
+) -> s.RunsDeleted:
+    """Delete runs with their curves, all or nothing: 404 when a source or name matches no run,
+    409 for a run of a sweep, and 409 naming the fitted laws that used a run unless
+    ``force=true``, which deletes those laws too. Needs X-API-Key."""
+    deleted = glue.delete_runs(db, source, name, force)
+    if deleted.laws:
+        laws.clear()  # a deleted law may have been the default for recommendations
+    return deleted

@@ -10,10 +10,11 @@ from hpscale.service.api.glue import sweeps as glue
 from hpscale.service.api import schemas as s
 from hpscale.service.api.deps import DbDep
 from hpscale.service.api.problems import problem_responses
+from hpscale.service.inputs import TEXT
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
-SweepRef = Annotated[str, Path(min_length=1, max_length=200, description="The sweep's id or name.")]
+SweepRef = Annotated[str, Path(min_length=1, max_length=200, description="The sweep's id or name."), TEXT]
 
 
 @router.get("", response_model=list[s.SweepSummary], responses=problem_responses())
