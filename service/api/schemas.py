@@ -333,8 +333,9 @@ class GroupOptimum(BaseModel):
 
 
 class Group(BaseModel):
-    """The runs sharing (N, D)."""
+    """The runs sharing (optimizer, N, D)."""
 
+    optimizer: str = Field(description="The optimizer every run of the group trained with (adamw, lion, ...).")
     n_params: float
     tokens: float
     compute: float | None = Field(description="6 N D, FLOPs (null past double precision).")
