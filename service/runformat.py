@@ -12,6 +12,7 @@ One record is one finished run:
 | ``batch_tokens`` | no | batch in tokens (> 0) |
 | ``batch_size``, ``seq_len`` | no | batch in sequences and sequence length; together they give ``batch_tokens`` |
 | ``status`` | no | ``done`` (default) or ``diverged`` |
+| ``optimizer`` | no | the optimizer it trained with: ``adamw`` (default), ``lion``, ``sgd``, ``sgd_sai``, ``lamb``, ``muon`` or another name; laws are fitted per optimizer |
 | ``schedule`` | no | free text naming the learning-rate schedule |
 | ``tags`` | no | free-form: a JSON object (JSONL), or ``k=v;k=v`` text (CSV) |
 | ``curve`` | no (JSONL only) | list of ``{step, lr, loss, tokens?}``; ``loss`` is the evaluation loss |
@@ -33,6 +34,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hpscale.service.errors import InputError
 
 MAX_INT32 = 2**31 - 1  # steps and sequence lengths are 32-bit integer columns
+DEFAULT_OPTIMIZER = "adamw"
+# An optimizer's name: lower case, as runs and laws store it (the column holds 40 characters).
+OPTIMIZER_RE = r"^[a-z0-9][a-z0-9_.-]{0,39}$"
 
 
 class CurvePointIn(BaseModel):
@@ -67,6 +71,11 @@ class RunIn(BaseModel):
     batch_size: float | None = Field(default=None, gt=0, description="Batch in sequences.")
     seq_len: int | None = Field(default=None, gt=0, le=MAX_INT32, description="Sequence length, tokens.")
     status: Literal["done", "diverged"] = "done"
+    optimizer: str = Field(
+        default=DEFAULT_OPTIMIZER, pattern=OPTIMIZER_RE,
+        description="The optimizer the run trained with: adamw (default), lion, sgd, sgd_sai, lamb, muon, or another "
+        "name (lower case letters, digits, '_', '.', '-'). Laws are fitted on one optimizer's runs.",
+    )
     schedule: str | None = Field(default=None, max_length=200)
     tags: dict[str, Any] | None = None
     curve: list[CurvePointIn] | None = Field(default=None, max_length=100_000)
@@ -77,6 +86,11 @@ class RunIn(BaseModel):
         if v is not None and not math.isfinite(v):
             raise ValueError("must be a finite number")
         return v
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunIn":
@@ -103,7 +117,10 @@ class RunIn(BaseModel):
         """The run's name, or a stable content hash when it has none (idempotent re-import)."""
         if self.name:
             return self.name
-        body = self.model_dump(mode="json", exclude={"name"}, exclude_none=True)
+        # The default optimizer stays out of the hash: a file imported before runs named their
+        # optimizer re-imports under the same keys (adds nothing).
+        exclude = {"name"} | ({"optimizer"} if self.optimizer == DEFAULT_OPTIMIZER else set())
+        body = self.model_dump(mode="json", exclude=exclude, exclude_none=True)
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
         return f"run-{digest}"
 
@@ -121,6 +138,7 @@ class RunIn(BaseModel):
             "schedule": self.schedule,
             "tags": self.tags,
             "status": self.status,
+            "optimizer": self.optimizer,
             "final_loss": self.final_loss,
             "code_version": "import",
             "curve": [
@@ -308,13 +326,14 @@ def parse_steplaw_file(path: Path) -> list[RunIn]:
 RUN_FORMAT_HELP = (
     "Columns (CSV) or keys (JSONL): required n_params, tokens, final_loss (may be empty/null only "
     "for status diverged); optional name (unique within the source; re-import skips known names), "
-    "lr, batch_tokens, or batch_size with seq_len, status (done|diverged), schedule, tags (JSONL: an "
+    "lr, batch_tokens, or batch_size with seq_len, status (done|diverged), optimizer (default adamw; "
+    "lion, sgd, sgd_sai, lamb, muon, ...), schedule, tags (JSONL: an "
     "object; CSV: k=v;k=v), and in JSONL curve: a list of {step, lr, loss, tokens?}."
 )
 
 EXPORT_FIELDS = (
     "name", "n_params", "tokens", "final_loss", "lr", "batch_tokens", "batch_size", "seq_len",
-    "status", "schedule", "tags",
+    "status", "optimizer", "schedule", "tags",
 )
 
 

@@ -264,6 +264,7 @@ class Run(BaseModel):
     batch_size: float | None
     seq_len: int | None
     schedule: str | None
+    optimizer: str = Field(description="The optimizer the run trained with (adamw, lion, sgd, sgd_sai, lamb, muon, ...).")
     status: str = Field(description="queued | running | done | diverged | failed")
     final_loss: float | None
     final_loss_status: str = Field(description="finite | nan | inf | missing")
