@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from hpscale.service.runformat import RunIn
+from hpscale.service.runformat import OPTIMIZER_RE, RunIn
 
 # Bounds of the targets the API accepts: wide enough for any language model anyone trains,
 # narrow enough that N^alpha D^beta and 6 N D stay finite in double precision.
@@ -52,6 +52,8 @@ class LawRef(BaseModel):
     form: str
     origin: str = Field(description="published | fitted")
     source: str = Field(description="Citation (published law) or the run sources it was fitted on.")
+    optimizer: str = Field(description="The optimizer the law was fitted on (published laws: adamw); it is only "
+                           "used for that optimizer.")
 
 
 class NearOptimalRegion(BaseModel):
@@ -87,6 +89,12 @@ class RecommendQuery(BaseModel):
         default=None, min_length=1, max_length=200,
         description="A hyper law's id or name (default: the newest fitted law whose extrapolation check passed "
         "and whose data the target lies within the extrapolation-warning factor of, else Step Law).",
+    )
+    optimizer: str | None = Field(
+        default=None, pattern=OPTIMIZER_RE,
+        description="The optimizer the run will train with (adamw, lion, sgd, sgd_sai, lamb, muon, ...): only its "
+        "laws answer. Default: the named law's, else adamw. The published laws are AdamW's: another optimizer "
+        "needs a law fitted on its runs (404 when there is none).",
     )
 
 
@@ -127,6 +135,7 @@ class Recommendation(BaseModel):
     extrapolation_warning_factor: float = Field(description="Factor past which a warning is added.")
     warnings: list[str]
     law: LawRef
+    optimizer: str = Field(description="The optimizer the recommendation is for (the law's).")
 
 
 # -- laws --------------------------------------------------------------------------------------
@@ -209,6 +218,35 @@ class TrajectoryFit(BaseModel):
     predicted: list[float] = Field(description="The law's loss at the same steps, nats/token.")
 
 
+class CouplingGroup(BaseModel):
+    """One (N, D) group's per-batch optimal learning rates."""
+
+    n_params: float
+    tokens: float
+    batch_tokens: list[float] = Field(description="Batch sizes whose lr optimum is bracketed, tokens.")
+    lr: list[float] = Field(description="The optimal lr at each of them (parabola vertex in log lr).")
+    slope: float = Field(description="This group's own exponent (least squares of log lr* on log batch).")
+
+
+class LrBatchCoupling(BaseModel):
+    """How the optimal lr grows with the batch at fixed (N, D), lr* ~ B^exponent, measured on a
+    hyper law's runs, beside the theory's value (1 for SGD, 0.5 for Adam-type updates)."""
+
+    optimizer: str
+    exponent: float | None = Field(description="Pooled within-group exponent; null when no group has two batches "
+                                   "with a bracketed lr optimum (see note).")
+    interval: Interval | None = Field(description="Bootstrap interval (groups, then cells within them).")
+    level: float = Field(description="The interval's confidence level.")
+    theory: float | None = Field(description="The theory's exponent for this optimizer; null when it gives none.")
+    theory_basis: str
+    groups: int = Field(description="(N, D) groups with a bracketed optimum at two or more batch sizes.")
+    cells: int = Field(description="(N, D, batch) cells with a bracketed lr optimum.")
+    cells_excluded: int = Field(description="Cells left out: optimum on the lr grid's edge, or under 3 lrs.")
+    per_group: list[CouplingGroup]
+    method: str
+    note: str
+
+
 class LawDetail(LawSummary):
     """A law with everything needed to judge it."""
 
@@ -224,6 +262,10 @@ class LawDetail(LawSummary):
     )
     fitted_curves: list[TrajectoryFit] | None = Field(
         description="Trajectory laws: each curve fitted on, observed against predicted (null for other kinds)."
+    )
+    lr_batch_coupling: LrBatchCoupling | None = Field(
+        default=None, description="Fitted hyper laws: the exponent of lr* on the batch at fixed (N, D), with its "
+        "interval and the theory's value (null for other laws, and for hyper laws fitted before it was measured)."
     )
 
 
@@ -387,6 +429,10 @@ class FitRequest(BaseModel):
     )
     bootstrap: int = Field(default=1000, ge=0, le=10_000, description="Bootstrap resamples for intervals (0: none).")
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seed of the bootstrap.")
+    optimizer: str | None = Field(
+        default=None, pattern=OPTIMIZER_RE,
+        description="Fit on the runs of this optimizer only (default: the selected runs must share one).",
+    )
 
 
 # -- predict -----------------------------------------------------------------------------------

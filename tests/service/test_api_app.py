@@ -59,7 +59,7 @@ def test_openapi_declares_schemas_and_problems(client) -> None:
         assert {"401", "403", "413", "422"} <= set(op["responses"]) and op["security"] == [{"APIKeyHeader": []}]
     recommend = doc["paths"]["/api/v1/recommend"]["get"]
     assert {p["name"] for p in recommend["parameters"]} == {
-        "n_params", "d_model", "n_layers", "vocab_size", "tokens", "compute", "seq_len", "law"}
+        "n_params", "d_model", "n_layers", "vocab_size", "tokens", "compute", "seq_len", "law", "optimizer"}
     assert "Problem" in doc["components"]["schemas"]
 
 

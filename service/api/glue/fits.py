@@ -12,6 +12,6 @@ def fit_law(db: Database, body: s.FitRequest) -> s.LawDetail:
     """Fit a law from stored runs, store it with its provenance, and describe it."""
     row = fits.fit_and_store(
         db, kind=body.kind, form=body.form, sources=body.sources, run_names=body.runs, n_bootstrap=body.bootstrap,
-        seed=body.seed,
+        seed=body.seed, optimizer=body.optimizer,
     )
     return law_detail(db, str(row.id))
