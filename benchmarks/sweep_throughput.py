@@ -21,7 +21,8 @@ Muon, whose Newton-Schulz iterations are real matmuls); no baseline runs then.
 Run: PYTHONPATH=. PYTHONUNBUFFERED=1 python benchmarks/sweep_throughput.py [--out DIR]
 Optimizers: PYTHONPATH=. python benchmarks/sweep_throughput.py --sizes 512,768 --optimizers adamw,lion,sgd,sgd_sai,lamb,muon
 CPU smoke test: PYTHONPATH=. python benchmarks/sweep_throughput.py --device cpu --tiny [--optimizers ...]
-Needs only torch (sweeps.model, sweeps.shape and sweeps.train import nothing else of the project).
+Needs torch and pydantic (sweeps.train reads its optimizer settings from sweeps.spec); nothing else
+of the project.
 """
 
 from __future__ import annotations

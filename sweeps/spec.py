@@ -2,9 +2,10 @@
 
 A spec names model sizes (a target non-embedding parameter count, or an explicit shape), token
 budgets (absolute, or tokens per parameter), learning rates (a log range with a count, or a
-list), batch sizes in sequences, the sequence length, the lr schedule, AdamW's weight decay and
-clipping, seeds, evaluation, the corpus and its tokenizer, precision, device, how far
-refinement may widen the lr grid, and the workers' heartbeat. ``load_spec`` reads one; every
+list), batch sizes in sequences, the sequence length, the lr schedule, the optimizer (a kind
+with its settings and clipping; a list of them is a sweep axis, each optionally with its own lr
+grid), seeds, evaluation, the corpus and its tokenizer, precision, device, how far refinement
+may widen the lr grid, and the workers' heartbeat. ``load_spec`` reads one; every
 problem becomes one :class:`SpecError` line naming the field path and the bad value.
 
 Units: params and tokens are counts, batch sizes are sequences, seq_len is tokens, intervals

@@ -35,6 +35,25 @@ def test_gpu_example_is_the_promised_sweep() -> None:
     assert len(spec.lr.grid()) >= 8 and spec.lr.grid()[-1] / spec.lr.grid()[0] >= 30
 
 
+def test_gpu_optimizer_specs_are_the_promised_sweeps() -> None:
+    """benchmarks/optimizers: one GPU sweep per optimizer, each over at least 3 sizes spanning 8x,
+    2 token budgets, 8 lrs x 3 batch sizes on the built-in corpus, refinement on."""
+    from hpscale.sweeps.plan import build_plan
+    from hpscale.sweeps.spec import OPTIMIZERS
+
+    specs = [load_spec(p) for p in sorted((EXAMPLES.parents[1] / "benchmarks" / "optimizers").glob("*.yaml"))]
+    assert sorted(s.optimizer[0].kind for s in specs) == sorted(OPTIMIZERS) and all(len(s.optimizer) == 1 for s in specs)
+    assert len({s.name for s in specs}) == len(specs)
+    for spec in specs:
+        plan = build_plan(spec)
+        sizes = sorted({c.shape.n_params for c in plan.cells})
+        kind = spec.optimizer[0].kind
+        assert len(sizes) >= 3 and sizes[-1] / sizes[0] >= 8, spec.name
+        assert len({c.tokens for c in plan.cells if c.shape.n_params == sizes[0]}) == 2, spec.name
+        assert len(spec.lr_grid(kind).grid()) == 8 and len(spec.batch_sizes) == 3, spec.name
+        assert spec.refine.max_rounds >= 1 and spec.corpus.kind == "python-source" and spec.device == "cuda"
+
+
 def test_defaults_and_derived_values() -> None:
     spec = parse_spec(base(lr={"low": 1e-4, "high": 1e-2, "count": 5}, batch_sizes=[16, 4]))
     assert spec.lr.grid() == [1e-4, 0.000316228, 0.001, 0.00316228, 0.01]
