@@ -40,15 +40,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from hpscale.sweeps.errors import TrainError
 
+if TYPE_CHECKING:
+    from hpscale.sweeps.model import StackedGPT
+
 # The quintic Newton-Schulz coefficients of the reference Muon: chosen to maximise the slope at
-# zero, so 5 steps push every singular value into roughly [0.7, 1.2] instead of exactly 1.
+# zero, so that 5 steps bring every singular value near 1 (somewhere in about 0.5-1.5, not
+# exactly 1: the reference's note says Muon loses nothing by it).
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 # Named weights that are not "hidden" matrices for Muon: the embedding and the output head.
@@ -72,7 +76,7 @@ class Layout:
         return len(self.blocks)
 
 
-def layout_of(model: Any) -> Layout:
+def layout_of(model: StackedGPT) -> Layout:
     """The layout of a ``sweeps.model.StackedGPT`` (its ``specs``, ``n_flat`` and ``decay_mask``)."""
     device = model.flat.device
     block_of = torch.full((model.n_flat,), len(model.specs), dtype=torch.int64)
