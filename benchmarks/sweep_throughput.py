@@ -13,9 +13,16 @@ attention, sweeps.shape.flops_per_token, over 989 TFLOP/s dense bf16), the ratio
 wall time: measured for the benchmark's steps (compilation included), and projected for a sweep
 of --project-steps steps per run from the measured setup and step times.
 
+With --optimizers (e.g. adamw,lion,sgd,sgd_sai,lamb,muon) it times instead the engine's step
+with each optimizer (sweeps.optim) against AdamW's on the same cells, and prints a table of step
+times and ratios to AdamW's beside the targets (1.15x for Lion, SGD, SGD-SaI and LAMB; 1.5x for
+Muon, whose Newton-Schulz iterations are real matmuls); no baseline runs then.
+
 Run: PYTHONPATH=. PYTHONUNBUFFERED=1 python benchmarks/sweep_throughput.py [--out DIR]
-CPU smoke test: PYTHONPATH=. python benchmarks/sweep_throughput.py --device cpu --tiny
-Needs only torch (sweeps.model, sweeps.shape and sweeps.train import nothing else of the project).
+Optimizers: PYTHONPATH=. python benchmarks/sweep_throughput.py --sizes 512,768 --optimizers adamw,lion,sgd,sgd_sai,lamb,muon
+CPU smoke test: PYTHONPATH=. python benchmarks/sweep_throughput.py --device cpu --tiny [--optimizers ...]
+Needs torch and pydantic (sweeps.train reads its optimizer settings from sweeps.spec); nothing else
+of the project.
 """
 
 from __future__ import annotations
@@ -37,11 +44,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _repo  # noqa: E402,F401  (hpscale importable from a plain checkout)
 from hpscale.sweeps.model import apply_rotary, rotary_tables  # noqa: E402
 from hpscale.sweeps.shape import GPTConfig, flops_per_token, n_params  # noqa: E402
+from hpscale.sweeps.spec import OPTIMIZER_SPECS  # noqa: E402
 from hpscale.sweeps.train import CellTrainer, TrainConfig  # noqa: E402
 
 PEAK_BF16 = 989e12  # H100 SXM dense bf16, FLOP/s
 SIZES = [(128, 4), (256, 6), (512, 8), (768, 8)]  # (d_model, n_layers)
 TARGET_RATIO = {128: 6.0, 256: 3.0, 512: 1.5, 768: 1.5}
+# Step time of each optimizer / AdamW's at most (issue 17).
+OPTIMIZER_TARGET = {"lion": 1.15, "sgd": 1.15, "sgd_sai": 1.15, "lamb": 1.15, "muon": 1.5}
+# Each optimizer's lrs relative to AdamW's: where it trains rather than diverges (a diverged
+# member still computes every kernel, but NaN weights would make the losses meaningless).
+LR_SCALE = {"adamw": 1.0, "lion": 0.1, "sgd": 30.0, "sgd_sai": 0.1, "lamb": 1.0, "muon": 10.0}
 
 
 class PlainBlock(nn.Module):
@@ -139,10 +152,11 @@ def time_baseline(cfg: GPTConfig, batch: int, lr: float, warmup: int, steps: int
 
 
 def time_engine(cfg: GPTConfig, batch: int, lrs: list[float], warmup: int, steps: int, device: torch.device,
-                compile: bool, cuda_graph: bool = True) -> tuple[Timing, list[float]]:
+                compile: bool, cuda_graph: bool = True, optimizer: str = "adamw") -> tuple[Timing, list[float]]:
     _sync(device)
     t0 = time.perf_counter()
-    tc = TrainConfig(batch_size=batch, total_steps=warmup + steps, compile=compile, cuda_graph=cuda_graph)
+    tc = TrainConfig(batch_size=batch, total_steps=warmup + steps, compile=compile, cuda_graph=cuda_graph,
+                     optimizer=OPTIMIZER_SPECS[optimizer]())
     trainer = CellTrainer(cfg, tc, lrs, [0] * len(lrs), device)
     data = _batches(cfg, batch, 4, device, seed=1)
     mult = torch.ones((), device=device)
@@ -207,6 +221,52 @@ def _shapes(text: str) -> list[tuple[int, int]]:
     return shapes  # type: ignore[return-value]
 
 
+def _optimizers(text: str) -> list[str]:
+    """'lion,muon' -> ['adamw', 'lion', 'muon'] (AdamW first: the reference); argparse reports a bad name."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in OPTIMIZER_SPECS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown optimizer {bad[0] if bad else text!r}; expected some of "
+                                         f"{', '.join(OPTIMIZER_SPECS)}")
+    return ["adamw"] + [n for n in dict.fromkeys(names) if n != "adamw"]
+
+
+def compare_optimizers(cells: list[tuple[int, int, int]], optimizers: list[str], config, lrs: list[float],  # type: ignore[no-untyped-def]
+                       args: argparse.Namespace, device: torch.device, compile: bool, cuda_graph: bool,
+                       out_dir: Path | None) -> None:
+    """Each optimizer's engine step on every cell, against AdamW's on the same cell: a table."""
+    rows = []
+    for d, layers, batch in cells:
+        cfg = config(d, layers)
+        adamw_s = math.nan
+        for name in optimizers:
+            scaled = [lr * LR_SCALE[name] for lr in lrs]
+            eng, final = time_engine(cfg, batch, scaled, args.warmup, args.steps, device, compile, cuda_graph, name)
+            if name == "adamw":
+                adamw_s = eng.step_s
+            row = {"d_model": d, "n_layers": layers, "batch": batch, "optimizer": name, "step_s": eng.step_s,
+                   "ratio": eng.step_s / adamw_s, "tokens_per_s": eng.tokens_per_s, "setup_s": eng.setup_s,
+                   "peak_gib": eng.peak_gib, "final_losses": final}
+            rows.append(row)
+            print(f"d={d:4d} L={layers} B={batch:3d} {name:8s}: step {eng.step_s * 1e3:8.2f} ms, "
+                  f"{row['ratio']:.3f}x AdamW's, setup {eng.setup_s:5.1f} s, peak {eng.peak_gib:5.1f} GiB, "
+                  f"losses {min(final):.3f}..{max(final):.3f}", flush=True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    print(f"\n| d_model | layers | batch (seq) | K | optimizer | step ms | vs AdamW | target | tok/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        target = OPTIMIZER_TARGET.get(r["optimizer"])
+        verdict = "" if target is None else f"<= {target:.2f}x " + ("(met)" if r["ratio"] <= target else "(missed)")
+        print(f"| {r['d_model']} | {r['n_layers']} | {r['batch']} | {len(lrs)} | {r['optimizer']} | "
+              f"{r['step_s'] * 1e3:.2f} | {r['ratio']:.3f}x | {verdict or '(reference)'} | {r['tokens_per_s']:,.0f} |")
+    if out_dir:
+        (out_dir / "optimizer_step_times.json").write_text(json.dumps(
+            {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+             "torch": torch.__version__, "lrs": lrs, "lr_scale": LR_SCALE, "seq_len": args.seq_len,
+             "steps": args.steps, "warmup": args.warmup, "rows": rows}, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda")
@@ -226,6 +286,8 @@ def main() -> None:
     ap.add_argument("--lr-count", type=int, default=8, help="learning rates per cell (K)")
     ap.add_argument("--engine-only", action="store_true", help="skip the one-run-at-a-time baseline (a)")
     ap.add_argument("--profile", action="store_true", help="profile the smallest and a d>=512 cell after the grid")
+    ap.add_argument("--optimizers", type=_optimizers, default=[],
+                    help=f"time the engine's step per optimizer against AdamW's instead ({','.join(OPTIMIZER_SPECS)})")
     ap.add_argument("--out", default=os.environ.get("OUT", ""))
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -259,6 +321,10 @@ def main() -> None:
     if compile:
         print(check_compiled_k1(config(*sizes[0]), batches[0], device), flush=True)
 
+    if args.optimizers:
+        compare_optimizers([(d, layers, b) for d, layers in sizes for b in batches], args.optimizers, config, lrs,
+                           args, device, compile, cuda_graph, out_dir)
+        return
     layers_of = dict(SIZES) | dict(sizes)
     extra = [(int(d), int(b)) for d, b in (c.split(":") for c in args.extra_cells.split(",") if c)]
     cells = [(d, layers, b, True) for d, layers in sizes for b in batches]

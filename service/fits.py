@@ -16,6 +16,7 @@ from hpscale.db import storage
 from hpscale.db.engine import Database
 from hpscale.db.models import CurvePoint, Law, Run
 from hpscale.db.provenance import code_version
+from hpscale.fitting.coupling import LrBatchCoupling
 from hpscale.fitting.critical import CriticalBatchLaw, steps_to_target
 from hpscale.fitting.errors import InsufficientDataError
 from hpscale.fitting.hyper import FORMS as HYPER_FORMS
@@ -59,17 +60,40 @@ TITLES = {
 }
 
 
-def select_runs(db: Database, sources: Sequence[str] | None, run_names: Sequence[str] | None) -> list[Run]:
-    """Finished runs (done or diverged) of the given sources and/or names; all when neither."""
+def select_runs(db: Database, sources: Sequence[str] | None, run_names: Sequence[str] | None,
+                optimizer: str | None = None) -> list[Run]:
+    """Finished runs (done or diverged) of the given sources and/or names; all when neither;
+    only those trained with ``optimizer`` when it is given."""
     runs = storage.list_runs(db, sources=sources or None, names=run_names or None, statuses=["done", "diverged"])
     if run_names:
         missing = sorted(set(run_names) - {r.name for r in runs})
         if missing:
             raise InputError(f"no finished run named {', '.join(repr(m) for m in missing[:5])}")
+    if optimizer is not None:
+        runs = [r for r in runs if r.optimizer == optimizer]
     if not runs:
         where = f" in source {', '.join(sources)}" if sources else ""
-        raise InputError(f"no finished runs{where}: import runs or run a sweep first")
+        which = f" {optimizer}" if optimizer is not None else ""
+        raise InputError(f"no finished{which} runs{where}: import runs or run a sweep first")
     return runs
+
+
+def one_optimizer(rows: Sequence[Run]) -> str:
+    """The optimizer every run of ``rows`` trained with: a law is one optimizer's, and is only
+    used for it. Runs of several optimizers are refused with their counts."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.optimizer] = counts.get(r.optimizer, 0) + 1
+    if len(counts) > 1:
+        listed = ", ".join(f"{o}: {n}" for o, n in sorted(counts.items()))
+        raise InputError(f"the selected runs trained with {len(counts)} optimizers ({listed}): a law is one "
+                         "optimizer's, choose one with --optimizer (API: optimizer)")
+    return next(iter(counts))
+
+
+def hyper_runs(rows: Sequence[Run]) -> RunSet:
+    """The runs a hyper law is fitted on: those with lr and batch (all when none has both)."""
+    return runset([r for r in rows if r.lr is not None and r.batch_tokens is not None] or rows)
 
 
 def runset(rows: Sequence[Run]) -> RunSet:
@@ -203,7 +227,7 @@ def fit_law(db: Database, rows: Sequence[Run], kind: str, form: str, n_bootstrap
 def _fit(db: Database, rows: Sequence[Run], kind: str, form: str, n_bootstrap: int, seed: int,
          on_edge: str, method: str, prior: str | None, prior_width: float) -> tuple[Any, Any]:
     if kind == "hyper":
-        data = runset([r for r in rows if r.lr is not None and r.batch_tokens is not None] or rows)
+        data = hyper_runs(rows)
         law = HyperLaw(form=form, n_bootstrap=n_bootstrap, seed=seed, on_edge=on_edge, method=method,
                        prior=prior, prior_width=prior_width)
         return law.fit(data), data
@@ -243,11 +267,14 @@ def fit_and_store(
     prior: str | None = None,
     prior_width: float = DEFAULT_PRIOR_WIDTH,
     name: str | None = None,
+    optimizer: str | None = None,
 ) -> Law:
-    """Fit a law from stored runs and store it with its record, extrapolation report and the
-    exact runs used. Raises ``InputError`` / ``FittingError`` with what is missing. A fit whose
-    coefficients are degenerate is stored too, marked failed with the reason (see ``fit_law``):
-    callers check ``fit_failure(row)``."""
+    """Fit a law from stored runs (of one optimizer: ``optimizer``, or the one the selected runs
+    share) and store it with its record, extrapolation report, the exact runs used and its
+    optimizer. A hyper law's record also carries the lr-batch coupling of its runs
+    (``fitting.coupling``). Raises ``InputError`` / ``FittingError`` with what is missing. A fit
+    whose coefficients are degenerate is stored too, marked failed with the reason (see
+    ``fit_law``): callers check ``fit_failure(row)``."""
     if kind not in KINDS:
         raise InputError(f"unknown law kind {kind!r}; expected one of {', '.join(KINDS)}")
     form = form or DEFAULT_FORM[kind]
@@ -266,27 +293,35 @@ def fit_and_store(
         raise InputError("a published prior applies to hyper laws only (their exponents)")
     if not (math.isfinite(prior_width) and prior_width > 0):
         raise InputError(f"the prior width must be a finite number > 0 (got {prior_width!r})")
-    rows = select_runs(db, sources, run_names)
+    rows = select_runs(db, sources, run_names, optimizer)
+    fitted_on = one_optimizer(rows)
     law, report = fit_law(db, rows, kind, form, n_bootstrap, seed, on_edge, method, prior, prior_width)
     record = law.to_record()
+    if kind == "hyper":
+        coupling = LrBatchCoupling(optimizer=fitted_on, n_bootstrap=n_bootstrap, seed=seed).fit(hyper_runs(rows))
+        record["lr_batch_coupling"] = coupling.to_record()
     used = set(record.get("runs_used") or [f"{r.source}/{r.name}" for r in rows])
     used_ids = [r.id for r in rows if f"{r.source}/{r.name}" in used]
     label = ", ".join(sorted({r.source for r in rows}))
     count = len(storage.list_laws(db, kind="hyper" if kind == "hyper" else law.kind))
+    # AdamW's laws keep the names and titles they had before laws named their optimizer.
+    opt_name = "" if fitted_on == "adamw" else f"{fitted_on}-"
+    opt_title = "" if fitted_on == "adamw" else f" for {fitted_on}"
     return storage.add_law(
         db,
         {
-            "name": name or f"{kind}-{form}-{label[:60]}-{count + 1}".replace(" ", ""),
+            "name": name or f"{kind}-{form}-{opt_name}{label[:60]}-{count + 1}".replace(" ", ""),
             "kind": law.kind,
             "form": form,
             "origin": "fitted",
-            "title": f"{TITLES[kind]} ({form}) fitted on {label}",
+            "optimizer": fitted_on,
+            "title": f"{TITLES[kind]}{opt_title} ({form}) fitted on {label}",
             "source": f"fitted by hpscale on {len(used_ids)} runs of {label}",
             "record": record,
             "extrapolation": report,
             "settings": {"n_bootstrap": n_bootstrap, "seed": seed, "on_edge": on_edge, "method": method,
                          "prior": prior, "prior_width": prior_width if prior else None,
-                         "sources": list(sources or []),
+                         "sources": list(sources or []), "optimizer": optimizer,
                          "runs": list(run_names or [])},
             "code_version": code_version(),
         },

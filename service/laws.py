@@ -9,6 +9,7 @@ from typing import Any
 
 from hpscale.db import storage
 from hpscale.db.engine import Database
+from hpscale.db.errors import NotFoundError
 from hpscale.db.models import Law
 from hpscale.db.provenance import code_version
 from hpscale.fitting.errors import FittingError
@@ -19,6 +20,8 @@ from hpscale.fitting.sanity import law_problems
 from hpscale.service.errors import InputError
 
 logger = logging.getLogger("hpscale")
+
+DEFAULT_OPTIMIZER = "adamw"  # the published presets' optimizer, and every law's before laws named theirs
 
 
 def ensure_published_laws(db: Database) -> None:
@@ -37,6 +40,7 @@ def ensure_published_laws(db: Database) -> None:
                 "kind": "hyper",
                 "form": preset.law.form,
                 "origin": "published",
+                "optimizer": DEFAULT_OPTIMIZER,
                 "title": preset.title,
                 "source": preset.source,
                 "record": record,
@@ -48,23 +52,34 @@ def ensure_published_laws(db: Database) -> None:
 
 
 def resolve_law(db: Database, law: str | int | None, target: tuple[float, float], warn_factor: float,
-                kind: str = "hyper") -> Law:
-    """A stored law by id or name; None: the default for ``target`` (N params, D tokens), see
-    ``choose_default``."""
+                kind: str = "hyper", optimizer: str | None = None) -> Law:
+    """A stored law by id or name (which must be ``optimizer``'s when that is given); None: the
+    default for ``target`` (N params, D tokens) and ``optimizer`` (default AdamW), see
+    ``default_law``."""
     ensure_published_laws(db)
     if law is not None:
         row = storage.get_law(db, law)
         if row.kind != kind:
             raise InputError(f"law {row.id} ({row.name}) is a {row.kind} law, not a {kind} law")
+        check_optimizer(row, optimizer)
         return row
-    chosen = choose_default(default_candidates(db, kind), *target, warn_factor)
+    chosen = default_law(default_candidates(db, kind, optimizer or DEFAULT_OPTIMIZER), target, warn_factor,
+                         optimizer or DEFAULT_OPTIMIZER)
     return chosen if chosen is not None else storage.get_law(db, DEFAULT_PRESET)
 
 
-def default_candidates(db: Database, kind: str = "hyper") -> list[Law]:
-    """The fitted laws of ``kind`` whose extrapolation check passed and whose fit is sound
-    (``failure`` is empty), newest first."""
-    return [r for r in reversed(storage.list_laws(db, kind=kind, origin="fitted")) if check_passed(r) and not failure(r)]
+def check_optimizer(row: Law, optimizer: str | None) -> None:
+    """``InputError`` when a law named by the caller was fitted on another optimizer than asked."""
+    if optimizer is not None and row.optimizer != optimizer:
+        raise InputError(f"law {row.id} ({row.name}) was fitted on {row.optimizer} runs, not {optimizer}: "
+                         "a law is only used for its own optimizer")
+
+
+def default_candidates(db: Database, kind: str = "hyper", optimizer: str = DEFAULT_OPTIMIZER) -> list[Law]:
+    """The fitted laws of ``kind`` and ``optimizer`` whose extrapolation check passed and whose
+    fit is sound (``failure`` is empty), newest first."""
+    return [r for r in reversed(storage.list_laws(db, kind=kind, origin="fitted"))
+            if r.optimizer == optimizer and check_passed(r) and not failure(r)]
 
 
 def failure(row: Law) -> list[str]:
@@ -72,6 +87,25 @@ def failure(row: Law) -> list[str]:
     when it is sound. Checked on the record itself, so laws stored before the check are caught."""
     record = row.record if isinstance(row.record, dict) else {}
     return law_problems(record)
+
+
+def default_law(candidates: list[Law], target: tuple[float, float], warn_factor: float,
+                optimizer: str = DEFAULT_OPTIMIZER) -> Law | None:
+    """The law to answer ``target`` (N, D) for ``optimizer`` from its ``candidates``
+    (``default_candidates``): the newest that answers without an extrapolation warning
+    (``choose_default``). None: AdamW's published preset answers. The published laws are AdamW's:
+    another optimizer with no candidate near the target gets its newest passing law (the answer
+    then carries the extrapolation warning), and with none at all ``NotFoundError`` says so,
+    rather than an AdamW law answering for it."""
+    chosen = choose_default(candidates, *target, warn_factor)
+    if chosen is not None or optimizer == DEFAULT_OPTIMIZER:
+        return chosen
+    if candidates:
+        return candidates[0]
+    raise NotFoundError(
+        f"no fitted hyper law for optimizer {optimizer!r} whose extrapolation check passed; the published laws "
+        f"(Step Law, DeepSeek) are AdamW's and say nothing about {optimizer}: fit one on {optimizer} runs "
+        f"(`hpscale fit --kind hyper --optimizer {optimizer}`), or name a law")
 
 
 def choose_default(candidates: list[Law], n_params: float, tokens: float, warn_factor: float) -> Law | None:
@@ -104,11 +138,12 @@ class LossLawChoice:
     passed: bool
 
 
-def loss_candidates(db: Database) -> list[LossLawChoice]:
-    """The sound fitted loss laws: those whose extrapolation check passed first, then the others,
-    newest first in each. An unreadable law is logged and skipped: it must not take
-    recommendations down with it."""
-    rows = [r for r in reversed(storage.list_laws(db, kind="loss", origin="fitted")) if not failure(r)]
+def loss_candidates(db: Database, optimizer: str = DEFAULT_OPTIMIZER) -> list[LossLawChoice]:
+    """The sound fitted loss laws of ``optimizer``: those whose extrapolation check passed first,
+    then the others, newest first in each. An unreadable law is logged and skipped: it must not
+    take recommendations down with it."""
+    rows = [r for r in reversed(storage.list_laws(db, kind="loss", origin="fitted"))
+            if r.optimizer == optimizer and not failure(r)]
     out = []
     for row in sorted(rows, key=lambda r: not check_passed(r)):
         try:
@@ -200,6 +235,7 @@ class Recommendation:
     law_title: str
     law_origin: str
     source: str
+    optimizer: str = DEFAULT_OPTIMIZER  # the law's (and so the recommendation's) optimizer
     lr_interval: tuple[float, float] | None = None
     batch_tokens_interval: tuple[float, float] | None = None
     batch_size_interval: tuple[float, float] | None = None
@@ -241,17 +277,20 @@ def recommend(
     law: str | int | None = None,
     loss_law: str | int | None = None,
     warn_factor: float = 10.0,
+    optimizer: str | None = None,
 ) -> Recommendation:
-    """Recommended peak lr and batch for a target of N params on D tokens (or C FLOPs), and the
-    final loss a loss law predicts: ``loss_law`` by id or name (answers wherever the target
-    lies, with warnings), else the default of ``choose_loss_law`` (none far from every loss law)."""
+    """Recommended peak lr and batch for a target of N params on D tokens (or C FLOPs), trained
+    with ``optimizer`` (None: the named law's, else AdamW; see ``resolve_law``), and the final
+    loss a loss law predicts: ``loss_law`` by id or name (answers wherever the target lies, with
+    warnings), else the default of ``choose_loss_law`` among the optimizer's loss laws (none far
+    from every loss law)."""
     tokens, compute = check_target(n_params, tokens, compute, seq_len)
-    row = resolve_law(db, law, (n_params, tokens), warn_factor)
+    row = resolve_law(db, law, (n_params, tokens), warn_factor, optimizer=optimizer)
     rec = recommend_with_law(row, law_object(row), n_params, tokens, compute, seq_len, warn_factor)
     if loss_law is not None:
         add_loss_prediction(rec, named_loss_law(db, loss_law), warn_factor)
         return rec
-    choice, note = choose_loss_law(loss_candidates(db), n_params, tokens, warn_factor)
+    choice, note = choose_loss_law(loss_candidates(db, row.optimizer), n_params, tokens, warn_factor)
     if choice is not None:
         add_loss_prediction(rec, choice, warn_factor)
     rec.final_loss_note = note
@@ -285,7 +324,7 @@ def recommend_with_law(
         n_params=n_params, tokens=tokens, compute=compute, seq_len=seq_len,
         lr=pred.lr, batch_tokens=pred.batch_tokens, batch_size=pred.batch_tokens / seq_len,
         law=row.name, law_id=row.id, law_title=row.title, law_origin=row.origin, source=row.source,
-        lr_interval=pred.lr_interval, batch_tokens_interval=pred.batch_tokens_interval,
+        optimizer=row.optimizer, lr_interval=pred.lr_interval, batch_tokens_interval=pred.batch_tokens_interval,
         batch_size_interval=(
             (pred.batch_tokens_interval[0] / seq_len, pred.batch_tokens_interval[1] / seq_len)
             if pred.batch_tokens_interval else None

@@ -13,6 +13,7 @@ One record is one finished run:
 | ``batch_tokens`` | no | batch in tokens (> 0) |
 | ``batch_size``, ``seq_len`` | no | batch in sequences and sequence length; together they give ``batch_tokens`` |
 | ``status`` | no | ``done`` (default) or ``diverged`` |
+| ``optimizer`` | no | the optimizer it trained with: ``adamw`` (default), ``lion``, ``sgd``, ``sgd_sai``, ``lamb``, ``muon`` or another name; laws are fitted per optimizer |
 | ``schedule`` | no | free text naming the learning-rate schedule (default: ``lr_schedule``'s kind) |
 | ``lr_schedule`` | no | the schedule itself (see below): trajectory laws are fitted on the lr of every step it gives |
 | ``tags`` | no | free-form: a JSON object (JSONL), or ``k=v;k=v`` text (CSV) |
@@ -171,6 +172,10 @@ def schedule_lrs(schedule: NamedSchedule | TableSchedule, at: np.ndarray | None 
     except ValueError as exc:  # lr_schedule's refusals are the input's fault
         raise InputError(f"schedule: {exc}") from None
 
+DEFAULT_OPTIMIZER = "adamw"
+# An optimizer's name: lower case, as runs and laws store it (the column holds 40 characters).
+OPTIMIZER_RE = r"^[a-z0-9][a-z0-9_.-]{0,39}$"
+
 
 class CurvePointIn(BaseModel):
     """One point of an imported loss curve."""
@@ -223,6 +228,11 @@ class RunIn(BaseModel):
     batch_size: float | None = Field(default=None, gt=0, strict=True, description="Batch in sequences.")
     seq_len: Annotated[int, Field(gt=0, le=MAX_INT32), INTEGER] | None = Field(default=None, description="Sequence length, tokens.")
     status: Literal["done", "diverged"] = "done"
+    optimizer: str = Field(
+        default=DEFAULT_OPTIMIZER, pattern=OPTIMIZER_RE,
+        description="The optimizer the run trained with: adamw (default), lion, sgd, sgd_sai, lamb, muon, or another "
+        "name (lower case letters, digits, '_', '.', '-'). Laws are fitted on one optimizer's runs.",
+    )
     schedule: Annotated[str, Field(max_length=200), TEXT] | None = None
     lr_schedule: LrSchedule | None = Field(default=None, description="The learning-rate schedule itself.")
     tags: dict[str, Any] | None = Field(
@@ -242,6 +252,11 @@ class RunIn(BaseModel):
     @classmethod
     def _tags(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
         return check_tags(v)
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunIn":
@@ -286,7 +301,10 @@ class RunIn(BaseModel):
         """The run's name, or a stable content hash when it has none (idempotent re-import)."""
         if self.name:
             return self.name
-        body = self.model_dump(mode="json", exclude={"name"}, exclude_none=True)
+        # The default optimizer stays out of the hash: a file imported before runs named their
+        # optimizer re-imports under the same keys (adds nothing).
+        exclude = {"name"} | ({"optimizer"} if self.optimizer == DEFAULT_OPTIMIZER else set())
+        body = self.model_dump(mode="json", exclude=exclude, exclude_none=True)
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
         return f"run-{digest}"
 
@@ -316,6 +334,7 @@ class RunIn(BaseModel):
             "config": {"lr_schedule": self.lr_schedule.model_dump(mode="json", exclude_none=True)}
             if self.lr_schedule is not None else None,
             "status": self.status,
+            "optimizer": self.optimizer,
             "final_loss": self.final_loss,
             "code_version": "import",
             "curve": [
@@ -594,7 +613,7 @@ RUN_FORMAT_HELP = (
     "Columns (CSV) or keys (JSONL): required n_params, tokens, final_loss (may be empty/null only "
     "for status diverged); optional n_params_total (mixture-of-experts: total parameters, n_params "
     "being the active ones), name (unique within the source; re-import skips known names), "
-    "lr, batch_tokens, or batch_size with seq_len, status (done|diverged), schedule (free text), "
+    "lr, batch_tokens, or batch_size with seq_len, status (done|diverged), optimizer (default adamw; lion, sgd, sgd_sai, lamb, muon, ...), schedule (free text), "
     "lr_schedule (the schedule itself: {kind: constant|cosine|linear|wsd, total_steps, peak_lr, warmup_steps, "
     "final_lr_ratio, cooldown_fraction, decay} or {kind: table, table: [{step, lr}], total_steps, warmup_steps}; "
     "CSV: kind=wsd;total_steps=24000;peak_lr=3e-4;warmup_steps=2160 or kind=table;table=1:3e-4 8001:9e-5; "
@@ -604,7 +623,7 @@ RUN_FORMAT_HELP = (
 
 EXPORT_FIELDS = (
     "name", "n_params", "n_params_total", "tokens", "final_loss", "lr", "batch_tokens", "batch_size", "seq_len",
-    "status", "schedule", "tags",
+    "status", "optimizer", "schedule", "tags",
 )
 
 

@@ -49,7 +49,7 @@ def run_rows(spec: SweepSpec, cell: Cell) -> list[dict[str, Any]]:
          "lr": m.lr, "batch_size": float(cell.batch_size), "batch_tokens": float(cell.batch_tokens),
          "seq_len": cell.seq_len, "schedule": schedule_label(spec), "tags": {"round": cell.round},
          "config": config, "seed": m.seed, "code_version": code_version(), "spec": spec.model_dump(mode="json"),
-         "group_key": cell.group, "cell_key": cell.key}
+         "group_key": cell.group, "cell_key": cell.key, "optimizer": cell.optimizer}
         for m in cell.members
     ]
 
@@ -62,7 +62,7 @@ def cell_from_rows(rows: Sequence[Run]) -> Cell:
                   float(c["flops_per_token"]))
     members = tuple(Member(float(x.lr or 0.0), int(x.seed or 0), x.name) for x in rows)
     return Cell(str(r.group_key), str(r.cell_key), shape, int(r.tokens), int(r.batch_size or 0),
-                int(r.seq_len or 0), int(c["steps"]), int((r.tags or {}).get("round", 0)), members)
+                int(r.seq_len or 0), int(c["steps"]), int((r.tags or {}).get("round", 0)), members, r.optimizer)
 
 
 def _canonical(spec: dict[str, Any]) -> str:
@@ -203,7 +203,9 @@ def refine(db: Database, store: RDBStorage, sweep: Sweep, spec: SweepSpec,
         if edge is None and batch_edge is None:
             continue
         searched = sorted({float(r.lr or 0) for r in members})
-        lrs = refinement_lrs(searched, edge, spec.lr.log_step(), spec.refine.points) if edge else []
+        optimizer = members[0].optimizer  # a group is one optimizer's
+        log_step = spec.lr_grid(optimizer).log_step()
+        lrs = refinement_lrs(searched, edge, log_step, spec.refine.points) if edge else []
         cells_rows: dict[str, list[Run]] = defaultdict(list)
         for r in members:
             cells_rows[str(r.cell_key)].append(r)
@@ -211,7 +213,8 @@ def refine(db: Database, store: RDBStorage, sweep: Sweep, spec: SweepSpec,
         bases = [cell_from_rows(cell_rows) for cell_rows in cells_rows.values()]
         if lrs:
             for base in bases:
-                new_rows += run_rows(spec, make_cell(spec, base.shape, base.tokens, base.batch_size, lrs, rnd + 1))
+                new_rows += run_rows(spec, make_cell(spec, base.shape, base.tokens, base.batch_size, lrs, rnd + 1,
+                                                     optimizer))
         new_batches: tuple[int, ...] = ()
         if batch_edge:
             sizes = sorted({b.batch_size for b in bases})
@@ -219,7 +222,8 @@ def refine(db: Database, store: RDBStorage, sweep: Sweep, spec: SweepSpec,
             if batch >= 1 and batch not in sizes:
                 new_batches = (batch,)
                 base = bases[0]
-                cell = make_cell(spec, base.shape, base.tokens, batch, sorted(set(searched) | set(lrs)), rnd + 1)
+                cell = make_cell(spec, base.shape, base.tokens, batch, sorted(set(searched) | set(lrs)), rnd + 1,
+                                 optimizer)
                 new_rows += run_rows(spec, cell)
         if not new_rows:
             continue

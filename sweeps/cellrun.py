@@ -78,9 +78,8 @@ class TorchCellRunner:
                              f"{spec.vocab_size}")
         model = GPTConfig(vocab_size=spec.vocab_size, seq_len=cell.seq_len, d_model=cell.shape.d_model,
                           n_layers=cell.shape.n_layers, n_heads=cell.shape.n_heads)
-        opt = spec.optimizer
-        train = TrainConfig(batch_size=cell.batch_size, total_steps=cell.steps, weight_decay=opt.weight_decay,
-                            beta1=opt.beta1, beta2=opt.beta2, grad_clip=opt.grad_clip,
+        opt = spec.optimizer_for(cell.optimizer)
+        train = TrainConfig(batch_size=cell.batch_size, total_steps=cell.steps, optimizer=opt, grad_clip=opt.grad_clip,
                             eval_interval=spec.eval.interval, eval_batches=spec.eval.batches,
                             divergence_factor=opt.divergence_factor, precision=spec.precision,
                             compile=spec.compile, cuda_graph=spec.cuda_graph, progress_interval=max(1, min(50, cell.steps // 20 or 1)))

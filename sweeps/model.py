@@ -9,8 +9,8 @@ member k's own loss.
 Parameter storage. All weights of all members live in ONE flat float32 tensor ``flat`` of shape
 [K, P] (member-major), and each named weight is a strided [K, ...] view of it (``p.data`` points
 into ``flat``; ``p.grad`` into a matching ``flat_grad``, where backward accumulates in place). The
-optimizer in ``sweeps.train`` then works on four [K, P] tensors (weights, gradients, two Adam
-moments) with one or two fused kernels, and everything per-member (learning rate, gradient
+optimizer (``sweeps.optim``) then works on [K, P] tensors (weights, gradients, its state: AdamW's
+two moments, say) with a few fused kernels, and everything per-member (learning rate, gradient
 norm, divergence mask) is a [K, 1] broadcast. Views start on 64-element boundaries so compiled
 kernels see aligned inputs. (Measured on an H100: handing the optimizer a list of per-weight
 gradients instead saved no step time and made its compilation 3-10x slower; see BENCHMARKS.md.)

@@ -4,7 +4,9 @@ Pure planning: nothing here touches the database or Optuna (``sweeps.queue`` doe
 params and tokens are counts, FLOPs are FLOP, rates FLOP/s, times seconds.
 
 Names are deterministic, so whoever plans the same spec gets the same keys:
-``group`` = ``N{n_params}-D{tokens}``, ``cell`` = ``{group}-B{batch}``,
+``group`` = ``N{n_params}-D{tokens}`` for AdamW and ``{optimizer}-N{n_params}-D{tokens}`` for
+any other optimizer (a group is one optimizer's; AdamW's keys predate the optimizer axis and keep
+their form, so a stored sweep re-plans to the same names), ``cell`` = ``{group}-B{batch}``,
 ``run`` = ``{cell}-lr{lr:.6g}-s{seed}``. The run name is the idempotency key of the runs table.
 """
 
@@ -48,7 +50,7 @@ class Member:
 
 @dataclass(frozen=True)
 class Cell:
-    """The runs sharing (N, D, batch): one fused training job."""
+    """The runs sharing (optimizer, N, D, batch): one fused training job."""
 
     group: str
     key: str
@@ -59,6 +61,7 @@ class Cell:
     steps: int  # optimizer steps: round(D / (batch_size x seq_len)), at least 1
     round: int  # 0 for the spec's grid, r for the r-th refinement
     members: tuple[Member, ...]
+    optimizer: str = "adamw"  # the optimizer kind every member trains with (sweeps.spec.OPTIMIZERS)
 
     @property
     def batch_tokens(self) -> int:
@@ -102,8 +105,10 @@ def shape_for(size: SizeSpec, spec: SweepSpec) -> Shape:
     return Shape(cfg.d_model, cfg.n_layers, cfg.n_heads, n_params(cfg), flops_per_token(cfg))
 
 
-def group_key(n_params: int, tokens: int) -> str:
-    return f"N{n_params}-D{tokens}"
+def group_key(n_params: int, tokens: int, optimizer: str = "adamw") -> str:
+    """The key of one (optimizer, N, D) group (see the module doc)."""
+    key = f"N{n_params}-D{tokens}"
+    return key if optimizer == "adamw" else f"{optimizer}-{key}"
 
 
 def cell_key(group: str, batch_size: int) -> str:
@@ -121,13 +126,14 @@ def token_budgets(spec: SweepSpec, n_params: int) -> list[int]:
     return sorted({int(round(r * n_params)) for r in spec.tokens.per_param or ()})
 
 
-def make_cell(spec: SweepSpec, shape: Shape, tokens: int, batch_size: int, lrs: Sequence[float], rnd: int) -> Cell:
-    """One cell: every (lr, seed) pair of ``lrs`` x the spec's seeds at one (N, D, batch)."""
-    group = group_key(shape.n_params, tokens)
+def make_cell(spec: SweepSpec, shape: Shape, tokens: int, batch_size: int, lrs: Sequence[float], rnd: int,
+              optimizer: str = "adamw") -> Cell:
+    """One cell: every (lr, seed) pair of ``lrs`` x the spec's seeds at one (optimizer, N, D, batch)."""
+    group = group_key(shape.n_params, tokens, optimizer)
     key = cell_key(group, batch_size)
     steps = max(1, round(tokens / (batch_size * spec.seq_len)))
     members = tuple(Member(round_lr(lr), s, run_name(key, lr, s)) for lr in sorted(lrs) for s in spec.seeds)
-    return Cell(group, key, shape, tokens, batch_size, spec.seq_len, steps, rnd, members)
+    return Cell(group, key, shape, tokens, batch_size, spec.seq_len, steps, rnd, members, optimizer)
 
 
 def cell_flops(spec: SweepSpec, cell: Cell) -> float:
@@ -139,18 +145,20 @@ def cell_flops(spec: SweepSpec, cell: Cell) -> float:
 
 
 def build_plan(spec: SweepSpec) -> Plan:
-    """The spec's grid: one cell per (size, token budget, batch size), members = lrs x seeds."""
+    """The spec's grid: one cell per (optimizer, size, token budget, batch size), members = that
+    optimizer's lrs x seeds."""
     cells: list[Cell] = []
     seen: set[str] = set()
-    lrs = spec.lr.grid()
-    for size in spec.sizes:
-        shape = shape_for(size, spec)
-        for tokens in token_budgets(spec, shape.n_params):
-            for batch in spec.batch_sizes:
-                cell = make_cell(spec, shape, tokens, batch, lrs, 0)
-                if cell.key not in seen:  # two size entries may resolve to one shape
-                    seen.add(cell.key)
-                    cells.append(cell)
+    shapes = [shape_for(size, spec) for size in spec.sizes]
+    for opt in spec.optimizer:
+        lrs = spec.lr_grid(opt.kind).grid()
+        for shape in shapes:
+            for tokens in token_budgets(spec, shape.n_params):
+                for batch in spec.batch_sizes:
+                    cell = make_cell(spec, shape, tokens, batch, lrs, 0, opt.kind)
+                    if cell.key not in seen:  # two size entries may resolve to one shape
+                        seen.add(cell.key)
+                        cells.append(cell)
     return Plan(spec, tuple(cells), tuple(cell_flops(spec, c) for c in cells))
 
 

@@ -2,9 +2,10 @@
 
 A spec names model sizes (a target non-embedding parameter count, or an explicit shape), token
 budgets (absolute, or tokens per parameter), learning rates (a log range with a count, or a
-list), batch sizes in sequences, the sequence length, the lr schedule, AdamW's weight decay and
-clipping, seeds, evaluation, the corpus and its tokenizer, precision, device, how far
-refinement may widen the lr grid, and the workers' heartbeat. ``load_spec`` reads one; every
+list), batch sizes in sequences, the sequence length, the lr schedule, the optimizer (a kind
+with its settings and clipping; a list of them is a sweep axis, each optionally with its own lr
+grid), seeds, evaluation, the corpus and its tokenizer, precision, device, how far refinement
+may widen the lr grid, and the workers' heartbeat. ``load_spec`` reads one; every
 problem becomes one :class:`SpecError` line naming the field path and the bad value.
 
 Units: params and tokens are counts, batch sizes are sequences, seq_len is tokens, intervals
@@ -18,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hpscale.sweeps.errors import SweepError
 
@@ -36,6 +37,8 @@ class _Strict(BaseModel):
 
 PosInt = Annotated[int, Field(ge=1)]
 PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Beta = Annotated[float, Field(ge=0, lt=1)]  # a momentum or moving-average decay
 
 
 class SizeSpec(_Strict):
@@ -169,14 +172,115 @@ class TokenizerSpec(_Strict):
     max_bytes: PosInt = 40_000_000  # text the BPE learns from
 
 
-class OptimizerSpec(_Strict):
-    """AdamW settings shared by every run (per-member lr comes from the grid)."""
+class _OptimizerBase(_Strict):
+    """What every optimizer entry has besides its own settings: gradient clipping and the
+    divergence test (the trainer's, per member), and optionally its own lr grid."""
 
-    weight_decay: Annotated[float, Field(ge=0)] = 0.1
     grad_clip: PosFloat | None = 1.0  # per-member global-norm clip; null disables
-    beta1: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    beta2: Annotated[float, Field(ge=0, lt=1)] = 0.95
     divergence_factor: Annotated[float, Field(gt=1)] = 2.0  # diverged when smoothed loss > factor x its best
+    # This optimizer's learning rates; null: the spec's top-level ``lr``. Optimizers want very
+    # different lrs (Lion's are 3-10x below AdamW's, Muon's and SGD's far above), so a sweep
+    # over several gives each its own grid.
+    lr: LrSpec | None = None
+
+
+class AdamWSpec(_OptimizerBase):
+    """AdamW (Loshchilov & Hutter 2019): Adam with decoupled weight decay (lr x weight_decay)."""
+
+    kind: Literal["adamw"] = "adamw"
+    weight_decay: NonNegFloat = 0.1  # decoupled, on matrices only (norm gains are never decayed)
+    beta1: Beta = 0.9
+    beta2: Beta = 0.95  # the usual LM choice: faster second-moment tracking than 0.999
+    eps: PosFloat = 1e-8
+
+
+class LionSpec(_OptimizerBase):
+    """Lion (Chen et al. 2023): the sign of an interpolation of momentum and gradient. Its
+    updates are larger than Adam's (every entry is +-lr): the paper advises an lr 3-10x
+    smaller than AdamW's and a weight decay 3-10x larger, so that lr x weight_decay stays."""
+
+    kind: Literal["lion"] = "lion"
+    weight_decay: NonNegFloat = 1.0  # decoupled, as AdamW's: 10x AdamW's 0.1 for an lr 10x smaller
+    beta1: Beta = 0.9  # interpolation of the update direction
+    beta2: Beta = 0.99  # momentum decay
+
+
+class SGDSpec(_OptimizerBase):
+    """SGD with momentum, exactly ``torch.optim.SGD`` (dampening 0): buf = momentum buf + g,
+    step lr x buf (Nesterov: g + momentum buf). Weight decay is the classic coupled L2 term
+    added to the gradient, as torch's SGD does."""
+
+    kind: Literal["sgd"] = "sgd"
+    weight_decay: NonNegFloat = 0.0  # L2, added to the gradient of the decayed matrices
+    momentum: Beta = 0.9
+    nesterov: bool = False
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> SGDSpec:
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov: needs momentum > 0")
+        return self
+
+
+class SGDSaISpec(_OptimizerBase):
+    """SGD-SaI ("No More Adam: Learning Rate Scaling at Initialization", 2024): SGD with
+    (dampened) momentum whose lr is scaled, per weight tensor and once for all at the first
+    step, by that tensor's gradient signal-to-noise ratio ||g|| / (std(g) + eps). The scale is
+    of order sqrt(elements), so its lrs are far below plain SGD's."""
+
+    kind: Literal["sgd_sai"] = "sgd_sai"
+    weight_decay: NonNegFloat = 0.01  # decoupled: w <- w (1 - lr weight_decay), as the reference
+    momentum: Beta = 0.9  # buf = momentum buf + (1 - momentum) g; buf = g at the first step
+    eps: PosFloat = 1e-8
+
+
+class LAMBSpec(_OptimizerBase):
+    """LAMB (You et al. 2020): Adam's bias-corrected update plus decoupled decay, r = m/(sqrt(v)
+    + eps) + weight_decay w, scaled per weight tensor by the trust ratio ||w|| / ||r|| (1 where
+    either norm is zero). Defaults are the paper's."""
+
+    kind: Literal["lamb"] = "lamb"
+    weight_decay: NonNegFloat = 0.01
+    beta1: Beta = 0.9
+    beta2: Beta = 0.999
+    eps: PosFloat = 1e-6
+
+
+class MuonSpec(_OptimizerBase):
+    """Muon (Jordan et al. 2024): for the hidden matrices (attention and MLP weights of every
+    block), Nesterov momentum orthogonalised by ``ns_steps`` Newton-Schulz iterations (quintic,
+    coefficients 3.4445, -4.7750, 2.0315) and scaled by sqrt(max(1, fan_out / fan_in)); for the
+    embedding, the head and the norm gains, AdamW at ``adam_lr_ratio`` x the member's lr.
+    Defaults follow the reference implementation's README (Muon lr 0.02, AdamW lr 3e-4, weight
+    decay 0.01 for both)."""
+
+    kind: Literal["muon"] = "muon"
+    weight_decay: NonNegFloat = 0.01  # decoupled, both halves (norm gains never)
+    momentum: Beta = 0.95
+    nesterov: bool = True
+    ns_steps: Annotated[int, Field(ge=1, le=20)] = 5
+    adam_lr_ratio: PosFloat = 0.015  # the AdamW half's lr / Muon's lr: 3e-4 / 0.02 in the reference
+    adam_beta1: Beta = 0.9
+    adam_beta2: Beta = 0.95
+    adam_eps: PosFloat = 1e-10
+
+
+OPTIMIZER_SPECS: dict[str, type[_OptimizerBase]] = {
+    "adamw": AdamWSpec, "lion": LionSpec, "sgd": SGDSpec, "sgd_sai": SGDSaISpec, "lamb": LAMBSpec, "muon": MuonSpec,
+}
+OPTIMIZERS: tuple[str, ...] = tuple(OPTIMIZER_SPECS)
+"""The optimizer kinds the trainer implements (``sweeps.optim``), by the name runs and laws carry."""
+
+OptimizerSpec = Annotated[
+    AdamWSpec | LionSpec | SGDSpec | SGDSaISpec | LAMBSpec | MuonSpec, Field(discriminator="kind")
+]
+
+
+def _optimizer_list(value: Any) -> Any:
+    """One optimizer (a mapping) or a list of them, each AdamW unless it names its ``kind``
+    (a spec written before optimizers had kinds is AdamW's)."""
+    items = value if isinstance(value, list) else [value]
+    return [{"kind": "adamw", **item} if isinstance(item, dict) and "kind" not in item else item for item in items]
 
 
 class RefineSpec(_Strict):
@@ -211,11 +315,12 @@ class SweepSpec(_Strict):
     description: str = ""
     sizes: list[SizeSpec] = Field(min_length=1)
     tokens: TokensSpec
-    lr: LrSpec
+    lr: LrSpec | None = None  # every optimizer's grid unless it gives its own
     batch_sizes: list[PosInt] = Field(min_length=1)  # sequences per step
     seq_len: Annotated[int, Field(ge=2)] = 512
     schedule: ScheduleSpec = ScheduleSpec()
-    optimizer: OptimizerSpec = OptimizerSpec()
+    # One optimizer, or a list of them: a sweep axis (each its own groups, runs and laws).
+    optimizer: Annotated[list[OptimizerSpec], BeforeValidator(_optimizer_list), Field(min_length=1)] = [AdamWSpec()]
     seeds: list[Annotated[int, Field(ge=0)]] = Field(default=[0], min_length=1)
     data_seed: Annotated[int, Field(ge=0)] = 0  # batch order: the same for every run of a cell
     eval: EvalSpec = EvalSpec()
@@ -249,6 +354,35 @@ class SweepSpec(_Strict):
             raise ValueError("use auto, cpu, cuda or cuda:N")
         return v
 
+    @field_validator("optimizer")
+    @classmethod
+    def _distinct_kinds(cls, v: list[Any]) -> list[Any]:
+        kinds = [o.kind for o in v]
+        for i, kind in enumerate(kinds):
+            if kind in kinds[:i]:
+                raise ValueError(f"{kind} appears twice: a sweep trains one setting of each optimizer "
+                                 "(runs and laws are keyed by the optimizer's kind)")
+        return v
+
+    @model_validator(mode="after")
+    def _every_optimizer_has_lrs(self) -> SweepSpec:
+        if self.lr is None:
+            missing = [o.kind for o in self.optimizer if o.lr is None]
+            if missing:
+                raise ValueError(f"lr: required, or an lr for each optimizer (none of its own: {', '.join(missing)})")
+        return self
+
+    def optimizer_for(self, kind: str) -> Any:
+        """The spec's entry for optimizer ``kind`` (an ``OptimizerSpec``); ``SpecError`` if absent."""
+        for o in self.optimizer:
+            if o.kind == kind:
+                return o
+        raise SpecError(f"sweep {self.name!r} has no optimizer {kind!r} (it has {', '.join(o.kind for o in self.optimizer)})")
+
+    def lr_grid(self, kind: str) -> LrSpec:
+        """The learning rates optimizer ``kind`` is swept over: its own, else the spec's."""
+        return self.optimizer_for(kind).lr or self.lr  # type: ignore[no-any-return]
+
     @property
     def vocab_size(self) -> int:
         """The vocabulary the models are built for (ids)."""
@@ -259,13 +393,31 @@ def _where(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc) or "(top level)"
 
 
-def _format_error(exc: ValidationError, source: str) -> str:
+def _error_loc(err: Any, data: dict[str, Any]) -> tuple[Any, ...]:
+    """An error's field path as the user wrote the spec: no pydantic function names, no
+    optimizer kind tag (``optimizer.0.lion.beta1`` is ``optimizer.0.beta1``), no list index
+    under an ``optimizer`` given as one mapping, and ``kind`` named when the kind is unknown."""
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+    if loc[:1] == ["optimizer"] and len(loc) >= 2 and isinstance(loc[1], int):
+        if len(loc) >= 3 and loc[2] in OPTIMIZER_SPECS:
+            del loc[2]
+        if err["type"] == "union_tag_invalid":
+            loc.append("kind")
+        if not isinstance(data.get("optimizer"), list):
+            del loc[1]
+    return tuple(loc)
+
+
+def _format_error(exc: ValidationError, source: str, data: dict[str, Any]) -> str:
     parts = []
     for err in exc.errors()[:3]:
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        loc = _error_loc(err, data)
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "value_error" and re.match(r"^[a-z_]+: ", msg):  # a check across fields names its field
+            where, _, msg = msg.partition(": ")
+            loc = (*loc, where)
         bad = err.get("input")
-        shown = "" if isinstance(bad, dict) or err["type"] == "missing" else f" (got {bad!r})"
+        shown = "" if isinstance(bad, dict) or err["type"] in ("missing", "union_tag_invalid") else f" (got {bad!r})"
         parts.append(f"{_where(loc)}: {msg}{shown}")
     more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
     return f"{source}: " + "; ".join(parts) + more
@@ -278,7 +430,7 @@ def parse_spec(data: Any, source: str = "spec") -> SweepSpec:
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_format_error(exc, source)) from None
+        raise SpecError(_format_error(exc, source, data)) from None
 
 
 def load_spec(path: Path | str) -> SweepSpec:

@@ -33,10 +33,11 @@ def sweep_state(counts: dict[str, int]) -> str:
 
 @dataclass(frozen=True)
 class GroupStatus:
-    """One (N, D) group. Losses in nats/token, batch in sequences; ``stale`` counts running runs
+    """One (optimizer, N, D) group. Losses in nats/token, batch in sequences; ``stale`` counts running runs
     whose worker has not beaten for the grace period (they return to the queue soon)."""
 
     group: str
+    optimizer: str
     n_params: float
     tokens: float
     counts: dict[str, int]
@@ -87,7 +88,7 @@ def group_status(group: str, rows: list[Run], grace_s: int, now: dt.datetime) ->
                           [r.final_loss if r.status == "done" else None for r in judged])
     finished = not (counts["queued"] or counts["running"])
     return GroupStatus(
-        group=group, n_params=rows[0].n_params, tokens=rows[0].tokens, counts=counts, stale=stale,
+        group=group, optimizer=rows[0].optimizer, n_params=rows[0].n_params, tokens=rows[0].tokens, counts=counts, stale=stale,
         rounds=max(int((r.tags or {}).get("round", 0)) for r in rows),
         best_lr=verdict.best_lr, best_batch_size=verdict.best_batch, best_loss=verdict.best_loss,
         bracketed=(verdict.lr_edge is None) if finished else None, edges=list(verdict.edges),
@@ -99,8 +100,8 @@ def sweep_status(db: Database, sweep: Sweep) -> SweepStatus:
     rows = storage.list_runs(db, sweep_id=sweep.id)
     by_group: dict[str, list[Run]] = defaultdict(list)
     for r in rows:
-        # Sweeps stored by other means (an import, the demo) have no group keys: group by (N, D).
-        by_group[r.group_key or group_key(int(r.n_params), int(r.tokens))].append(r)
+        # Sweeps stored by other means (an import, the demo) have no group keys: group by (optimizer, N, D).
+        by_group[r.group_key or group_key(int(r.n_params), int(r.tokens), r.optimizer)].append(r)
     try:
         grace = parse_spec(sweep.spec).workers.grace_s
     except SpecError:  # not a spec this engine wrote: its runs are shown, its liveness is not judged

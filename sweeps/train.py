@@ -1,16 +1,17 @@
 """The fused trainer: one step trains the K members of a cell (one learning rate or seed each).
 
 Every member sees the same batches in the same order; members differ only in their learning
-rate and initial seed and never interact. Per member: its own AdamW learning rate, its own
+rate and initial seed and never interact. Per member: its own learning rate, its own
 gradient-norm clipping (the norm over its own row of the flat gradient), and its own divergence
 handling (a member whose loss turns NaN/inf, or whose smoothed loss rises above
 ``divergence_factor`` times its best smoothed loss, is marked diverged and stops updating; the
 others go on unaffected).
 
-The optimizer works on the model's flat [K, P] buffers (see ``sweeps.model``): weights, grads and
-the two Adam moments are four [K, P] tensors, so the whole update is a few fused elementwise
-kernels and everything per-member is a [K, 1] broadcast. No host synchronisation happens inside
-a step: divergence bookkeeping stays on the device and is read at evaluations.
+The optimizer (``sweeps.optim``: AdamW, Lion, SGD with momentum, SGD-SaI, LAMB or Muon, chosen
+by ``TrainConfig.optimizer``) works on the model's flat [K, P] buffers (see ``sweeps.model``):
+weights, grads and its state (AdamW: two moments) are [K, P] tensors, so the whole update is a
+few fused kernels and everything per-member is a [K, 1] broadcast. No host synchronisation
+happens inside a step: divergence bookkeeping stays on the device and is read at evaluations.
 
 On CUDA, bf16 autocast and ``torch.compile`` (regional: one transformer block, the head + loss,
 and the optimizer update) are on by default, and after a few warm-up steps the whole step
@@ -40,7 +41,9 @@ from torch import Tensor
 
 from hpscale.sweeps.errors import TrainError
 from hpscale.sweeps.model import StackedGPT, block_forward, head_loss
+from hpscale.sweeps.optim import OPTIMIZERS, init_state, layout_of, make_update
 from hpscale.sweeps.shape import GPTConfig
+from hpscale.sweeps.spec import AdamWSpec, OptimizerSpec
 
 Status = Literal["running", "done", "diverged"]
 
@@ -51,10 +54,10 @@ class TrainConfig:
 
     batch_size: int  # sequences per step (every member sees the same ones); tokens = batch_size * seq_len
     total_steps: int
-    weight_decay: float = 0.1  # decoupled (AdamW), on matrices only, scaled by each member's lr
-    beta1: float = 0.9
-    beta2: float = 0.95  # the usual LM choice: faster second-moment tracking than 0.999
-    eps: float = 1e-8
+    # The update and its settings: a ``sweeps.spec`` optimizer entry (its kind picks the
+    # ``sweeps.optim`` update; its own grad_clip, divergence_factor and lr grid are the sweep's,
+    # and reach the trainer through the fields below and the members' lrs).
+    optimizer: OptimizerSpec = field(default_factory=AdamWSpec)
     grad_clip: float | None = 1.0  # per-member global-norm clip; None disables it
     eval_interval: int = 100  # steps between validation evaluations (one also runs at step 0 and the end)
     eval_batches: int = 8  # validation batches per evaluation (caller supplies them)
@@ -73,8 +76,8 @@ class TrainConfig:
         for name in ("batch_size", "total_steps", "eval_interval", "eval_batches", "progress_interval"):
             if getattr(self, name) < 1:
                 raise TrainError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.beta1 < 1.0 or not 0.0 <= self.beta2 < 1.0:
-            raise TrainError(f"betas must lie in [0, 1), got ({self.beta1}, {self.beta2})")
+        if self.optimizer.kind not in OPTIMIZERS:
+            raise TrainError(f"unknown optimizer {self.optimizer.kind!r}; expected one of {', '.join(OPTIMIZERS)}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise TrainError(f"grad_clip must be positive or None, got {self.grad_clip}")
         if self.divergence_factor <= 1.0:
@@ -131,42 +134,6 @@ class MemberResult:
     curve: list[CurvePoint] = field(default_factory=list)
 
 
-def _adamw_update(flat: Tensor, grad: Tensor, m: Tensor, v: Tensor, lr: Tensor, mult: Tensor,
-                  active: Tensor, best: Tensor, ema: Tensor, diverged_step: Tensor, step_t: Tensor,
-                  decay_mask: Tensor, losses: Tensor, beta1: float, beta2: float, eps: float,
-                  weight_decay: float, max_norm: float, factor: float, ema_decay: float) -> None:
-    """One per-member AdamW step on the flat buffers, in place. Shapes: [K, P], [K], decay_mask [1, P].
-
-    lr: peak lr per member; mult: this step's schedule multiplier (0-d); losses: this step's train
-    loss per member, computed from the weights before this update. ``ema`` [K] is each member's
-    smoothed train loss (decay ``ema_decay``) and ``best`` its lowest value. A member whose loss
-    is not finite, or whose smoothed loss exceeds ``factor`` x its best, is marked diverged
-    (``active`` False) and keeps its weights; ``torch.where`` (not a multiply) keeps its NaNs out
-    of the new weights. Gradients are clipped to ``max_norm`` by each member's own global norm,
-    its row of ``grad`` (0: no clipping).
-    Compiled, this is two kernels: the row norms, then one pass over the four buffers.
-    """
-    smoothed = torch.where(step_t == 0, losses, ema_decay * ema + (1.0 - ema_decay) * losses)  # [K]
-    ok = active & torch.isfinite(losses) & (smoothed <= factor * best)  # [K]
-    diverged_step.copy_(torch.where(active & ~ok, step_t, diverged_step))
-    active.copy_(ok)
-    ema.copy_(torch.where(ok, smoothed, ema))
-    best.copy_(torch.where(ok, torch.minimum(best, smoothed), best))
-    step_t.add_(1.0)
-    g = grad
-    if max_norm > 0:
-        norm = g.square().sum(1, keepdim=True).sqrt()  # [K, 1]: each member's own gradient norm
-        g = g * (max_norm / (norm + 1e-6)).clamp(max=1.0)
-    m.lerp_(g, 1.0 - beta1)
-    v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
-    bc1 = 1.0 - beta1 ** step_t
-    bc2 = 1.0 - beta2 ** step_t
-    lr_k = (lr * mult).unsqueeze(1)  # [K, 1]
-    update = (m / bc1) / ((v / bc2).sqrt() + eps)
-    new = flat * (1.0 - lr_k * weight_decay * decay_mask) - lr_k * update
-    flat.copy_(torch.where(ok.unsqueeze(1), new, flat))
-
-
 def _set_recompile_limit(limit: int) -> None:
     # Every (d_model, batch) cell is a new static shape of the same compiled functions: the default
     # limit of 8 would silently drop a long-lived worker back to eager.
@@ -196,8 +163,9 @@ class CellTrainer:
         self.k = len(lrs)
         self.lrs, self.seeds = [float(x) for x in lrs], [int(s) for s in seeds]
         self.model = StackedGPT(model_config, self.seeds, self.device)
-        self.m = torch.zeros_like(self.model.flat)  # [K, P] Adam first moment, laid out like the weights
-        self.v = torch.zeros_like(self.model.flat)  # [K, P] Adam second moment
+        layout = layout_of(self.model)
+        # The optimizer's state ([K, P] buffers laid out like the weights; AdamW: "m" and "v").
+        self.opt_state = init_state(train_config.optimizer.kind, self.k, layout, self.model.flat)
         self.lr_t = torch.tensor(self.lrs, dtype=torch.float32, device=self.device)  # [K]
         self.active = torch.ones(self.k, dtype=torch.bool, device=self.device)  # [K] not diverged
         self.ema = torch.zeros(self.k, device=self.device)  # [K] smoothed train loss
@@ -210,14 +178,17 @@ class CellTrainer:
         self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
         self.model.residual_dtype = self.autocast_dtype or torch.float32
         use_compile = train_config.compile if train_config.compile is not None else self.device.type == "cuda"
-        self._update_fn: Callable[..., None] = _adamw_update
+        c = train_config
+        self._eager_update = make_update(c.optimizer, layout, c.grad_clip or 0.0, c.divergence_factor,
+                                         c.divergence_ema, ns_dtype=self.autocast_dtype or torch.float32)
+        self._update_fn: Callable[..., None] = self._eager_update
         self._train_fns = (block_forward, head_loss)
         self._compiled, self._compile_checked, self._update_checked = use_compile, False, False
         if use_compile:
             _set_recompile_limit(64)
             self._train_fns = (torch.compile(block_forward, fullgraph=True, dynamic=False),
                                torch.compile(head_loss, fullgraph=True, dynamic=False))
-            self._update_fn = torch.compile(_adamw_update, fullgraph=True, dynamic=False)
+            self._update_fn = torch.compile(self._eager_update, fullgraph=True, dynamic=False)
         want_graph = train_config.cuda_graph if train_config.cuda_graph is not None else True
         self._graph = _StepGraph(self) if want_graph and self.device.type == "cuda" else None
 
@@ -247,14 +218,14 @@ class CellTrainer:
         else:
             losses = self._forward_backward(tokens)
         args = self._update_args(losses, lr_multiplier)
-        if self._update_fn is not _adamw_update and not self._update_checked:
+        if self._update_fn is not self._eager_update and not self._update_checked:
             self._update_checked = True
             try:  # compile errors surface before the compiled code touches any state
                 self._update_fn(*args)
             except Exception as exc:  # noqa: BLE001
                 warnings.warn(f"torch.compile of the optimizer failed ({type(exc).__name__}); eager update",
                               RuntimeWarning, stacklevel=2)
-                self._update_fn = _adamw_update
+                self._update_fn = self._eager_update
                 self._update_fn(*args)
         else:
             self._update_fn(*args)
@@ -262,11 +233,9 @@ class CellTrainer:
         return losses
 
     def _update_args(self, losses: Tensor, lr_multiplier: Tensor) -> tuple:  # type: ignore[type-arg]
-        c = self.config
-        return (self.model.flat, self.model.flat_grad, self.m, self.v, self.lr_t, lr_multiplier,
-                self.active, self.best, self.ema, self.diverged_step, self.step_t, self.model.decay_mask,
-                losses, c.beta1, c.beta2, c.eps, c.weight_decay, c.grad_clip or 0.0, c.divergence_factor,
-                c.divergence_ema)
+        """The arguments of ``sweeps.optim.make_update``'s step, in its order."""
+        return (self.model.flat, self.model.flat_grad, self.opt_state, self.lr_t, lr_multiplier,
+                self.active, self.best, self.ema, self.diverged_step, self.step_t, losses)
 
     def _forward_backward(self, tokens: Tensor) -> Tensor:
         self.model.block_fn, self.model.head_loss_fn = self._train_fns
@@ -290,7 +259,7 @@ class CellTrainer:
                           RuntimeWarning, stacklevel=3)
             self.model.zero_grad()
             self._train_fns = (block_forward, head_loss)
-            self._update_fn = _adamw_update
+            self._update_fn = self._eager_update
             self._compiled = False
             return self._forward_backward(tokens)
 

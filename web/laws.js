@@ -38,7 +38,7 @@ function lawList(laws, current) {
         h("li", {},
           h("a", { href: hrefFor("laws.html", { law: l.id }), "aria-current": current && current.id === l.id ? "true" : null }, l.title),
           " ", badge(l),
-          h("div", { class: "muted small" }, `${l.name} · ${l.form}`)))),
+          h("div", { class: "muted small" }, `${l.name} · ${l.form} · ${l.optimizer}`)))),
     ]),
     laws.some((l) => l.origin === "fitted")
       ? null
@@ -54,6 +54,9 @@ function header(law) {
     h("dl", { class: "meta" },
       h("dt", {}, "Name"), h("dd", {}, `${law.name} (id ${law.id})`),
       h("dt", {}, "Kind"), h("dd", {}, `${law.kind}, form ${law.form}`),
+      h("dt", {}, "Optimizer"), h("dd", {}, law.origin === "published"
+        ? `${law.optimizer} (the published laws were fitted on AdamW runs)`
+        : `${law.optimizer} (recommendations use this law for ${law.optimizer} only)`),
       h("dt", {}, "Source"), h("dd", {}, law.source),
       law.fit_range?.n_params ? [h("dt", {}, "Fitted on"), h("dd", {}, fitRangeText(law.fit_range))] : null,
       h("dt", {}, "Data"), h("dd", {}, law.data.length ? `${law.data.length} runs` : "none stored (a published law)"),
@@ -239,6 +242,44 @@ async function renderHyper(law, el) {
   await plot(batch.el, bTraces, { title: { text: "Optimal batch vs N" }, xaxis: logAxis("N (non-embedding parameters)"), yaxis: logAxis("batch (tokens)") });
 }
 
+/** The lr-batch coupling of a fitted hyper law: the exponent of lr* on the batch at fixed
+ *  (N, D), its interval and the theory's value, and each group's per-batch optima. */
+async function couplingCard(law, el) {
+  const c = law.lr_batch_coupling;
+  if (!c) return;
+  const theory = c.theory === null ? c.theory_basis : `theory: ${fmt(c.theory)} (${c.theory_basis})`;
+  const measured = c.exponent === null
+    ? `Not measured: ${c.note}.`
+    : `k = ${fmt(c.exponent, 3)}` + (c.interval
+      ? `, ${fmt(c.level * 100)}% interval ${fmtInterval(c.interval, (x) => fmt(x, 3))}`
+      : ` (no interval: ${c.note || "fitted without a bootstrap"})`) +
+      ` from ${c.groups} (N, D) groups and ${c.cells} (N, D, batch) cells; ${c.cells_excluded} cells left out (optimum on the lr grid's edge).`;
+  const fig = figure({ id: "plot-coupling", "aria-label": "Optimal lr against batch within each group" });
+  mount(el, h("section", { class: "card", id: "coupling" },
+    h("h2", {}, "How the optimal lr grows with the batch"),
+    h("p", {}, h("strong", {}, "lr* ∝ B", h("sup", {}, "k"), " at fixed N and D: "), measured),
+    h("p", { class: "muted small" }, theory, `. Method: ${c.method}.`),
+    c.per_group.length ? fig.box : null));
+  if (!c.per_group.length) return;
+  // Each group's optima relative to its own geometric means: every group on one scale, the
+  // slope is what they share.
+  const gm = (v) => Math.exp(v.reduce((a, x) => a + Math.log(x), 0) / v.length);
+  const traces = c.per_group.map((g, i) => {
+    const b0 = gm(g.batch_tokens), l0 = gm(g.lr);
+    return { x: g.batch_tokens.map((b) => b / b0), y: g.lr.map((l) => l / l0), mode: "lines+markers",
+      name: `N ${si(g.n_params)}, D ${si(g.tokens)}`, line: { color: COLORS[i % COLORS.length], width: 1 }, meta: "group",
+      text: g.batch_tokens.map((b, j) => `batch ${si(b)} tokens: lr* ${fmt(g.lr[j])}<br>group slope ${fmt(g.slope, 3)}`), hoverinfo: "text" };
+  });
+  const xs = c.per_group.flatMap((g) => { const b0 = gm(g.batch_tokens); return g.batch_tokens.map((b) => b / b0); });
+  const span = [Math.min(...xs), Math.max(...xs)];
+  const line = (k, name, dash, meta) => ({ x: span, y: span.map((x) => x ** k), mode: "lines", name, meta,
+    line: { color: "#111827", width: 2, dash } });
+  if (c.exponent !== null) traces.push(line(c.exponent, `measured k = ${fmt(c.exponent, 3)}`, "solid", "measured"));
+  if (c.theory !== null) traces.push(line(c.theory, `theory k = ${fmt(c.theory)}`, "dash", "theory"));
+  await plot(fig.el, traces, { title: { text: "Per-batch optimal lr, within each group" },
+    xaxis: logAxis("batch / group's geometric mean"), yaxis: logAxis("lr* / group's geometric mean") });
+}
+
 // -- loss laws ------------------------------------------------------------------------------
 
 /** A curve point's predicted loss and its interval, whichever name the API gives them. */
@@ -381,7 +422,8 @@ async function main() {
   }
   document.title = `${law.title} · hpscale`;
   const plotsEl = h("div", {}, loading("Drawing…"));
-  mount(detailEl, header(law), plotsEl, parameterTable(law), fitCard(law), extrapolationCard(law));
+  const couplingEl = h("div", {});
+  mount(detailEl, header(law), plotsEl, parameterTable(law), fitCard(law), couplingEl, extrapolationCard(law));
   const render = RENDERERS[law.kind];
   if (render) {
     try {
@@ -391,6 +433,11 @@ async function main() {
     }
   } else {
     mount(plotsEl, h("p", { class: "muted" }, `No plot for ${law.kind} laws yet; their parameters are below.`));
+  }
+  try {
+    await couplingCard(law, couplingEl);
+  } catch (err) {
+    showError(couplingEl, err);
   }
 }
 

@@ -2,13 +2,17 @@
 // the target. State (the form's inputs, as typed) lives in the query string:
 //   index.html?n_params=7B&tokens=1.4T&seq_len=4096&law=steplaw
 //   index.html?d_model=4096&n_layers=32&vocab_size=32000&compute=1e23
+//   index.html?n_params=50M&tokens=1B&optimizer=lion   (only Lion's laws answer; none: AdamW)
 import {
   api, h, mount, showError, errorBox, loading, readState, writeState, hrefFor, parseNumber,
   fmt, si, fmtInterval, plot, logAxis, bandTraces, COLORS, start, settle, ApiError,
   nearOptimalRuns,
 } from "./app.js";
 
-const FIELDS = ["n_params", "d_model", "n_layers", "vocab_size", "tokens", "compute", "seq_len", "law"];
+const FIELDS = ["n_params", "d_model", "n_layers", "vocab_size", "tokens", "compute", "seq_len", "optimizer", "law"];
+// Fields that are menus: passed to the API as chosen, not read as numbers.
+const CHOICE_FIELDS = new Set(["law", "optimizer"]);
+const DEFAULT_OPTIMIZER = "adamw"; // the published laws' optimizer; the empty menu entry
 // Which inputs must be whole numbers (the API takes them as integers).
 const INTEGER_FIELDS = new Set(["d_model", "n_layers", "vocab_size", "seq_len"]);
 
@@ -29,13 +33,31 @@ function hyperLaws() {
   return lawsPromise;
 }
 
+/** The optimizer menu's value as the API names it ("" is AdamW). */
+function chosenOptimizer() {
+  return form.elements.optimizer.value || DEFAULT_OPTIMIZER;
+}
+
+/** Make sure the optimizer menu offers ``value`` (a shared URL, or a law fitted on an optimizer
+ *  the menu does not list: imported runs may name any). */
+function offerOptimizer(value) {
+  const select = form.elements.optimizer;
+  if (value && ![...select.options].some((o) => o.value === value)) select.append(h("option", { value }, value));
+}
+
 async function fillLawMenu(selected) {
   const select = form.elements.law;
   const laws = await hyperLaws();
+  for (const l of laws) if (l.optimizer !== DEFAULT_OPTIMIZER) offerOptimizer(l.optimizer);
+  const optimizer = chosenOptimizer();
+  const label = form.elements.optimizer.selectedOptions[0]?.textContent || optimizer;
+  // A law answers only for its own optimizer: the menu lists the chosen optimizer's laws.
   mount(
     select,
-    h("option", { value: "" }, "Automatic: newest validated fit near the target, else Step Law"),
-    laws.map((l) =>
+    h("option", { value: "" }, optimizer === DEFAULT_OPTIMIZER
+      ? "Automatic: newest validated fit near the target, else Step Law"
+      : `Automatic: newest validated ${label} fit (the published laws are AdamW's)`),
+    laws.filter((l) => l.optimizer === optimizer).map((l) =>
       h("option", { value: l.name }, `${l.title} (${l.origin === "published" ? "published" : `fitted #${l.id}`})`),
     ),
   );
@@ -56,6 +78,7 @@ function formState() {
 function fillForm(state) {
   for (const k of FIELDS) {
     if (k === "law") continue; // set once the menu is filled
+    if (k === "optimizer") offerOptimizer(state[k]);
     const el = form.elements[k];
     el.value = state[k] ?? (k === "seq_len" ? "2048" : "");
     el.removeAttribute("aria-invalid");
@@ -68,8 +91,8 @@ function toParams(state) {
   for (const k of FIELDS) {
     const raw = state[k];
     if (!raw) continue;
-    if (k === "law") {
-      params.law = raw;
+    if (CHOICE_FIELDS.has(k)) {
+      params[k] = raw;
       continue;
     }
     const value = parseNumber(raw);
@@ -149,6 +172,8 @@ function renderAnswer(rec) {
       : null,
     h(
       "dl", { class: "meta" },
+      h("dt", {}, "Optimizer"),
+      h("dd", {}, rec.optimizer),
       h("dt", {}, "Law"),
       h("dd", {}, h("a", { href: hrefFor("laws.html", { law: rec.law.id }) }, rec.law.title), ` (${rec.law.name}, ${rec.law.origin}, form ${rec.law.form})`),
       h("dt", {}, "Source"),
@@ -180,8 +205,9 @@ function span(values) {
 async function renderPlots(rec) {
   const laws = await hyperLaws();
   const chosen = laws.find((l) => l.id === rec.law.id) || rec.law;
-  // The chosen law with the published ones overlaid for comparison.
-  const shown = [chosen, ...laws.filter((l) => l.origin === "published" && l.id !== chosen.id)];
+  // The chosen law with the published ones of its optimizer (AdamW's) overlaid for comparison.
+  const published = laws.filter((l) => l.origin === "published" && l.id !== chosen.id && l.optimizer === chosen.optimizer);
+  const shown = [chosen, ...published];
   plotsEl.hidden = false;
   const lrEl = document.getElementById("plot-lr");
   const bEl = document.getElementById("plot-batch");
@@ -250,7 +276,8 @@ async function renderPlots(rec) {
   document.getElementById("plots-note").textContent =
     `The optimal peak lr against N at the target's D = ${si(rec.tokens)} tokens, ` +
     `and the optimal batch against D at the target's N = ${si(rec.n_params)}. ` +
-    "Dashed: published laws. Points: the near-optimal runs the chosen law was fitted on (at their own N and D).";
+    (published.length ? "Dashed: published laws. " : "") +
+    "Points: the near-optimal runs the chosen law was fitted on (at their own N and D).";
   mount(lrEl);
   await plot(lrEl, lrTraces, { title: { text: "Optimal learning rate vs N" }, xaxis: logAxis("N (non-embedding parameters)"), yaxis: logAxis("peak lr") });
   await plot(bEl, bTraces, { title: { text: "Optimal batch vs D" }, xaxis: logAxis("D (tokens)"), yaxis: logAxis("batch (tokens)") });
@@ -293,6 +320,15 @@ async function main() {
   const state = readState();
   fillForm(state);
   await fillLawMenu(state.law);
+  // A law named in the URL belongs to its optimizer: the menus follow it.
+  if (state.law && !state.optimizer) {
+    const law = (await hyperLaws()).find((l) => l.name === state.law);
+    if (law && law.optimizer !== DEFAULT_OPTIMIZER) {
+      offerOptimizer(law.optimizer);
+      form.elements.optimizer.value = law.optimizer;
+      await fillLawMenu(state.law);
+    }
+  }
   if (hasTarget(state)) {
     await answer(state);
   } else {
@@ -300,6 +336,11 @@ async function main() {
     plotsEl.hidden = true;
   }
 }
+
+// Another optimizer: its own laws in the law menu (an explicit law of the old one no longer applies).
+form.elements.optimizer.addEventListener("change", () => {
+  settle(() => fillLawMenu(""), answerEl);
+});
 
 form.addEventListener("submit", (event) => {
   event.preventDefault();

@@ -12,6 +12,7 @@ function meta(run) {
     ["N", `${si(run.n_params)} non-embedding parameters`],
     ["D", `${si(run.tokens)} tokens`],
     ["Compute", `${fmt(run.compute)} FLOPs`],
+    ["Optimizer", run.optimizer],
     ["Peak lr", fmt(run.lr)],
     ["Batch", run.batch_tokens === null ? "–" : `${si(run.batch_tokens)} tokens${run.batch_size !== null ? ` (${fmt(run.batch_size)} × ${run.seq_len ?? "?"})` : ""}`],
     ["Schedule", run.schedule ?? "–"],

@@ -68,7 +68,9 @@ async function renderList() {
 // -- one sweep ------------------------------------------------------------------------------
 
 function groupLabel(g) {
-  return `N ${si(g.n_params)} · D ${si(g.tokens)}`;
+  // A group is one optimizer's: AdamW's (the default) are labelled as before, others by name.
+  const opt = g.optimizer && g.optimizer !== "adamw" ? `${g.optimizer} · ` : "";
+  return `${opt}N ${si(g.n_params)} · D ${si(g.tokens)}`;
 }
 
 /** Batch sizes of a group, smallest first (one line each in the loss-vs-lr plot). */

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from hpscale.service.inputs import TEXT, JsonInt, not_boolean
-from hpscale.service.runformat import MAX_INT32, LrSchedule, RunIn, Source
+from hpscale.service.runformat import MAX_INT32, OPTIMIZER_RE, LrSchedule, RunIn, Source
 
 # Bounds of the targets the API accepts: wide enough for any language model anyone trains,
 # narrow enough that N^alpha D^beta and 6 N D stay finite in double precision.
@@ -52,6 +52,8 @@ class LawRef(BaseModel):
     form: str
     origin: str = Field(description="published | fitted")
     source: str = Field(description="Citation (published law) or the run sources it was fitted on.")
+    optimizer: str = Field(description="The optimizer the law was fitted on (published laws: adamw); it is only "
+                           "used for that optimizer.")
 
 
 class NearOptimalRegion(BaseModel):
@@ -94,6 +96,12 @@ class RecommendQuery(BaseModel):
         "interval and warnings (default: the loss law whose data the target lies within the "
         "extrapolation-warning factor of; none beyond every loss law's data).",
     )
+    optimizer: str | None = Field(
+        default=None, pattern=OPTIMIZER_RE,
+        description="The optimizer the run will train with (adamw, lion, sgd, sgd_sai, lamb, muon, ...): only its "
+        "laws answer. Default: the named law's, else adamw. The published laws are AdamW's: another optimizer "
+        "needs a law fitted on its runs (404 when there is none).",
+    )
 
 
 class Recommendation(BaseModel):
@@ -135,6 +143,7 @@ class Recommendation(BaseModel):
     extrapolation_warning_factor: float = Field(description="Factor past which a warning is added.")
     warnings: list[str]
     law: LawRef
+    optimizer: str = Field(description="The optimizer the recommendation is for (the law's).")
 
 
 # -- laws --------------------------------------------------------------------------------------
@@ -238,6 +247,35 @@ class PriorInfo(BaseModel):
     data_coefficients: dict[str, float] = Field(description="The data-only fit's coefficients.")
 
 
+class CouplingGroup(BaseModel):
+    """One (N, D) group's per-batch optimal learning rates."""
+
+    n_params: float
+    tokens: float
+    batch_tokens: list[float] = Field(description="Batch sizes whose lr optimum is bracketed, tokens.")
+    lr: list[float] = Field(description="The optimal lr at each of them (parabola vertex in log lr).")
+    slope: float = Field(description="This group's own exponent (least squares of log lr* on log batch).")
+
+
+class LrBatchCoupling(BaseModel):
+    """How the optimal lr grows with the batch at fixed (N, D), lr* ~ B^exponent, measured on a
+    hyper law's runs, beside the theory's value (1 for SGD, 0.5 for Adam-type updates)."""
+
+    optimizer: str
+    exponent: float | None = Field(description="Pooled within-group exponent; null when no group has two batches "
+                                   "with a bracketed lr optimum (see note).")
+    interval: Interval | None = Field(description="Bootstrap interval (groups, then cells within them).")
+    level: float = Field(description="The interval's confidence level.")
+    theory: float | None = Field(description="The theory's exponent for this optimizer; null when it gives none.")
+    theory_basis: str
+    groups: int = Field(description="(N, D) groups with a bracketed optimum at two or more batch sizes.")
+    cells: int = Field(description="(N, D, batch) cells with a bracketed lr optimum.")
+    cells_excluded: int = Field(description="Cells left out: optimum on the lr grid's edge, or under 3 lrs.")
+    per_group: list[CouplingGroup]
+    method: str
+    note: str
+
+
 class LawDetail(LawSummary):
     """A law with everything needed to judge it."""
 
@@ -263,6 +301,10 @@ class LawDetail(LawSummary):
                                   "C_lo/C_hi along batch, runs_in_band, window).")
     failure: list[str] = Field(default_factory=list,
                                description="Why the fit is degenerate and never used by default (empty: it is sound).")
+    lr_batch_coupling: LrBatchCoupling | None = Field(
+        default=None, description="Fitted hyper laws: the exponent of lr* on the batch at fixed (N, D), with its "
+        "interval and the theory's value (null for other laws, and for hyper laws fitted before it was measured)."
+    )
 
 
 # -- sweeps and runs ---------------------------------------------------------------------------
@@ -302,6 +344,7 @@ class Run(BaseModel):
     batch_size: float | None
     seq_len: int | None
     schedule: str | None
+    optimizer: str = Field(description="The optimizer the run trained with (adamw, lion, sgd, sgd_sai, lamb, muon, ...).")
     status: str = Field(description="queued | running | done | diverged | failed")
     final_loss: float | None
     final_loss_status: str = Field(description="finite | nan | inf | missing")
@@ -371,8 +414,9 @@ class GroupOptimum(BaseModel):
 
 
 class Group(BaseModel):
-    """The runs sharing (N, D)."""
+    """The runs sharing (optimizer, N, D)."""
 
+    optimizer: str = Field(description="The optimizer every run of the group trained with (adamw, lion, ...).")
     n_params: float
     tokens: float
     compute: float | None = Field(description="6 N D, FLOPs (null past double precision).")
@@ -450,6 +494,10 @@ class FitRequest(BaseModel):
                                description="Standard deviation of the prior on each exponent.")
     allow_edge: bool = Field(
         default=False, strict=True, description="Hyper laws: fit even when a group's optimum lies on its grid's edge (a warning).")
+    optimizer: str | None = Field(
+        default=None, pattern=OPTIMIZER_RE,
+        description="Fit on the runs of this optimizer only (default: the selected runs must share one).",
+    )
 
 
 # -- predict -----------------------------------------------------------------------------------

@@ -38,17 +38,22 @@ def fit(
     prior_width: Annotated[float, typer.Option(help="Standard deviation of the prior on each exponent.")] = DEFAULT_PRIOR_WIDTH,
     allow_edge: Annotated[bool, typer.Option("--allow-edge", help="Fit even when a group's optimum lies on the grid's edge (recorded as a warning).")] = False,
     name: Annotated[Optional[str], typer.Option(help="Name of the stored law (default: generated).")] = None,
+    optimizer: Annotated[
+        Optional[str],
+        typer.Option(help="Fit on the runs of this optimizer only (adamw, lion, sgd, sgd_sai, lamb, muon, ...). "
+                     "Default: the selected runs must all share one; a law is only used for its optimizer."),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the stored law as JSON.")] = False,
 ) -> None:
-    """Fit a law on stored runs; store its parameters, intervals, extrapolation check and the
-    exact runs used; print it."""
+    """Fit a law on stored runs of one optimizer; store its parameters, intervals, extrapolation
+    check, the exact runs used and (hyper laws) the lr-batch coupling; print it."""
     if kind not in FORMS:
         raise typer.BadParameter(f"expected one of {', '.join(KINDS)}", param_hint="--kind")
     db = open_db()
     row = fit_and_store(
         db, kind=kind, form=form, sources=_split(source), run_names=_split([runs] if runs else None),
         n_bootstrap=bootstrap, seed=seed, on_edge="warn" if allow_edge else "error", method=method,
-        prior=prior, prior_width=prior_width, name=name,
+        prior=prior, prior_width=prior_width, name=name, optimizer=optimizer.strip().lower() if optimizer else None,
     )
     if json_out:
         print_json(law_summary(db, row, detail=True))

@@ -22,7 +22,7 @@ def law_summary(db: Database, row: Law, detail: bool = False) -> dict[str, Any]:
     rec = row.record or {}
     out: dict[str, Any] = {
         "id": row.id, "name": row.name, "kind": row.kind, "form": row.form, "origin": row.origin,
-        "title": row.title, "source": row.source, "coefficients": rec.get("coefficients"),
+        "optimizer": row.optimizer, "title": row.title, "source": row.source, "coefficients": rec.get("coefficients"),
         "intervals": rec.get("intervals"), "fit_range": rec.get("fit_range"), "warnings": rec.get("warnings") or [],
         "noise": rec.get("noise"), "near_optimal_band": rec.get("near_optimal_band"), "prior": rec.get("prior"),
         "landscape": rec.get("landscape"), "failure": failure(row),
@@ -32,13 +32,27 @@ def law_summary(db: Database, row: Law, detail: bool = False) -> dict[str, Any]:
     if detail:
         out["settings"] = row.settings
         out["run_ids"] = storage.law_run_ids(db, row.id)
+        out["lr_batch_coupling"] = rec.get("lr_batch_coupling")
     return out
+
+
+def coupling_line(c: dict[str, Any]) -> str:
+    """A hyper law's lr-batch coupling in one line: the measured exponent and the theory's."""
+    theory = f"theory {c['theory']:g} ({c['theory_basis']})" if c.get("theory") is not None else c.get("theory_basis", "")
+    if c.get("exponent") is None:
+        return f"lr-batch exponent: not measured: {c.get('note', '')}; {theory}"
+    iv = c.get("interval")
+    level = f"{c.get('level', 0.95) * 100:g}%"
+    interval = f" ({level} interval {fmt(iv[0], 3)} .. {fmt(iv[1], 3)})" if iv else f" (no interval: {c.get('note', '')})"
+    return (f"lr-batch exponent (lr* ~ B^k at fixed N, D): k = {fmt(c['exponent'], 3)}{interval} from "
+            f"{c['groups']} groups, {c['cells']} cells ({c['cells_excluded']} left out: optimum on the lr grid's "
+            f"edge); {theory}")
 
 
 def print_law(db: Database, row: Law) -> None:
     """A law for people: a coefficient table with intervals, then its provenance and checks."""
     info = law_summary(db, row, detail=True)
-    table = Table(title=f"law {row.id}: {row.name} ({row.kind}, {row.form}, {row.origin})")
+    table = Table(title=f"law {row.id}: {row.name} ({row.kind}, {row.form}, {row.origin}, optimizer {row.optimizer})")
     table.add_column("coefficient")
     table.add_column("value", justify="right")
     table.add_column("95% interval", justify="right")
@@ -61,6 +75,8 @@ def print_law(db: Database, row: Law) -> None:
         ex = row.extrapolation
         verdict = "passed" if ex.get("passed") else "did not pass"
         out_console.print(f"extrapolation check {verdict}: {ex.get('summary', '')}", highlight=False)
+    if info["lr_batch_coupling"]:
+        out_console.print(coupling_line(info["lr_batch_coupling"]), highlight=False)
     for w in info["warnings"]:
         out_console.print(f"[yellow]warning:[/yellow] {w}")
 
@@ -98,11 +114,11 @@ def list_laws(json_out: Annotated[bool, typer.Option("--json", help="Print the l
         print_json([law_summary(db, r) for r in rows])
         return
     table = Table()
-    for col in ("id", "name", "kind", "form", "origin", "extrapolation", "title"):
+    for col in ("id", "name", "kind", "form", "origin", "optimizer", "extrapolation", "title"):
         table.add_column(col)
     for r in rows:
         ex = "-" if not r.extrapolation else ("passed" if r.extrapolation.get("passed") else "failed")
-        table.add_row(str(r.id), r.name, r.kind, r.form, r.origin, ex, r.title)
+        table.add_row(str(r.id), r.name, r.kind, r.form, r.origin, r.optimizer, ex, r.title)
     out_console.print(table)
 
 

@@ -33,6 +33,11 @@ def recommend(
                      "lies, with its interval and warnings. Default: a loss law whose data the target lies within "
                      "HPSCALE_EXTRAPOLATION_WARNING of; none when the target lies beyond every loss law's data."),
     ] = None,
+    optimizer: Annotated[
+        Optional[str],
+        typer.Option(help="The optimizer the run will use (adamw, lion, sgd, sgd_sai, lamb, muon, ...): only laws "
+                     "fitted on it answer. Default: --law's optimizer, else adamw. The published laws are AdamW's."),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Recommend the peak learning rate and batch size for N parameters trained on D tokens."""
@@ -40,6 +45,7 @@ def recommend(
     rec = recommend_config(
         db, params, tokens, compute=compute, seq_len=seq_len, law=law, loss_law=loss_law,
         warn_factor=get_settings().extrapolation_warning,
+        optimizer=optimizer.strip().lower() if optimizer else None,
     )
     if json_out:
         print_json(asdict(rec))
@@ -59,7 +65,7 @@ def recommend(
     if rec.final_loss is not None:
         table.add_row("predicted final loss", fmt(rec.final_loss), iv(rec.final_loss_interval))
     out_console.print(table)
-    out_console.print(f"law: {rec.law} (id {rec.law_id}, {rec.law_origin}) - {rec.law_title}")
+    out_console.print(f"law: {rec.law} (id {rec.law_id}, {rec.law_origin}, optimizer {rec.optimizer}) - {rec.law_title}")
     out_console.print(f"source: {rec.source}", highlight=False)
     if rec.extrapolation_factor is not None:
         out_console.print(f"target lies {rec.extrapolation_factor:.3g}x outside the law's data")

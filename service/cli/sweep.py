@@ -54,7 +54,7 @@ def _plan_dict(plan: Any, device: str, flops_per_s: float | None) -> dict[str, A
         "sweep": plan.spec.name, "groups": len(plan.groups), "cells": len(plan.cells), "runs": plan.runs,
         "flops": plan.flops, "device": device, "assumed_flops_per_s": rate, "estimated_seconds": seconds,
         "cell_list": [
-            {"cell": c.key, "group": c.group, "n_params": c.shape.n_params, "tokens": c.tokens,
+            {"cell": c.key, "group": c.group, "optimizer": c.optimizer, "n_params": c.shape.n_params, "tokens": c.tokens,
              "d_model": c.shape.d_model, "n_layers": c.shape.n_layers, "n_heads": c.shape.n_heads,
              "batch_size": c.batch_size, "batch_tokens": c.batch_tokens, "steps": c.steps,
              "members": len(c.members), "lrs": sorted({m.lr for m in c.members}), "flops": f}
@@ -266,13 +266,13 @@ def _show_status(db: Any, sweeps: list[Any], json_out: bool) -> None:
         return
     for st in statuses:
         table = Table(title=f"sweep {st.name} (id {st.id}): {st.state}")
-        for col in ("group", "N", "D", "done", "diverged", "running", "queued", "failed", "best lr",
+        for col in ("group", "optimizer", "N", "D", "done", "diverged", "running", "queued", "failed", "best lr",
                     "best batch", "best loss", "bracketed", "rounds"):
-            table.add_column(col, justify="left" if col in ("group", "bracketed") else "right")
+            table.add_column(col, justify="left" if col in ("group", "optimizer", "bracketed") else "right")
         for g in st.groups:
             running = str(g.counts["running"]) + (f" ({g.stale} stale)" if g.stale else "")
             bracket = "-" if g.bracketed is None else ("yes" if g.bracketed else "no: " + ",".join(g.edges))
-            table.add_row(g.group, fmt(g.n_params), fmt(g.tokens), str(g.counts["done"]), str(g.counts["diverged"]),
+            table.add_row(g.group, g.optimizer, fmt(g.n_params), fmt(g.tokens), str(g.counts["done"]), str(g.counts["diverged"]),
                           running, str(g.counts["queued"]), str(g.counts["failed"]), fmt(g.best_lr, 3),
                           fmt(g.best_batch_size), fmt(g.best_loss, 5), bracket, str(g.rounds))
         out_console.print(table)

@@ -8,6 +8,7 @@ import pytest
 
 from _external import (MPL_TEST, MPL_TRAIN, chinchilla_runs, mpl_curve, steplaw_runs,
                        zhang_critical_batch)
+from hpscale.fitting.coupling import LrBatchCoupling
 from hpscale.fitting.critical import CriticalBatchLaw
 from hpscale.fitting.errors import InsufficientDataError
 from hpscale.fitting.hyper import HyperLaw
@@ -20,6 +21,19 @@ EPOCH = {"E": 1.817, "A": 477.8, "B": 2143.9, "alpha": 0.347, "beta": 0.367}
 MPL_BARS = {"25": (0.0012, 0.0040), "100": (0.0013, 0.0058)}
 # What the published MPL parameters score on these files, the README's reference point.
 MPL_PUBLISHED = {"25": (0.0011, 0.0041), "100": (0.0014, 0.0058)}
+
+
+def test_steplaw_lr_batch_coupling_is_below_adams_theory(external):
+    # AdamW on Step Law's grid: lr* ~ B^0.30 within groups (BENCHMARKS.md), under the 0.5 of the
+    # random-matrix theory, and rising with the tokens per parameter.
+    fit = LrBatchCoupling("adamw", n_bootstrap=300, seed=0).fit(steplaw_runs(external))
+    assert fit.exponent_ == pytest.approx(0.300, abs=0.005)
+    lo, hi = fit.interval_
+    assert 0.15 < lo < 0.3 < hi < 0.5
+    assert fit.groups_ == 17 and len(fit.cells_) == 157 and fit.excluded_ == 13
+    short = [g["slope"] for g in fit.group_slopes_ if g["tokens"] / g["n_params"] < 25]
+    long = [g["slope"] for g in fit.group_slopes_ if g["tokens"] / g["n_params"] > 100]
+    assert max(short) < min(long)
 
 
 def test_steplaw_procedure_and_extrapolation(external):

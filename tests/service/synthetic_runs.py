@@ -44,21 +44,28 @@ def curve(final: float, steps: int, lr: float, b_over_bcrit: float) -> list[dict
     return out
 
 
-def grid_records(with_curves: bool = False, edge: bool = False) -> list[dict[str, Any]]:
+def grid_records(with_curves: bool = False, edge: bool = False, optimizer: str | None = None,
+                 lr_scale: float = 1.0, coupling: float = 0.0) -> list[dict[str, Any]]:
     """Full lr x batch grids (5 x 3 per (N, D) group) around the known optimum; ``edge``
-    shifts every lr grid up so that the best run sits on the grid's low edge."""
+    shifts every lr grid up so that the best run sits on the grid's low edge. ``optimizer``
+    names the runs' optimizer (and prefixes their names); its optimal lr is ``lr_scale`` x the
+    known one, times (B / B*)^``coupling`` at batch B (the lr-batch exponent)."""
     recs = []
     for n in SIZES:
         for d in TOKENS:
             lr_star, b_star = optimum(n, d)
+            lr_star *= lr_scale
             b_crit = 0.5 * b_star
             for i in range(-2, 3):
                 for j in (-1, 0, 1):
                     lr = lr_star * 2.0 ** (i + (3 if edge else 0)) * 1.1
                     b = round(b_star * 2.0**j / 1024) * 1024
-                    loss = base_loss(n, d) + 0.02 * math.log(lr / lr_star) ** 2 + 0.01 * math.log(b / b_star) ** 2
-                    rec = {"name": f"n{n:.0e}-d{d:.0e}-i{i}-j{j}", "n_params": n, "tokens": d, "lr": lr,
-                           "batch_tokens": b, "final_loss": loss}
+                    at_b = lr_star * (b / b_star) ** coupling
+                    loss = base_loss(n, d) + 0.02 * math.log(lr / at_b) ** 2 + 0.01 * math.log(b / b_star) ** 2
+                    rec = {"name": f"{optimizer + '-' if optimizer else ''}n{n:.0e}-d{d:.0e}-i{i}-j{j}", "n_params": n,
+                           "tokens": d, "lr": lr, "batch_tokens": b, "final_loss": loss}
+                    if optimizer:
+                        rec["optimizer"] = optimizer
                     if with_curves:
                         rec["curve"] = curve(loss, int(d / b), lr, b / b_crit)
                     recs.append(rec)

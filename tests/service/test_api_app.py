@@ -77,7 +77,7 @@ def test_openapi_declares_schemas_and_problems(client) -> None:
         assert {"401", "403", "413", "422"} <= set(op["responses"]) and op["security"] == [{"APIKeyHeader": []}]
     recommend = doc["paths"]["/api/v1/recommend"]["get"]
     assert {p["name"] for p in recommend["parameters"]} == {
-        "n_params", "d_model", "n_layers", "vocab_size", "tokens", "compute", "seq_len", "law", "loss_law"}
+        "n_params", "d_model", "n_layers", "vocab_size", "tokens", "compute", "seq_len", "law", "loss_law", "optimizer"}
     assert "Problem" in doc["components"]["schemas"]
 
 

@@ -99,6 +99,35 @@ def test_bad_jsonl_records(cli_env, tmp_path: Path, line, message) -> None:
     assert hp_json("runs", "list") == []
 
 
+def test_runs_name_their_optimizer_and_keep_it_through_export(cli_env, tmp_path: Path) -> None:
+    text = ("name,n_params,tokens,final_loss,lr,optimizer\n"
+            "a,1e6,2e7,3.5,0.001,\n"        # empty: AdamW, the default
+            "b,1e6,2e7,3.4,0.0001,Lion\n"   # names are stored lower case
+            "c,1e6,2e7,3.6,0.1,sgd\n"
+            "d,1e6,2e7,3.3,0.01,adafactor\n")  # an optimizer hpscale does not train is still a run
+    hp("import", "runs", str(write(tmp_path, "opt.csv", text)))
+    runs = {r["name"]: r["optimizer"] for r in hp_json("runs", "list")}
+    assert runs == {"a": "adamw", "b": "lion", "c": "sgd", "d": "adafactor"}
+    exported = hp("export", "runs", "--format", "csv").stdout
+    assert "optimizer" in exported.splitlines()[0].split(",") and ",lion," in exported
+    other = f"sqlite:///{tmp_path / 'o.db'}"
+    hp("--database", other, "import", "runs", str(write(tmp_path, "opt2.csv", exported)), "--source", "opt")
+    assert {r["name"]: r["optimizer"] for r in hp_json("--database", other, "runs", "list")} == runs
+    bad = hp("import", "runs", str(write(tmp_path, "bad.csv", "n_params,tokens,final_loss,optimizer\n1,2,3,adam w\n")))
+    assert bad.exit_code == 1 and "bad.csv:2: field 'optimizer': String should match pattern" in bad.stderr
+
+
+def test_unnamed_runs_keep_their_keys_when_the_optimizer_is_the_default(cli_env, tmp_path: Path) -> None:
+    # A file imported before runs had an optimizer re-imports to nothing new, the same file
+    # with the default named explicitly too; another optimizer is another run.
+    base = '{"n_params": 1, "tokens": 2, "final_loss": 3}\n'
+    assert hp_json("import", "runs", str(write(tmp_path, "u.jsonl", base)))["added"] == 1
+    named = base.replace("}", ', "optimizer": "adamw"}')
+    assert hp_json("import", "runs", str(write(tmp_path, "u.jsonl", named)))["added"] == 0
+    lion = base.replace("}", ', "optimizer": "lion"}')
+    assert hp_json("import", "runs", str(write(tmp_path, "u.jsonl", lion)))["added"] == 1
+
+
 def test_unnamed_runs_reimport_idempotently(cli_env, tmp_path: Path) -> None:
     path = write(tmp_path, "u.jsonl", '{"n_params": 1, "tokens": 2, "final_loss": 3}\n{"n_params": 1, "tokens": 2, "final_loss": 4}\n')
     assert hp_json("import", "runs", str(path))["added"] == 2

@@ -15,6 +15,7 @@ from hpscale.db.engine import Database
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "sweeps" / "examples" / "tiny_cpu.yaml"
+TINY_OPTIMIZERS = ROOT / "sweeps" / "examples" / "tiny_cpu_optimizers.yaml"
 
 
 def test_plan_prints_cells_runs_flops_and_the_assumed_rate(cli_env: Path) -> None:
@@ -82,6 +83,30 @@ def test_tiny_cpu_sweep_end_to_end_then_status_and_resume(cli_env: Path) -> None
     # A worker joining a finished sweep has nothing to do.
     joined = hp("worker", "--database", db.url, "--sweep", "tiny-cpu", "--json")
     assert joined.exit_code == 0 and json.loads(joined.stdout)["cells"] == 0
+    db.dispose()
+
+
+def test_tiny_cpu_sweep_over_two_optimizers_end_to_end(cli_env: Path) -> None:
+    result = hp("sweep", "run", TINY_OPTIMIZERS, "--cpu-threads", "1")
+    assert result.exit_code == 0, result.stderr + result.stdout
+    assert "sweep tiny-cpu-optimizers: 4 cells, 12 runs" in result.stderr
+    db = Database(f"sqlite:///{cli_env / 'hpscale.db'}")
+    runs = storage.list_runs(db, sources=["tiny-cpu-optimizers"])
+    assert len(runs) == 12 and {r.status for r in runs} == {"done"}
+    by_opt = {o: [r for r in runs if r.optimizer == o] for o in ("adamw", "lion")}
+    assert [len(v) for v in by_opt.values()] == [6, 6]
+    assert sorted({r.lr for r in by_opt["lion"]}) == [0.001, 0.00316228, 0.01]  # Lion's own grid
+    assert {r.group_key for r in by_opt["lion"]} == {"lion-N24576-D8192"}
+    assert {r.group_key for r in by_opt["adamw"]} == {"N24576-D8192"}
+    for r in runs:  # every run trained: its loss fell from ln(512) = 6.24
+        curve = storage.get_curve(db, r.id)
+        assert curve[-1].val_loss == r.final_loss < curve[0].val_loss - 0.3
+    # The two optimizers trained different models from the same start: their losses differ.
+    assert {round(r.final_loss, 6) for r in by_opt["adamw"]}.isdisjoint({round(r.final_loss, 6) for r in by_opt["lion"]})
+    (st,) = hp_json("sweep", "status")
+    assert [(g["group"], g["optimizer"]) for g in st["groups"]] == [("N24576-D8192", "adamw"), ("lion-N24576-D8192", "lion")]
+    exported = hp("export", "runs", "--format", "jsonl").stdout.splitlines()
+    assert sorted(json.loads(line)["optimizer"] for line in exported) == ["adamw"] * 6 + ["lion"] * 6
     db.dispose()
 
 

@@ -24,7 +24,7 @@ def base(**over: Any) -> dict[str, Any]:
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
 def test_examples_are_valid(path: Path) -> None:
     spec = load_spec(path)
-    assert spec.name and spec.sizes and spec.lr.grid()
+    assert spec.name and spec.sizes and all(spec.lr_grid(o.kind).grid() for o in spec.optimizer)
 
 
 def test_gpu_example_is_the_promised_sweep() -> None:
@@ -33,6 +33,25 @@ def test_gpu_example_is_the_promised_sweep() -> None:
     sizes = [12 * s.n_layers * s.d_model**2 for s in spec.sizes]  # type: ignore[operator]
     assert min(sizes) >= 0.5e6 and max(sizes) <= 4e6
     assert len(spec.lr.grid()) >= 8 and spec.lr.grid()[-1] / spec.lr.grid()[0] >= 30
+
+
+def test_gpu_optimizer_specs_are_the_promised_sweeps() -> None:
+    """benchmarks/optimizers: one GPU sweep per optimizer, each over at least 3 sizes spanning 8x,
+    2 token budgets, 8 lrs x 3 batch sizes on the built-in corpus, refinement on."""
+    from hpscale.sweeps.plan import build_plan
+    from hpscale.sweeps.spec import OPTIMIZERS
+
+    specs = [load_spec(p) for p in sorted((EXAMPLES.parents[1] / "benchmarks" / "optimizers").glob("*.yaml"))]
+    assert sorted(s.optimizer[0].kind for s in specs) == sorted(OPTIMIZERS) and all(len(s.optimizer) == 1 for s in specs)
+    assert len({s.name for s in specs}) == len(specs)
+    for spec in specs:
+        plan = build_plan(spec)
+        sizes = sorted({c.shape.n_params for c in plan.cells})
+        kind = spec.optimizer[0].kind
+        assert len(sizes) >= 3 and sizes[-1] / sizes[0] >= 8, spec.name
+        assert len({c.tokens for c in plan.cells if c.shape.n_params == sizes[0]}) == 2, spec.name
+        assert len(spec.lr_grid(kind).grid()) == 8 and len(spec.batch_sizes) == 3, spec.name
+        assert spec.refine.max_rounds >= 1 and spec.corpus.kind == "python-source" and spec.device == "cuda"
 
 
 def test_defaults_and_derived_values() -> None:
@@ -70,6 +89,17 @@ def test_defaults_and_derived_values() -> None:
         ({"name": "has space"}, "name: use 1-100 letters"),
         ({"workers": {"heartbeat_s": 30, "grace_s": 20}}, "workers: grace_s 20 must exceed heartbeat_s 30"),
         ({"seq_len": "long"}, "seq_len: Input should be a valid integer, unable to parse string as an integer (got 'long')"),
+        ({"optimizer": {"kind": "adam"}}, "optimizer.kind: Input tag 'adam' found using 'kind' does not match any of the expected tags: 'adamw', 'lion'"),
+        ({"optimizer": {"kind": "lion", "beta2": 1.0}}, "optimizer.beta2: Input should be less than 1 (got 1.0)"),
+        ({"optimizer": {"kind": "lion", "momentum": 0.9}}, "optimizer.momentum: Extra inputs are not permitted (got 0.9)"),
+        ({"optimizer": {"weight_decay": -0.1}}, "optimizer.weight_decay: Input should be greater than or equal to 0 (got -0.1)"),
+        ({"optimizer": [{"kind": "adamw"}, {"kind": "muon", "ns_steps": 0}]}, "optimizer.1.ns_steps: Input should be greater than or equal to 1 (got 0)"),
+        ({"optimizer": [{"kind": "sgd"}, {"kind": "lion", "lr": {"low": 1e-3, "high": 1e-4, "count": 3}}]}, "optimizer.1.lr: low 0.001 must be below high 0.0001"),
+        ({"optimizer": [{"kind": "sgd", "nesterov": True, "momentum": 0.0}]}, "optimizer.0.nesterov: needs momentum > 0"),
+        ({"optimizer": [{"kind": "lion"}, {"kind": "lion", "weight_decay": 0.3}]}, "optimizer: lion appears twice"),
+        ({"optimizer": []}, "optimizer: Value should have at least 1 item after validation, not 0"),
+        ({"lr": None, "optimizer": [{"kind": "adamw"}, {"kind": "lion", "lr": {"values": [1e-4]}}]},
+         "lr: required, or an lr for each optimizer (none of its own: adamw)"),
     ],
 )
 def test_errors_name_the_field_and_the_value(over: dict[str, Any], expected: str) -> None:
@@ -80,8 +110,37 @@ def test_errors_name_the_field_and_the_value(over: dict[str, Any], expected: str
     assert "\n" not in message
 
 
+def test_an_optimizer_spec_from_before_the_optimizer_axis_is_adamw() -> None:
+    spec = parse_spec(base(optimizer={"weight_decay": 0.2, "grad_clip": 0.5, "beta2": 0.99}))
+    (opt,) = spec.optimizer
+    assert opt.kind == "adamw" and opt.weight_decay == 0.2 and opt.grad_clip == 0.5 and opt.beta2 == 0.99
+    assert opt.beta1 == 0.9 and opt.eps == 1e-8 and opt.lr is None
+    assert spec.lr_grid("adamw").grid() == [1e-3, 3e-3]
+    assert parse_spec(base()).optimizer[0].kind == "adamw"  # no optimizer at all: AdamW's defaults
+    # A dumped spec (as stored with a sweep) reads back as the same spec.
+    assert parse_spec(spec.model_dump(mode="json")) == spec
+
+
+def test_a_list_of_optimizers_is_an_axis_with_per_kind_defaults_and_lr_grids() -> None:
+    spec = parse_spec(base(optimizer=[
+        {"kind": "adamw"},
+        {"kind": "lion", "lr": {"low": 1e-4, "high": 1e-3, "count": 3}},
+        {"kind": "sgd", "nesterov": True}, {"kind": "sgd_sai"}, {"kind": "lamb"}, {"kind": "muon", "ns_steps": 6},
+    ]))
+    adamw, lion, sgd, sai, lamb, muon = spec.optimizer
+    assert (lion.beta1, lion.beta2, lion.weight_decay) == (0.9, 0.99, 1.0)
+    assert (sgd.momentum, sgd.nesterov, sgd.weight_decay) == (0.9, True, 0.0)
+    assert (sai.momentum, sai.eps, sai.weight_decay) == (0.9, 1e-8, 0.01)
+    assert (lamb.beta1, lamb.beta2, lamb.eps, lamb.weight_decay) == (0.9, 0.999, 1e-6, 0.01)
+    assert (muon.momentum, muon.nesterov, muon.ns_steps, muon.adam_lr_ratio) == (0.95, True, 6, 0.015)
+    assert spec.lr_grid("lion").grid() == [1e-4, 0.000316228, 1e-3]
+    assert spec.lr_grid("muon").grid() == spec.lr_grid("adamw").grid() == [1e-3, 3e-3]
+    with pytest.raises(SpecError, match="has no optimizer 'adamw'"):
+        parse_spec(base(optimizer={"kind": "lion"})).optimizer_for("adamw")
+
+
 def test_missing_fields_are_listed_on_one_line() -> None:
-    with pytest.raises(SpecError, match=r"^spec: sizes: Field required; tokens: Field required; lr: Field required \(\+1 more\)$"):
+    with pytest.raises(SpecError, match=r"^spec: sizes: Field required; tokens: Field required; batch_sizes: Field required$"):
         parse_spec({"name": "x"})
 
 

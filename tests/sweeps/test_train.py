@@ -8,7 +8,9 @@ import torch
 
 from hpscale.sweeps.errors import TrainError
 from hpscale.sweeps.shape import GPTConfig
-from hpscale.sweeps.train import CellTrainer, _adamw_update, EvalEvent, MemberResult, Progress, TrainConfig, train_cell
+from hpscale.sweeps.optim import Layout, make_update
+from hpscale.sweeps.spec import AdamWSpec
+from hpscale.sweeps.train import CellTrainer, EvalEvent, MemberResult, Progress, TrainConfig, train_cell
 
 CFG = GPTConfig(vocab_size=64, seq_len=16, d_model=32, n_layers=2, n_heads=2)
 STEPS = 24
@@ -111,11 +113,11 @@ def test_gradient_clipping_is_per_member() -> None:
     grad = torch.randn(K, P, generator=torch.Generator().manual_seed(0))
     grad = grad / grad.norm(dim=1, keepdim=True) * torch.tensor([[1.0], [1000.0]])
     flat, m, v = torch.zeros(K, P), torch.zeros(K, P), torch.zeros(K, P)
-    _adamw_update(flat, grad, m, v, lr=torch.full((K,), 1e-3), mult=torch.tensor(1.0),
-                  active=torch.ones(K, dtype=torch.bool), best=torch.full((K,), float("inf")), ema=torch.zeros(K),
-                  diverged_step=torch.full((K,), -1.0), step_t=torch.zeros(()), decay_mask=torch.ones(1, P),
-                  losses=torch.ones(K), beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.0, max_norm=10.0,
-                  factor=2.0, ema_decay=0.98)
+    layout = Layout(decay=torch.ones(1, P), blocks=((0, P),), block_of=torch.zeros(P, dtype=torch.int64),
+                    hidden=torch.zeros(1, P), matrices=())
+    update = make_update(AdamWSpec(weight_decay=0.0), layout, max_norm=10.0, factor=2.0, ema_decay=0.98)
+    update(flat, grad, {"m": m, "v": v}, torch.full((K,), 1e-3), torch.tensor(1.0), torch.ones(K, dtype=torch.bool),
+           torch.full((K,), float("inf")), torch.zeros(K), torch.full((K,), -1.0), torch.zeros(()), torch.ones(K))
     clipped = m / 0.1  # after one step m = (1 - beta1) * clipped gradient
     torch.testing.assert_close(clipped[0], grad[0])  # untouched by member 1's huge norm
     torch.testing.assert_close(clipped[1].norm(), torch.tensor(10.0))
@@ -124,7 +126,7 @@ def test_gradient_clipping_is_per_member() -> None:
 def test_clipping_in_a_real_step_bounds_each_members_gradient() -> None:
     trainer = CellTrainer(CFG, TrainConfig(batch_size=4, total_steps=1, grad_clip=0.05), [1e-3, 1e-3], [0, 1])
     trainer.step(DATA[0])
-    torch.testing.assert_close(trainer.m.norm(dim=1) / 0.1, torch.full((2,), 0.05), rtol=1e-4, atol=0)
+    torch.testing.assert_close(trainer.opt_state["m"].norm(dim=1) / 0.1, torch.full((2,), 0.05), rtol=1e-4, atol=0)
 
 
 def test_callbacks_report_every_evaluation_and_progress() -> None:

@@ -45,15 +45,17 @@ class FakeRunner:
 
     corpus_hash = "f" * 64
 
-    def __init__(self, step_s: float = 0.0, diverge_at: float = math.inf, opt_lr: float = OPT_LR,
+    def __init__(self, step_s: float = 0.0, diverge_at: float = math.inf, opt_lr: float | dict[str, float] = OPT_LR,
                  interrupt_on: int | None = None, fail_on: int | None = None) -> None:
-        self.step_s, self.diverge_at, self.opt_lr = step_s, diverge_at, opt_lr
+        # opt_lr: one optimum for every optimizer, or one per optimizer kind.
+        self.step_s, self.diverge_at, self.opt_lrs = step_s, diverge_at, opt_lr
         self.interrupt_on, self.fail_on = interrupt_on, fail_on
         self.trained: list[str] = []
         self.calls = 0
 
-    def loss(self, lr: float, batch: int) -> float:
-        return 3.0 + 0.2 * (math.log(lr) - math.log(self.opt_lr)) ** 2 + 0.05 * math.log(batch)
+    def loss(self, lr: float, batch: int, optimizer: str = "adamw") -> float:
+        opt = self.opt_lrs[optimizer] if isinstance(self.opt_lrs, dict) else self.opt_lrs
+        return 3.0 + 0.2 * (math.log(lr) - math.log(opt)) ** 2 + 0.05 * math.log(batch)
 
     def __call__(self, task: Any, on_eval: Any, on_progress: Any) -> list[Any]:
         self.calls += 1
@@ -62,7 +64,7 @@ class FakeRunner:
             raise RuntimeError("simulated CUDA out of memory")
         self.trained += [m.name for m in cell.members]
         k = len(cell.members)
-        final = [self.loss(m.lr, cell.batch_size) for m in cell.members]
+        final = [self.loss(m.lr, cell.batch_size, cell.optimizer) for m in cell.members]
         diverged = [m.lr >= self.diverge_at for m in cell.members]
         for step in range(0, cell.steps + 1):
             if step and self.step_s:
@@ -150,6 +152,33 @@ def test_refinement_extends_the_grid_until_the_optimum_is_bracketed(sdb: Databas
     (group,) = sweep_status(sdb, storage.get_sweep(sdb, sweep.id)).groups
     assert group.bracketed is True and group.rounds == 1 and group.counts["done"] == 12
     assert group.best_lr == pytest.approx(0.0215443, rel=1e-5)
+
+
+def test_an_optimizer_axis_trains_and_refines_each_optimizer_on_its_own_grid(sdb: Database) -> None:
+    # AdamW on the spec's grid (1e-3 .. 1e-2, optimum inside); Lion on its own (1e-4 .. 1e-3,
+    # 2 points), whose optimum lies above it: refinement widens Lion's group by Lion's grid step.
+    spec = spec_dict(sizes=[{"d_model": 32, "n_layers": 2, "n_heads": 2}], batch_sizes=[4],
+                     optimizer=[{"kind": "adamw"}, {"kind": "lion", "weight_decay": 0.3,
+                                                   "lr": {"values": [1e-4, 1e-3]}}],
+                     refine={"max_rounds": 1, "points": 1})
+    sweep = plan_into(sdb, spec)
+    runner = FakeRunner(opt_lr={"adamw": 3e-3, "lion": 3e-3})
+    summary = Worker(sdb, "fake", lambda s: runner, poll_s=0.05).run()
+    runs = storage.list_runs(sdb, sweep_id=sweep.id)
+    by_opt = {o: sorted(r.lr for r in runs if r.optimizer == o) for o in ("adamw", "lion")}
+    assert by_opt["adamw"] == pytest.approx([1e-3, 2.15443e-3, 4.64159e-3, 1e-2], rel=1e-5)
+    assert by_opt["lion"] == pytest.approx([1e-4, 1e-3, 1e-2])  # + one Lion grid step (x10) above
+    assert {r.group_key for r in runs} == {"N24576-D8192", "lion-N24576-D8192"}
+    assert all(r.cell_key.startswith(r.group_key) and r.name.startswith(r.group_key) for r in runs)
+    assert {r.status for r in runs} == {"done"} and len(runs) == 7
+    (ref,) = summary.refinements
+    assert ref.group == "lion-N24576-D8192" and ref.lrs == (0.01,)
+    from hpscale.sweeps.status import sweep_status
+
+    groups = sweep_status(sdb, storage.get_sweep(sdb, sweep.id)).groups
+    assert [(g.group, g.optimizer, g.best_lr) for g in groups] == [
+        ("N24576-D8192", "adamw", pytest.approx(2.15443e-3, rel=1e-5)),
+        ("lion-N24576-D8192", "lion", pytest.approx(1e-3))]
 
 
 def test_batch_refinement_adds_a_batch_beyond_the_edge(sdb: Database) -> None:

@@ -106,6 +106,36 @@ def test_recommend_form_round_trips(page: Any, base_url: str, seeded: dict[str, 
     page.assert_clean()
 
 
+def test_recommend_for_another_optimizer_uses_only_its_laws(page: Any, base_url: str, seeded: dict[str, Any]) -> None:
+    open_page(page, f"{base_url}/")
+    page.get_by_label("Parameters N").fill("3M")
+    page.get_by_label("Tokens D").fill("100M")
+    page.get_by_label("Optimizer").select_option("lion")
+    settle(page)
+    # The law menu lists Lion's laws only: the published ones (and the AdamW fit) are AdamW's.
+    options = page.locator("#law option").evaluate_all("els => els.map(e => e.value)")
+    assert options == ["", "lion-demo-steplaw"]
+    page.get_by_role("button", name="Recommend").click()
+    settle(page)
+    assert query(page) == {"n_params": "3M", "tokens": "100M", "seq_len": "2048", "optimizer": "lion"}
+    api = get_json(f"{base_url}/api/v1/recommend?" + urlencode({"n_params": 3e6, "tokens": 1e8, "optimizer": "lion"}))
+    assert api["law"]["id"] == seeded["lion_law_id"] and api["optimizer"] == "lion"
+    shown = float(page.locator(".answer .number[data-value]").first.get_attribute("data-value"))
+    assert shown == pytest.approx(api["lr"], rel=1e-12)
+    assert "Optimizer\nlion" in page.locator(".answer dl.meta").inner_text()
+    names = [t["name"] for t in traces(page, "#plot-lr")]
+    assert "Step Law" not in names, "AdamW's published laws are not drawn for Lion"
+    page.shot("recommend-lion")
+
+    # An optimizer with no law: the API's 404 detail, not an AdamW answer.
+    page.get_by_label("Optimizer").select_option("sgd")
+    settle(page)
+    page.get_by_role("button", name="Recommend").click()
+    settle(page)
+    assert "no fitted hyper law for optimizer 'sgd'" in page.locator(".answer .error .detail").inner_text()
+    page.assert_clean(allow=(FAILED_FETCH,))
+
+
 def test_recommend_from_model_shape_and_compute(page: Any, base_url: str) -> None:
     query_string = "d_model=4096&n_layers=32&vocab_size=32000&compute=1e23&law=steplaw"
     open_page(page, f"{base_url}/index.html?{query_string}")
@@ -227,6 +257,21 @@ def test_hyper_law_page_shows_band_and_held_out_points(page: Any, base_url: str,
     treatment = page.locator("#fit-treatment").inner_text()
     assert law["noise"]["description"] in treatment and "Near-optimal band" in treatment
     page.shot("law-hyper")
+    page.assert_clean()
+
+
+def test_hyper_law_page_shows_the_lr_batch_coupling(page: Any, base_url: str, seeded: dict[str, Any]) -> None:
+    law = get_json(f"{base_url}/api/v1/laws/{seeded['lion_law_id']}")
+    coupling = law["lr_batch_coupling"]
+    open_page(page, f"{base_url}/laws.html?law={seeded['lion_law_id']}")
+    text = " ".join(page.locator("#coupling").inner_text().split())
+    assert f"k = {coupling['exponent']:.3g}" in text and "theory: 0.5 (Adam-type" in text
+    assert f"from {coupling['groups']} (N, D) groups" in text
+    assert "lion (recommendations use this law for lion only)" in page.locator("dl.meta").first.inner_text()
+    drawn = traces(page, "#plot-coupling")
+    assert [t["meta"] for t in drawn].count("group") == len(coupling["per_group"]) == 6
+    assert {t["meta"] for t in drawn} == {"group", "measured", "theory"}
+    page.shot("law-coupling")
     page.assert_clean()
 
 

@@ -1,5 +1,6 @@
 """Seed data for the browser tests: a small sweep with curves, a sweep in progress, runs under
-three lr schedules, and laws fitted on them with the fitting package's public API.
+three lr schedules, a grid trained with Lion, and laws fitted on them with the fitting
+package's public API.
 
 The loss landscape is synthetic but shaped like a real one: a Chinchilla-style L(N, D) plus a
 quadratic bowl in (log lr, log batch) around Step Law's optimum, so the fitted law lands near
@@ -18,12 +19,14 @@ import numpy as np
 
 from hpscale.db import storage
 from hpscale.db.engine import Database
+from hpscale.fitting.coupling import LrBatchCoupling
 from hpscale.fitting.hyper import HyperLaw
 from hpscale.fitting.loss import LossLaw
 from hpscale.fitting.runs import RunSet
 from hpscale.fitting.schedules import lr_schedule
 from hpscale.fitting.trajectory import LossCurve, MultiPowerLaw
 from hpscale.fitting.validate import extrapolation_check
+from hpscale.service.fits import judge
 from hpscale.service.runformat import parse_runs_file
 
 SWEEP = "grid-demo"
@@ -75,6 +78,33 @@ def grid_runs() -> list[dict[str, Any]]:
                         "name": name, "n_params": n, "tokens": d, "lr": lr, "batch_size": batch_size,
                         "seq_len": SEQ_LEN, "final_loss": None if diverged else final,
                         "status": "diverged" if diverged else "done", "schedule": "cosine", "curve": curve,
+                    })
+    return out
+
+
+LION_LR_SCALE = 0.1  # Lion's optimal lr against AdamW's (Step Law's) at B*
+LION_COUPLING = 0.5  # lr* ~ B^0.5 within a group
+
+
+def lion_runs() -> list[dict[str, Any]]:
+    """The grid-demo shapes trained with Lion: lr* 10x below Step Law's and growing as the square
+    root of the batch (the lr-batch coupling the law page shows)."""
+    rng = np.random.default_rng(11)
+    out = []
+    for n in SIZES:
+        for d in TOKENS:
+            lr_opt, bt_opt = _steplaw(n, d)
+            lr_opt *= LION_LR_SCALE
+            for bf in BATCH_FACTORS:
+                batch_size = max(1, round(bt_opt * bf / SEQ_LEN))
+                bt = batch_size * SEQ_LEN
+                at_b = lr_opt * (bt / bt_opt) ** LION_COUPLING
+                for lf in LR_FACTORS:
+                    lr = lr_opt * lf
+                    out.append({
+                        "name": f"lion-n{n:.0e}-d{d:.0e}-b{batch_size}-lr{lr:.3e}", "n_params": n, "tokens": d, "lr": lr,
+                        "batch_size": batch_size, "seq_len": SEQ_LEN, "optimizer": "lion", "schedule": "cosine",
+                        "final_loss": _loss(n, d, lr, bt, at_b, bt_opt) * (1 + rng.normal(0, 2e-5)),
                     })
     return out
 
@@ -136,9 +166,10 @@ def seed(db: Database, tmp: Path) -> dict[str, Any]:
         for r in stored
     )
     hyper = HyperLaw(form="steplaw", n_bootstrap=200, seed=0, on_edge="warn").fit(runs)
+    record = {**hyper.to_record(), "lr_batch_coupling": LrBatchCoupling("adamw", n_bootstrap=200).fit(runs).to_record()}
     law = storage.add_law(db, {
         "name": "grid-demo-steplaw", "kind": "hyper", "form": "steplaw", "origin": "fitted",
-        "title": "Step Law form fitted on grid-demo", "source": SWEEP, "record": hyper.to_record(),
+        "title": "Step Law form fitted on grid-demo", "source": SWEEP, "record": record,
         "extrapolation": extrapolation_check(hyper, runs), "settings": hyper.to_record()["settings"],
         "code_version": "test",
     }, [r.id for r in stored])
@@ -168,8 +199,22 @@ def seed(db: Database, tmp: Path) -> dict[str, Any]:
         "title": "Multi-power law on the schedule runs", "source": "schedules", "record": mpl.to_record(),
         "extrapolation": extrapolation_check(mpl, loss_curves), "settings": None, "code_version": "test",
     }, [r.id for r in sched])
+    # Lion's grid and its law, fitted on Lion's runs only (a law is one optimizer's).
+    _import(db, _write_jsonl(tmp / "lion.jsonl", lion_runs()), "lion-demo")
+    lion_rows = storage.list_runs(db, sources=["lion-demo"])
+    lion_set = RunSet.from_records(
+        {"name": str(r.id), "n_params": r.n_params, "tokens": r.tokens, "lr": r.lr, "batch_tokens": r.batch_tokens,
+         "final_loss": r.final_loss} for r in lion_rows)
+    lion = HyperLaw(form="steplaw", n_bootstrap=200, seed=0, on_edge="warn").fit(lion_set)
+    lion_record = {**lion.to_record(), "lr_batch_coupling": LrBatchCoupling("lion", n_bootstrap=200).fit(lion_set).to_record()}
+    lion_law = storage.add_law(db, {
+        "name": "lion-demo-steplaw", "kind": "hyper", "form": "steplaw", "origin": "fitted", "optimizer": "lion",
+        "title": "Step Law form fitted on lion-demo (Lion)", "source": "lion-demo", "record": lion_record,
+        "extrapolation": judge(extrapolation_check(lion, lion_set)),
+        "settings": lion.to_record()["settings"], "code_version": "test",
+    }, [r.id for r in lion_rows])
     return {
         "sweep_id": sweep.id, "running_sweep_id": running.id, "hyper_law_id": law.id, "trajectory_law_id": traj.id,
-        "loss_law_id": loss_row.id,
+        "loss_law_id": loss_row.id, "lion_law_id": lion_law.id,
         "run_id": stored[0].id, "n_groups": len(SIZES) * len(TOKENS), "n_batches": len(BATCH_FACTORS),
     }

@@ -30,5 +30,6 @@ def interval(pair: Sequence[float] | None) -> s.Interval | None:
 def law_ref(row: Law) -> s.LawRef:
     """The identity and provenance of a stored law."""
     return s.LawRef(
-        id=row.id, name=row.name, title=row.title, kind=row.kind, form=row.form, origin=row.origin, source=row.source
+        id=row.id, name=row.name, title=row.title, kind=row.kind, form=row.form, origin=row.origin, source=row.source,
+        optimizer=row.optimizer,
     )

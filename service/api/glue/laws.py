@@ -33,9 +33,23 @@ def law_summary(row: Law) -> s.LawSummary:
     )
 
 
-def list_laws(db: Database, kind: str | None, origin: str | None) -> list[s.LawSummary]:
-    """Stored laws (published ones are stored on startup), by id."""
-    return [law_summary(r) for r in storage.list_laws(db, kind=kind, origin=origin)]
+def list_laws(db: Database, kind: str | None, origin: str | None, optimizer: str | None = None) -> list[s.LawSummary]:
+    """Stored laws (published ones are stored on startup), by id; ``optimizer``: only its laws."""
+    return [law_summary(r) for r in storage.list_laws(db, kind=kind, origin=origin)
+            if optimizer is None or r.optimizer == optimizer]
+
+
+def coupling(record: dict[str, Any]) -> s.LrBatchCoupling | None:
+    """The lr-batch coupling a hyper law's record carries (``fitting.coupling``); None when it
+    has none, or one this code cannot read (shown as absent rather than failing the page)."""
+    raw = record.get("lr_batch_coupling")
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return s.LrBatchCoupling.model_validate({**json_safe(raw), "interval": interval(raw.get("interval"))})
+    except ValueError as exc:
+        logger.warning("lr-batch coupling record unreadable: %s", exc)
+        return None
 
 
 def _float_dict(raw: Any) -> dict[str, float]:
@@ -175,6 +189,7 @@ def law_detail(
         data=data,
         curve=curve,
         fitted_curves=fitted_curves,
+        lr_batch_coupling=coupling(record),
     )
 
 

@@ -67,22 +67,20 @@ class ResolvedLaw:
 LossCandidates = list[law_service.LossLawChoice]
 
 
-_UNRESOLVED = object()
-
-
 class LawCache:
     """Resolved laws, kept until the stored laws change (``storage.law_stamp``, checked at most
-    every ``ttl`` seconds): hyper laws by the ``law`` argument of a request, and the loss law.
-    The near-optimal spread of a fitted law is kept for good (a stored law's runs never change).
-    Thread-safe: sync routes and lookups run in worker threads."""
+    every ``ttl`` seconds): hyper laws by the ``law`` argument of a request, the default
+    candidates and the loss law per optimizer. The near-optimal spread of a fitted law is kept
+    for good (a stored law's runs never change). Thread-safe: sync routes and lookups run in
+    worker threads."""
 
     MAX_ENTRIES = 256  # law ids can be spelt many ways ("1", "01"): bound the memory
 
     def __init__(self, ttl: float = LAW_CACHE_SECONDS) -> None:
         self.ttl = ttl
-        self._resolved: dict[str | None, ResolvedLaw] = {}
-        self._defaults: list[Any] | None = None  # law_service.default_candidates, newest first
-        self._loss: Any = _UNRESOLVED
+        self._resolved: dict[str, ResolvedLaw] = {}
+        self._defaults: dict[str, list[Any]] = {}  # optimizer -> law_service.default_candidates, newest first
+        self._loss: dict[str, Any] = {}  # optimizer -> its loss law (or None)
         self._spreads: dict[tuple[int, str], tuple[float, float, float, float] | None] = {}
         self._stamp: tuple[int, int] | None = None
         self._checked_at = -math.inf
@@ -97,96 +95,106 @@ class LawCache:
         with self._lock:
             if stamp != self._stamp:
                 self._resolved.clear()
-                self._defaults = None
-                self._loss = _UNRESOLVED
+                self._defaults.clear()
+                self._loss.clear()
                 self._stamp = stamp
             self._checked_at = time.monotonic()
 
-    def hyper(self, db: Database, law: str | None, target: tuple[float, float], warn_factor: float) -> ResolvedLaw:
-        """The hyper law ``law`` names (id or name; None: the default for ``target``, N params
-        and D tokens, as ``resolve_law``)."""
+    def hyper(self, db: Database, law: str | None, target: tuple[float, float], warn_factor: float,
+              optimizer: str | None = None) -> ResolvedLaw:
+        """The hyper law ``law`` names (id or name; it must be ``optimizer``'s when that is given),
+        or with ``law`` None the default for ``target`` (N params and D tokens) and ``optimizer``
+        (default AdamW), as ``resolve_law``."""
         if self._due():
             self._check(db)
-        if law is None:
-            law = self._default_key(db, target, warn_factor)
+        key = law if law is not None else self._default_key(db, target, warn_factor, optimizer)
         with self._lock:
-            hit = self._resolved.get(law)
-        if hit is not None:
-            return hit
-        row = law_service.resolve_law(db, law, target, warn_factor)
+            hit = self._resolved.get(key)
+        if hit is None:
+            hit = self._resolve(db, key, target, warn_factor)
+        if law is not None:
+            law_service.check_optimizer(hit.row, optimizer)
+        return hit
+
+    def _resolve(self, db: Database, key: str, target: tuple[float, float], warn_factor: float) -> ResolvedLaw:
+        row = law_service.resolve_law(db, key, target, warn_factor)
         # Keyed by (id, creation time): SQLite may reuse the id of a deleted law.
-        key = (row.id, str(row.created_at))
+        spread_key = (row.id, str(row.created_at))
         with self._lock:
-            known = key in self._spreads
-            spread = self._spreads.get(key)
+            known = spread_key in self._spreads
+            spread = self._spreads.get(spread_key)
         if not known:
             spread = _near_optimal_spread(db, row)
         resolved = ResolvedLaw(row=row, law=law_service.law_object(row), eps=_eps(row), spread=spread)
         with self._lock:
             if len(self._resolved) >= self.MAX_ENTRIES:
                 self._resolved.clear()
-            self._resolved[law] = resolved
-            self._spreads[key] = spread
+            self._resolved[key] = resolved
+            self._spreads[spread_key] = spread
         return resolved
 
-    def loss(self, db: Database) -> LossCandidates:
-        """The loss laws a recommendation may predict with (``law_service.loss_candidates``);
-        which one answers is chosen per target (``law_service.choose_loss_law``)."""
+    def loss(self, db: Database, optimizer: str = law_service.DEFAULT_OPTIMIZER) -> LossCandidates:
+        """The loss laws of ``optimizer`` a recommendation may predict with
+        (``law_service.loss_candidates``); which one answers is chosen per target
+        (``law_service.choose_loss_law``)."""
         if self._due():
             self._check(db)
         with self._lock:
-            hit = self._loss
-        if hit is not _UNRESOLVED:
-            return hit  # type: ignore[no-any-return]
-        resolved = law_service.loss_candidates(db)
+            if optimizer in self._loss:
+                return self._loss[optimizer]  # type: ignore[no-any-return]
+        resolved = law_service.loss_candidates(db, optimizer)
         with self._lock:
-            self._loss = resolved
+            self._loss[optimizer] = resolved
         return resolved
 
-    def _default_key(self, db: Database, target: tuple[float, float], warn_factor: float) -> str:
-        """The id (as a key of ``_resolved``) of the default law for ``target``: the candidates
-        are looked up once per change of the stored laws, the choice is made per request."""
+    def _default_key(self, db: Database, target: tuple[float, float], warn_factor: float,
+                     optimizer: str | None) -> str:
+        """The id (as a key of ``_resolved``) of the default law for ``target`` and ``optimizer``:
+        the candidates are looked up once per change of the stored laws, the choice is made per
+        request (``NotFoundError`` for an optimizer with no law, see ``default_law``)."""
+        optimizer = optimizer or law_service.DEFAULT_OPTIMIZER
         with self._lock:
-            candidates = self._defaults
+            candidates = self._defaults.get(optimizer)
         if candidates is None:
-            candidates = law_service.default_candidates(db, "hyper")
+            candidates = law_service.default_candidates(db, "hyper", optimizer)
             with self._lock:
-                self._defaults = candidates
-        chosen = law_service.choose_default(candidates, *target, warn_factor)
+                self._defaults[optimizer] = candidates
+        chosen = law_service.default_law(candidates, target, warn_factor, optimizer)
         if chosen is None:
             return DEFAULT_PRESET
         return str(chosen.id)
 
     async def hyper_async(self, db: Database, law: str | None, target: tuple[float, float],
-                          warn_factor: float) -> ResolvedLaw:
+                          warn_factor: float, optimizer: str | None = None) -> ResolvedLaw:
         """``hyper`` for async routes: a cached law at once, else looked up in a worker thread
         (queries must not block the event loop)."""
         if not self._due():
             with self._lock:
-                defaults_known = self._defaults is not None
+                defaults_known = (optimizer or law_service.DEFAULT_OPTIMIZER) in self._defaults
             if law is not None or defaults_known:  # then finding the key needs no query
-                key = law if law is not None else self._default_key(db, target, warn_factor)
+                key = law if law is not None else self._default_key(db, target, warn_factor, optimizer)
                 with self._lock:
                     hit = self._resolved.get(key)
                 if hit is not None:
+                    if law is not None:
+                        law_service.check_optimizer(hit.row, optimizer)
                     return hit
-        return await anyio.to_thread.run_sync(self.hyper, db, law, target, warn_factor)
+        return await anyio.to_thread.run_sync(self.hyper, db, law, target, warn_factor, optimizer)
 
-    async def loss_async(self, db: Database) -> LossCandidates:
+    async def loss_async(self, db: Database, optimizer: str = law_service.DEFAULT_OPTIMIZER) -> LossCandidates:
         """``loss`` for async routes (a lookup runs in a worker thread)."""
         if not self._due():
             with self._lock:
-                hit = self._loss
-            if hit is not _UNRESOLVED:
-                return hit  # type: ignore[no-any-return]
-        return await anyio.to_thread.run_sync(self.loss, db)
+                if optimizer in self._loss:
+                    return self._loss[optimizer]  # type: ignore[no-any-return]
+        return await anyio.to_thread.run_sync(self.loss, db, optimizer)
 
     def clear(self) -> None:
         """Forget resolved laws now (after a fit through this process)."""
         with self._lock:
             self._resolved.clear()
-            self._defaults = None
-            self._loss = _UNRESOLVED
+            self._defaults.clear()
+            self._loss.clear()
             self._checked_at = -math.inf
 
 
@@ -254,12 +262,13 @@ async def recommend(db: Database, laws: LawCache, q: s.RecommendQuery, warn_fact
     tokens, compute, seq_len = q.tokens, q.compute, q.seq_len
     n, n_basis, embedding = model_size(n_params, d_model, n_layers, vocab_size)
     d, c = law_service.check_target(n, tokens, compute, seq_len)
-    resolved = await laws.hyper_async(db, q.law, (n, d), warn_factor)
+    resolved = await laws.hyper_async(db, q.law, (n, d), warn_factor, q.optimizer)
     rec = law_service.recommend_with_law(resolved.row, resolved.law, n, d, c, seq_len, warn_factor)
     if q.loss_law is not None:  # asked for by name: it answers wherever the target lies, with warnings
         loss = await anyio.to_thread.run_sync(law_service.named_loss_law, db, q.loss_law)
     else:
-        loss, rec.final_loss_note = law_service.choose_loss_law(await laws.loss_async(db), n, d, warn_factor)
+        candidates = await laws.loss_async(db, resolved.row.optimizer)
+        loss, rec.final_loss_note = law_service.choose_loss_law(candidates, n, d, warn_factor)
     if loss is not None:
         law_service.add_loss_prediction(rec, loss, warn_factor)
     return s.Recommendation(
@@ -275,5 +284,5 @@ async def recommend(db: Database, laws: LawCache, q: s.RecommendQuery, warn_fact
         final_loss=finite(rec.final_loss), final_loss_interval=interval(rec.final_loss_interval),
         loss_law=law_ref(loss.row) if loss is not None else None, final_loss_note=rec.final_loss_note,
         extrapolation_factor=finite(rec.extrapolation_factor), extrapolation_warning_factor=warn_factor,
-        warnings=list(rec.warnings), law=law_ref(resolved.row),
+        warnings=list(rec.warnings), law=law_ref(resolved.row), optimizer=rec.optimizer,
     )

@@ -17,7 +17,7 @@ def run_out(r: Run) -> s.Run:
     return s.Run(
         id=r.id, source=r.source, name=r.name, sweep_id=r.sweep_id, n_params=r.n_params, tokens=r.tokens,
         compute=finite(compute_flops(r.n_params, r.tokens)), lr=r.lr, batch_tokens=r.batch_tokens, batch_size=r.batch_size,
-        seq_len=r.seq_len, schedule=r.schedule, status=r.status, final_loss=finite(r.final_loss),
+        seq_len=r.seq_len, schedule=r.schedule, optimizer=r.optimizer, status=r.status, final_loss=finite(r.final_loss),
         final_loss_status=r.final_loss_status, tags=json_safe(r.tags), seed=r.seed, corpus_hash=r.corpus_hash,
         code_version=r.code_version, created_at=r.created_at, finished_at=r.finished_at,
     )

@@ -42,10 +42,10 @@ def sweep_detail(db: Database, sweep: str) -> s.SweepDetail:
 
 
 def sweep_groups(db: Database, sweep: str, eps: float = NEAR_OPTIMAL_EPS) -> list[s.Group]:
-    """Per (N, D) group of a sweep: its runs, the best, the near-optimal set and the smooth
-    optimum when the group's finished runs allow one. The near-optimal band is a fit's: the
-    sweep's run-to-run noise (measured on all its finished runs), never narrower than ``eps``;
-    each group reports the band it used."""
+    """Per (optimizer, N, D) group of a sweep: its runs, the best, the near-optimal set and the
+    smooth optimum when the group's finished runs allow one. The near-optimal band is a fit's:
+    the sweep's run-to-run noise (measured on all its finished runs), never narrower than
+    ``eps``; each group reports the band it used."""
     row = storage.get_sweep(db, sweep)
     runs = storage.list_runs(db, sweep_id=row.id)
     finished = [r for r in runs if r.status in ("done", "diverged") and r.lr is not None and r.batch_tokens is not None]
@@ -53,11 +53,12 @@ def sweep_groups(db: Database, sweep: str, eps: float = NEAR_OPTIMAL_EPS) -> lis
         noise = estimate_noise(fits.runset(finished).require_usable()) if finished else NO_NOISE
     except FittingError:  # nothing finished with a loss yet
         noise = NO_NOISE
-    by_group: dict[tuple[float, float], list[Run]] = {}
+    by_group: dict[tuple[str, float, float], list[Run]] = {}
     for r in runs:
-        by_group.setdefault((r.n_params, r.tokens), []).append(r)
+        by_group.setdefault((r.optimizer, r.n_params, r.tokens), []).append(r)
     out = []
-    for (n, d), members in sorted(by_group.items()):
+    # AdamW's groups first (the published laws' optimizer), then the others by name.
+    for (optimizer, n, d), members in sorted(by_group.items(), key=lambda kv: (kv[0][0] != "adamw", kv[0])):
         # The fitting engine's optimum, so that the page shows what a fit uses: a diverged run is
         # never near-optimal, and seeds of one configuration count by their mean loss.
         judged = [r for r in members if r.status in ("done", "diverged") and r.lr is not None and r.batch_tokens is not None]
@@ -67,7 +68,7 @@ def sweep_groups(db: Database, sweep: str, eps: float = NEAR_OPTIMAL_EPS) -> lis
                    key=lambda r: r.final_loss) if opt else None  # type: ignore[union-attr]
         out.append(
             s.Group(
-                n_params=n, tokens=d, compute=finite(compute_flops(n, d)),
+                optimizer=optimizer, n_params=n, tokens=d, compute=finite(compute_flops(n, d)),
                 runs=[
                     s.GroupRun(
                         id=r.id, name=r.name, lr=r.lr, batch_tokens=r.batch_tokens, batch_size=r.batch_size,

@@ -11,6 +11,7 @@ from hpscale.service.api import schemas as s
 from hpscale.service.api.deps import DbDep
 from hpscale.service.api.problems import problem_responses
 from hpscale.service.inputs import TEXT
+from hpscale.service.runformat import OPTIMIZER_RE
 
 router = APIRouter(prefix="/laws", tags=["laws"])
 
@@ -22,9 +23,12 @@ def list_laws(
     db: DbDep,
     kind: Annotated[LawKind | None, Query(description="Only laws of this kind.")] = None,
     origin: Annotated[Literal["published", "fitted"] | None, Query(description="Only published or fitted laws.")] = None,
+    optimizer: Annotated[
+        str | None, Query(pattern=OPTIMIZER_RE, description="Only laws fitted on this optimizer (published: adamw).")
+    ] = None,
 ) -> list[s.LawSummary]:
     """Every stored law, by id (the published laws come first)."""
-    return glue.list_laws(db, kind, origin)
+    return glue.list_laws(db, kind, origin, optimizer)
 
 
 @router.get("/{law}", response_model=s.LawDetail, responses=problem_responses(404, 422, rules=(

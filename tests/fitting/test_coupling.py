@@ -1,0 +1,98 @@
+"""The lr-batch coupling: the exponent of lr* on the batch at fixed (N, D), with its interval."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fitting_synthetic import synthetic_grid
+
+from hpscale.fitting.coupling import THEORY, LrBatchCoupling, cell_optima
+from hpscale.fitting.errors import InsufficientDataError
+from hpscale.fitting.runs import RunSet
+
+
+def coupled_grid(k: float, noise: float = 0.0, seed: int = 0, batches: tuple[float, ...] = (2**15, 2**16, 2**17, 2**18),
+                 lr_points: int = 9) -> RunSet:
+    """Groups (N, D) whose optimal lr is 0.3 N^-0.5 (B / 2^16)^k; loss a bowl in log lr, with a
+    batch term and per-group offsets (which the within-group estimate must ignore)."""
+    rng = np.random.default_rng(seed)
+    rows: dict[str, list] = {c: [] for c in ("n_params", "tokens", "lr", "batch_tokens", "final_loss", "names")}
+    for n in (1e6, 4e6, 1.6e7):
+        for d in (2e8, 8e8):
+            grid = 2.0 ** np.arange(-18, 0, 0.5)  # a fixed lattice, as a real sweep's
+            for b in batches:
+                lr_star = 0.3 * n ** -0.5 * (b / 2**16) ** k
+                nearest = int(np.argmin(np.abs(np.log(grid / lr_star))))
+                lrs = grid[nearest - lr_points // 2: nearest + lr_points // 2 + 1]
+                for lr in lrs:
+                    loss = 2.0 + 30 / n ** 0.3 + 0.05 * np.log(b) + 0.03 * np.log(lr / lr_star) ** 2
+                    loss *= 1 + noise * rng.standard_normal()
+                    for c, v in zip(rows, (n, d, lr, b, loss, f"{n:g}-{d:g}-{b:g}-{lr:.4g}")):
+                        rows[c].append(v)
+    size = len(rows["names"])
+    return RunSet(**{c: (v if c == "names" else np.array(v)) for c, v in rows.items()}, diverged=np.zeros(size, bool))
+
+
+@pytest.mark.parametrize("k", [0.0, 0.5, 1.0])
+def test_the_exponent_of_a_noiseless_grid_is_exact(k: float) -> None:
+    fit = LrBatchCoupling(n_bootstrap=200).fit(coupled_grid(k))
+    # A quadratic bowl in log lr: every cell's parabola vertex is its true optimum.
+    assert fit.exponent_ == pytest.approx(k, abs=1e-9)
+    assert fit.groups_ == 6 and len(fit.cells_) == 24 and fit.excluded_ == 0
+    assert fit.interval_ == pytest.approx((k, k), abs=1e-9)
+    assert all(g["slope"] == pytest.approx(k, abs=1e-9) for g in fit.group_slopes_)
+
+
+@pytest.mark.parametrize("k", [0.5, 1.0])
+def test_noisy_grids_give_an_interval_around_the_truth(k: float) -> None:
+    fit = LrBatchCoupling(n_bootstrap=500, seed=1).fit(coupled_grid(k, noise=0.0005, seed=3))
+    lo, hi = fit.interval_  # type: ignore[misc]
+    assert lo < k < hi and hi - lo < 0.3
+    assert abs(fit.exponent_ - k) < 0.1  # type: ignore[operator]
+    again = LrBatchCoupling(n_bootstrap=500, seed=1).fit(coupled_grid(k, noise=0.0005, seed=3))
+    assert again.interval_ == fit.interval_  # seeded: reproducible
+
+
+def test_a_grid_without_coupling_reads_zero() -> None:
+    fit = LrBatchCoupling(n_bootstrap=100).fit(synthetic_grid())  # lr* independent of the batch there
+    assert fit.exponent_ == pytest.approx(0.0, abs=0.02)
+
+
+def test_cells_with_the_optimum_on_the_grid_edge_are_left_out() -> None:
+    runs = coupled_grid(0.5)
+    # Drop the lrs above each cell's optimum in the largest-batch cells: their best is the top edge.
+    lr_star = 0.3 * runs.n_params ** -0.5 * (runs.batch_tokens / 2**16) ** 0.5
+    keep = ~((runs.batch_tokens == 2**18) & (runs.lr > lr_star * 1.01))
+    fit = LrBatchCoupling(n_bootstrap=0).fit(runs.subset(keep))
+    assert fit.excluded_ == 6 and len(fit.cells_) == 18
+    assert fit.exponent_ == pytest.approx(0.5, abs=1e-9) and fit.interval_ is None
+
+
+def test_a_diverged_neighbour_brackets_the_optimum_at_its_grid_point() -> None:
+    lr = np.array([1e-3, 2e-3, 4e-3, 8e-3])
+    runs = RunSet(n_params=np.ones(4), tokens=np.ones(4), lr=lr, batch_tokens=np.full(4, 1024.0),
+                  final_loss=np.array([3.2, 3.1, 3.0, np.nan]), diverged=np.array([False, False, False, True]),
+                  names=list("abcd"))
+    (cell,), excluded = cell_optima(runs)
+    assert (cell.lr, cell.method, excluded) == (4e-3, "grid", 0)
+
+
+def test_too_little_data_says_why_and_records_the_theory() -> None:
+    one_batch = coupled_grid(0.5, batches=(2**16,))
+    fit = LrBatchCoupling(optimizer="sgd").fit(one_batch)
+    rec = fit.to_record()
+    assert rec["exponent"] is None and rec["interval"] is None and "two or more batch sizes" in rec["note"]
+    assert (rec["theory"], rec["optimizer"]) == (1.0, "sgd") and "linear" in rec["theory_basis"]
+    assert LrBatchCoupling(optimizer="adafactor").fit(one_batch).to_record()["theory"] is None
+    assert {k: v[0] for k, v in THEORY.items()} == {"sgd": 1.0, "sgd_sai": 1.0, "adamw": 0.5, "lamb": 0.5,
+                                                     "lion": 0.5, "muon": 0.5}
+    with pytest.raises(InsufficientDataError):
+        LrBatchCoupling().fit(one_batch.subset(np.zeros(len(one_batch), bool)))
+
+
+def test_the_record_is_json_safe() -> None:
+    import json
+
+    rec = LrBatchCoupling(optimizer="lion", n_bootstrap=50).fit(coupled_grid(0.5)).to_record()
+    assert json.loads(json.dumps(rec)) == rec
+    assert rec["groups"] == 6 and rec["cells"] == 24 and rec["theory"] == 0.5 and len(rec["per_group"]) == 6
