@@ -29,7 +29,7 @@ MAX_ID = 2**31 - 1  # ids are INTEGER columns (32-bit on PostgreSQL): a larger i
 RUN_COLUMNS = (
     "source", "name", "sweep_id", "n_params", "tokens", "lr", "batch_tokens", "batch_size", "seq_len",
     "schedule", "tags", "config", "status", "seed", "corpus_hash", "code_version", "spec", "finished_at",
-    "group_key", "cell_key", "optimizer", "n_params_total",
+    "group_key", "cell_key", "optimizer", "n_params_total", "trunk_key",
 )
 
 

@@ -104,7 +104,7 @@ def test_store_plan_is_idempotent_and_lives_beside_optuna(db: Database) -> None:
     s = spec()
     sweep = book.store_plan(db, build_plan(s))
     assert OPTUNA_TABLES <= _tables(db) and {"runs", "sweeps", "alembic_version"} <= _tables(db)
-    assert db.current_revision() == db.head_revision() == "0004"  # Optuna left alembic_version alone
+    assert db.current_revision() == db.head_revision() == "0005"  # Optuna left alembic_version alone
     runs = storage.list_runs(db, sweep_id=sweep.id)
     assert len(runs) == 16 and {r.status for r in runs} == {"queued"} and runs[0].source == "p"
     assert runs[0].group_key == "N24576-D24576" and runs[0].cell_key == "N24576-D24576-B4"
@@ -119,7 +119,7 @@ def test_store_plan_is_idempotent_and_lives_beside_optuna(db: Database) -> None:
     book.store_plan(db, build_plan(s))
     assert len(storage.list_runs(db, sweep_id=sweep.id)) == 16
     assert sum(len(st.get_trials(deepcopy=False)) for st in book.studies(db, store, sweep).values()) == 16
-    assert db.upgrade() == ("0004", "0004") and OPTUNA_TABLES <= _tables(db)
+    assert db.upgrade() == ("0005", "0005") and OPTUNA_TABLES <= _tables(db)
     fresh = Database(db.url)
     fresh.ensure_schema()  # a new handle accepts the shared database as hpscale's
     fresh.dispose()
@@ -152,13 +152,14 @@ def test_migrations_from_0001_keep_rows(any_db_url: str) -> None:
         conn.execute(sa.text("INSERT INTO curve_points (run_id, step, val_loss, nonfinite) VALUES (1, 10, 4.0, false)"))
     with pytest.raises(Exception, match="older than this hpscale"):
         db.ensure_schema()
-    assert db.upgrade() == ("0001", "0004")
+    assert db.upgrade() == ("0001", "0005")
     (sweep,) = storage.list_sweeps(db)
     assert (sweep.name, sweep.code_version) == ("old", "v0")  # 0003 dropped the stale status column only
     (run,) = storage.list_runs(db)
     assert (run.name, run.final_loss, run.status, run.sweep_id) == ("r1", 3.5, "done", 1)
     assert run.group_key is None and run.trial_id is None and run.heartbeat_at is None
     assert run.optimizer == "adamw" and run.n_params_total is None  # 0004: every older run was AdamW's
+    assert run.trunk_key is None  # 0005: every older run was trained on its own
     assert [p.val_loss for p in storage.get_curve(db, 1)] == [4.0]
     with db.engine.connect() as conn:
         indexes = {i["name"] for i in sa.inspect(conn).get_indexes("runs")}
