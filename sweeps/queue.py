@@ -14,7 +14,9 @@ The contract, in one place:
   claims the waiting trials of one cell (of one trunk, across the studies of its budgets) with
   the storage call ``Study.ask`` itself uses (``set_trial_state_values(..., RUNNING)``: a
   row-locked compare-and-set), so a trial is claimed by exactly one worker.
-- Results: ``tell`` the final validation loss (nats/token). A diverged run is told FAIL with user
+- Results: ``tell`` the final validation loss (nats/token), after the run's row is stored; a run
+  stored by a worker that died before telling is told by its trial's retry (``told_done``), so
+  every finished run ends with exactly one COMPLETE trial. A diverged run is told FAIL with user
   attr ``outcome`` = "diverged" (Optuna's samplers then ignore it, and no callback retries a told
   FAIL); the runs table holds status "diverged".
 - Liveness: Optuna's heartbeat (``heartbeat_interval`` / ``grace_period``). Any worker calls
@@ -109,6 +111,14 @@ def live_runs(study: optuna.Study) -> set[str]:
     trials = study._storage.get_all_trials(study._study_id, deepcopy=False,
                                            states=(TrialState.WAITING, TrialState.RUNNING))
     return {t.user_attrs.get("run") for t in trials}
+
+
+def told_done(study: optuna.Study, run: str) -> bool:
+    """Whether some trial of the study was told the result of run ``run`` (COMPLETE)."""
+    from optuna.trial import TrialState
+
+    trials = study._storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.COMPLETE,))
+    return any(t.user_attrs.get("run") == run for t in trials)
 
 
 def fail_stale(studies: Iterable[optuna.Study]) -> None:

@@ -198,6 +198,11 @@ class Worker:
             row = rows.get(name)
             if row is not None and self._claim_row(row, trial._trial_id):
                 owned.append((trial, row))
+            elif row is not None and row.status == "done" and row.final_loss is not None \
+                    and not queue.told_done(trial.study, name):
+                # Stored, but its worker died before telling Optuna (a branch is stored while
+                # its trunk trains on): this retry of its trial tells the stored result, once.
+                queue.tell_done(trial.study, trial, float(row.final_loss))
             else:
                 queue.tell_failed(trial.study, trial, "duplicate")
                 self.summary.duplicates += 1
@@ -289,7 +294,7 @@ class Worker:
         status = "diverged" if res.status == "diverged" or res.final_val_loss is None else "done"
         loss = res.final_val_loss if status == "done" else None
         # The row first, then Optuna: a crash in between leaves a finished row and a running
-        # trial, whose retry then finds the row finished and is told FAIL as a duplicate.
+        # trial, whose retry then finds the row finished and tells its result (``_own``).
         tags = {k: v for k, v in (row.tags or {}).items() if k != "error"}  # an earlier attempt's
         mine = storage.finish_sweep_run(self.db, row.id, trial._trial_id, status, loss, config=config, tags=tags,
                                         corpus_hash=corpus, code_version=code_version())

@@ -288,6 +288,29 @@ def test_a_killed_worker_loses_no_finished_branch(sdb: Database) -> None:
     assert sorted(complete) == sorted(r.name for r in runs) and set(complete.values()) == {1}  # exactly once
 
 
+def test_a_run_stored_by_a_worker_that_died_before_telling_is_told_by_the_retry(
+        sdb: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = branched_spec(sizes=[{"d_model": 32, "n_layers": 2, "n_heads": 2}], batch_sizes=[4])
+    sweep = plan_into(sdb, spec)
+    told = queue.tell_done
+
+    def die(*args: Any) -> None:  # the first branch's first run is stored, then the worker dies
+        raise Killed
+
+    monkeypatch.setattr(queue, "tell_done", die)
+    with pytest.raises(Killed):
+        Worker(sdb, "wsd", lambda s: FakeRunner(), worker_id="w1", poll_s=0.05).run()
+    monkeypatch.setattr(queue, "tell_done", told)
+    (stored,) = storage.list_runs(sdb, sweep_id=sweep.id, statuses=["done"])
+    Worker(sdb, "wsd", lambda s: FakeRunner(), worker_id="w2", poll_s=0.2).run()
+    runs = storage.list_runs(sdb, sweep_id=sweep.id)
+    assert {r.status for r in runs} == {"done"} and len(runs) == 12
+    complete = [t for t in trials(sdb, "wsd") if t.state == TrialState.COMPLETE]
+    assert Counter(t.user_attrs["run"] for t in complete) == {r.name: 1 for r in runs}
+    (retry,) = [t for t in complete if t.user_attrs["run"] == stored.name]
+    assert retry.value == stored.final_loss and "failed_trial" in retry.system_attrs
+
+
 def test_a_failing_cell_is_recorded_and_retried_by_the_next_run(sdb: Database) -> None:
     sweep = plan_into(sdb, spec_dict())
     summary = Worker(sdb, "fake", lambda s: FakeRunner(fail_on=1), poll_s=0.05).run()
