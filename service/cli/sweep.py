@@ -255,7 +255,8 @@ def run_cmd(
     plan = build_plan(spec)
     dev = device or spec.device
     info = _plan_dict(plan, _plan_device(dev), None)
-    err_console.print(f"sweep {spec.name}: {info['cells']} cells, {info['runs']} runs, {info['flops']:.3g} FLOPs, "
+    saved = f" ({len(info['trunks'])} trunks save {info['flops_saved']:.3g})" if info["trunks"] else ""
+    err_console.print(f"sweep {spec.name}: {info['cells']} cells, {info['runs']} runs, {info['flops']:.3g} FLOPs{saved}, "
                       f"estimated {_duration(info['estimated_seconds'])} on {info['device']}")
     db = open_db()
     sweep = store_plan(db, plan)

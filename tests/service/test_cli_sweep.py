@@ -127,6 +127,7 @@ def test_branched_sweep_plans_trunks_and_trains_each_budget_as_a_run(cli_env: Pa
     result = hp("sweep", "run", spec, "--cpu-threads", "1")
     assert result.exit_code == 0, result.stderr + result.stdout
     assert "trunk N24576-B4-trunk (3 budgets): 12 runs, 161 steps" in result.stderr
+    assert f"24 runs, {info['flops']:.3g} FLOPs (2 trunks save {info['flops_saved']:.3g})" in result.stderr
     db = Database(f"sqlite:///{cli_env / 'hpscale.db'}")
     runs = storage.list_runs(db, sources=["tiny-cpu-wsd"])
     assert len(runs) == 24 and {r.status for r in runs} <= {"done", "diverged"}
