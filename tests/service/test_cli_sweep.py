@@ -150,9 +150,10 @@ def test_branched_sweep_plans_trunks_and_trains_each_budget_as_a_run(cli_env: Pa
 
     for r in by_budget.values():
         points = storage.get_curve(db, r.id)
-        lr = per_step_lr(r, points)
+        lr, guessed = per_step_lr(r, points)
         assert lr.size == r.config["steps"] and [lr[p.step - 1] for p in points[1:]] == pytest.approx([p.lr for p in points[1:]])
         assert infer_warmup(lr) == r.config["warmup_steps"] == 6  # 10% of the shortest budget's 64 steps
+        assert not guessed
     names = ",".join(r.name for r in by_budget.values())
     fit = hp_json("fit", "--kind", "trajectory", "--source", "tiny-cpu-wsd", "--runs", names)
     assert fit["kind"] == "trajectory" and sorted(fit["run_ids"]) == sorted(r.id for r in by_budget.values())
