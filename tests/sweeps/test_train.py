@@ -8,7 +8,7 @@ import torch
 
 from hpscale.sweeps.errors import TrainError
 from hpscale.sweeps.shape import GPTConfig
-from hpscale.sweeps.optim import Layout, make_update
+from hpscale.sweeps.optim import OPTIMIZERS, Layout, make_update
 from hpscale.sweeps.spec import AdamWSpec
 from hpscale.sweeps.train import (
     CellTrainer, EvalEvent, MemberResult, Progress, TrainConfig, train_branches, train_cell,
@@ -293,7 +293,26 @@ def test_snapshot_and_restore_bring_back_every_bit_of_state() -> None:
     trainer.restore(saved)
     assert all(torch.equal(t.nan_to_num(7.0), b.nan_to_num(7.0)) for (t, _), b in zip(saved, before))
     assert bool(trainer.active[1]) and torch.equal(trainer.step(LONG[1]), ref)
-    assert any(t is trainer.m for t, _ in saved) and any(t is trainer.model.flat for t, _ in saved)
+    assert any(t is trainer.opt_state["m"] for t, _ in saved) and any(t is trainer.model.flat for t, _ in saved)
+
+
+@pytest.mark.parametrize("kind", sorted(OPTIMIZERS))
+def test_a_branch_is_the_separate_run_with_every_optimizer(kind: str) -> None:
+    # The snapshot finds each optimizer's state (sweeps.optim) on its own: Lion's one moment,
+    # SGD-SaI's per-block statistics, Muon's two halves all come back, bit for bit.
+    from hpscale.sweeps.spec import OPTIMIZER_SPECS
+
+    schedules = [_wsd(16, warmup=2), _wsd(24, warmup=2)]
+    lr = {"adamw": 3e-3, "lion": 3e-4, "sgd": 0.1, "sgd_sai": 3e-3, "lamb": 3e-3, "muon": 0.02}[kind]
+    cfg = TrainConfig(batch_size=4, total_steps=1, eval_interval=8, eval_batches=1, optimizer=OPTIMIZER_SPECS[kind]())
+    branched = train_branches(CFG, cfg, [lr], schedules, lambda s: LONG[s], VAL)
+    for schedule, got in zip(schedules, branched):
+        alone = train_cell(CFG, TrainConfig(batch_size=4, total_steps=schedule.size, eval_interval=8, eval_batches=1,
+                                            optimizer=OPTIMIZER_SPECS[kind]()),
+                           [lr], schedule, lambda s: LONG[s], VAL)
+        assert got[0].status == alone[0].status == "done"
+        assert _points(got[0]) == _points(alone[0])
+    assert branched[0][0].final_val_loss != branched[1][0].final_val_loss
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU (CI has none; run on the lent GPU)")
