@@ -91,6 +91,12 @@ def test_branched_plan_names_trunks_where_budgets_leave_them_and_the_flops_saved
     assert plan.flops_saved == pytest.approx(plan.separate_flops - plan.flops)
     unbranched = build_plan(spec())
     assert not unbranched.trunks and unbranched.flops_saved == 0 and unbranched.separate_flops == unbranched.flops
+    # Each optimizer trains its own trunks (a job is one optimizer's), keyed like its groups.
+    two = build_plan(branched(sizes=[{"d_model": 32, "n_layers": 2, "n_heads": 2}], batch_sizes=[4],
+                              optimizer=[{"kind": "adamw"}, {"kind": "lion", "lr": {"values": [1e-4]}}]))
+    assert list(two.trunks) == ["N24576-B4-trunk", "lion-N24576-B4-trunk"]
+    assert [c.group for c in two.trunks["lion-N24576-B4-trunk"]] == ["lion-N24576-D24576", "lion-N24576-D49152",
+                                                                       "lion-N24576-D73728"]
 
 
 def test_branched_runs_store_their_trunk_and_refinement_keeps_it(db: Database) -> None:
