@@ -106,6 +106,9 @@ class Run(Base):
     worker: Mapped[str | None] = mapped_column(String(200))
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # Revision 0005: a branch of a warmup-stable-decay trunk (``sweeps.plan``) names the trunk
+    # cell it branched off; its own trunk is (trunk_key, lr, seed). NULL: trained on its own.
+    trunk_key: Mapped[str | None] = mapped_column(String(160))
 
     sweep: Mapped[Sweep | None] = relationship(back_populates="runs")
     points: Mapped[list[CurvePoint]] = relationship(

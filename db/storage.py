@@ -29,7 +29,7 @@ MAX_ID = 2**31 - 1  # ids are INTEGER columns (32-bit on PostgreSQL): a larger i
 RUN_COLUMNS = (
     "source", "name", "sweep_id", "n_params", "tokens", "lr", "batch_tokens", "batch_size", "seq_len",
     "schedule", "tags", "config", "status", "seed", "corpus_hash", "code_version", "spec", "finished_at",
-    "group_key", "cell_key", "optimizer", "n_params_total",
+    "group_key", "cell_key", "optimizer", "n_params_total", "trunk_key",
 )
 
 
@@ -488,8 +488,15 @@ def beat_sweep_runs(db: Database, run_ids: Sequence[int]) -> None:
     """Record that the worker training these runs is alive (``heartbeat_at`` = now)."""
     if run_ids:
         with db.session() as s:
-            s.execute(update(Run).where(Run.id.in_(list(run_ids)), Run.status == "running")
-                      .values(heartbeat_at=utcnow()).execution_options(synchronize_session=False))
+            # Lock the rows in id order first, the order ``add_owned_curve_points`` locks them in:
+            # a plain UPDATE locks in heap order, which updates shuffle, and PostgreSQL then
+            # found a beat and an evaluation's write waiting for each other (a deadlock) once a
+            # job held 12 runs (a trunk's budgets). SQLite takes no row locks.
+            live = Run.id.in_(list(run_ids)) & (Run.status == "running")
+            ids = list(s.execute(select(Run.id).where(live).order_by(Run.id).with_for_update(key_share=True)).scalars())
+            if ids:
+                s.execute(update(Run).where(Run.id.in_(ids), Run.status == "running")
+                          .values(heartbeat_at=utcnow()).execution_options(synchronize_session=False))
 
 
 def finish_sweep_run(db: Database, run_id: int, trial_id: int, status: str, final_loss: float | None,

@@ -93,6 +93,15 @@ def lr_schedule(
     return lr.astype(float)
 
 
+def shared_steps(a: np.ndarray, b: np.ndarray) -> int:
+    """How many leading steps two per-step schedules share exactly (bitwise-equal values): the
+    steps a run branched off the other trains in common with it."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    n = min(a.size, b.size)
+    differ = np.flatnonzero(a[:n] != b[:n])
+    return int(differ[0]) if differ.size else n
+
+
 def infer_warmup(lr: np.ndarray) -> int:
     """Warmup length of a per-step schedule: the steps before lr first reaches its maximum
     (0 when it starts at the maximum)."""

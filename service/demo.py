@@ -44,7 +44,8 @@ def export_demo(db: Database, sources: Sequence[str], path: Path, law_names: Seq
             "batch_size": r.batch_size, "seq_len": r.seq_len, "schedule": r.schedule, "tags": r.tags,
             "config": r.config, "status": r.status, "final_loss": r.final_loss, "seed": r.seed,
             "corpus_hash": r.corpus_hash, "code_version": r.code_version, "group_key": r.group_key,
-            "cell_key": r.cell_key, "curve": [[p.step, p.tokens, p.lr, _num(p.train_loss), _num(p.val_loss)] for p in curves[r.id]],
+            "cell_key": r.cell_key, "trunk_key": r.trunk_key,
+            "curve": [[p.step, p.tokens, p.lr, _num(p.train_loss), _num(p.val_loss)] for p in curves[r.id]],
         })
     used = {r["sweep"] for r in out_runs}
     out_sweeps = [{"name": s.name, "spec": s.spec, "corpus_hash": s.corpus_hash,

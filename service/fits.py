@@ -128,7 +128,9 @@ def per_step_lr(run: Run, points: Sequence[CurvePoint]) -> tuple[np.ndarray, boo
         from hpscale.sweeps.spec import ScheduleSpec, schedule_lrs as spec_lrs  # pydantic only: no torch behind this import
 
         check_schedule_length(int(config["steps"]), f"run {run.source}/{run.name}'s schedule")
-        return spec_lrs(ScheduleSpec.model_validate(spec["schedule"]), int(config["steps"]), float(run.lr)), False
+        # A branch of a WSD trunk warms up for its trunk's steps, not a fraction of its own.
+        return spec_lrs(ScheduleSpec.model_validate(spec["schedule"]), int(config["steps"]), float(run.lr),
+                        warmup_steps=config.get("warmup_steps")), False
     known = [(p.step, p.lr) for p in points if p.lr is not None]
     if len(known) < 2:
         raise InputError(f"run {run.source}/{run.name} has no learning rate recorded with its curve")

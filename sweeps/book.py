@@ -33,10 +33,14 @@ ACTIVE = ("queued", "running")
 FINISHED = ("done", "diverged", "failed")
 
 
-def schedule_label(spec: SweepSpec) -> str:
-    """The schedule as the runs table's ``schedule`` column shows it."""
+def schedule_label(spec: SweepSpec, cell: Cell | None = None) -> str:
+    """The schedule as the runs table's ``schedule`` column shows it (a branch: its warmup in
+    steps, the trunk's, and the step it left the trunk at)."""
     s = spec.schedule
     extra = f",cooldown={s.cooldown_fraction:g}" if s.kind == "wsd" else ""
+    if cell is not None and cell.trunk is not None:
+        return (f"{s.kind}(warmup_steps={cell.warmup_steps},final={s.final_lr_ratio:g}{extra},"
+                f"branch_step={cell.branch_step})")
     return f"{s.kind}(warmup={s.warmup_fraction:g},final={s.final_lr_ratio:g}{extra})"
 
 
@@ -44,12 +48,14 @@ def run_rows(spec: SweepSpec, cell: Cell) -> list[dict[str, Any]]:
     """The runs table rows (queued) of one cell's members."""
     config = {"d_model": cell.shape.d_model, "n_layers": cell.shape.n_layers, "n_heads": cell.shape.n_heads,
               "vocab_size": spec.vocab_size, "steps": cell.steps, "flops_per_token": cell.shape.flops_per_token}
+    if cell.trunk is not None:  # what rebuilds the branch's schedule: the trunk's warmup, where it leaves it
+        config.update(warmup_steps=cell.warmup_steps, branch_step=cell.branch_step)
     return [
         {"source": spec.name, "name": m.name, "n_params": float(cell.shape.n_params), "tokens": float(cell.tokens),
          "lr": m.lr, "batch_size": float(cell.batch_size), "batch_tokens": float(cell.batch_tokens),
-         "seq_len": cell.seq_len, "schedule": schedule_label(spec), "tags": {"round": cell.round},
+         "seq_len": cell.seq_len, "schedule": schedule_label(spec, cell), "tags": {"round": cell.round},
          "config": config, "seed": m.seed, "code_version": code_version(), "spec": spec.model_dump(mode="json"),
-         "group_key": cell.group, "cell_key": cell.key, "optimizer": cell.optimizer}
+         "group_key": cell.group, "cell_key": cell.key, "optimizer": cell.optimizer, "trunk_key": cell.trunk}
         for m in cell.members
     ]
 
@@ -62,7 +68,17 @@ def cell_from_rows(rows: Sequence[Run]) -> Cell:
                   float(c["flops_per_token"]))
     members = tuple(Member(float(x.lr or 0.0), int(x.seed or 0), x.name) for x in rows)
     return Cell(str(r.group_key), str(r.cell_key), shape, int(r.tokens), int(r.batch_size or 0),
-                int(r.seq_len or 0), int(c["steps"]), int((r.tags or {}).get("round", 0)), members, r.optimizer)
+                int(r.seq_len or 0), int(c["steps"]), int((r.tags or {}).get("round", 0)), members,
+                r.optimizer, trunk=r.trunk_key, warmup_steps=c.get("warmup_steps"), branch_step=c.get("branch_step"))
+
+
+def cells_from_rows(rows: Sequence[Run]) -> list[Cell]:
+    """Rebuild the cells of stored run rows (of one cell, or of the budgets of one trunk),
+    shortest first: the last is the trunk's own end."""
+    by_cell: dict[str, list[Run]] = defaultdict(list)
+    for r in rows:
+        by_cell[str(r.cell_key)].append(r)
+    return sorted((cell_from_rows(rs) for rs in by_cell.values()), key=lambda c: (c.steps, c.tokens))
 
 
 def _canonical(spec: dict[str, Any]) -> str:
@@ -156,7 +172,7 @@ def repair(db: Database, store: RDBStorage, sweep: Sweep, by_group: dict[str, op
         for r in rows:
             if r.name not in live:
                 queue.enqueue_run(study, r.name, str(r.cell_key), group, float(r.lr or 0.0),
-                                  int(r.batch_size or 0), int(r.seed or 0))
+                                  int(r.batch_size or 0), int(r.seed or 0), trunk=r.trunk_key)
                 added += 1
     return added
 
@@ -232,6 +248,6 @@ def refine(db: Database, store: RDBStorage, sweep: Sweep, spec: SweepSpec,
             study = by_group.get(group) or queue.load_study(store, queue.study_name(sweep.name, group), create=True)
             for row in new_rows:
                 queue.enqueue_run(study, row["name"], row["cell_key"], group, row["lr"], int(row["batch_size"]),
-                                  row["seed"])
+                                  row["seed"], trunk=row["trunk_key"])
         done.append(Refinement(group, rnd + 1, edge or f"batch_{batch_edge}", tuple(lrs), added, new_batches))
     return done

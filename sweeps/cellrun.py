@@ -3,10 +3,13 @@ and the fused trainer (``sweeps.train``). This is the only sweep module that imp
 only when a :class:`TorchCellRunner` is built.
 
 The worker (``sweeps.worker``) talks to any "cell runner": a callable
-``runner(task, on_eval, on_progress) -> results`` with a ``corpus_hash`` attribute, where the
-results have ``status`` ("done" / "diverged"), ``final_val_loss``, ``steps``, ``tokens`` and
-``diverged_step`` (``sweeps.train.MemberResult``) and the events are ``sweeps.train.EvalEvent``
-and ``sweeps.train.Progress``. Tests drive the worker with a runner that fakes training.
+``runner(task, on_eval, on_progress, on_result)`` with a ``corpus_hash`` attribute. It trains
+the task's members (``CellTask.members``) on every cell of the task and calls
+``on_result(i, results)`` as soon as cell i (``CellTask.cells``) is finished, with one result
+per member: ``status`` ("done" / "diverged"), ``final_val_loss``, ``steps``, ``tokens`` and
+``diverged_step`` (``sweeps.train.MemberResult``). The events are ``sweeps.train.EvalEvent``
+(``branches`` = the cells a point belongs to) and ``sweeps.train.Progress``. Tests drive the
+worker with a runner that fakes training.
 """
 
 from __future__ import annotations
@@ -17,16 +20,39 @@ from pathlib import Path
 from typing import Any
 
 from hpscale.sweeps.errors import SweepError
-from hpscale.sweeps.plan import Cell
-from hpscale.sweeps.spec import SweepSpec, schedule_lrs
+from hpscale.sweeps.plan import Cell, cell_schedule
+from hpscale.sweeps.spec import SweepSpec
 
 
 @dataclass(frozen=True)
 class CellTask:
-    """One cell to train: the spec it comes from and the members this worker owns."""
+    """One training job: a cell, or the cells of several token budgets branched off one trunk
+    (``cell`` the longest, the trunk's own end; ``branches`` the shorter ones, shortest first).
+    Each cell holds the members this worker owns in it."""
 
     spec: SweepSpec
     cell: Cell
+    branches: tuple[Cell, ...] = ()
+
+    @property
+    def cells(self) -> tuple[Cell, ...]:
+        """Every cell of the job, shortest first: the indices of ``on_result`` and ``EvalEvent.branches``."""
+        return (*self.branches, self.cell)
+
+    @property
+    def key(self) -> str:
+        """The trunk key of a branched job, else the cell key."""
+        return self.cell.trunk if self.branches and self.cell.trunk else self.cell.key
+
+    @property
+    def members(self) -> tuple[tuple[float, int], ...]:
+        """(peak lr, seed) of every member trained: those of all the cells (they share the trunk)."""
+        return tuple(sorted({(m.lr, m.seed) for c in self.cells for m in c.members}))
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps the job trains: the longest cell's, plus the other cells' cooldowns."""
+        return self.cell.steps + sum(c.steps - (c.branch_step or 0) for c in self.branches)
 
 
 def prepare_corpus(spec: SweepSpec, cache_dir: Path) -> Any:
@@ -66,13 +92,13 @@ class TorchCellRunner:
         self.corpus = prepare_corpus(spec, cache_dir)
         self.corpus_hash: str = self.corpus.corpus_hash
 
-    def __call__(self, task: CellTask, on_eval: Callable[[Any], None],
-                 on_progress: Callable[[Any], None]) -> Sequence[Any]:
+    def __call__(self, task: CellTask, on_eval: Callable[[Any], None], on_progress: Callable[[Any], None],
+                 on_result: Callable[[int, Sequence[Any]], None]) -> None:
         from hpscale.sweeps import data
         from hpscale.sweeps.shape import GPTConfig
-        from hpscale.sweeps.train import TrainConfig, train_cell
+        from hpscale.sweeps.train import TrainConfig, train_branches
 
-        spec, cell = task.spec, task.cell
+        spec, cell = task.spec, task.cell  # the cells of a job share shape, batch and seq_len
         if self.corpus.vocab_size > spec.vocab_size:
             raise SweepError(f"corpus has {self.corpus.vocab_size} token ids, more than the spec's vocab_size "
                              f"{spec.vocab_size}")
@@ -82,12 +108,14 @@ class TorchCellRunner:
         train = TrainConfig(batch_size=cell.batch_size, total_steps=cell.steps, optimizer=opt, grad_clip=opt.grad_clip,
                             eval_interval=spec.eval.interval, eval_batches=spec.eval.batches,
                             divergence_factor=opt.divergence_factor, precision=spec.precision,
-                            compile=spec.compile, cuda_graph=spec.cuda_graph, progress_interval=max(1, min(50, cell.steps // 20 or 1)))
-        # A multiplier per step (peak 1): member k's lr at step i is lrs[k] * multiplier[i].
-        multiplier = schedule_lrs(spec.schedule, cell.steps, 1.0)
+                            compile=spec.compile, cuda_graph=spec.cuda_graph, progress_interval=max(1, min(50, task.steps // 20 or 1)))
+        # A multiplier per step (peak 1) for each cell: member k's lr at step i is lrs[k] * multiplier[i].
+        # Branches share their leading steps with the longest cell's schedule; the trainer trains those once.
+        schedules = [cell_schedule(spec, c) for c in task.cells]
         sampler = data.BatchSampler(self.corpus.train, cell.batch_size, cell.seq_len, seed=spec.data_seed)
         val = data.validation_batches(self.corpus, spec.eval.batches, spec.eval.batch_size, cell.seq_len,
                                       seed=spec.data_seed)
-        return train_cell(model, train, [m.lr for m in cell.members], multiplier, sampler, val,
-                          seeds=[m.seed for m in cell.members], device=self.device,
-                          on_eval=on_eval, on_progress=on_progress)
+        members = task.members
+        train_branches(model, train, [lr for lr, _ in members], schedules, sampler, val,
+                       seeds=[seed for _, seed in members], device=self.device,
+                       on_eval=on_eval, on_progress=on_progress, on_result=on_result)

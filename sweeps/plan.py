@@ -8,18 +8,26 @@ Names are deterministic, so whoever plans the same spec gets the same keys:
 any other optimizer (a group is one optimizer's; AdamW's keys predate the optimizer axis and keep
 their form, so a stored sweep re-plans to the same names), ``cell`` = ``{group}-B{batch}``,
 ``run`` = ``{cell}-lr{lr:.6g}-s{seed}``. The run name is the idempotency key of the runs table.
+
+Branched sweeps (``schedule.branches``): the cells of one optimizer, size and batch share a
+trunk, ``trunk`` = ``N{n_params}-B{batch}-trunk`` (prefixed like the group); a run's own trunk is
+(trunk, lr, seed). The trunk is trained once up to the longest budget, and every shorter budget
+branches off it into its own cooldown after ``branch_step`` shared steps, so a branched plan
+costs the longest run plus the other budgets' cooldowns (``Plan.flops``) instead of every run
+in full (``Plan.separate_flops``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from hpscale.sweeps.shape import GPTConfig, config_for_params, flops_per_token, n_params
-from hpscale.sweeps.spec import SizeSpec, SweepSpec, round_lr
+from hpscale.fitting.schedules import lr_schedule, shared_steps
+from hpscale.sweeps.spec import SizeSpec, SweepSpec, round_lr, schedule_lrs
 
 # Assumed sustained model-FLOP rates for the time estimate (FLOP/s). CPU: what this project's
 # 2-core CI machine reaches on tiny float32 models (measured ~5-8 GFLOP/s; take the low end).
@@ -62,6 +70,9 @@ class Cell:
     round: int  # 0 for the spec's grid, r for the r-th refinement
     members: tuple[Member, ...]
     optimizer: str = "adamw"  # the optimizer kind every member trains with (sweeps.spec.OPTIMIZERS)
+    trunk: str | None = None  # branched sweeps: the trunk key this cell's runs branch off
+    warmup_steps: int | None = None  # branched: the trunk's warmup (steps), the same for every branch
+    branch_step: int | None = None  # branched: steps shared with the trunk; the cooldown follows
 
     @property
     def batch_tokens(self) -> int:
@@ -79,7 +90,8 @@ class Plan:
 
     spec: SweepSpec
     cells: tuple[Cell, ...]
-    flops_by_cell: tuple[float, ...] = field(default=())
+    flops_by_cell: tuple[float, ...] = field(default=())  # what training each cell costs, FLOP
+    separate_flops: float = 0.0  # the same runs each trained from scratch, FLOP (= flops unless branched)
 
     @property
     def runs(self) -> int:
@@ -92,6 +104,21 @@ class Plan:
     @property
     def flops(self) -> float:
         return float(sum(self.flops_by_cell))
+
+    @property
+    def flops_saved(self) -> float:
+        """FLOPs that branching saves against training every run separately (FLOP)."""
+        return max(self.separate_flops - self.flops, 0.0)
+
+    @property
+    def trunks(self) -> dict[str, list[Cell]]:
+        """Branched plans: each trunk's cells, shortest budget first (the last one is the
+        trunk's own end); empty for a plan without branches."""
+        out: dict[str, list[Cell]] = {}
+        for c in self.cells:
+            if c.trunk is not None:
+                out.setdefault(c.trunk, []).append(c)
+        return {k: sorted(v, key=lambda c: (c.steps, c.tokens)) for k, v in out.items()}
 
 
 def shape_for(size: SizeSpec, spec: SweepSpec) -> Shape:
@@ -119,29 +146,73 @@ def run_name(cell: str, lr: float, seed: int) -> str:
     return f"{cell}-lr{round_lr(lr):.6g}-s{seed}"
 
 
+def trunk_key(n_params: int, batch_size: int, optimizer: str = "adamw") -> str:
+    """The key of one (optimizer, N, batch) trunk, prefixed like its groups' keys."""
+    key = f"N{n_params}-B{batch_size}-trunk"
+    return key if optimizer == "adamw" else f"{optimizer}-{key}"
+
+
 def token_budgets(spec: SweepSpec, n_params: int) -> list[int]:
     """The token budgets D of one size (tokens), ascending."""
-    if spec.tokens.values is not None:
-        return sorted({int(round(v)) for v in spec.tokens.values})
-    return sorted({int(round(r * n_params)) for r in spec.tokens.per_param or ()})
+    budgets = spec.budgets
+    if budgets.values is not None:
+        return sorted({int(round(v)) for v in budgets.values})
+    return sorted({int(round(r * n_params)) for r in budgets.per_param or ()})
+
+
+def cell_steps(spec: SweepSpec, tokens: int, batch_size: int) -> int:
+    """Optimizer steps of a run of ``tokens`` at ``batch_size`` sequences (at least 1)."""
+    return max(1, round(tokens / (batch_size * spec.seq_len)))
+
+
+def trunk_warmup(spec: SweepSpec, n_params: int, batch_size: int) -> int:
+    """A branched sweep's warmup at one size and batch (steps): ``warmup_fraction`` of the
+    shortest budget's steps, so that every branch of the trunk warms up alike."""
+    shortest = min(cell_steps(spec, d, batch_size) for d in token_budgets(spec, n_params))
+    return int(round(spec.schedule.warmup_fraction * shortest))
+
+
+def cell_schedule(spec: SweepSpec, cell: Cell) -> np.ndarray:
+    """The lr multiplier (peak 1) of every step 1..steps of the cell's runs: what the trainer
+    applies and what the trajectory fits rebuild."""
+    return np.asarray(schedule_lrs(spec.schedule, cell.steps, 1.0, warmup_steps=cell.warmup_steps))
 
 
 def make_cell(spec: SweepSpec, shape: Shape, tokens: int, batch_size: int, lrs: Sequence[float], rnd: int,
               optimizer: str = "adamw") -> Cell:
-    """One cell: every (lr, seed) pair of ``lrs`` x the spec's seeds at one (optimizer, N, D, batch)."""
+    """One cell: every (lr, seed) pair of ``lrs`` x the spec's seeds at one (optimizer, N, D, batch).
+    In a branched sweep it also names its trunk and where it leaves it."""
     group = group_key(shape.n_params, tokens, optimizer)
     key = cell_key(group, batch_size)
-    steps = max(1, round(tokens / (batch_size * spec.seq_len)))
+    steps = cell_steps(spec, tokens, batch_size)
     members = tuple(Member(round_lr(lr), s, run_name(key, lr, s)) for lr in sorted(lrs) for s in spec.seeds)
-    return Cell(group, key, shape, tokens, batch_size, spec.seq_len, steps, rnd, members, optimizer)
+    cell = Cell(group, key, shape, tokens, batch_size, spec.seq_len, steps, rnd, members, optimizer)
+    if spec.schedule.branches is None:
+        return cell
+    warmup = trunk_warmup(spec, shape.n_params, batch_size)
+    cell = replace(cell, trunk=trunk_key(shape.n_params, batch_size, optimizer), warmup_steps=warmup)
+    # The trunk: warmup, then the peak for good. A branch shares exactly the steps on which its
+    # own WSD schedule equals it (bitwise), so a branch trains what a separate run would.
+    trunk = lr_schedule("constant", steps, 1.0, warmup_steps=min(warmup, steps))
+    return replace(cell, branch_step=shared_steps(cell_schedule(spec, cell), trunk))
 
 
-def cell_flops(spec: SweepSpec, cell: Cell) -> float:
-    """FLOPs of a whole cell (FLOP): training of every member plus its evaluations (forward only, 1/3)."""
-    train = cell.train_tokens * cell.shape.flops_per_token
-    evals = cell.steps // spec.eval.interval + 2  # step 0, every interval, and the end
+def _eval_flops(spec: SweepSpec, cell: Cell, evals: int) -> float:
     eval_tokens = evals * spec.eval.batches * spec.eval.batch_size * spec.seq_len
-    return len(cell.members) * (train + eval_tokens * cell.shape.flops_per_token / 3.0)
+    return eval_tokens * cell.shape.flops_per_token / 3.0  # forward only: a third of a training step
+
+
+def cell_flops(spec: SweepSpec, cell: Cell, shared_steps: int = 0) -> float:
+    """FLOPs of a whole cell (FLOP): training of every member plus its evaluations (forward
+    only, 1/3). ``shared_steps``: leading steps trained once for the whole trunk and paid by
+    its longest cell, so not counted here (a branch pays its cooldown only)."""
+    own = cell.steps - shared_steps
+    train = own * cell.batch_tokens * cell.shape.flops_per_token
+    if shared_steps:  # its own evaluations: those after the branch point, and the end
+        evals = cell.steps // spec.eval.interval - shared_steps // spec.eval.interval + 1
+    else:
+        evals = cell.steps // spec.eval.interval + 2  # step 0, every interval, and the end
+    return len(cell.members) * (train + _eval_flops(spec, cell, evals))
 
 
 def build_plan(spec: SweepSpec) -> Plan:
@@ -159,7 +230,11 @@ def build_plan(spec: SweepSpec) -> Plan:
                     if cell.key not in seen:  # two size entries may resolve to one shape
                         seen.add(cell.key)
                         cells.append(cell)
-    return Plan(spec, tuple(cells), tuple(cell_flops(spec, c) for c in cells))
+    separate = [cell_flops(spec, c) for c in cells]
+    longest = {key: trunk[-1].key for key, trunk in Plan(spec, tuple(cells)).trunks.items()}
+    cost = [f if c.trunk is None or longest[c.trunk] == c.key else cell_flops(spec, c, c.branch_step or 0)
+            for c, f in zip(cells, separate)]
+    return Plan(spec, tuple(cells), tuple(cost), float(sum(separate)))
 
 
 def estimate_seconds(plan: Plan, device: str, flops_per_s: float | None = None) -> tuple[float, float]:

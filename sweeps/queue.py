@@ -10,10 +10,13 @@ The contract, in one place:
   revision) is skipped. Optuna records its schema in ``version_info``. Never run
   ``optuna storage upgrade`` on an hpscale database: it would rewrite ``alembic_version``.
 - Trials: every run is enqueued (``enqueue_trial``) with params {lr, batch_size, seed} and user
-  attrs {run, cell, group}. A worker claims the waiting trials of one cell with the storage
-  call ``Study.ask`` itself uses (``set_trial_state_values(..., RUNNING)``: a row-locked
-  compare-and-set), so a trial is claimed by exactly one worker.
-- Results: ``tell`` the final validation loss (nats/token). A diverged run is told FAIL with user
+  attrs {run, cell, group}, plus {trunk} for a branch of a warmup-stable-decay trunk. A worker
+  claims the waiting trials of one cell (of one trunk, across the studies of its budgets) with
+  the storage call ``Study.ask`` itself uses (``set_trial_state_values(..., RUNNING)``: a
+  row-locked compare-and-set), so a trial is claimed by exactly one worker.
+- Results: ``tell`` the final validation loss (nats/token), after the run's row is stored; a run
+  stored by a worker that died before telling is told by its trial's retry (``told_done``), so
+  every finished run ends with exactly one COMPLETE trial. A diverged run is told FAIL with user
   attr ``outcome`` = "diverged" (Optuna's samplers then ignore it, and no callback retries a told
   FAIL); the runs table holds status "diverged".
 - Liveness: Optuna's heartbeat (``heartbeat_interval`` / ``grace_period``). Any worker calls
@@ -93,10 +96,12 @@ def load_study(storage: RDBStorage, name: str, create: bool = False) -> optuna.S
         raise SweepError(f"no Optuna study {name!r}: plan the sweep first (`hpscale sweep run SPEC`)") from None
 
 
-def enqueue_run(study: optuna.Study, run: str, cell: str, group: str, lr: float, batch_size: int, seed: int) -> None:
-    """Add one run to the queue as a waiting trial with fixed params."""
-    study.enqueue_trial({"lr": lr, "batch_size": batch_size, "seed": seed},
-                        user_attrs={"run": run, "cell": cell, "group": group})
+def enqueue_run(study: optuna.Study, run: str, cell: str, group: str, lr: float, batch_size: int, seed: int,
+                trunk: str | None = None) -> None:
+    """Add one run to the queue as a waiting trial with fixed params (``trunk``: the trunk key
+    of a branched run, which is trained with every waiting run of that trunk)."""
+    attrs = {"run": run, "cell": cell, "group": group} | ({"trunk": trunk} if trunk else {})
+    study.enqueue_trial({"lr": lr, "batch_size": batch_size, "seed": seed}, user_attrs=attrs)
 
 
 def live_runs(study: optuna.Study) -> set[str]:
@@ -106,6 +111,14 @@ def live_runs(study: optuna.Study) -> set[str]:
     trials = study._storage.get_all_trials(study._study_id, deepcopy=False,
                                            states=(TrialState.WAITING, TrialState.RUNNING))
     return {t.user_attrs.get("run") for t in trials}
+
+
+def told_done(study: optuna.Study, run: str) -> bool:
+    """Whether some trial of the study was told the result of run ``run`` (COMPLETE)."""
+    from optuna.trial import TrialState
+
+    trials = study._storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.COMPLETE,))
+    return any(t.user_attrs.get("run") == run for t in trials)
 
 
 def fail_stale(studies: Iterable[optuna.Study]) -> None:
@@ -120,10 +133,11 @@ def fail_stale(studies: Iterable[optuna.Study]) -> None:
 
 @dataclass
 class Claimed:
-    """Trials of one cell this worker now runs (state RUNNING, params suggested)."""
+    """Trials of one training job this worker now runs (state RUNNING, params suggested): a
+    cell's, or a trunk's (its budgets are groups of their own: each trial's study is
+    ``trial.study``). ``key`` is the cell key or the trunk key."""
 
-    study: optuna.Study
-    cell: str
+    key: str
     trials: list[optuna.Trial]
 
     @property
@@ -145,33 +159,39 @@ def _try_claim(storage: RDBStorage, trial_id: int) -> bool:
         return False
 
 
-def claim_cell(studies: Iterable[optuna.Study]) -> Claimed | None:
-    """Claim the waiting trials of the first cell whose first trial this worker wins.
+def job_key(trial: FrozenTrial) -> str:
+    """What a trial is trained with: its trunk (every budget of it), else its cell."""
+    return str(trial.user_attrs.get("trunk") or trial.user_attrs.get("cell"))
 
-    A worker that loses a cell's first trial skips that cell entirely, so concurrent workers
-    take different cells instead of splitting one (a split cell still trains correctly, only
+
+def claim_cell(studies: Iterable[optuna.Study]) -> Claimed | None:
+    """Claim the waiting trials of the first job (a cell, or a trunk with the cells of all its
+    budgets, which live in several studies) whose first trial this worker wins.
+
+    A worker that loses a job's first trial skips that job entirely, so concurrent workers
+    take different jobs instead of splitting one (a split job still trains correctly, only
     less fused). Each trial has a heartbeat before it is RUNNING, so a worker killed from here
     on has its trials failed and re-queued.
     """
     import optuna
     from optuna.trial import TrialState
 
+    jobs: dict[str, list[tuple[optuna.Study, FrozenTrial]]] = {}
     for study in studies:
-        storage = study._storage
-        waiting = storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,))
-        cells: dict[str, list[FrozenTrial]] = {}
+        waiting = study._storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,))
         for t in sorted(waiting, key=lambda t: t.number):
-            cells.setdefault(str(t.user_attrs.get("cell")), []).append(t)
-        for cell, trials in cells.items():
-            if not _try_claim(storage, trials[0]._trial_id):
-                continue
-            won = [trials[0]] + [t for t in trials[1:] if _try_claim(storage, t._trial_id)]
-            live = [optuna.Trial(study, t._trial_id) for t in won]
-            for trial in live:  # records the fixed params as the trial's params
-                trial.suggest_float("lr", *LR_RANGE, log=True)
-                trial.suggest_int("batch_size", *BATCH_RANGE, log=True)
-                trial.suggest_int("seed", *SEED_RANGE)
-            return Claimed(study, cell, live)
+            jobs.setdefault(job_key(t), []).append((study, t))
+    for key, trials in jobs.items():
+        first_study, first = trials[0]
+        if not _try_claim(first_study._storage, first._trial_id):
+            continue
+        won = [(first_study, first)] + [(s, t) for s, t in trials[1:] if _try_claim(s._storage, t._trial_id)]
+        live = [optuna.Trial(s, t._trial_id) for s, t in won]
+        for trial in live:  # records the fixed params as the trial's params
+            trial.suggest_float("lr", *LR_RANGE, log=True)
+            trial.suggest_int("batch_size", *BATCH_RANGE, log=True)
+            trial.suggest_int("seed", *SEED_RANGE)
+        return Claimed(key, live)
     return None
 
 

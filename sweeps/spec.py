@@ -116,20 +116,47 @@ class LrSpec(_Strict):
 
 
 class ScheduleSpec(_Strict):
-    """The lr schedule (``fitting.schedules.lr_schedule``): linear warmup, then the decay ``kind``."""
+    """The lr schedule (``fitting.schedules.lr_schedule``): linear warmup, then the decay ``kind``.
+
+    ``branches`` (wsd only) makes the sweep's token budgets branches of one trunk: for every
+    (size, batch, lr, seed) the stable phase is trained once, and each budget is a cooldown
+    branched off it (``sweeps.train.train_branches``). A plain list holds token budgets; a
+    mapping is like ``tokens`` (``values`` or ``per_param``). The budgets then come from here
+    and the spec has no ``tokens``. The warmup is one length for every branch of a trunk:
+    ``warmup_fraction`` of the shortest budget's steps.
+    """
 
     kind: Literal["constant", "cosine", "linear", "wsd"] = "cosine"
-    warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.05  # of each run's steps
+    warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.05  # of each run's steps (branched: the shortest's)
     final_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1  # final lr / peak lr
     cooldown_fraction: Annotated[float, Field(gt=0, le=1)] = 0.2  # wsd only: the decay's share of steps
+    branches: TokensSpec | None = None
+
+    @field_validator("branches", mode="before")
+    @classmethod
+    def _list_is_tokens(cls, v: Any) -> Any:
+        return {"values": v} if isinstance(v, list) else v  # [D1, D2, ...]: token budgets
+
+    @model_validator(mode="after")
+    def _branches_are_wsd(self) -> ScheduleSpec:
+        if self.branches is not None:
+            if self.kind != "wsd":
+                raise ValueError(f"branches need kind wsd (a cooldown to branch into), got kind {self.kind}")
+            if self.warmup_fraction + self.cooldown_fraction > 1:
+                raise ValueError(f"warmup_fraction {self.warmup_fraction:g} + cooldown_fraction "
+                                 f"{self.cooldown_fraction:g} exceed 1: the shortest branch's warmup "
+                                 "would run into its cooldown")
+        return self
 
 
-def schedule_lrs(schedule: ScheduleSpec, steps: int, peak_lr: float) -> Any:
+def schedule_lrs(schedule: ScheduleSpec, steps: int, peak_lr: float, warmup_steps: int | None = None) -> Any:
     """The learning rate of every step 1..``steps`` of a run with this schedule and peak lr
-    (numpy array). The trainer (peak 1: a multiplier) and the trajectory fits both use it."""
+    (numpy array). The trainer (peak 1: a multiplier) and the trajectory fits both use it.
+    ``warmup_steps`` (steps) overrides ``warmup_fraction``: a branch's warmup is its trunk's."""
     from hpscale.fitting.schedules import lr_schedule
 
-    return lr_schedule(schedule.kind, steps, peak_lr, warmup_steps=int(round(schedule.warmup_fraction * steps)),
+    warmup = int(round(schedule.warmup_fraction * steps)) if warmup_steps is None else min(int(warmup_steps), steps)
+    return lr_schedule(schedule.kind, steps, peak_lr, warmup_steps=warmup,
                        final_lr_ratio=schedule.final_lr_ratio, cooldown_fraction=schedule.cooldown_fraction)
 
 
@@ -314,7 +341,7 @@ class SweepSpec(_Strict):
     name: str
     description: str = ""
     sizes: list[SizeSpec] = Field(min_length=1)
-    tokens: TokensSpec
+    tokens: TokensSpec | None = None  # required unless schedule.branches gives the budgets
     lr: LrSpec | None = None  # every optimizer's grid unless it gives its own
     batch_sizes: list[PosInt] = Field(min_length=1)  # sequences per step
     seq_len: Annotated[int, Field(ge=2)] = 512
@@ -332,6 +359,19 @@ class SweepSpec(_Strict):
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     refine: RefineSpec = RefineSpec()
     workers: WorkersSpec = WorkersSpec()
+
+    @model_validator(mode="after")
+    def _one_place_for_budgets(self) -> SweepSpec:
+        if self.schedule.branches is None and self.tokens is None:
+            raise ValueError("give tokens (the token budgets), or schedule.branches for budgets branched off one trunk")
+        if self.schedule.branches is not None and self.tokens is not None:
+            raise ValueError("give the token budgets once: in schedule.branches (branched) or in tokens, not both")
+        return self
+
+    @property
+    def budgets(self) -> TokensSpec:
+        """The token budgets: ``tokens``, or ``schedule.branches`` for a branched sweep."""
+        return self.schedule.branches or self.tokens  # type: ignore[return-value]
 
     @field_validator("name")
     @classmethod

@@ -20,9 +20,11 @@ model's step is hundreds of tiny kernels, and launching them one by one from Pyt
 than running them (BENCHMARKS.md). On the CPU the trainer runs eager float32, and is
 deterministic given the seeds and the batches.
 
-Entry points: :func:`train_cell` (a whole run with evaluations and callbacks) and
-:class:`CellTrainer` (one step at a time, used by the throughput benchmark). A run trained
-alone is ``train_cell`` with one learning rate: the same code with K = 1.
+Entry points: :func:`train_cell` (a whole run with evaluations and callbacks),
+:func:`train_branches` (several schedules sharing their first steps, such as warmup-stable-decay
+cooldowns branched off one trunk: each shared step trained once) and :class:`CellTrainer` (one
+step at a time, used by the throughput benchmark). A run trained alone is ``train_cell`` with
+one learning rate: the same code with K = 1.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from hpscale.fitting.schedules import shared_steps
 from hpscale.sweeps.errors import TrainError
 from hpscale.sweeps.model import StackedGPT, block_forward, head_loss
 from hpscale.sweeps.optim import OPTIMIZERS, init_state, layout_of, make_update
@@ -107,6 +110,7 @@ class EvalEvent:
     train_loss: list[float | None]  # None at step 0, and for diverged members
     val_loss: list[float | None]  # None for diverged members
     status: list[Status]  # "running" until the final evaluation, then "done"; "diverged" as soon as it happens
+    branches: tuple[int, ...] = (0,)  # train_branches: the schedules whose curves these points belong to
 
 
 @dataclass(frozen=True)
@@ -284,6 +288,30 @@ class CellTrainer:
         self.active &= torch.isfinite(losses)
         return losses
 
+    # -- branching (train_branches) ------------------------------------------------------------
+    def _state(self) -> list[Tensor]:
+        """Every tensor a step may change: the weights, and each tensor the trainer holds as an
+        attribute (optimizer moments, divergence state, the step count; constants such as the
+        learning rates come along harmlessly). Found, not listed, so that an optimizer keeping
+        other state in tensors (or lists or dicts of them) is covered as it stands."""
+        found: dict[int, Tensor] = {id(self.model.flat): self.model.flat}
+        for value in vars(self).values():
+            items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else (value,)
+            found.update((id(t), t) for t in items if torch.is_tensor(t))
+        return list(found.values())
+
+    @torch.no_grad()
+    def snapshot(self) -> list[tuple[Tensor, Tensor]]:
+        """A copy of the whole training state, on the device: (live tensor, copy) pairs."""
+        return [(t, t.clone()) for t in self._state()]
+
+    @torch.no_grad()
+    def restore(self, snapshot: list[tuple[Tensor, Tensor]]) -> None:
+        """Put a snapshot back, in place: every tensor keeps its address, so compiled code and a
+        captured CUDA graph go on reading the restored values."""
+        for live, saved in snapshot:
+            live.copy_(saved)
+
 
 class _StepGraph:
     """The trainer's step captured once as a CUDA graph and replayed for every later step.
@@ -417,32 +445,99 @@ def train_cell(
     ``on_progress(Progress)`` every ``progress_interval`` steps. Training stops early if every
     member has diverged.
     """
-    cfg = train_config
-    seed_list = [int(seeds)] * len(lrs) if isinstance(seeds, int) else [int(s) for s in seeds]
+    schedule = _as_schedule(lr_schedule)
+    if schedule.shape != (train_config.total_steps,):
+        raise TrainError(f"lr_schedule has shape {schedule.shape}, expected ({train_config.total_steps},)")
+    return train_branches(model_config, train_config, lrs, [schedule], train_batches, val_batches, seeds, device,
+                          on_eval, on_progress)[0]
+
+
+def _as_schedule(lr_schedule: Sequence[float] | np.ndarray | Tensor) -> np.ndarray:
     schedule = np.asarray(lr_schedule.cpu() if torch.is_tensor(lr_schedule) else lr_schedule, dtype=np.float64)
-    if schedule.shape != (cfg.total_steps,):
-        raise TrainError(f"lr_schedule has shape {schedule.shape}, expected ({cfg.total_steps},)")
+    if schedule.ndim != 1 or schedule.size < 1:
+        raise TrainError(f"an lr schedule is one multiplier per step, got shape {schedule.shape}")
     if not np.all(np.isfinite(schedule)) or np.any(schedule < 0):
         raise TrainError("lr_schedule multipliers must be finite and >= 0")
+    return schedule
+
+
+# Branching (many token budgets from one run, e.g. warmup-stable-decay cooldowns off one trunk)
+# is "snapshot and restore", not "a branch is more members": at a branch point the trainer
+# copies its whole state aside (on the device), trains the branch's cooldown with the same
+# members, then copies the state back and goes on along the trunk. Both do the same arithmetic;
+# more members would only fuse a cooldown's steps with the trunk's (helping launch-bound small
+# cells somewhat) but would change K while the cell trains: a recompile and a new CUDA graph per
+# K, twice the activation memory, and masked members when branches do not overlap. Snapshot and
+# restore keeps every tensor's shape and address, so the compiled functions and the captured
+# CUDA graph replay unchanged, a branch runs the very kernels a separate run of its budget
+# would (bitwise equal on the CPU, tested), and the extra memory is one copy of the weights
+# and optimizer state. benchmarks/wsd_branches.py measures what it saves.
+def train_branches(
+    model_config: GPTConfig,
+    train_config: TrainConfig,
+    lrs: Sequence[float],
+    schedules: Sequence[Sequence[float] | np.ndarray | Tensor],
+    train_batches: Callable[[int], Tensor],
+    val_batches: Sequence[Tensor],
+    seeds: int | Sequence[int] = 0,
+    device: torch.device | str = "cpu",
+    on_eval: Callable[[EvalEvent], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_result: Callable[[int, list[MemberResult]], None] | None = None,
+) -> list[list[MemberResult]]:
+    """Train the K members of one cell on several lr schedules that share their first steps;
+    return, per schedule, one result per member: what ``train_cell`` gives for each alone.
+
+    The longest schedule is the trunk line (the last of equally long ones). Every other one
+    shares with it its longest common prefix of bitwise-equal multipliers: those steps are
+    trained once. At the end of the prefix the trainer snapshots its state (weights, optimizer
+    and divergence state, the running train loss), trains the schedule's own remaining steps,
+    evaluates, reports, and restores the snapshot to go on along the trunk. Step s of any
+    schedule trains on ``train_batches(s)``, and each schedule is evaluated where it would be
+    alone (step 0, every ``eval_interval`` steps, its last step), so a branch's curve is the
+    shared trunk points followed by its own. Schedule lengths are their step counts
+    (``train_config.total_steps`` is not used here).
+
+    ``EvalEvent.branches`` names the schedules (indices into ``schedules``) an evaluation's
+    points belong to. ``on_result(i, results)`` runs as soon as schedule i is finished, before
+    training goes on: a caller that stores it then loses nothing of it if training later dies.
+    Progress counts every step trained, trunk and branches together.
+    """
+    cfg = train_config
+    if not schedules:
+        raise TrainError("train_branches needs at least one lr schedule")
+    scheds = [_as_schedule(s) for s in schedules]
+    seed_list = [int(seeds)] * len(lrs) if isinstance(seeds, int) else [int(s) for s in seeds]
     val = list(val_batches)[: cfg.eval_batches]
     trainer = CellTrainer(model_config, cfg, lrs, seed_list, device)
-    sched_t = torch.tensor(schedule, dtype=torch.float32, device=trainer.device)  # [S]
+    n = len(scheds)
+    main = max(range(n), key=lambda i: (scheds[i].size, i))
+    last = scheds[main].size
+    shared = [shared_steps(s, scheds[main]) for s in scheds]  # shared[main] == last
+    sched_t = [torch.tensor(s, dtype=torch.float32, device=trainer.device) for s in scheds]  # [S_i] each
+    leaving: dict[int, list[int]] = {}  # trunk step -> schedules that leave the trunk after it
+    for i in sorted(range(n), key=lambda i: (scheds[i].size, i)):
+        if i != main:
+            leaving.setdefault(shared[i], []).append(i)
     tokens_per_step = cfg.batch_size * model_config.seq_len
-    results = [MemberResult(lr=lr, seed=s, status="done", final_val_loss=None, steps=0, tokens=0,
-                            diverged_step=None) for lr, s in zip(trainer.lrs, seed_list)]
+    total_steps = last + sum(scheds[i].size - shared[i] for i in range(n) if i != main)
+    results = [[MemberResult(lr=lr, seed=s, status="done", final_val_loss=None, steps=0, tokens=0,
+                             diverged_step=None) for lr, s in zip(trainer.lrs, seed_list)] for _ in range(n)]
+    finished: set[int] = set()
     train_sum = torch.zeros(trainer.k, device=trainer.device)
-    since = 0
+    since = 0  # steps summed in train_sum
+    ran, start = 0, time.perf_counter()  # steps trained so far, every line together
 
-    def evaluate(step: int, final: bool) -> bool:
-        """Evaluate, record, call back; returns True when every member has diverged."""
+    def evaluate(step: int, final: bool, branches: list[int], schedule: np.ndarray) -> bool:
+        """Evaluate, record into ``branches``' curves, call back; True when every member has diverged."""
         nonlocal since
         val_loss = trainer.evaluate(val).tolist()
         train_loss = (train_sum / since).tolist() if since else [math.nan] * trainer.k
         active = trainer.active.tolist()
         mult = float(schedule[max(step - 1, 0)])
         event = EvalEvent(step=step, tokens=step * tokens_per_step, lr=[lr * mult for lr in trainer.lrs],
-                          train_loss=[], val_loss=[], status=[])
-        for k, res in enumerate(results):
+                          train_loss=[], val_loss=[], status=[], branches=tuple(branches))
+        for k in range(trainer.k):
             alive = active[k]
             tl = _finite_or_none(train_loss[k]) if alive else None
             vl = _finite_or_none(val_loss[k]) if alive else None
@@ -451,38 +546,88 @@ def train_cell(
             event.val_loss.append(vl)
             event.status.append(status)
             if alive:
-                res.curve.append(CurvePoint(step, step * tokens_per_step, event.lr[k], tl, vl))
+                for i in branches:
+                    results[i][k].curve.append(CurvePoint(step, step * tokens_per_step, event.lr[k], tl, vl))
         if on_eval is not None:
             on_eval(event)
         train_sum.zero_()
         since = 0
         return not any(active)
 
-    all_diverged = evaluate(0, final=False)
-    start, done = time.perf_counter(), 0
-    while done < cfg.total_steps and not all_diverged:
-        losses = trainer.step(train_batches(done), sched_t[done])
+    def train_step(schedule: Tensor, step: int) -> None:
+        """One update with the multiplier of ``step`` (0-based) of ``schedule``, on that step's batch."""
+        nonlocal since, ran
+        losses = trainer.step(train_batches(step), schedule[step])
         train_sum.add_(torch.where(torch.isfinite(losses), losses, 0.0))
         since += 1
-        done += 1
-        if done % cfg.eval_interval == 0 or done == cfg.total_steps:
-            all_diverged = evaluate(done, final=done == cfg.total_steps)
-        if on_progress is not None and (done % cfg.progress_interval == 0 or done == cfg.total_steps):
+        ran += 1
+        if on_progress is not None and (ran % cfg.progress_interval == 0 or ran == total_steps):
             if trainer.device.type == "cuda":
                 torch.cuda.synchronize(trainer.device)
             elapsed = time.perf_counter() - start
-            on_progress(Progress(done, cfg.total_steps, done * tokens_per_step,
-                                 trainer.k * done * tokens_per_step / max(elapsed, 1e-9), elapsed))
+            on_progress(Progress(ran, total_steps, ran * tokens_per_step,
+                                 trainer.k * ran * tokens_per_step / max(elapsed, 1e-9), elapsed))
 
-    diverged_at = trainer.diverged_step.tolist()
-    active = trainer.active.tolist()
-    for k, res in enumerate(results):
-        if active[k]:
-            res.status, res.steps = "done", done
-            res.final_val_loss = res.curve[-1].val_loss if res.curve else None
-        else:
-            res.status, res.final_val_loss = "diverged", None
-            res.diverged_step = int(diverged_at[k])
-            res.steps = int(diverged_at[k])
-        res.tokens = res.steps * tokens_per_step
+    def finish(i: int, done: int) -> None:
+        """Schedule i ends after ``done`` of its steps: its results, reported."""
+        diverged_at = trainer.diverged_step.tolist()
+        active = trainer.active.tolist()
+        for k, res in enumerate(results[i]):
+            if active[k]:
+                res.status, res.steps = "done", done
+                res.final_val_loss = res.curve[-1].val_loss if res.curve else None
+            else:
+                res.status, res.final_val_loss = "diverged", None
+                res.diverged_step = int(diverged_at[k])
+                res.steps = int(diverged_at[k])
+            res.tokens = res.steps * tokens_per_step
+        finished.add(i)
+        if on_result is not None:
+            on_result(i, results[i])
+
+    def branch(i: int) -> None:
+        """Schedule i's own steps after the trunk's, then the trunk's state back."""
+        nonlocal since
+        saved, saved_sum, saved_since = trainer.snapshot(), train_sum.clone(), since
+        done, size, all_diverged = shared[i], scheds[i].size, False
+        if done == 0:  # it shares no step: its own step-0 point (the trunk's has another lr)
+            all_diverged = evaluate(0, final=False, branches=[i], schedule=scheds[i])
+        if done == size:  # no steps of its own: its final evaluation is here
+            evaluate(done, final=True, branches=[i], schedule=scheds[i])
+        while done < size and not all_diverged:
+            train_step(sched_t[i], done)
+            done += 1
+            if done % cfg.eval_interval == 0 or done == size:
+                all_diverged = evaluate(done, final=done == size, branches=[i], schedule=scheds[i])
+        finish(i, done)
+        trainer.restore(saved)
+        train_sum.copy_(saved_sum)
+        since = saved_since
+
+    def on_trunk(step: int) -> list[int]:
+        """The schedules whose curves a trunk evaluation at ``step`` belongs to."""
+        return [i for i in range(n) if i not in finished and step <= shared[i]
+                and (i == main or step < scheds[i].size) and (step > 0 or shared[i] > 0 or i == main)]
+
+    done = 0
+    all_diverged = evaluate(0, final=False, branches=on_trunk(0), schedule=scheds[main])
+    for i in leaving.get(0, []):
+        if not all_diverged:
+            branch(i)
+    while done < last and not all_diverged:
+        train_step(sched_t[main], done)
+        done += 1
+        here = leaving.get(done, [])
+        for i in here:  # budgets that end on the trunk: evaluated before the trunk's evaluation resets the train loss
+            if scheds[i].size == done:
+                branch(i)
+        if done % cfg.eval_interval == 0 or done == last:
+            all_diverged = evaluate(done, final=done == last, branches=on_trunk(done), schedule=scheds[main])
+        for i in here:
+            if scheds[i].size > done and not all_diverged:
+                branch(i)
+    for i in range(n):  # stopped early (every member diverged): the rest ends here, as each would alone
+        if i != main and i not in finished:
+            finish(i, done)
+    finish(main, done)
     return results

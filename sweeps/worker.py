@@ -4,7 +4,8 @@ One worker runs per device; any number run at once, on any machines sharing the 
 
     loop:
         fail stale trials (a dead worker's runs go back to the queue, via Optuna's heartbeat)
-        claim the waiting trials of one cell            -> train, record, tell; next
+        claim the waiting trials of one job             -> train, record, tell; next
+          (a cell, or a trunk with all its budgets: each budget recorded as soon as it is done)
         nothing waiting: refine finished groups, repair -> new work? next
         no run of the sweep queued or running           -> exit
         else wait (other workers may still fail, or finish and leave refinement behind)
@@ -47,8 +48,8 @@ class CellRunner(Protocol):
 
     corpus_hash: str | None
 
-    def __call__(self, task: CellTask, on_eval: Callable[[Any], None],
-                 on_progress: Callable[[Any], None]) -> Sequence[Any]: ...
+    def __call__(self, task: CellTask, on_eval: Callable[[Any], None], on_progress: Callable[[Any], None],
+                 on_result: Callable[[int, Sequence[Any]], None]) -> None: ...
 
 
 class Reporter(Protocol):
@@ -188,7 +189,7 @@ class Worker:
                     f"(hash {stored[:12]}): use the same files, or a pre-tokenized .bin corpus on every machine")
         return self.runner
 
-    # -- one cell ---------------------------------------------------------------------------
+    # -- one job: a cell, or the cells of one trunk's budgets ----------------------------------
     def _own(self, claimed: queue.Claimed, owned: list[tuple[optuna.Trial, Run]]) -> None:
         """Claim the run row of every claimed trial into ``owned``; duplicates are told FAIL."""
         names = [str(t.user_attrs.get("run")) for t in claimed.trials]
@@ -197,8 +198,13 @@ class Worker:
             row = rows.get(name)
             if row is not None and self._claim_row(row, trial._trial_id):
                 owned.append((trial, row))
+            elif row is not None and row.status == "done" and row.final_loss is not None \
+                    and not queue.told_done(trial.study, name):
+                # Stored, but its worker died before telling Optuna (a branch is stored while
+                # its trunk trains on): this retry of its trial tells the stored result, once.
+                queue.tell_done(trial.study, trial, float(row.final_loss))
             else:
-                queue.tell_failed(claimed.study, trial, "duplicate")
+                queue.tell_failed(trial.study, trial, "duplicate")
                 self.summary.duplicates += 1
 
     def _claim_row(self, row: Run, trial_id: int) -> bool:
@@ -217,74 +223,99 @@ class Worker:
         try:
             self._own(claimed, owned)
             if owned:
-                self._train_owned(claimed.study, owned)
+                self._train_owned(owned)
         except KeyboardInterrupt:
-            # Wherever Ctrl-C lands between claim and tell, this cell's runs go back in the queue.
+            # Wherever Ctrl-C lands between claim and tell, this job's unfinished runs go back in the queue.
             self._release(claimed)
             raise
 
-    def _train_owned(self, study: optuna.Study, owned: list[tuple[optuna.Trial, Run]]) -> None:
+    def _train_owned(self, owned: list[tuple[optuna.Trial, Run]]) -> None:
         runner = self._ensure_runner()
         rows = [row for _, row in owned]
-        task = CellTask(self.spec, book.cell_from_rows(rows))
+        cells = book.cells_from_rows(rows)
+        task = CellTask(self.spec, cells[-1], tuple(cells[:-1]))
+        # (cell index, member index) -> the trial and row trained there; a cell's results are
+        # recorded for its own runs only (the job's members are those of all its cells).
+        by_name = {row.name: (trial, row) for trial, row in owned}
+        member = {m: k for k, m in enumerate(task.members)}
+        slots = {(i, member[(m.lr, m.seed)]): by_name[m.name] for i, c in enumerate(task.cells) for m in c.members}
+        recorded: set[int] = set()  # run ids
         counts = storage.sweep_run_counts(self.db).get(self.sweep.id, {})
         self.reporter.cell_started(task, sum(counts.get(s, 0) for s in book.FINISHED), sum(counts.values()))
+
+        def on_result(i: int, results: Sequence[Any]) -> None:
+            """Cell i is finished: store its runs now (a branch is safe before the trunk goes on)."""
+            mine = [k for k in range(len(results)) if (i, k) in slots]
+            for k in mine:
+                trial, row = slots[(i, k)]
+                self._record(trial, row, results[k])
+                recorded.add(row.id)
+            self.summary.cells += 1
+            self.reporter.cell_finished(CellTask(self.spec, task.cells[i]), [results[k] for k in mine])
+
         beat = Heartbeat(self.store, self.db, [t._trial_id for t, _ in owned], [r.id for r in rows],
                          self.spec.workers.heartbeat_s)
         with beat:
             try:
-                results = runner(task, self._writer(owned), self._progress)
-            except Exception as exc:  # one bad cell must not stop the sweep: record it and go on
-                self._fail(study, owned, exc)
+                runner(task, self._writer(slots), self._progress, on_result)
+            except Exception as exc:  # one bad job must not stop the sweep: record it and go on
+                self._fail([(t, r) for t, r in owned if r.id not in recorded], exc)
                 return
-        self._record(study, owned, results)
-        self.summary.cells += 1
-        self.reporter.cell_finished(task, results)
+        missing = [(t, r) for t, r in owned if r.id not in recorded]
+        if missing:  # a runner that skipped a cell is a bug: never leave its runs "running"
+            self._fail(missing, SweepError(f"the cell runner reported no result for {len(missing)} runs"))
 
-    def _writer(self, owned: list[tuple[optuna.Trial, Run]]) -> Callable[[Any], None]:
-        """The on_eval callback: one curve point per live member, written as training goes
-        (and only while this worker's trial still owns the run)."""
+    def _writer(self, slots: dict[tuple[int, int], tuple[optuna.Trial, Run]]) -> Callable[[Any], None]:
+        """The on_eval callback: one curve point per live member and cell it belongs to (a trunk's
+        evaluation goes into the curve of every budget branching off after it), written as
+        training goes (and only while this worker's trial still owns the run)."""
 
         def on_eval(event: Any) -> None:
-            storage.add_owned_curve_points(self.db, [
-                (row.id, trial._trial_id, [{"step": event.step, "tokens": float(event.tokens), "lr": event.lr[k],
-                                            "train_loss": event.train_loss[k], "val_loss": event.val_loss[k]}])
-                for k, (trial, row) in enumerate(owned) if event.status[k] != "diverged"])
+            writes = []
+            for i in event.branches:
+                for k in range(len(event.status)):
+                    if (i, k) in slots and event.status[k] != "diverged":
+                        trial, row = slots[(i, k)]
+                        writes.append((row.id, trial._trial_id, [{
+                            "step": event.step, "tokens": float(event.tokens), "lr": event.lr[k],
+                            "train_loss": event.train_loss[k], "val_loss": event.val_loss[k]}]))
+            storage.add_owned_curve_points(self.db, writes)
 
         return on_eval
 
     def _progress(self, p: Any) -> None:
         self.reporter.progress(p.step, p.total_steps, p.tokens_per_s)
 
-    def _record(self, study: optuna.Study, owned: list[tuple[optuna.Trial, Run]], results: Sequence[Any]) -> None:
+    def _record(self, trial: optuna.Trial, row: Run, res: Any) -> None:
+        """Store one run's outcome, then tell its trial: exactly once per run."""
         corpus = self.runner.corpus_hash if self.runner else None
-        for (trial, row), res in zip(owned, results, strict=True):
-            config = {**(row.config or {}), "trained_steps": int(res.steps), "trained_tokens": int(res.tokens),
-                      "diverged_step": res.diverged_step}
-            status = "diverged" if res.status == "diverged" or res.final_val_loss is None else "done"
-            loss = res.final_val_loss if status == "done" else None
-            # The row first, then Optuna: a crash in between leaves a finished row and a running
-            # trial, whose retry then finds the row finished and is told FAIL as a duplicate.
-            tags = {k: v for k, v in (row.tags or {}).items() if k != "error"}  # an earlier attempt's
-            mine = storage.finish_sweep_run(self.db, row.id, trial._trial_id, status, loss, config=config, tags=tags,
-                                            corpus_hash=corpus, code_version=code_version())
-            if not mine:
-                queue.tell_failed(study, trial, "duplicate")
-                self.summary.duplicates += 1
-            elif status == "done":
-                queue.tell_done(study, trial, float(loss))  # type: ignore[arg-type]
-                self.summary.runs_done += 1
-            else:
-                queue.tell_failed(study, trial, "diverged")
-                self.summary.runs_diverged += 1
+        config = {**(row.config or {}), "trained_steps": int(res.steps), "trained_tokens": int(res.tokens),
+                  "diverged_step": res.diverged_step}
+        status = "diverged" if res.status == "diverged" or res.final_val_loss is None else "done"
+        loss = res.final_val_loss if status == "done" else None
+        # The row first, then Optuna: a crash in between leaves a finished row and a running
+        # trial, whose retry then finds the row finished and tells its result (``_own``).
+        tags = {k: v for k, v in (row.tags or {}).items() if k != "error"}  # an earlier attempt's
+        mine = storage.finish_sweep_run(self.db, row.id, trial._trial_id, status, loss, config=config, tags=tags,
+                                        corpus_hash=corpus, code_version=code_version())
+        if not mine:
+            queue.tell_failed(trial.study, trial, "duplicate")
+            self.summary.duplicates += 1
+        elif status == "done":
+            queue.tell_done(trial.study, trial, float(loss))  # type: ignore[arg-type]
+            self.summary.runs_done += 1
+        else:
+            queue.tell_failed(trial.study, trial, "diverged")
+            self.summary.runs_diverged += 1
 
-    def _fail(self, study: optuna.Study, owned: list[tuple[optuna.Trial, Run]], exc: Exception) -> None:
+    def _fail(self, owned: list[tuple[optuna.Trial, Run]], exc: Exception) -> None:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        self.reporter.message(f"cell {owned[0][1].cell_key} failed: {type(exc).__name__}: {text}")
+        if owned:
+            self.reporter.message(f"cell {owned[0][1].cell_key} failed: {type(exc).__name__}: {text}")
         for trial, row in owned:
             storage.finish_sweep_run(self.db, row.id, trial._trial_id, "failed", None,
                                      tags={**(row.tags or {}), "error": f"{type(exc).__name__}: {text}"[:500]})
-            queue.tell_failed(study, trial, "error")
+            queue.tell_failed(trial.study, trial, "error")
             self.summary.runs_failed += 1
 
     def _release(self, claimed: queue.Claimed) -> None:
@@ -301,5 +332,5 @@ class Worker:
         storage.release_sweep_runs(self.db, [r.id for r in rows if r.trial_id in ids])
         for trial in claimed.trials:
             if self.store.get_trial(trial._trial_id).state == TrialState.RUNNING:
-                queue.tell_failed(claimed.study, trial, "interrupted")
-                queue.requeue(claimed.study, trial)
+                queue.tell_failed(trial.study, trial, "interrupted")
+                queue.requeue(trial.study, trial)

@@ -361,6 +361,10 @@ class RunDetail(Run):
 
     config: dict[str, Any] | None
     spec: dict[str, Any] | None
+    trunk_key: str | None = Field(
+        description="A branch of a warmup-stable-decay trunk: the trunk cell whose stable phase it shares with the "
+                    "other token budgets of its lr and seed (config.branch_step: the steps shared); null for a run "
+                    "trained on its own.")
 
 
 class RunPage(BaseModel):

@@ -52,25 +52,43 @@ def _plan_dict(plan: Any, device: str, flops_per_s: float | None) -> dict[str, A
     seconds, rate = estimate_seconds(plan, device, flops_per_s)
     return {
         "sweep": plan.spec.name, "groups": len(plan.groups), "cells": len(plan.cells), "runs": plan.runs,
-        "flops": plan.flops, "device": device, "assumed_flops_per_s": rate, "estimated_seconds": seconds,
+        "flops": plan.flops, "separate_flops": plan.separate_flops, "flops_saved": plan.flops_saved,
+        "device": device, "assumed_flops_per_s": rate, "estimated_seconds": seconds,
         "cell_list": [
             {"cell": c.key, "group": c.group, "optimizer": c.optimizer, "n_params": c.shape.n_params, "tokens": c.tokens,
              "d_model": c.shape.d_model, "n_layers": c.shape.n_layers, "n_heads": c.shape.n_heads,
              "batch_size": c.batch_size, "batch_tokens": c.batch_tokens, "steps": c.steps,
-             "members": len(c.members), "lrs": sorted({m.lr for m in c.members}), "flops": f}
+             "members": len(c.members), "lrs": sorted({m.lr for m in c.members}), "flops": f,
+             "trunk": c.trunk, "warmup_steps": c.warmup_steps, "branch_step": c.branch_step}
             for c, f in zip(plan.cells, plan.flops_by_cell)
         ],
+        "trunks": [{"trunk": key, "cells": [c.key for c in cells], "steps": cells[-1].steps,
+                    "branch_steps": [c.branch_step for c in cells[:-1]]}
+                   for key, cells in plan.trunks.items()],
     }
 
 
 def _print_plan(info: dict[str, Any]) -> None:
+    branched = bool(info["trunks"])
     table = Table(title=f"sweep {info['sweep']}: cells (each trains its learning rates x seeds fused)")
-    for col in ("cell", "shape (d x L, heads)", "N", "D", "batch", "steps", "K", "FLOPs"):
-        table.add_column(col, justify="left" if col in ("cell", "shape (d x L, heads)") else "right")
+    cols = ["cell", "shape (d x L, heads)", "N", "D", "batch", "steps", "K", "FLOPs"]
+    cols += ["trunk", "leaves it after"] if branched else []
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("cell", "shape (d x L, heads)", "trunk") else "right")
+    last = {t["cells"][-1] for t in info["trunks"]}
     for c in info["cell_list"]:
-        table.add_row(c["cell"], f"{c['d_model']} x {c['n_layers']}, {c['n_heads']}", fmt(c["n_params"]),
-                      fmt(c["tokens"]), str(c["batch_size"]), str(c["steps"]), str(c["members"]), fmt(c["flops"], 3))
+        row = [c["cell"], f"{c['d_model']} x {c['n_layers']}, {c['n_heads']}", fmt(c["n_params"]),
+               fmt(c["tokens"]), str(c["batch_size"]), str(c["steps"]), str(c["members"]), fmt(c["flops"], 3)]
+        if branched:  # the longest budget is the trunk's own end: it leaves it nowhere
+            row += [c["trunk"] or "-", "its end" if c["cell"] in last else f"step {c['branch_step']}"]
+        table.add_row(*row)
     out_console.print(table)
+    if branched:
+        out_console.print(
+            f"{len(info['trunks'])} trunks: each (size, batch, lr, seed) trains its stable phase once and branches "
+            f"a cooldown for every shorter budget; that saves {info['flops_saved']:.3g} of "
+            f"{info['separate_flops']:.3g} FLOPs ({info['separate_flops'] / info['flops']:.2f}x fewer than "
+            "training every run separately)")
     out_console.print(
         f"{info['groups']} groups, {info['cells']} cells, {info['runs']} runs, {info['flops']:.3g} FLOPs; "
         f"estimated {_duration(info['estimated_seconds'])} on {info['device']} assuming "
@@ -120,9 +138,10 @@ class RichReporter:
             self.bars.stop()
 
     def cell_started(self, task: Any, runs_finished: int, runs_total: int) -> None:
-        cell = task.cell
+        what = f"trunk {task.key} ({len(task.cells)} budgets)" if task.branches else f"cell {task.key}"
+        runs = sum(len(c.members) for c in task.cells)
         if self.bars is None:
-            err_console.print(f"{self.prefix}cell {cell.key}: {len(cell.members)} runs, {cell.steps} steps")
+            err_console.print(f"{self.prefix}{what}: {runs} runs, {task.steps} steps")
             return
         if self.runs_task is None:
             self.runs_task = self.bars.add_task("runs finished", total=runs_total, completed=runs_finished, rate="")
@@ -130,7 +149,7 @@ class RichReporter:
             self.bars.update(self.runs_task, total=runs_total, completed=runs_finished)
         if self.cell_task is not None:
             self.bars.remove_task(self.cell_task)
-        self.cell_task = self.bars.add_task(f"{cell.key} K={len(cell.members)}", total=cell.steps, rate="")
+        self.cell_task = self.bars.add_task(f"{task.key} K={len(task.members)}", total=task.steps, rate="")
 
     def progress(self, step: int, total_steps: int, tokens_per_s: float) -> None:
         if self.bars is not None and self.cell_task is not None:
@@ -236,7 +255,8 @@ def run_cmd(
     plan = build_plan(spec)
     dev = device or spec.device
     info = _plan_dict(plan, _plan_device(dev), None)
-    err_console.print(f"sweep {spec.name}: {info['cells']} cells, {info['runs']} runs, {info['flops']:.3g} FLOPs, "
+    saved = f" ({len(info['trunks'])} trunks save {info['flops_saved']:.3g})" if info["trunks"] else ""
+    err_console.print(f"sweep {spec.name}: {info['cells']} cells, {info['runs']} runs, {info['flops']:.3g} FLOPs{saved}, "
                       f"estimated {_duration(info['estimated_seconds'])} on {info['device']}")
     db = open_db()
     sweep = store_plan(db, plan)

@@ -193,3 +193,48 @@ def test_delete_runs_is_all_or_nothing(db: Database) -> None:
     done = storage.delete_runs(db, names=["b"], with_laws=True)
     assert (done.runs, done.laws) == ({"s": 1}, [(law_id, "fit-on-b")])
     assert storage.list_laws(db) == [] and sorted(r.name for r in storage.list_runs(db)) == ["q", "x"]
+
+
+def test_heartbeats_and_curve_writes_of_many_runs_never_deadlock(db: Database) -> None:
+    # A worker's heartbeat thread beats every run of its job while the training thread writes an
+    # evaluation's points into all of them, each in its own transaction. On PostgreSQL both must
+    # lock the run rows in one order: a trunk's job (12 runs) deadlocked there otherwise.
+    import os
+    import random
+    import threading
+
+    sweep = storage.add_sweep(db, "sw", {}, code_version="x")
+    # Rows as large as a sweep's (each carries its spec, ~1.5 kB: below PostgreSQL's TOAST
+    # threshold, so it stays in the row): an update then moves a row to another page.
+    storage.add_sweep_runs(db, sweep.id, [run(f"r{i}", code_version="x", spec={"pad": os.urandom(750).hex()})
+                                          for i in range(24)])
+    rows = storage.list_runs(db, sweep_id=sweep.id)
+    for i, r in enumerate(rows):
+        assert storage.claim_sweep_run(db, r.id, 1000 + i, None, "w")
+        storage.beat_sweep_runs(db, [r.id])  # rows updated in some order: the heap order is shuffled
+    errors: list[Exception] = []
+
+    def write() -> None:
+        for step in range(60):
+            try:
+                storage.add_owned_curve_points(db, [(r.id, 1000 + i, [{"step": step, "val_loss": 1.0}])
+                                                    for i, r in enumerate(rows)])
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+    def beat() -> None:
+        ids = [r.id for r in rows]
+        for _ in range(300):
+            random.shuffle(ids)
+            try:
+                storage.beat_sweep_runs(db, ids)
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+    threads = [threading.Thread(target=write), threading.Thread(target=beat)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert all(len(storage.get_curve(db, r.id)) == 60 for r in rows)

@@ -183,6 +183,17 @@ def test_streamed_body_under_the_limit_is_accepted(make_client) -> None:
     assert r.status_code == 200, r.text
 
 
+def test_a_branch_shows_its_trunk(client) -> None:
+    db = app_db(client)
+    storage.add_runs(db, [{"source": "wsd", "name": "b", "n_params": 1e5, "tokens": 1e6, "final_loss": 3.0,
+                           "trunk_key": "N100000-B8-trunk", "config": {"branch_step": 80}},
+                          {"source": "wsd", "name": "alone", "n_params": 1e5, "tokens": 1e6, "final_loss": 3.0}])
+    items = {x["name"]: x["id"] for x in client.get("/api/v1/runs").json()["items"]}
+    branch = client.get(f"/api/v1/runs/{items['b']}").json()
+    assert branch["trunk_key"] == "N100000-B8-trunk" and branch["config"]["branch_step"] == 80
+    assert client.get(f"/api/v1/runs/{items['alone']}").json()["trunk_key"] is None
+
+
 # -- delete -----------------------------------------------------------------------------------------
 def test_a_bad_run_can_be_deleted_and_listings_recover(any_client) -> None:
     # A run with tags nested 256 deep, as stored before the input rules existed.

@@ -52,3 +52,22 @@ def test_wrong_version_is_refused(cli_env, tmp_path: Path) -> None:
         json.dump({"version": 99}, f)
     result = hp("demo", "load", "--file", str(path))
     assert result.exit_code == 1 and "version 1" in result.stderr
+
+
+def test_export_and_load_keep_a_branchs_trunk(tmp_path: Path) -> None:
+    from hpscale.db import storage
+    from hpscale.db.engine import Database
+    from hpscale.service.demo import export_demo, load_demo
+
+    src, dst = (Database(f"sqlite:///{tmp_path / name}") for name in ("a.db", "b.db"))
+    for db in (src, dst):
+        db.ensure_schema()
+    sweep = storage.add_sweep(src, "wsd", {"name": "wsd"}, "v1")
+    storage.add_runs(src, [{"source": "wsd", "name": f"r{d}", "sweep_id": sweep.id, "n_params": 1e5, "tokens": d,
+                            "final_loss": 3.0, "status": "done", "trunk_key": "N100000-B8-trunk",
+                            "curve": [{"step": 0, "val_loss": 5.0}]} for d in (1e6, 2e6)])
+    export_demo(src, ["wsd"], tmp_path / "demo.json.gz")
+    assert load_demo(dst, tmp_path / "demo.json.gz")["runs"] == 2
+    assert {r.trunk_key for r in storage.list_runs(dst)} == {"N100000-B8-trunk"}
+    src.dispose()
+    dst.dispose()

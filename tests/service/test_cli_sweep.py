@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from support import hp, hp_json
 
 from hpscale.db import storage
@@ -16,6 +17,7 @@ from hpscale.db.engine import Database
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "sweeps" / "examples" / "tiny_cpu.yaml"
 TINY_OPTIMIZERS = ROOT / "sweeps" / "examples" / "tiny_cpu_optimizers.yaml"
+WSD = ROOT / "sweeps" / "examples" / "tiny_cpu_wsd.yaml"
 
 
 def test_plan_prints_cells_runs_flops_and_the_assumed_rate(cli_env: Path) -> None:
@@ -107,6 +109,54 @@ def test_tiny_cpu_sweep_over_two_optimizers_end_to_end(cli_env: Path) -> None:
     assert [(g["group"], g["optimizer"]) for g in st["groups"]] == [("N24576-D8192", "adamw"), ("lion-N24576-D8192", "lion")]
     exported = hp("export", "runs", "--format", "jsonl").stdout.splitlines()
     assert sorted(json.loads(line)["optimizer"] for line in exported) == ["adamw"] * 6 + ["lion"] * 6
+
+
+def test_branched_sweep_plans_trunks_and_trains_each_budget_as_a_run(cli_env: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "wsd.yaml"  # the example with its smaller size only: 2 trunks, 24 runs
+    spec.write_text(WSD.read_text().replace("  - {d_model: 64, n_layers: 2, n_heads: 2}\n", ""))
+    info = hp_json("sweep", "plan", spec)
+    assert [t["trunk"] for t in info["trunks"]] == ["N24576-B4-trunk", "N24576-B8-trunk"]
+    assert info["trunks"][0] == {"trunk": "N24576-B4-trunk", "steps": 128, "branch_steps": [51, 76],
+                                 "cells": ["N24576-D8192-B4", "N24576-D12288-B4", "N24576-D16384-B4"]}
+    # Trunk of 128 steps plus cooldowns of 13 and 20, against 64 + 96 + 128 trained separately.
+    assert info["separate_flops"] / info["flops"] == pytest.approx(288 / 161, rel=0.03)
+    assert info["flops_saved"] == pytest.approx(info["separate_flops"] - info["flops"])
+    human = hp("sweep", "plan", spec)
+    assert "2 trunks:" in human.stdout and "leaves it after" in human.stdout and "step 51" in human.stdout
+
+    result = hp("sweep", "run", spec, "--cpu-threads", "1")
+    assert result.exit_code == 0, result.stderr + result.stdout
+    assert "trunk N24576-B4-trunk (3 budgets): 12 runs, 161 steps" in result.stderr
+    assert f"24 runs, {info['flops']:.3g} FLOPs (2 trunks save {info['flops_saved']:.3g})" in result.stderr
+    db = Database(f"sqlite:///{cli_env / 'hpscale.db'}")
+    runs = storage.list_runs(db, sources=["tiny-cpu-wsd"])
+    assert len(runs) == 24 and {r.status for r in runs} <= {"done", "diverged"}
+    assert {r.trunk_key for r in runs} == {"N24576-B4-trunk", "N24576-B8-trunk"}
+    by_budget = {int(r.tokens): r for r in runs if r.batch_size == 4 and r.lr == 0.001}
+    assert sorted(by_budget) == [8192, 12288, 16384] and {r.status for r in by_budget.values()} == {"done"}
+    curves = {d: [(p.step, p.val_loss) for p in storage.get_curve(db, r.id)] for d, r in by_budget.items()}
+    for d, branch_step in ((8192, 51), (12288, 76)):
+        mine, trunk = curves[d], curves[16384]
+        shared = [p for p in mine if p[0] <= branch_step]
+        assert shared == trunk[:len(shared)] and len(shared) == branch_step // 16 + 1  # from step 0, the trunk's
+        assert mine[-1][0] == by_budget[d].config["trained_steps"] == d // 128
+        assert mine[-1][1] == by_budget[d].final_loss != trunk[len(mine) - 1][1]  # its own cooldown
+    losses = [by_budget[d].final_loss for d in (8192, 12288, 16384)]
+    assert losses == sorted(losses, reverse=True)  # more tokens, lower loss
+    # To the fits, a branch is an ordinary run: its lr schedule (the trunk's warmup, its own
+    # cooldown) is rebuilt exactly, and the three cooldown curves fit a trajectory law.
+    from hpscale.fitting.schedules import infer_warmup
+    from hpscale.service.fits import per_step_lr
+
+    for r in by_budget.values():
+        points = storage.get_curve(db, r.id)
+        lr, guessed = per_step_lr(r, points)
+        assert lr.size == r.config["steps"] and [lr[p.step - 1] for p in points[1:]] == pytest.approx([p.lr for p in points[1:]])
+        assert infer_warmup(lr) == r.config["warmup_steps"] == 6  # 10% of the shortest budget's 64 steps
+        assert not guessed
+    names = ",".join(r.name for r in by_budget.values())
+    fit = hp_json("fit", "--kind", "trajectory", "--source", "tiny-cpu-wsd", "--runs", names)
+    assert fit["kind"] == "trajectory" and sorted(fit["run_ids"]) == sorted(r.id for r in by_budget.values())
     db.dispose()
 
 

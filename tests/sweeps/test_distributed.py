@@ -11,6 +11,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 from optuna.trial import TrialState
@@ -32,8 +33,8 @@ sys.path.insert(0, {here!r})
 from test_worker import FakeRunner
 from hpscale.db.engine import Database
 from hpscale.sweeps.worker import Worker
-url, name = sys.argv[1], sys.argv[2]
-Worker(Database(url), "dist", lambda spec: FakeRunner(step_s=0.04), worker_id=name, poll_s=0.3).run()
+url, name, sweep = sys.argv[1], sys.argv[2], sys.argv[3]
+Worker(Database(url), sweep, lambda spec: FakeRunner(step_s=0.04), worker_id=name, poll_s=0.3).run()
 """
 
 
@@ -44,37 +45,45 @@ def _spec() -> dict:
     return spec_dict("dist", tokens={"values": [8192, 16384]})
 
 
-@pytest.mark.postgres
-def test_three_workers_one_killed_every_run_finishes_exactly_once(pg_url: str, tmp_path: Path) -> None:
-    sys.path.insert(0, str(HERE))
-    db = Database(pg_url)
-    sweep = book.store_plan(db, build_plan(parse_spec(_spec())))
+def three_workers_one_killed(url: str, sweep: str, tmp_path: Path, ready: Callable[[], bool], what: str,
+                             finish_s: float) -> Any:
+    """Start workers w1, w2 and w3 on ``sweep``; SIGKILL w1 as soon as ``ready()``; wait for the
+    others to finish the sweep. Returns what ``ready()`` returned."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(here=str(HERE)))
-    procs = {name: subprocess.Popen([sys.executable, str(script), pg_url, name], cwd=ROOT,
+    procs = {name: subprocess.Popen([sys.executable, str(script), url, name, sweep], cwd=ROOT,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
              for name in ("w1", "w2", "w3")}
     try:
-        # Kill w1 once it is training a cell (its runs are "running" and have curve points).
-        deadline = time.monotonic() + 60
-        while True:
-            mine = [r for r in storage.list_runs(db, sweep_id=sweep.id, statuses=["running"]) if r.worker == "w1"]
-            if mine and all(storage.get_curve(db, r.id) for r in mine):
-                break
-            assert time.monotonic() < deadline, "w1 never started a cell"
+        deadline = time.monotonic() + 90
+        while not (found := ready()):
+            assert time.monotonic() < deadline, what
             assert procs["w1"].poll() is None, procs["w1"].stdout.read().decode()  # type: ignore[union-attr]
-            time.sleep(0.05)
-        killed = {r.name for r in mine}
+            time.sleep(0.02)
         os.kill(procs["w1"].pid, signal.SIGKILL)
         procs["w1"].wait()
         for name in ("w2", "w3"):
-            out, _ = procs[name].communicate(timeout=150)
+            out, _ = procs[name].communicate(timeout=finish_s)
             assert procs[name].returncode == 0, out.decode()
     finally:
         for p in procs.values():
             if p.poll() is None:
                 p.kill()
                 p.wait()
+    return found
+
+
+@pytest.mark.postgres
+def test_three_workers_one_killed_every_run_finishes_exactly_once(pg_url: str, tmp_path: Path) -> None:
+    sys.path.insert(0, str(HERE))
+    db = Database(pg_url)
+    sweep = book.store_plan(db, build_plan(parse_spec(_spec())))
+
+    def training() -> set[str]:  # w1 is training a cell: its runs are "running" and have curve points
+        mine = [r for r in storage.list_runs(db, sweep_id=sweep.id, statuses=["running"]) if r.worker == "w1"]
+        return {r.name for r in mine} if mine and all(storage.get_curve(db, r.id) for r in mine) else set()
+
+    killed = three_workers_one_killed(pg_url, "dist", tmp_path, training, "w1 never started a cell", 150)
 
     runs = storage.list_runs(db, sweep_id=sweep.id)
     assert len(runs) == 32 and len({r.name for r in runs}) == 32
@@ -99,6 +108,40 @@ def test_three_workers_one_killed_every_run_finishes_exactly_once(pg_url: str, t
     retries = [t for t in all_trials if "failed_trial" in t.system_attrs]
     assert {t.user_attrs["run"] for t in retries} == killed
     assert not [t for t in all_trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    db.dispose()
+
+
+@pytest.mark.postgres
+def test_a_worker_killed_inside_a_trunk_loses_no_finished_branch(pg_url: str, tmp_path: Path) -> None:
+    # 2 sizes x 2 batch sizes = 4 trunks of 3 budgets x 4 lrs: 48 runs. w1 is killed once it
+    # has stored a budget of its trunk and trains the next: the stored one stays as it is, and
+    # the others retrain the trunk for the unfinished budgets only.
+    sys.path.insert(0, str(HERE))
+    from test_worker import branched_spec
+
+    db = Database(pg_url)
+    sweep = book.store_plan(db, build_plan(parse_spec(branched_spec("dist-wsd"))))
+
+    def stored_a_budget() -> dict[str, Any]:  # every run of one budget done, the trunk's next ones running
+        mine = [r for r in storage.list_runs(db, sweep_id=sweep.id) if r.worker == "w1"]
+        done = Counter(r.cell_key for r in mine if r.status == "done")
+        stored = {r.trunk_key for r in mine if done[r.cell_key] == 4}  # a whole budget of 4 lrs
+        running = [r for r in mine if r.status == "running" and r.trunk_key in stored]
+        return {r.name: r.finished_at for r in mine if r.status == "done"} if running else {}
+
+    kept = three_workers_one_killed(pg_url, "dist-wsd", tmp_path, stored_a_budget, "w1 never stored a budget", 240)
+    assert len(kept) >= 4
+    runs = storage.list_runs(db, sweep_id=sweep.id)
+    assert len(runs) == 48 and Counter(r.status for r in runs) == {"done": 48}  # nothing failed
+    assert {r.name: r.finished_at for r in runs if r.name in kept} == kept  # never trained again
+    assert all(r.worker == "w1" for r in runs if r.name in kept)
+    _, spec = book.open_sweep(db, "dist-wsd")
+    store = book.open_queue(db, spec)
+    all_trials = [t for s in book.studies(db, store, sweep).values() for t in s.get_trials(deepcopy=False)]
+    complete = Counter(t.user_attrs["run"] for t in all_trials if t.state == TrialState.COMPLETE)
+    assert set(complete) == {r.name for r in runs} and set(complete.values()) == {1}
+    failed = {t.user_attrs["run"] for t in all_trials if t.state == TrialState.FAIL}
+    assert failed - set(kept)  # the unfinished branches were failed and retried
     db.dispose()
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -17,7 +18,7 @@ from hpscale.db import storage
 from hpscale.db.engine import Database, alembic_config
 from hpscale.sweeps import book, queue
 from hpscale.sweeps.errors import SweepError
-from hpscale.sweeps.plan import build_plan, estimate_seconds, judge_group, refinement_lrs
+from hpscale.sweeps.plan import build_plan, cell_flops, cell_schedule, estimate_seconds, judge_group, refinement_lrs
 from hpscale.sweeps.spec import parse_spec
 
 OPTUNA_TABLES = {"studies", "trials", "trial_params", "trial_values", "trial_heartbeats", "version_info"}
@@ -67,6 +68,63 @@ def test_flops_and_estimate() -> None:
     assert estimate_seconds(plan, "cuda:1", flops_per_s=1e12) == (pytest.approx(plan.flops / 1e12), 1e12)
 
 
+def branched(**over: Any) -> Any:
+    return spec(tokens=None, schedule={"kind": "wsd", "warmup_fraction": 0.1, "cooldown_fraction": 0.2,
+                                       "branches": {"per_param": [1, 2, 3]}}, **over)
+
+
+def test_branched_plan_names_trunks_where_budgets_leave_them_and_the_flops_saved() -> None:
+    plan = build_plan(branched(sizes=[{"d_model": 32, "n_layers": 2, "n_heads": 2}], batch_sizes=[4]))
+    assert list(plan.trunks) == ["N24576-B4-trunk"]
+    cells = plan.trunks["N24576-B4-trunk"]
+    assert [c.steps for c in cells] == [192, 384, 576] and {c.warmup_steps for c in cells} == {19}
+    assert [c.branch_step for c in cells] == [153, 307, 460]  # the last 20% of each budget is its cooldown
+    for c in cells:  # a budget shares exactly its stable steps with the trunk: warmup, then the peak
+        own = cell_schedule(plan.spec, c)
+        assert (own[: c.branch_step] == np.minimum(np.arange(1, c.branch_step + 1) / 19, 1.0)).all()
+        assert own[c.branch_step] < 1.0 and own[-1] == pytest.approx(0.1)
+    # Cost: the longest budget in full, the others only after their branch points.
+    separate = [cell_flops(plan.spec, c) for c in cells]
+    assert plan.separate_flops == pytest.approx(sum(separate))
+    assert plan.flops == pytest.approx(separate[2] + sum(cell_flops(plan.spec, c, c.branch_step) for c in cells[:2]))
+    assert plan.separate_flops / plan.flops == pytest.approx(6 / (3 + 0.2 + 0.4), rel=0.01)
+    assert plan.flops_saved == pytest.approx(plan.separate_flops - plan.flops)
+    unbranched = build_plan(spec())
+    assert not unbranched.trunks and unbranched.flops_saved == 0 and unbranched.separate_flops == unbranched.flops
+    # Each optimizer trains its own trunks (a job is one optimizer's), keyed like its groups.
+    two = build_plan(branched(sizes=[{"d_model": 32, "n_layers": 2, "n_heads": 2}], batch_sizes=[4],
+                              optimizer=[{"kind": "adamw"}, {"kind": "lion", "lr": {"values": [1e-4]}}]))
+    assert list(two.trunks) == ["N24576-B4-trunk", "lion-N24576-B4-trunk"]
+    assert [c.group for c in two.trunks["lion-N24576-B4-trunk"]] == ["lion-N24576-D24576", "lion-N24576-D49152",
+                                                                       "lion-N24576-D73728"]
+
+
+def test_branched_runs_store_their_trunk_and_refinement_keeps_it(db: Database) -> None:
+    s = branched(refine={"max_rounds": 1, "points": 1})
+    sweep = book.store_plan(db, build_plan(s))
+    runs = storage.list_runs(db, sweep_id=sweep.id)
+    assert len(runs) == 48 and {r.trunk_key for r in runs} == {"N24576-B4-trunk", "N24576-B8-trunk",
+                                                               "N98304-B4-trunk", "N98304-B8-trunk"}
+    store = book.open_queue(db, s)
+    studies = book.studies(db, store, sweep)
+    assert len(studies) == 6  # one per (N, D) group, as ever
+    waiting = [t for st in studies.values() for t in st.get_trials(deepcopy=False)]
+    assert {t.user_attrs["trunk"] for t in waiting} == {r.trunk_key for r in runs}
+    # A group whose best lr is on the grid's low edge gets lower lrs, as branches of the same trunks.
+    group = "N24576-D24576"
+    for r in runs:
+        if r.group_key == group:
+            storage.claim_sweep_run(db, r.id, 10_000 + r.id, None, "w")
+            storage.finish_sweep_run(db, r.id, 10_000 + r.id, "done", 3.0 + r.lr, config=r.config)
+    added = [x for x in book.refine(db, store, sweep, s, studies) if x.runs_added]
+    assert [(x.group, x.edge) for x in added] == [(group, "low")]
+    new = [r for r in storage.list_runs(db, sweep_id=sweep.id) if r.tags["round"] == 1]
+    assert len(new) == 2 and {r.trunk_key for r in new} == {"N24576-B4-trunk", "N24576-B8-trunk"}
+    assert all(r.config["warmup_steps"] and r.config["branch_step"] for r in new)
+    cells = book.cells_from_rows(new)
+    assert [c.trunk for c in cells] == ["N24576-B8-trunk", "N24576-B4-trunk"]  # shortest first
+
+
 @pytest.mark.parametrize(
     ("losses", "edge", "best"),
     [
@@ -104,7 +162,7 @@ def test_store_plan_is_idempotent_and_lives_beside_optuna(db: Database) -> None:
     s = spec()
     sweep = book.store_plan(db, build_plan(s))
     assert OPTUNA_TABLES <= _tables(db) and {"runs", "sweeps", "alembic_version"} <= _tables(db)
-    assert db.current_revision() == db.head_revision() == "0004"  # Optuna left alembic_version alone
+    assert db.current_revision() == db.head_revision() == "0005"  # Optuna left alembic_version alone
     runs = storage.list_runs(db, sweep_id=sweep.id)
     assert len(runs) == 16 and {r.status for r in runs} == {"queued"} and runs[0].source == "p"
     assert runs[0].group_key == "N24576-D24576" and runs[0].cell_key == "N24576-D24576-B4"
@@ -119,7 +177,7 @@ def test_store_plan_is_idempotent_and_lives_beside_optuna(db: Database) -> None:
     book.store_plan(db, build_plan(s))
     assert len(storage.list_runs(db, sweep_id=sweep.id)) == 16
     assert sum(len(st.get_trials(deepcopy=False)) for st in book.studies(db, store, sweep).values()) == 16
-    assert db.upgrade() == ("0004", "0004") and OPTUNA_TABLES <= _tables(db)
+    assert db.upgrade() == ("0005", "0005") and OPTUNA_TABLES <= _tables(db)
     fresh = Database(db.url)
     fresh.ensure_schema()  # a new handle accepts the shared database as hpscale's
     fresh.dispose()
@@ -152,13 +210,14 @@ def test_migrations_from_0001_keep_rows(any_db_url: str) -> None:
         conn.execute(sa.text("INSERT INTO curve_points (run_id, step, val_loss, nonfinite) VALUES (1, 10, 4.0, false)"))
     with pytest.raises(Exception, match="older than this hpscale"):
         db.ensure_schema()
-    assert db.upgrade() == ("0001", "0004")
+    assert db.upgrade() == ("0001", "0005")
     (sweep,) = storage.list_sweeps(db)
     assert (sweep.name, sweep.code_version) == ("old", "v0")  # 0003 dropped the stale status column only
     (run,) = storage.list_runs(db)
     assert (run.name, run.final_loss, run.status, run.sweep_id) == ("r1", 3.5, "done", 1)
     assert run.group_key is None and run.trial_id is None and run.heartbeat_at is None
     assert run.optimizer == "adamw" and run.n_params_total is None  # 0004: every older run was AdamW's
+    assert run.trunk_key is None  # 0005: every older run was trained on its own
     assert [p.val_loss for p in storage.get_curve(db, 1)] == [4.0]
     with db.engine.connect() as conn:
         indexes = {i["name"] for i in sa.inspect(conn).get_indexes("runs")}

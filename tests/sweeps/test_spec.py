@@ -100,6 +100,17 @@ def test_defaults_and_derived_values() -> None:
         ({"optimizer": []}, "optimizer: Value should have at least 1 item after validation, not 0"),
         ({"lr": None, "optimizer": [{"kind": "adamw"}, {"kind": "lion", "lr": {"values": [1e-4]}}]},
          "lr: required, or an lr for each optimizer (none of its own: adamw)"),
+        ({"tokens": None}, "(top level): give tokens (the token budgets), or schedule.branches for budgets branched"),
+        ({"schedule": {"kind": "wsd", "branches": [1e6]}}, "(top level): give the token budgets once: in schedule.branches"),
+        ({"tokens": None, "schedule": {"kind": "cosine", "branches": [1e6, 2e6]}},
+         "schedule: branches need kind wsd (a cooldown to branch into), got kind cosine"),
+        ({"tokens": None, "schedule": {"kind": "wsd", "warmup_fraction": 0.3, "cooldown_fraction": 0.8,
+                                       "branches": [1e6]}},
+         "schedule: warmup_fraction 0.3 + cooldown_fraction 0.8 exceed 1"),
+        ({"tokens": None, "schedule": {"kind": "wsd", "branches": [1e6, -2]}},
+         "schedule.branches.values.1: Input should be greater than 0 (got -2)"),
+        ({"tokens": None, "schedule": {"kind": "wsd", "branches": {"per_param": [10], "values": [1e6]}}},
+         "schedule.branches: give exactly one of values (tokens) or per_param"),
     ],
 )
 def test_errors_name_the_field_and_the_value(over: dict[str, Any], expected: str) -> None:
@@ -140,7 +151,7 @@ def test_a_list_of_optimizers_is_an_axis_with_per_kind_defaults_and_lr_grids() -
 
 
 def test_missing_fields_are_listed_on_one_line() -> None:
-    with pytest.raises(SpecError, match=r"^spec: sizes: Field required; tokens: Field required; batch_sizes: Field required$"):
+    with pytest.raises(SpecError, match=r"^spec: sizes: Field required; batch_sizes: Field required$"):
         parse_spec({"name": "x"})
 
 
@@ -167,3 +178,13 @@ def test_corpus_paths_are_checked_on_this_machine(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="corpus.path: a file that does not exist here"):
         check_paths(tokens)
     check_paths(parse_spec(base()))  # python-source: nothing to check
+
+
+def test_branches_are_the_budgets_given_as_tokens_or_per_parameter() -> None:
+    listed = parse_spec(base(tokens=None, schedule={"kind": "wsd", "branches": [2e6, 1e6]}))
+    assert listed.budgets.values == [2e6, 1e6] and listed.tokens is None
+    ratio = parse_spec(base(tokens=None, schedule={"kind": "wsd", "branches": {"per_param": [10, 20]}}))
+    assert ratio.budgets.per_param == [10, 20] and ratio.schedule.cooldown_fraction == 0.2
+    assert parse_spec(base()).budgets.per_param == [20]  # unbranched: the budgets are ``tokens``
+    wsd = load_spec(EXAMPLES / "tiny_cpu_wsd.yaml")
+    assert wsd.schedule.branches is not None and wsd.budgets.values == [8192, 12288, 16384]

@@ -8,9 +8,11 @@ import torch
 
 from hpscale.sweeps.errors import TrainError
 from hpscale.sweeps.shape import GPTConfig
-from hpscale.sweeps.optim import Layout, make_update
+from hpscale.sweeps.optim import OPTIMIZERS, Layout, make_update
 from hpscale.sweeps.spec import AdamWSpec
-from hpscale.sweeps.train import CellTrainer, EvalEvent, MemberResult, Progress, TrainConfig, train_cell
+from hpscale.sweeps.train import (
+    CellTrainer, EvalEvent, MemberResult, Progress, TrainConfig, train_branches, train_cell,
+)
 
 CFG = GPTConfig(vocab_size=64, seq_len=16, d_model=32, n_layers=2, n_heads=2)
 STEPS = 24
@@ -200,3 +202,134 @@ def test_a_member_poisoned_under_the_cuda_graph_is_masked_at_that_step() -> None
     trainer.step(DATA[7])
     assert torch.equal(trainer.model.flat[1].nan_to_num(7.0), frozen.nan_to_num(7.0))  # no update since
     assert torch.isfinite(trainer.model.flat[0]).all()
+
+
+# -- branches: many budgets from one trunk ----------------------------------------------------
+LONG = _structured_tokens(2, 60)
+
+
+def _wsd(steps: int, warmup: int = 4, cooldown: float = 0.25) -> np.ndarray:
+    from hpscale.fitting.schedules import lr_schedule
+
+    return lr_schedule("wsd", steps, 1.0, warmup_steps=warmup, final_lr_ratio=0.0, cooldown_fraction=cooldown)
+
+
+def _points(result: MemberResult) -> list[tuple]:  # type: ignore[type-arg]
+    return [(p.step, p.tokens, p.lr, p.train_loss, p.val_loss) for p in result.curve]
+
+
+def _alone(schedule: np.ndarray, lrs: list[float], seeds: list[int], interval: int) -> list[MemberResult]:
+    cfg = TrainConfig(batch_size=4, total_steps=schedule.size, eval_interval=interval, eval_batches=2)
+    return train_cell(CFG, cfg, lrs, schedule, lambda s: LONG[s], VAL, seeds=seeds)
+
+
+@pytest.mark.parametrize("schedules, interval", [
+    # WSD budgets of 24, 40 and 60 steps off one trunk; 40's branch point (30) is an evaluation step.
+    ([_wsd(24), _wsd(40), _wsd(60)], 5),
+    # Given in any order; two budgets of one length; evaluations that fall inside cooldowns only.
+    ([_wsd(60), _wsd(24), _wsd(24)], 7),
+    # Budgets that end on the trunk itself (no cooldown), one of them at an evaluation step.
+    ([np.ones(12), np.ones(20), np.ones(30)], 6),
+    # A schedule sharing no step with the trunk.
+    ([np.full(10, 0.5), _wsd(30)], 4),
+])
+def test_each_branch_is_bitwise_the_run_of_its_budget_trained_alone(schedules: list[np.ndarray], interval: int) -> None:
+    lrs, seeds = [1e-3, 3e-3], [0, 1]
+    cfg = TrainConfig(batch_size=4, total_steps=1, eval_interval=interval, eval_batches=2)
+    reported: list[int] = []
+    branched = train_branches(CFG, cfg, lrs, schedules, lambda s: LONG[s], VAL, seeds=seeds,
+                              on_result=lambda i, res: reported.append(i))
+    assert sorted(reported) == list(range(len(schedules)))
+    for schedule, got in zip(schedules, branched):
+        ref = _alone(schedule, lrs, seeds, interval)
+        for mine, alone in zip(got, ref):
+            assert (mine.status, mine.steps, mine.tokens, mine.diverged_step) == \
+                   (alone.status, alone.steps, alone.tokens, alone.diverged_step)
+            assert mine.final_val_loss == alone.final_val_loss  # bitwise, float32 on the CPU
+            assert _points(mine) == _points(alone)  # the whole curve from step 0, trunk points included
+    finals = {r.final_val_loss for res in branched for r in res}
+    assert len(finals) == len({s.tobytes() for s in schedules}) * len(lrs), "budgets must reach different losses"
+
+
+def test_branches_report_in_order_and_share_the_trunk_points() -> None:
+    schedules = [_wsd(24), _wsd(40), _wsd(60)]  # branch points 18, 30, 45
+    events: list[EvalEvent] = []
+    order: list[tuple[int, int]] = []  # (branch reported, evaluations seen by then)
+    progress: list[Progress] = []
+    cfg = TrainConfig(batch_size=4, total_steps=1, eval_interval=10, eval_batches=1, progress_interval=1)
+    results = train_branches(CFG, cfg, [1e-3], schedules, lambda s: LONG[s], VAL, on_eval=events.append,
+                             on_progress=progress.append, on_result=lambda i, res: order.append((i, len(events))))
+    trunk = [(e.step, e.branches) for e in events if len(e.branches) > 1 or e.branches == (2,) and e.step <= 45]
+    assert trunk[:2] == [(0, (0, 1, 2)), (10, (0, 1, 2))]
+    assert (20, (1, 2)) in trunk and (30, (1, 2)) in trunk and (40, (2,)) in trunk
+    assert [(e.step, e.branches) for e in events if e.branches == (0,)] == [(20, (0,)), (24, (0,))]
+    assert [i for i, _ in order] == [0, 1, 2]  # each as soon as its cooldown ends, the trunk's own last
+    assert events[order[0][1] - 1].status == ["done"] and events[order[0][1] - 1].step == 24
+    # Steps trained: the trunk's 60, plus the cooldowns of 24 and 40 (6 and 10): 76, not 124.
+    assert progress[-1].step == progress[-1].total_steps == 76
+    assert [p.step for p in results[1][0].curve] == [0, 10, 20, 30, 40]
+
+
+def test_a_member_diverging_on_the_trunk_diverges_in_every_branch_as_alone() -> None:
+    schedules = [_wsd(24), _wsd(48)]
+    lrs = [1e-3, 1e4]
+    cfg = TrainConfig(batch_size=4, total_steps=1, eval_interval=6, eval_batches=2)
+    branched = train_branches(CFG, cfg, lrs, schedules, lambda s: LONG[s], VAL, seeds=[0, 0])
+    for schedule, got in zip(schedules, branched):
+        ref = _alone(schedule, lrs, [0, 0], 6)
+        assert [r.status for r in got] == [r.status for r in ref] == ["done", "diverged"]
+        assert got[1].diverged_step == ref[1].diverged_step and got[0].final_val_loss == ref[0].final_val_loss
+
+
+def test_snapshot_and_restore_bring_back_every_bit_of_state() -> None:
+    trainer = CellTrainer(CFG, TrainConfig(batch_size=4, total_steps=8), [1e-3, 1e4], [0, 1])
+    trainer.step(LONG[0])
+    saved = trainer.snapshot()
+    before = [t.clone() for t, _ in saved]
+    ref = trainer.step(LONG[1]).clone()
+    for s in range(2, 8):  # member 1 diverges meanwhile: divergence state must come back too
+        trainer.step(LONG[s])
+    assert not trainer.active[1]
+    trainer.restore(saved)
+    assert all(torch.equal(t.nan_to_num(7.0), b.nan_to_num(7.0)) for (t, _), b in zip(saved, before))
+    assert bool(trainer.active[1]) and torch.equal(trainer.step(LONG[1]), ref)
+    assert any(t is trainer.opt_state["m"] for t, _ in saved) and any(t is trainer.model.flat for t, _ in saved)
+
+
+@pytest.mark.parametrize("kind", sorted(OPTIMIZERS))
+def test_a_branch_is_the_separate_run_with_every_optimizer(kind: str) -> None:
+    # The snapshot finds each optimizer's state (sweeps.optim) on its own: Lion's one moment,
+    # SGD-SaI's per-block statistics, Muon's two halves all come back, bit for bit.
+    from hpscale.sweeps.spec import OPTIMIZER_SPECS
+
+    schedules = [_wsd(16, warmup=2), _wsd(24, warmup=2)]
+    lr = {"adamw": 3e-3, "lion": 3e-4, "sgd": 0.1, "sgd_sai": 3e-3, "lamb": 3e-3, "muon": 0.02}[kind]
+    cfg = TrainConfig(batch_size=4, total_steps=1, eval_interval=8, eval_batches=1, optimizer=OPTIMIZER_SPECS[kind]())
+    branched = train_branches(CFG, cfg, [lr], schedules, lambda s: LONG[s], VAL)
+    for schedule, got in zip(schedules, branched):
+        alone = train_cell(CFG, TrainConfig(batch_size=4, total_steps=schedule.size, eval_interval=8, eval_batches=1,
+                                            optimizer=OPTIMIZER_SPECS[kind]()),
+                           [lr], schedule, lambda s: LONG[s], VAL)
+        assert got[0].status == alone[0].status == "done"
+        assert _points(got[0]) == _points(alone[0])
+    assert branched[0][0].final_val_loss != branched[1][0].final_val_loss
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU (CI has none; run on the lent GPU)")
+@pytest.mark.parametrize("compile", [False, True])
+def test_branches_under_the_cuda_graph_match_separate_runs(compile: bool) -> None:
+    # Snapshot and restore keep every tensor's address: the captured graph replays on restored
+    # state, and each branch ends where a separate run of its budget ends.
+    schedules = [_wsd(24), _wsd(40), _wsd(60)]
+    lrs, seeds = [1e-3, 3e-3, 10.0], [0, 1, 2]
+    cfg = {"batch_size": 4, "eval_interval": 5, "eval_batches": 2, "precision": "fp32", "compile": compile,
+           "cuda_graph": True}
+    branched = train_branches(CFG, TrainConfig(total_steps=1, **cfg), lrs, schedules,  # type: ignore[arg-type]
+                              lambda s: LONG[s], VAL, seeds=seeds, device="cuda")
+    for schedule, got in zip(schedules, branched):
+        alone = train_cell(CFG, TrainConfig(total_steps=schedule.size, **cfg), lrs, schedule,  # type: ignore[arg-type]
+                           lambda s: LONG[s], VAL, seeds=seeds, device="cuda")
+        assert [r.status for r in got] == [r.status for r in alone] == ["done", "done", "diverged"]
+        assert got[2].diverged_step == alone[2].diverged_step
+        for a, b in zip(got[:2], alone[:2]):  # GPU kernels need not be deterministic: as fused vs alone above
+            np.testing.assert_allclose(curve(a), curve(b), rtol=1e-4)

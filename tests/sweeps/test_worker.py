@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -38,52 +39,60 @@ def spec_dict(name: str = "fake", **over: Any) -> dict[str, Any]:
     return spec
 
 
+class Killed(BaseException):
+    """What a SIGKILL looks like from inside: nothing in the worker handles it."""
+
+
 class FakeRunner:
-    """Trains nothing: loss = 3 + 0.2 (ln lr - ln OPT_LR)^2 + 0.05 ln B, curve points at every
-    eval interval, ``step_s`` seconds a step; lrs >= ``diverge_at`` diverge half way.
-    ``trained`` lists every run name it was asked to train."""
+    """Trains nothing: loss = 3 + 0.2 (ln lr - ln OPT_LR)^2 + 0.05 ln B - 0.1 ln(D / 8192), curve
+    points at every eval interval, ``step_s`` seconds a step; lrs >= ``diverge_at`` diverge half
+    way. The cells of a job are trained one after the other, each reported when done (as the
+    real trainer reports branches). ``trained`` lists every run name it was asked to train;
+    ``kill_after`` raises ``Killed`` on the first call once that many cells are reported."""
 
     corpus_hash = "f" * 64
 
     def __init__(self, step_s: float = 0.0, diverge_at: float = math.inf, opt_lr: float | dict[str, float] = OPT_LR,
-                 interrupt_on: int | None = None, fail_on: int | None = None) -> None:
+                 interrupt_on: int | None = None, fail_on: int | None = None, kill_after: int | None = None) -> None:
         # opt_lr: one optimum for every optimizer, or one per optimizer kind.
         self.step_s, self.diverge_at, self.opt_lrs = step_s, diverge_at, opt_lr
-        self.interrupt_on, self.fail_on = interrupt_on, fail_on
+        self.interrupt_on, self.fail_on, self.kill_after = interrupt_on, fail_on, kill_after
         self.trained: list[str] = []
         self.calls = 0
 
-    def loss(self, lr: float, batch: int, optimizer: str = "adamw") -> float:
+    def loss(self, lr: float, batch: int, optimizer: str = "adamw", tokens: float = 8192) -> float:
         opt = self.opt_lrs[optimizer] if isinstance(self.opt_lrs, dict) else self.opt_lrs
-        return 3.0 + 0.2 * (math.log(lr) - math.log(opt)) ** 2 + 0.05 * math.log(batch)
+        return 3.0 + 0.2 * (math.log(lr) - math.log(opt)) ** 2 + 0.05 * math.log(batch) - 0.1 * math.log(tokens / 8192)
 
-    def __call__(self, task: Any, on_eval: Any, on_progress: Any) -> list[Any]:
+    def __call__(self, task: Any, on_eval: Any, on_progress: Any, on_result: Any) -> None:
         self.calls += 1
-        cell, spec = task.cell, task.spec
+        spec, members = task.spec, task.members
         if self.fail_on == self.calls:
             raise RuntimeError("simulated CUDA out of memory")
-        self.trained += [m.name for m in cell.members]
-        k = len(cell.members)
-        final = [self.loss(m.lr, cell.batch_size, cell.optimizer) for m in cell.members]
-        diverged = [m.lr >= self.diverge_at for m in cell.members]
-        for step in range(0, cell.steps + 1):
-            if step and self.step_s:
-                time.sleep(self.step_s)
-            if self.interrupt_on == self.calls and step == cell.steps // 2:
-                raise KeyboardInterrupt
-            if step % spec.eval.interval == 0 or step == cell.steps:
-                status = ["diverged" if d and step > cell.steps // 2 else ("done" if step == cell.steps else "running")
-                          for d in diverged]
-                frac = step / cell.steps
-                on_eval(SimpleNamespace(step=step, tokens=step * cell.batch_tokens, lr=[m.lr for m in cell.members],
-                                        train_loss=[None if step == 0 else f + (1 - frac) for f in final],
-                                        val_loss=[f + (1 - frac) for f in final], status=status))
-                on_progress(SimpleNamespace(step=step, total_steps=cell.steps, tokens_per_s=1e6))
-        return [SimpleNamespace(lr=m.lr, seed=m.seed, status="diverged" if d else "done",
-                                final_val_loss=None if d else f, steps=cell.steps // 2 if d else cell.steps,
-                                tokens=(cell.steps // 2 if d else cell.steps) * cell.batch_tokens,
-                                diverged_step=cell.steps // 2 if d else None)
-                for m, f, d in zip(cell.members, final, diverged)][:k]
+        for i, cell in enumerate(task.cells):
+            if self.kill_after is not None and self.calls == 1 and i == self.kill_after:
+                raise Killed
+            self.trained += [m.name for m in cell.members]
+            final = [self.loss(lr, cell.batch_size, cell.optimizer, cell.tokens) for lr, _ in members]
+            diverged = [lr >= self.diverge_at for lr, _ in members]
+            for step in range(0, cell.steps + 1):
+                if step and self.step_s:
+                    time.sleep(self.step_s)
+                if self.interrupt_on == self.calls and step == cell.steps // 2:
+                    raise KeyboardInterrupt
+                if step % spec.eval.interval == 0 or step == cell.steps:
+                    status = ["diverged" if d and step > cell.steps // 2 else ("done" if step == cell.steps else "running")
+                              for d in diverged]
+                    frac = step / cell.steps
+                    on_eval(SimpleNamespace(step=step, tokens=step * cell.batch_tokens, lr=[lr for lr, _ in members],
+                                            train_loss=[None if step == 0 else f + (1 - frac) for f in final],
+                                            val_loss=[f + (1 - frac) for f in final], status=status, branches=(i,)))
+                    on_progress(SimpleNamespace(step=step, total_steps=cell.steps, tokens_per_s=1e6))
+            on_result(i, [SimpleNamespace(lr=lr, seed=seed, status="diverged" if d else "done",
+                                          final_val_loss=None if d else f, steps=cell.steps // 2 if d else cell.steps,
+                                          tokens=(cell.steps // 2 if d else cell.steps) * cell.batch_tokens,
+                                          diverged_step=cell.steps // 2 if d else None)
+                          for (lr, seed), f, d in zip(members, final, diverged)])
 
 
 def plan_into(db: Database, spec: dict[str, Any]) -> Any:
@@ -230,6 +239,78 @@ def test_ctrl_c_requeues_and_a_rerun_resumes_without_retraining(sdb: Database) -
     assert states.count(TrialState.COMPLETE) == 16 and states.count(TrialState.FAIL) == 4
 
 
+def branched_spec(name: str = "wsd", **over: Any) -> dict[str, Any]:
+    """2 sizes x 4 lrs x 2 batch sizes x 3 budgets = 48 runs: 4 trunks, each with 3 budgets."""
+    spec = spec_dict(name, schedule={"kind": "wsd", "cooldown_fraction": 0.2, "branches": [8192, 16384, 32768]},
+                     **over)
+    del spec["tokens"]
+    return spec
+
+
+def test_a_trunk_trains_every_budget_in_one_job_and_each_is_a_run_of_its_own(sdb: Database) -> None:
+    sweep = plan_into(sdb, branched_spec())
+    runner = FakeRunner()
+    summary = Worker(sdb, "wsd", lambda spec: runner, poll_s=0.05).run()
+    assert runner.calls == 4 and summary.cells == 12 and summary.runs_done == 48 and summary.duplicates == 0
+    assert sorted(runner.trained) == sorted(set(runner.trained)) and len(runner.trained) == 48
+    runs = storage.list_runs(sdb, sweep_id=sweep.id)
+    assert {r.status for r in runs} == {"done"} and len({r.group_key for r in runs}) == 6  # (N, D) as ever
+    r = next(r for r in runs if r.name == "N24576-D16384-B4-lr0.001-s0")
+    assert r.trunk_key == "N24576-B4-trunk" and r.config["branch_step"] == 102 and r.config["warmup_steps"] == 3
+    assert r.schedule == "wsd(warmup_steps=3,final=0.1,cooldown=0.2,branch_step=102)"
+    assert r.final_loss == pytest.approx(runner.loss(1e-3, 4, tokens=16384))
+    assert storage.get_curve(sdb, r.id)[-1].step == 128
+    # Optuna: one trial per run, told once, in the study of the run's own (N, D) group.
+    told = trials(sdb, "wsd")
+    assert len(told) == 48 and all(t.state == TrialState.COMPLETE for t in told)
+    assert all(t.user_attrs["trunk"] == next(x.trunk_key for x in runs if x.name == t.user_attrs["run"])
+               for t in told)
+
+
+def test_a_killed_worker_loses_no_finished_branch(sdb: Database) -> None:
+    spec = branched_spec(sizes=[{"d_model": 32, "n_layers": 2, "n_heads": 2}], batch_sizes=[4])
+    sweep = plan_into(sdb, spec)
+    first = FakeRunner(kill_after=1)  # dies once the shortest budget is stored, inside the trunk's job
+    with pytest.raises(Killed):
+        Worker(sdb, "wsd", lambda s: first, worker_id="w1", poll_s=0.05).run()
+    runs = storage.list_runs(sdb, sweep_id=sweep.id)
+    done = [r for r in runs if r.status == "done"]
+    assert {r.tokens for r in done} == {8192} and len(done) == 4
+    assert {r.status for r in runs if r.tokens > 8192} == {"running"}  # its trials still RUNNING: stale soon
+    curves = {r.id: [(p.step, p.val_loss) for p in storage.get_curve(sdb, r.id)] for r in done}
+    second = FakeRunner()
+    summary = Worker(sdb, "wsd", lambda s: second, worker_id="w2", poll_s=0.2).run()  # after the 3 s grace
+    assert summary.runs_done == 8 and not set(second.trained) & {r.name for r in done}
+    runs = storage.list_runs(sdb, sweep_id=sweep.id)
+    assert {r.status for r in runs} == {"done"} and {r.worker for r in runs if r.tokens > 8192} == {"w2"}
+    assert all([(p.step, p.val_loss) for p in storage.get_curve(sdb, i)] == c for i, c in curves.items())
+    complete = Counter(t.user_attrs["run"] for t in trials(sdb, "wsd") if t.state == TrialState.COMPLETE)
+    assert sorted(complete) == sorted(r.name for r in runs) and set(complete.values()) == {1}  # exactly once
+
+
+def test_a_run_stored_by_a_worker_that_died_before_telling_is_told_by_the_retry(
+        sdb: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = branched_spec(sizes=[{"d_model": 32, "n_layers": 2, "n_heads": 2}], batch_sizes=[4])
+    sweep = plan_into(sdb, spec)
+    told = queue.tell_done
+
+    def die(*args: Any) -> None:  # the first branch's first run is stored, then the worker dies
+        raise Killed
+
+    monkeypatch.setattr(queue, "tell_done", die)
+    with pytest.raises(Killed):
+        Worker(sdb, "wsd", lambda s: FakeRunner(), worker_id="w1", poll_s=0.05).run()
+    monkeypatch.setattr(queue, "tell_done", told)
+    (stored,) = storage.list_runs(sdb, sweep_id=sweep.id, statuses=["done"])
+    Worker(sdb, "wsd", lambda s: FakeRunner(), worker_id="w2", poll_s=0.2).run()
+    runs = storage.list_runs(sdb, sweep_id=sweep.id)
+    assert {r.status for r in runs} == {"done"} and len(runs) == 12
+    complete = [t for t in trials(sdb, "wsd") if t.state == TrialState.COMPLETE]
+    assert Counter(t.user_attrs["run"] for t in complete) == {r.name: 1 for r in runs}
+    (retry,) = [t for t in complete if t.user_attrs["run"] == stored.name]
+    assert retry.value == stored.final_loss and "failed_trial" in retry.system_attrs
+
+
 def test_a_failing_cell_is_recorded_and_retried_by_the_next_run(sdb: Database) -> None:
     sweep = plan_into(sdb, spec_dict())
     summary = Worker(sdb, "fake", lambda s: FakeRunner(fail_on=1), poll_s=0.05).run()
@@ -357,8 +438,10 @@ def test_torch_runner_on_folder_and_bin_corpora(tmp_path: Path) -> None:
         assert len(runner.corpus_hash) == 64
         cell = build_plan(spec).cells[0]
         events: list[Any] = []
-        results = runner(CellTask(spec, cell), events.append, lambda p: None)
-        assert [r.status for r in results] == ["done", "done"] and cell.steps == 8
+        reported: list[Any] = []
+        runner(CellTask(spec, cell), events.append, lambda p: None, lambda i, res: reported.append((i, res)))
+        ((index, results),) = reported
+        assert index == 0 and [r.status for r in results] == ["done", "done"] and cell.steps == 8
         assert [e.step for e in events] == [0, 8] and all(r.final_val_loss < 7 for r in results)
         assert events[-1].lr[1] == pytest.approx(10 * events[-1].lr[0])  # per-member peak x one schedule
 

@@ -26,7 +26,8 @@ def run_out(r: Run) -> s.Run:
 def run_detail(db: Database, run_id: int) -> s.RunDetail:
     """One run with its configuration and spec."""
     r = storage.get_run(db, run_id)
-    return s.RunDetail(**run_out(r).model_dump(), config=json_safe(r.config), spec=json_safe(r.spec))
+    return s.RunDetail(**run_out(r).model_dump(), config=json_safe(r.config), spec=json_safe(r.spec),
+                       trunk_key=r.trunk_key)
 
 
 def run_page(db: Database, sources: list[str] | None, limit: int, offset: int) -> s.RunPage:
