@@ -29,6 +29,7 @@ import numpy as np
 
 from hpscale.fitting import joint as joint_fit
 from hpscale.fitting.errors import InsufficientDataError, InvalidLawRecordError, NotFittedError
+from hpscale.fitting.forms import HYPER_FORMS, HYPER_METHODS
 from hpscale.fitting.noise import NO_NOISE, NoiseEstimate, estimate_noise, near_optimal_band
 from hpscale.fitting.optimum import GroupOptimum, group_optima, near_optimal_mask, seed_counts, smooth_optima
 from hpscale.fitting.priors import Combiner, Prior, combiner, prior_for
@@ -36,8 +37,8 @@ from hpscale.fitting.records import restore_fitted
 from hpscale.fitting.runs import RunSet, fit_range
 
 HyperForm = Literal["steplaw", "full", "compute"]
-FORMS: tuple[str, ...] = ("steplaw", "full", "compute")
-METHODS: tuple[str, ...] = ("near_optimal", "smooth", "joint")
+FORMS = HYPER_FORMS  # names in fitting.forms (no numpy there: the CLI's help lists them)
+METHODS = HYPER_METHODS
 ON_EDGE: tuple[str, ...] = ("error", "warn")
 
 # Names of the coefficients each form carries, in the order the log-space design matrix uses.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,32 +17,23 @@ from hpscale.db.engine import Database
 from hpscale.db.models import CurvePoint, Law, Run
 from hpscale.db.provenance import code_version
 from hpscale.fitting.coupling import LrBatchCoupling
-from hpscale.fitting.critical import CriticalBatchLaw, steps_to_target
 from hpscale.fitting.errors import InsufficientDataError
-from hpscale.fitting.hyper import FORMS as HYPER_FORMS
-from hpscale.fitting.hyper import METHODS as HYPER_METHODS
 from hpscale.fitting.hyper import HyperLaw
-from hpscale.fitting.loss import LossLaw
-from hpscale.fitting.priors import DEFAULT_WIDTH as DEFAULT_PRIOR_WIDTH
-from hpscale.fitting.priors import PRIOR_NAMES
 from hpscale.fitting.registry import law_from_record
 from hpscale.fitting.runs import RunSet
 from hpscale.fitting.sanity import law_problems
 from hpscale.fitting.schedules import infer_warmup
-from hpscale.fitting.trajectory import LossCurve, MomentumLaw, MultiPowerLaw
-from hpscale.fitting.validate import extrapolation_check
 from hpscale.service.errors import InputError
+from hpscale.service.fitkinds import DEFAULT_FORM, DEFAULT_PRIOR_WIDTH, FORMS, KINDS, PRIOR_NAMES
+from hpscale.service.fitkinds import METHODS as HYPER_METHODS
 from hpscale.service.laws import check_passed, failure, loss_warnings
 from hpscale.service.runformat import check_schedule_length, read_schedule, schedule_lrs
 
-KINDS: tuple[str, ...] = ("hyper", "loss", "trajectory", "critical-batch")
-FORMS: dict[str, tuple[str, ...]] = {
-    "hyper": HYPER_FORMS,
-    "loss": ("chinchilla",),
-    "trajectory": ("multi_power", "momentum"),
-    "critical-batch": ("power",),
-}
-DEFAULT_FORM = {"hyper": "steplaw", "loss": "chinchilla", "trajectory": "multi_power", "critical-batch": "power"}
+# The laws that need scipy (loss, trajectory, critical batch, the extrapolation check) are
+# imported where they are used: the API imports this module for ``runset`` on every start, and
+# scipy.optimize with scipy.signal cost more CPU than the rest of a server's start.
+if TYPE_CHECKING:
+    from hpscale.fitting.trajectory import LossCurve
 
 # When a fit's extrapolation check passes (the held-out largest scale, see fitting.validate):
 # hyper laws by the loss regret of their recommendation, the others by their relative error.
@@ -144,6 +135,8 @@ def loss_curves(db: Database, rows: Sequence[Run]) -> list[LossCurve]:
     """Finished runs with curves as the trajectory laws' input (evaluation loss at each step).
     A curve whose per-step lr was interpolated is marked so (``LossCurve.lr_interpolated``):
     the law fitted on it records a warning."""
+    from hpscale.fitting.trajectory import LossCurve
+
     curves = storage.get_curves(db, [r.id for r in rows if r.status == "done"])
     out = []
     for r in rows:
@@ -173,6 +166,8 @@ def critical_points(db: Database, rows: Sequence[Run]) -> dict[str, np.ndarray]:
     """Steps-to-target measurements from stored curves: for each (N, D) group and batch size, the
     best run's curve gives the first step at which it reaches each target loss; targets are the
     losses every batch size of the group reaches."""
+    from hpscale.fitting.critical import steps_to_target
+
     curves = storage.get_curves(db, [r.id for r in rows if r.status == "done" and r.batch_tokens])
     by_group: dict[tuple[float, float], dict[float, Run]] = {}
     for r in rows:
@@ -214,6 +209,8 @@ def fit_law(db: Database, rows: Sequence[Run], kind: str, form: str, n_bootstrap
     Data enough for the law but not for refitting it without its largest scale still give a
     stored law, whose report says why it was not checked (and does not pass). A degenerate fit
     (``fitting.sanity``) gets a report that says it failed, and why: it is never a default."""
+    from hpscale.fitting.validate import extrapolation_check
+
     law, data = _fit(db, rows, kind, form, n_bootstrap, seed, on_edge, method, prior, prior_width)
     problems = law_problems(law.to_record())
     if problems:
@@ -228,6 +225,10 @@ def fit_law(db: Database, rows: Sequence[Run], kind: str, form: str, n_bootstrap
 
 def _fit(db: Database, rows: Sequence[Run], kind: str, form: str, n_bootstrap: int, seed: int,
          on_edge: str, method: str, prior: str | None, prior_width: float) -> tuple[Any, Any]:
+    from hpscale.fitting.critical import CriticalBatchLaw
+    from hpscale.fitting.loss import LossLaw
+    from hpscale.fitting.trajectory import MomentumLaw, MultiPowerLaw
+
     if kind == "hyper":
         data = hyper_runs(rows)
         law = HyperLaw(form=form, n_bootstrap=n_bootstrap, seed=seed, on_edge=on_edge, method=method,

@@ -1,5 +1,10 @@
 """What every CLI command shares: the app class that turns errors into one line, the database
-in force, JSON output and number formatting."""
+in force, JSON output and number formatting.
+
+Imports here and at the top of every command module stay light (typer, rich, the packages'
+exception classes): `hpscale --help` and each uvicorn worker of `hpscale serve` import the whole
+command tree, so a command imports what it needs (SQLAlchemy, numpy, the fitting code) when it
+runs (issue 14; `benchmarks/cli_start.py` measures it)."""
 
 from __future__ import annotations
 
@@ -8,17 +13,18 @@ import json
 import math
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
 
-from hpscale.db.engine import Database
 from hpscale.db.errors import StorageError
 from hpscale.fitting.errors import FittingError
 from hpscale.service.errors import ServiceError
-from hpscale.service.settings import get_settings
 from hpscale.service.jsonsafe import json_safe
+
+if TYPE_CHECKING:
+    from hpscale.db.engine import Database
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -80,11 +86,14 @@ def set_database_url(url: str | None) -> None:
 
 def database_url() -> str:
     """The database URL in force: ``--database``, else ``HPSCALE_DATABASE_URL``, else SQLite."""
+    from hpscale.service.settings import get_settings
+
     return _database_override["url"] or get_settings().resolved_database_url
 
 
 def open_db() -> Database:
     """The database in force, its schema created on first use."""
+    from hpscale.db.engine import Database
     from hpscale.service.laws import ensure_published_laws
 
     db = Database(database_url())

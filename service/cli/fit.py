@@ -6,10 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from hpscale.fitting.priors import PRIOR_NAMES
 from hpscale.service.cli.common import fail, open_db, print_json
 from hpscale.service.cli.laws import law_summary, print_law
-from hpscale.service.fits import DEFAULT_FORM, DEFAULT_PRIOR_WIDTH, FORMS, KINDS, fit_and_store, fit_failure
+from hpscale.service.fitkinds import DEFAULT_FORM, DEFAULT_PRIOR_WIDTH, FORMS, KINDS, PRIOR_NAMES
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -22,7 +21,7 @@ def fit(
         Optional[str],
         typer.Option(help="Form of the law. hyper: steplaw (lr on N and D, B on D), full (both on N and D), "
                      "compute (both on C = 6ND); loss: chinchilla; trajectory: multi_power, momentum; "
-                     f"critical-batch: zhang. Default: {', '.join(f'{k}={v}' for k, v in DEFAULT_FORM.items())}."),
+                     f"critical-batch: power. Default: {', '.join(f'{k}={v}' for k, v in DEFAULT_FORM.items())}."),
     ] = None,
     source: Annotated[Optional[list[str]], typer.Option(help="Fit on runs of this source (repeatable or comma-separated; default: all).")] = None,
     runs: Annotated[Optional[str], typer.Option(help="Fit only on these run names, comma-separated.")] = None,
@@ -49,6 +48,8 @@ def fit(
     check, the exact runs used and (hyper laws) the lr-batch coupling; print it."""
     if kind not in FORMS:
         raise typer.BadParameter(f"expected one of {', '.join(KINDS)}", param_hint="--kind")
+    from hpscale.service.fits import fit_and_store, fit_failure
+
     db = open_db()
     row = fit_and_store(
         db, kind=kind, form=form, sources=_split(source), run_names=_split([runs] if runs else None),

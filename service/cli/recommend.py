@@ -9,8 +9,6 @@ import typer
 from rich.table import Table
 
 from hpscale.service.cli.common import fmt, open_db, out_console, print_json
-from hpscale.service.laws import recommend as recommend_config
-from hpscale.service.settings import get_settings
 
 
 def recommend(
@@ -41,6 +39,9 @@ def recommend(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Recommend the peak learning rate and batch size for N parameters trained on D tokens."""
+    from hpscale.service.laws import recommend as recommend_config
+    from hpscale.service.settings import get_settings
+
     db = open_db()
     rec = recommend_config(
         db, params, tokens, compute=compute, seq_len=seq_len, law=law, loss_law=loss_law,

@@ -5,15 +5,16 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from hpscale.db import storage
 from hpscale.service.cli.common import App, fmt, open_db, out_console, print_json
 from hpscale.service.errors import InputError
-from hpscale.service.runformat import records_to_csv, records_to_jsonl, run_to_record
+
+if TYPE_CHECKING:
+    from hpscale.db import storage
 
 runs_app = App(help="Show or delete stored runs.")
 export_app = App(help="Export stored data in hpscale's import format.")
@@ -30,6 +31,8 @@ def list_runs(
     json_out: Annotated[bool, typer.Option("--json", help="Print every matching run as JSON.")] = False,
 ) -> None:
     """List stored runs with their configuration and final loss."""
+    from hpscale.db import storage
+
     db = open_db()
     runs = storage.list_runs(db, sources=_sources(source))
     if json_out:
@@ -69,6 +72,8 @@ def delete_runs(
     All or nothing: a source or name that matches no run, a run of a sweep, or a run that a fitted law used refuses the whole delete.
 
     --force deletes those laws too. Asks for confirmation on a terminal; scripts pass --yes."""
+    from hpscale.db import storage
+
     sources = _sources(source)
     if not sources and not names:
         raise InputError("say what to delete: --source S (all its runs) and/or run NAMES")
@@ -115,6 +120,9 @@ def export_runs(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file (default: stdout).")] = None,
 ) -> None:
     """Export finished runs (done or diverged) so that `hpscale import runs` reads them back."""
+    from hpscale.db import storage
+    from hpscale.service.runformat import records_to_csv, records_to_jsonl, run_to_record
+
     db = open_db()
     runs = [r for r in storage.list_runs(db, sources=_sources(source)) if r.status in ("done", "diverged")]
     curves = storage.get_curves(db, [r.id for r in runs]) if format is ExportFormat.jsonl else {}

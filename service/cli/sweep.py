@@ -11,17 +11,17 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from hpscale.db import storage
 from hpscale.service.cli.common import (
     App, database_url, err_console, fmt, is_tty, open_db, out_console, print_json, set_database_url,
 )
-from hpscale.service.settings import get_settings
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 app = App(help="Plan, run and watch sweeps of small GPTs (learning rate x batch size grids).")
 
@@ -126,6 +126,8 @@ class RichReporter:
 
     def __enter__(self) -> RichReporter:
         if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
             self.bars = Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err_console, transient=False,
@@ -171,6 +173,8 @@ class RichReporter:
 
 
 def _runner_factory(device: str | None, cpu_threads: int | None):  # type: ignore[no-untyped-def]
+    from hpscale.service.settings import get_settings
+
     cache_dir = get_settings().data_dir / "corpora"
 
     def make(spec: Any) -> Any:
@@ -246,6 +250,8 @@ def run_cmd(
 ) -> None:
     """Plan a sweep into the database and train it here: one worker per visible GPU, or one on the
     CPU. Rerunning the same spec resumes it; finished runs are never trained again."""
+    from hpscale.db import storage
+    from hpscale.service.settings import get_settings
     from hpscale.sweeps.book import store_plan
     from hpscale.sweeps.plan import build_plan
     from hpscale.sweeps.spec import check_paths, load_spec
@@ -305,6 +311,8 @@ def status_cmd(
 ) -> None:
     """Progress per group: runs done, diverged, running, queued; best lr, batch and loss so far;
     whether the optimum is bracketed by the lr grid."""
+    from hpscale.db import storage
+
     db = open_db()
     sweeps = [storage.get_sweep(db, name)] if name else storage.list_sweeps(db)
     _show_status(db, sweeps, json_out)
@@ -319,6 +327,7 @@ def worker_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print what this worker did as JSON.")] = False,
 ) -> None:
     """Join a sweep from this machine: train its queued cells until none is left."""
+    from hpscale.db import storage
     from hpscale.sweeps.errors import SweepError
 
     if database:
