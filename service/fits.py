@@ -17,7 +17,7 @@ from hpscale.db.engine import Database
 from hpscale.db.models import CurvePoint, Law, Run
 from hpscale.db.provenance import code_version
 from hpscale.fitting.coupling import LrBatchCoupling
-from hpscale.fitting.errors import InsufficientDataError
+from hpscale.fitting.errors import EdgeOptimumError, InsufficientDataError
 from hpscale.fitting.hyper import HyperLaw
 from hpscale.fitting.registry import law_from_record
 from hpscale.fitting.runs import RunSet
@@ -85,6 +85,44 @@ def one_optimizer(rows: Sequence[Run]) -> str:
 def hyper_runs(rows: Sequence[Run]) -> RunSet:
     """The runs a hyper law is fitted on: those with lr and batch (all when none has both)."""
     return runset([r for r in rows if r.lr is not None and r.batch_tokens is not None] or rows)
+
+
+def partition_runs(rows: Sequence[Run]) -> dict[str | None, list[Run]]:
+    """Runs by the corpus they were trained on (its hash, which covers the tokenizer; None:
+    unknown, as for imported runs), in the order first seen. Runs of another corpus have other
+    optima and losses: one law over both describes neither."""
+    out: dict[str | None, list[Run]] = {}
+    for r in rows:
+        out.setdefault(r.corpus_hash, []).append(r)
+    return out
+
+
+def refuse_unrelated(rows: Sequence[Run], chosen: bool) -> None:
+    """Refuse to pool unrelated runs into one law: runs of several sources when none was chosen
+    (``chosen``: sources or run names were given), or, whatever was chosen, runs of several
+    corpora. ``mix`` in ``fit_and_store`` is the explicit request to pool them (runs of several
+    optimizers are never pooled: ``one_optimizer``)."""
+    how = "(hpscale fit: --mix; POST /fits: \"mix\": true)"
+    sources: dict[str, int] = {}
+    for r in rows:
+        sources[r.source] = sources.get(r.source, 0) + 1
+    if not chosen and len(sources) > 1:
+        listed = ", ".join(f"{s} ({n} runs)" for s, n in sorted(sources.items()))
+        raise InputError(
+            f"finished runs of {len(sources)} sources are stored: {listed}; one law over all of them would pool "
+            f"unrelated data: choose the source to fit (hpscale fit --source NAME; POST /fits: \"sources\"), "
+            f"or ask for one law over all of them {how}"
+        )
+    parts = partition_runs(rows)
+    if len(parts) > 1:
+        listed = "; ".join(
+            f"corpus {corpus[:12] if corpus else 'unknown'}: {len(runs)} runs ({', '.join(sorted({r.source for r in runs}))})"
+            for corpus, runs in parts.items()
+        )
+        raise InputError(
+            f"the selected runs were trained on different corpora ({listed}); choose runs of one (--source, --runs) "
+            f"or ask for one law over all of them {how}"
+        )
 
 
 def runset(rows: Sequence[Run]) -> RunSet:
@@ -265,19 +303,27 @@ def fit_and_store(
     run_names: Sequence[str] | None = None,
     n_bootstrap: int = 1000,
     seed: int = 0,
-    on_edge: str = "error",
+    on_edge: str | None = None,
     method: str = "near_optimal",
     prior: str | None = None,
     prior_width: float = DEFAULT_PRIOR_WIDTH,
     name: str | None = None,
     optimizer: str | None = None,
+    mix: bool = False,
 ) -> Law:
     """Fit a law from stored runs (of one optimizer: ``optimizer``, or the one the selected runs
     share) and store it with its record, extrapolation report, the exact runs used and its
     optimizer. A hyper law's record also carries the lr-batch coupling of its runs
     (``fitting.coupling``). Raises ``InputError`` / ``FittingError`` with what is missing. A fit
     whose coefficients are degenerate is stored too, marked failed with the reason (see
-    ``fit_law``): callers check ``fit_failure(row)``."""
+    ``fit_law``): callers check ``fit_failure(row)``.
+
+    Without ``sources`` or ``run_names``, the runs of one source: with several stored, this
+    refuses and lists them. Runs of different corpora are never pooled unless ``mix`` (see
+    ``refuse_unrelated``), runs of different optimizers never. ``on_edge`` (hyper laws: a group's
+    best run on the edge of the searched grid): "error" refuses, "warn" fits and records a
+    warning; None: "error" when a run comes from a sweep (which can be widened), "warn" for
+    imported runs only (a published grid cannot be)."""
     if kind not in KINDS:
         raise InputError(f"unknown law kind {kind!r}; expected one of {', '.join(KINDS)}")
     form = form or DEFAULT_FORM[kind]
@@ -285,7 +331,7 @@ def fit_and_store(
         raise InputError(f"kind {kind!r} has forms {', '.join(FORMS[kind])}; got {form!r}")
     if not 0 <= n_bootstrap <= 100_000:
         raise InputError(f"bootstrap must lie in 0..100000 (got {n_bootstrap})")
-    if on_edge not in ("error", "warn"):
+    if on_edge not in ("error", "warn", None):
         raise InputError(f"on_edge must be 'error' or 'warn' (got {on_edge!r})")
     if method not in HYPER_METHODS:
         raise InputError(f"method must be one of {', '.join(HYPER_METHODS)} (got {method!r})")
@@ -297,8 +343,19 @@ def fit_and_store(
     if not (math.isfinite(prior_width) and prior_width > 0):
         raise InputError(f"the prior width must be a finite number > 0 (got {prior_width!r})")
     rows = select_runs(db, sources, run_names, optimizer)
+    if not mix:
+        refuse_unrelated(rows, chosen=bool(sources or run_names))
     fitted_on = one_optimizer(rows)
-    law, report = fit_law(db, rows, kind, form, n_bootstrap, seed, on_edge, method, prior, prior_width)
+    if on_edge is None:
+        on_edge = "error" if any(r.sweep_id is not None for r in rows) else "warn"
+    try:
+        law, report = fit_law(db, rows, kind, form, n_bootstrap, seed, on_edge, method, prior, prior_width)
+    except EdgeOptimumError as exc:
+        raise InputError(
+            f"{exc}. Widen the sweep's grid (a refinement round, or more learning rates / batch sizes in its spec), "
+            "or fit anyway and keep these warnings with the law (hpscale fit: --allow-edge; POST /fits: "
+            "\"allow_edge\": true)"
+        ) from None
     record = law.to_record()
     if kind == "hyper":
         coupling = LrBatchCoupling(optimizer=fitted_on, n_bootstrap=n_bootstrap, seed=seed).fit(hyper_runs(rows))
@@ -324,7 +381,7 @@ def fit_and_store(
             "extrapolation": report,
             "settings": {"n_bootstrap": n_bootstrap, "seed": seed, "on_edge": on_edge, "method": method,
                          "prior": prior, "prior_width": prior_width if prior else None,
-                         "sources": list(sources or []), "optimizer": optimizer,
+                         "sources": list(sources or []), "optimizer": optimizer, "mix": mix,
                          "runs": list(run_names or [])},
             "code_version": code_version(),
         },

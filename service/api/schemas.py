@@ -481,7 +481,8 @@ class FitRequest(BaseModel):
     form: Annotated[str, Field(max_length=40), TEXT] | None = Field(
         default=None, description="The law's form (e.g. steplaw | full | compute).")
     sources: list[Source] | None = Field(
-        default=None, max_length=100, description="Use the runs of these sources (default: every run)."
+        default=None, max_length=100,
+        description="Use the runs of these sources (default: the one source stored; with several, refused)."
     )
     runs: list[Annotated[str, Field(min_length=1, max_length=300), TEXT]] | None = Field(
         default=None, max_length=100_000, description="Use only the runs of these names."
@@ -496,8 +497,16 @@ class FitRequest(BaseModel):
         default="none", description="Hyper laws: a published law's exponents as a Gaussian prior.")
     prior_width: float = Field(default=0.1, gt=0, le=10, strict=True,
                                description="Standard deviation of the prior on each exponent.")
+    mix: bool = Field(
+        default=False, strict=True,
+        description="Fit one law over runs of several sources (when no sources are named) or corpora; refused "
+        "otherwise (runs of several optimizers are never fitted together).",
+    )
     allow_edge: bool = Field(
-        default=False, strict=True, description="Hyper laws: fit even when a group's optimum lies on its grid's edge (a warning).")
+        default=False, strict=True,
+        description="Hyper laws on swept runs: fit even when a group's best run lies on the edge of the searched "
+        "grid (kept as a warning). Imported runs always fit so, with the warning.",
+    )
     optimizer: str | None = Field(
         default=None, pattern=OPTIMIZER_RE,
         description="Fit on the runs of this optimizer only (default: the selected runs must share one).",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from hpscale.service.cli.common import App, fmt, open_db, out_console, print_json
+from hpscale.service.cli.common import App, fail, fmt, open_db, out_console, print_json
 from hpscale.service.errors import InputError
 
 if TYPE_CHECKING:
@@ -41,8 +42,14 @@ def list_runs(
         ])
         return
     if not runs:
-        out_console.print("no runs stored: `hpscale import runs FILE`, `hpscale import steplaw FILE` or "
-                          "`hpscale sweep run SPEC` adds some")
+        stored = storage.run_sources(db)
+        if stored:  # the filter matched nothing: say what is there instead
+            counts = ", ".join(f"{s} ({n})" for s, n in stored)
+            out_console.print(f"no runs of source {', '.join(_sources(source) or [])}; stored sources: {counts}",
+                              highlight=False)
+        else:
+            out_console.print("no runs stored: `hpscale import runs FILE`, `hpscale import steplaw FILE` or "
+                              "`hpscale sweep run SPEC` adds some")
         return
     shown = runs if limit == 0 else runs[:limit]
     table = Table(show_header=True)
@@ -131,5 +138,20 @@ def export_runs(
     if output is None:
         sys.stdout.write(text)
     else:
-        output.write_text(text, encoding="utf-8")
+        write_file(output, text)
         typer.echo(f"{len(records)} runs written to {output}", err=True)
+
+
+def write_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (a temporary file beside it, then renamed);
+    a path that cannot be written is one error line."""
+    if path.is_dir():
+        fail(f"{path} is a folder: give a file name, e.g. {path / 'runs.jsonl'}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp.parent.is_dir():
+            tmp.unlink(missing_ok=True)
+        fail(f"cannot write {path}: {exc.strerror or exc}")
