@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from hpscale.service.cli.common import App, fmt, open_db, out_console, print_json
+from hpscale.service.cli.common import App, count_option, fmt, open_db, out_console, print_json
 from hpscale.service.errors import InputError
 
 if TYPE_CHECKING:
@@ -85,8 +85,8 @@ def curve(
 @app.command("loss")
 def loss(
     law: Annotated[str, typer.Option(help="Id or name of a loss law.")],
-    params: Annotated[float, typer.Option("--params", "-N", help="Non-embedding parameters N.")],
-    tokens: Annotated[float, typer.Option("--tokens", "-D", help="Training tokens D.")],
+    params: Annotated[float, count_option("--params", "-N", help="Non-embedding parameters N")],
+    tokens: Annotated[float, count_option("--tokens", "-D", help="Training tokens D")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the prediction as JSON.")] = False,
 ) -> None:
     """Predict the final loss (nats/token) of N parameters trained on D tokens, with its 95% interval

@@ -8,15 +8,15 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from hpscale.service.cli.common import fmt, open_db, out_console, print_json
+from hpscale.service.cli.common import count_option, fmt, open_db, out_console, print_json
 
 
 def recommend(
-    params: Annotated[float, typer.Option("--params", "-N", help="Non-embedding parameters N, e.g. 7e9.")],
-    tokens: Annotated[Optional[float], typer.Option("--tokens", "-D", help="Training tokens D, e.g. 1.4e12.")] = None,
+    params: Annotated[float, count_option("--params", "-N", help="Non-embedding parameters N")],
+    tokens: Annotated[Optional[float], count_option("--tokens", "-D", help="Training tokens D")] = None,
     compute: Annotated[
         Optional[float],
-        typer.Option(help="Training compute C in FLOPs; default 6 N D. Given alone, D = C / (6 N)."),
+        count_option("--compute", help="Training compute C in FLOPs; default 6 N D. Given alone, D = C / (6 N)"),
     ] = None,
     seq_len: Annotated[int, typer.Option("--seq-len", help="Sequence length in tokens (for the batch in sequences).")] = 2048,
     law: Annotated[

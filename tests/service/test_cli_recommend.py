@@ -63,3 +63,12 @@ def test_bad_input_is_one_line_and_exit_1(cli_env, args, message) -> None:
 def test_non_number_is_a_usage_error(cli_env) -> None:
     result = hp("recommend", "--params", "seven", "--tokens", "1e9")
     assert result.exit_code == 2 and "Traceback" not in result.stderr
+
+
+def test_counts_are_read_as_people_write_them(cli_env) -> None:
+    plain = hp_json("recommend", "--params", "7e9", "--tokens", "1.4e12")
+    assert hp_json("recommend", "--params", "7B", "--tokens", "1.4T") == plain
+    assert hp_json("recommend", "-N", "7,000,000,000", "-D", "1400g") == plain
+    assert hp_json("recommend", "--params", "125M", "--compute", "1.5e21")["n_params"] == 125e6
+    result = hp("recommend", "--params", "7X", "--tokens", "1.4T")
+    assert result.exit_code == 2 and "'7X' is not a number" in result.stderr and "Traceback" not in result.stderr
