@@ -61,7 +61,7 @@ class NearOptimalRegion(BaseModel):
 
     lr: Interval
     batch_tokens: Interval
-    batch_size: Interval = Field(description="The batch range in sequences of seq_len tokens.")
+    batch_size: Interval = Field(description="The batch range in whole sequences of seq_len tokens (rounded outward).")
     eps: float | None = Field(description="Relative loss band the region is for (0.0025 = 0.25%), when known.")
     basis: Literal["law_data", "interval"] = Field(
         description="law_data: the spread of the near-optimal runs in the groups the law was fitted on, "
@@ -124,8 +124,14 @@ class Recommendation(BaseModel):
     lr_interval: Interval | None = None
     batch_tokens: float = Field(description="Recommended batch, tokens.")
     batch_tokens_interval: Interval | None = None
-    batch_size: float = Field(description="Recommended batch, sequences of seq_len tokens.")
-    batch_size_interval: Interval | None = None
+    batch_size: int = Field(
+        description="Recommended batch in whole sequences of seq_len tokens: batch_tokens / seq_len rounded to the "
+        "nearest whole sequence (halves up, at least 1); batch_tokens keeps the law's exact value."
+    )
+    batch_size_rounding: str = Field(description="How batch_size was rounded, in words.")
+    batch_size_interval: Interval | None = Field(
+        default=None, description="batch_tokens_interval in whole sequences, rounded outward."
+    )
     near_optimal: NearOptimalRegion | None = Field(
         description="The near-optimal region; null when the law has neither data nor intervals (published laws)."
     )

@@ -84,6 +84,16 @@ def test_critical_batch_from_curves(grid) -> None:
     assert law["extrapolation"]["holdout"] == "n_params"
 
 
+def test_recommend_says_where_the_target_lies_once(grid) -> None:
+    law = hp_json("fit", "--kind", "hyper", "--bootstrap", "0")
+    inside = hp("recommend", "--params", "2e7", "--tokens", "2e9", "--law", str(law["id"])).stdout
+    assert "the target lies inside the law's data" in inside and "1x" not in inside
+    near = hp("recommend", "--params", "1.6e8", "--tokens", "8e9", "--law", str(law["id"])).stdout
+    assert near.count("2x outside") == 1
+    far = hp("recommend", "--params", "7e9", "--tokens", "1e12", "--law", str(law["id"])).stdout
+    assert far.count("outside") == 1 and "warning: the target lies" in far  # the warning alone
+
+
 def test_laws_list_and_show(grid) -> None:
     hp_json("fit", "--kind", "hyper", "--bootstrap", "0")
     laws = hp_json("laws", "list")

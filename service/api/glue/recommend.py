@@ -234,6 +234,12 @@ def _near_optimal_spread(db: Database, row: Law) -> tuple[float, float, float, f
     return (float(arr[0]), float(arr[1]), float(arr[2]), float(arr[3]))
 
 
+def _sequences(tokens: s.Interval, seq_len: int) -> s.Interval:
+    """A batch range in tokens as whole sequences, rounded outward."""
+    low, high = law_service.sequence_interval(tokens.low, tokens.high, seq_len)
+    return s.Interval(low=low, high=high)
+
+
 def _near_optimal(
     spread: tuple[float, float, float, float] | None, rec: law_service.Recommendation, eps: float
 ) -> s.NearOptimalRegion | None:
@@ -243,13 +249,13 @@ def _near_optimal(
         bt = s.Interval(low=rec.batch_tokens * b_lo, high=rec.batch_tokens * b_hi)
         return s.NearOptimalRegion(
             lr=s.Interval(low=rec.lr * lr_lo, high=rec.lr * lr_hi), batch_tokens=bt,
-            batch_size=s.Interval(low=bt.low / seq, high=bt.high / seq), eps=eps, basis="law_data",
+            batch_size=_sequences(bt, seq), eps=eps, basis="law_data",
         )
     lr_iv, bt_iv = interval(rec.lr_interval), interval(rec.batch_tokens_interval)
     if lr_iv is None or bt_iv is None:
         return None
     return s.NearOptimalRegion(
-        lr=lr_iv, batch_tokens=bt_iv, batch_size=s.Interval(low=bt_iv.low / seq, high=bt_iv.high / seq),
+        lr=lr_iv, batch_tokens=bt_iv, batch_size=_sequences(bt_iv, seq),
         eps=None, basis="interval",
     )
 
@@ -279,7 +285,8 @@ async def recommend(db: Database, laws: LawCache, q: s.RecommendQuery, warn_fact
         seq_len=rec.seq_len,
         lr=rec.lr, lr_interval=interval(rec.lr_interval),
         batch_tokens=rec.batch_tokens, batch_tokens_interval=interval(rec.batch_tokens_interval),
-        batch_size=rec.batch_size, batch_size_interval=interval(rec.batch_size_interval),
+        batch_size=rec.batch_size, batch_size_rounding=law_service.BATCH_ROUNDING,
+        batch_size_interval=interval(rec.batch_size_interval),
         near_optimal=_near_optimal(resolved.spread, rec, resolved.eps),
         final_loss=finite(rec.final_loss), final_loss_interval=interval(rec.final_loss_interval),
         loss_law=law_ref(loss.row) if loss is not None else None, final_loss_note=rec.final_loss_note,
