@@ -290,16 +290,28 @@ def _show_status(db: Any, sweeps: list[Any], json_out: bool) -> None:
     if not statuses:
         out_console.print("no sweeps: `hpscale sweep run SPEC` starts one")
         return
+    from hpscale.fitting.optimum import describe_edges
+
     for st in statuses:
+        # The group key holds N and D; the runs by status are one column of words: a table that
+        # fits a 80-column terminal, whose text columns wrap rather than lose digits (issue 14).
         table = Table(title=f"sweep {st.name} (id {st.id}): {st.state}")
-        for col in ("group", "optimizer", "N", "D", "done", "diverged", "running", "queued", "failed", "best lr",
-                    "best batch", "best loss", "bracketed", "rounds"):
-            table.add_column(col, justify="left" if col in ("group", "optimizer", "bracketed") else "right")
+        # One optimizer: said in the title; several: a column.
+        optimizers = sorted({g.optimizer for g in st.groups})
+        several = len(optimizers) > 1
+        if len(optimizers) == 1:
+            table.title = f"{table.title}, optimizer {optimizers[0]}"
+        columns = [("group (N, D)", "left")] + ([("opti-\nmizer", "left")] if several else []) + [
+            ("runs", "left"), ("best\nlr", "right"), ("best\nbatch", "right"), ("best\nloss", "right"),
+            ("bracketed", "left"), ("refine\nrounds", "right")]
+        for col, justify in columns:
+            # "fold": a value too long for its column continues on the next line, never cut.
+            table.add_column(col, justify=justify, overflow="fold")
         for g in st.groups:
-            running = str(g.counts["running"]) + (f" ({g.stale} stale)" if g.stale else "")
-            bracket = "-" if g.bracketed is None else ("yes" if g.bracketed else "no: " + ",".join(g.edges))
-            table.add_row(g.group, g.optimizer, fmt(g.n_params), fmt(g.tokens), str(g.counts["done"]), str(g.counts["diverged"]),
-                          running, str(g.counts["queued"]), str(g.counts["failed"]), fmt(g.best_lr, 3),
+            runs = ", ".join(f"{n} {status}" + (f" ({g.stale} stale)" if status == "running" and g.stale else "")
+                             for status, n in g.counts.items() if n)
+            bracket = "-" if g.bracketed is None else ("yes" if g.bracketed else "no: best run " + describe_edges(g.edges))
+            table.add_row(g.group, *([g.optimizer] if several else []), runs or "none", fmt(g.best_lr, 3),
                           fmt(g.best_batch_size), fmt(g.best_loss, 5), bracket, str(g.rounds))
         out_console.print(table)
 

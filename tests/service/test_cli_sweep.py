@@ -209,3 +209,23 @@ def test_one_worker_process_per_visible_gpu(cli_env: Path, monkeypatch) -> None:
     args = started[0][0]
     assert args[args.index("--sweep") + 1] == "s" and args[args.index("--device") + 1] == "cuda"
     assert "worker" in args and "--database" not in args  # the URL goes by environment, never argv
+
+
+def test_status_fits_a_narrow_terminal_without_cutting_values(cli_env: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    from rich.console import Console
+
+    from hpscale.service.cli import sweep as sweep_cli
+
+    assert hp("demo", "load").exit_code == 0
+    st = next(s for s in hp_json("sweep", "status") if s["name"] == "val-main")
+    for width in (80, 120):
+        out = io.StringIO()
+        monkeypatch.setattr(sweep_cli, "out_console", Console(file=out, width=width, color_system=None))
+        assert hp("sweep", "status", "val-main").exit_code == 0
+        text = out.getvalue()
+        assert "…" not in text and max(map(len, text.splitlines())) <= width
+        flat = " ".join(text.split())
+        for g in st["groups"]:
+            assert g["group"] in text and f"{g['counts']['done']} done" in flat and f"{g['best_loss']:.5g}" in text
