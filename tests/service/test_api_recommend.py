@@ -188,3 +188,26 @@ def test_demo_loss_law_answers_near_its_data_and_not_for_7b(client) -> None:
     near = client.get(URL, params={"n_params": 2e6, "tokens": 2e7}).json()  # inside the demo sweep's range
     assert near["final_loss"] is not None and near["final_loss_note"] is None
     assert near["loss_law"]["kind"] == "loss"
+
+
+def test_a_repeated_query_is_answered_without_computing_it_again(client, monkeypatch) -> None:
+    # A loss law's bootstrap interval costs milliseconds: a recommendation asked again (the web
+    # UI's plots, a training script polling) is answered from the cache until the laws change.
+    from hpscale.fitting.loss import LossLaw
+
+    db = app_db(client)
+    seed_grid(db)
+    seed_loss_law(db, extrapolation={"passed": True})
+    calls = []
+    predict = LossLaw.predict
+    monkeypatch.setattr(LossLaw, "predict", lambda self, *a, **k: calls.append(a) or predict(self, *a, **k))
+    params = {"n_params": 1e8, "tokens": 1e10}
+    first = client.get(URL, params=params).json()
+    assert [client.get(URL, params=params).json() for _ in range(5)] == [first] * 5
+    assert len(calls) == 1
+    other = client.get(URL, params={**params, "seq_len": 4096}).json()
+    assert len(calls) == 2 and other["batch_size"] != first["batch_size"]
+    # A law stored since (by another process) changes the answer once the cache checks.
+    client.app.state.laws.ttl = 0
+    seed_fitted_law(db, name="passed-check", passed=True)
+    assert client.get(URL, params={"n_params": 4e6, "tokens": 2e8}).json()["law"]["name"] == "passed-check"

@@ -70,11 +70,13 @@ LossCandidates = list[law_service.LossLawChoice]
 class LawCache:
     """Resolved laws, kept until the stored laws change (``storage.law_stamp``, checked at most
     every ``ttl`` seconds): hyper laws by the ``law`` argument of a request, the default
-    candidates and the loss law per optimizer. The near-optimal spread of a fitted law is kept
-    for good (a stored law's runs never change). Thread-safe: sync routes and lookups run in
-    worker threads."""
+    candidates and the loss law per optimizer, and the answers given (by their query: an answer
+    depends on the query and the stored laws only, and a loss law's bootstrap interval alone
+    costs milliseconds to compute). The near-optimal spread of a fitted law is kept for good (a
+    stored law's runs never change). Thread-safe: sync routes and lookups run in worker threads."""
 
     MAX_ENTRIES = 256  # law ids can be spelt many ways ("1", "01"): bound the memory
+    MAX_ANSWERS = 4096  # about 2 KB each
 
     def __init__(self, ttl: float = LAW_CACHE_SECONDS) -> None:
         self.ttl = ttl
@@ -84,6 +86,8 @@ class LawCache:
         self._spreads: dict[tuple[int, str], tuple[float, float, float, float] | None] = {}
         self._stamp: tuple[int, int] | None = None
         self._checked_at = -math.inf
+        self._answers: dict[tuple[Any, ...], s.Recommendation] = {}
+        self._generation = 0  # counts the times the laws changed: an answer of older laws is not kept
         self._lock = threading.Lock()
 
     def _due(self) -> bool:
@@ -94,11 +98,35 @@ class LawCache:
         stamp = storage.law_stamp(db)
         with self._lock:
             if stamp != self._stamp:
-                self._resolved.clear()
-                self._defaults.clear()
-                self._loss.clear()
+                if self._stamp is not None:  # (the first check finds nothing resolved yet)
+                    self._forget()
                 self._stamp = stamp
             self._checked_at = time.monotonic()
+
+    def _forget(self) -> None:
+        """Drop what depends on the stored laws (the caller holds the lock)."""
+        self._resolved.clear()
+        self._defaults.clear()
+        self._loss.clear()
+        self._answers.clear()
+        self._generation += 1
+
+    def answer(self, key: tuple[Any, ...]) -> tuple[s.Recommendation | None, int]:
+        """The answer given before to the query ``key`` (None when there is none, or when the
+        stored laws are due to be checked for a change), and the generation of the laws in
+        force, to hand to ``remember``."""
+        with self._lock:
+            hit = None if self._due() else self._answers.get(key)
+            return hit, self._generation
+
+    def remember(self, key: tuple[Any, ...], answer: s.Recommendation, generation: int) -> None:
+        """Keep ``answer`` for the query ``key``, unless the laws changed while it was computed."""
+        with self._lock:
+            if generation != self._generation:
+                return
+            if len(self._answers) >= self.MAX_ANSWERS:
+                self._answers.clear()
+            self._answers[key] = answer
 
     def hyper(self, db: Database, law: str | None, target: tuple[float, float], warn_factor: float,
               optimizer: str | None = None) -> ResolvedLaw:
@@ -190,11 +218,9 @@ class LawCache:
         return await anyio.to_thread.run_sync(self.loss, db, optimizer)
 
     def clear(self) -> None:
-        """Forget resolved laws now (after a fit through this process)."""
+        """Forget resolved laws and answers now (after a fit through this process)."""
         with self._lock:
-            self._resolved.clear()
-            self._defaults.clear()
-            self._loss.clear()
+            self._forget()
             self._checked_at = -math.inf
 
 
@@ -262,8 +288,19 @@ def _near_optimal(
 
 async def recommend(db: Database, laws: LawCache, q: s.RecommendQuery, warn_factor: float) -> s.Recommendation:
     """``service.laws``' recommendation with how N, D and C were obtained, the near-optimal
-    region and the law's identity. No query and no thread hop once the law is cached (see
-    ``LawCache``): this is the API's hot path."""
+    region and the law's identity. No query and no thread hop once the law is cached, and no
+    computing once the same query was answered (see ``LawCache``): this is the API's hot path."""
+    key = (*(getattr(q, f) for f in s.RecommendQuery.model_fields), warn_factor)
+    cached, generation = laws.answer(key)
+    if cached is not None:
+        return cached
+    answer = await _recommend(db, laws, q, warn_factor)
+    laws.remember(key, answer, generation)
+    return answer
+
+
+async def _recommend(db: Database, laws: LawCache, q: s.RecommendQuery, warn_factor: float) -> s.Recommendation:
+    """The answer to ``q``, computed (``recommend`` caches it)."""
     n_params, d_model, n_layers, vocab_size = q.n_params, q.d_model, q.n_layers, q.vocab_size
     tokens, compute, seq_len = q.tokens, q.compute, q.seq_len
     n, n_basis, embedding = model_size(n_params, d_model, n_layers, vocab_size)
