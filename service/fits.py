@@ -51,6 +51,28 @@ TITLES = {
 }
 
 
+METHOD_WORDS = {"near_optimal": "from near-optimal runs", "smooth": "from smoothed group optima",
+                "joint": "from one basin model over every run"}
+
+
+def law_title(kind: str, form: str, method: str, sources: Sequence[str], optimizer: str = "adamw") -> str:
+    """A fitted law's title: what it predicts (for which optimizer, but AdamW's laws keep the
+    titles they had before laws named their optimizer), its form, for hyper laws how each
+    group's optimum was taken (two fits of one form differ by it), and the sources of its runs."""
+    opt_title = "" if optimizer == "adamw" else f" for {optimizer}"
+    how = f"{form} form, {METHOD_WORDS.get(method, method)}" if kind == "hyper" else form
+    return f"{TITLES[kind]}{opt_title} ({how}) fitted on {', '.join(sorted(sources))}"
+
+
+def law_source(kind: str, used: int, selected: int, label: str) -> str:
+    """Where a fitted law comes from, counting runs as its page and its extrapolation check do:
+    a loss law is fitted on the best run of each (N, D) group of the selected runs."""
+    if used == selected:
+        return f"fitted by hpscale on {used} runs of {label}"
+    why = " (the best of each (N, D) group)" if kind == "loss" else ""
+    return f"fitted by hpscale on {used} of {selected} runs of {label}{why}"
+
+
 def select_runs(db: Database, sources: Sequence[str] | None, run_names: Sequence[str] | None,
                 optimizer: str | None = None) -> list[Run]:
     """Finished runs (done or diverged) of the given sources and/or names; all when neither;
@@ -366,7 +388,6 @@ def fit_and_store(
     count = len(storage.list_laws(db, kind="hyper" if kind == "hyper" else law.kind))
     # AdamW's laws keep the names and titles they had before laws named their optimizer.
     opt_name = "" if fitted_on == "adamw" else f"{fitted_on}-"
-    opt_title = "" if fitted_on == "adamw" else f" for {fitted_on}"
     return storage.add_law(
         db,
         {
@@ -375,8 +396,8 @@ def fit_and_store(
             "form": form,
             "origin": "fitted",
             "optimizer": fitted_on,
-            "title": f"{TITLES[kind]}{opt_title} ({form}) fitted on {label}",
-            "source": f"fitted by hpscale on {len(used_ids)} runs of {label}",
+            "title": law_title(kind, form, method, {r.source for r in rows}, fitted_on),
+            "source": law_source(kind, len(used_ids), len(rows), label),
             "record": record,
             "extrapolation": report,
             "settings": {"n_bootstrap": n_bootstrap, "seed": seed, "on_edge": on_edge, "method": method,

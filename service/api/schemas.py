@@ -182,6 +182,7 @@ class LawDataPoint(BaseModel):
     batch_size: float | None
     final_loss: float | None
     status: str
+    schedule: str | None = Field(default=None, description="The run's learning-rate schedule, as stored.")
 
 
 class HyperCurvePoint(BaseModel):
@@ -420,7 +421,11 @@ class GroupOptimum(BaseModel):
     lr: float
     batch_tokens: float | None
     method: str
-    edges: list[str] = Field(description="Grid edges the best run touches (the sweep should widen there).")
+    edges: list[str] = Field(description="Grid edges the best run touches (the sweep should widen there): "
+                             "lr_low, lr_high, batch_low, batch_high, lr_unsearched.")
+    edges_text: str | None = Field(
+        default=None, description="Where the best run lies on the grid, in words (None when on no edge)."
+    )
 
 
 class Group(BaseModel):

@@ -94,6 +94,16 @@ def test_recommend_says_where_the_target_lies_once(grid) -> None:
     assert far.count("outside") == 1 and "warning: the target lies" in far  # the warning alone
 
 
+def test_titles_tell_fits_of_one_form_apart_by_method(grid) -> None:
+    near = hp_json("fit", "--kind", "hyper", "--bootstrap", "0", "--method", "near_optimal")
+    smooth = hp_json("fit", "--kind", "hyper", "--bootstrap", "0", "--method", "smooth")
+    assert near["title"] != smooth["title"]
+    assert "steplaw form, from near-optimal runs" in near["title"] and "from smoothed group optima" in smooth["title"]
+    loss = hp_json("fit", "--kind", "loss", "--bootstrap", "0")
+    # Counted as the law page and its check count: the best run of each group, of all the runs.
+    assert loss["source"] == f"fitted by hpscale on 8 of 120 runs of grid (the best of each (N, D) group)"
+
+
 def test_laws_list_and_show(grid) -> None:
     hp_json("fit", "--kind", "hyper", "--bootstrap", "0")
     laws = hp_json("laws", "list")
