@@ -53,7 +53,7 @@ def trial(spec: Path, threads: str) -> dict[str, object]:
         sum(int(m) for m in re.findall(r", (\d+) diverged", out.stderr))
     return {"threads": threads, "wall": wall, "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
             "estimate": estimate.group(1) if estimate else "?", "runs": trained, "load": load,
-            "progress_lines": out.stderr.count(" steps, ")}
+            "progress_lines": out.stderr.count(": step ")}
 
 
 def main() -> None:
