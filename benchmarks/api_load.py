@@ -91,6 +91,19 @@ def start_server(port: int, workers: int, data_dir: Path, demo: bool = True) -> 
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+def stop_server(*procs: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """Stop servers as Ctrl-C does (uvicorn shuts its workers down cleanly on SIGINT); kill
+    one that does not stop within ``timeout`` seconds."""
+    for p in procs:
+        p.send_signal(signal.SIGINT)
+    for p in procs:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 def start_bare(port: int, workers: int) -> subprocess.Popen[bytes]:
     """The bare FastAPI endpoint of ``_bare_api.py`` on loopback."""
     script = Path(__file__).resolve().parent / "_bare_api.py"
@@ -118,11 +131,12 @@ def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 120.
     raise SystemExit(f"the server did not become healthy within {timeout:.0f} s")
 
 
-def tree_cpu_seconds(pid: int) -> float | None:
-    """CPU time (user + system, s) so far of a process and its children, from /proc (Linux);
-    None elsewhere."""
+def tree_cpu_seconds(root: int) -> float | None:
+    """CPU time (user + system, s) so far of process ``root`` and all its descendants, counting
+    children that already exited, from /proc (Linux); None elsewhere."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
     try:
         entries = os.listdir("/proc")
     except OSError:
@@ -135,9 +149,17 @@ def tree_cpu_seconds(pid: int) -> float | None:
                 fields = fh.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        # After the command name: state, ppid, ..., utime (index 11), stime (12).
-        if int(entry) == pid or int(fields[1]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / tick
+        # After the command name: state, ppid, ..., utime (11), stime (12), cutime (13), cstime (14).
+        parents[int(entry)] = int(fields[1])
+        cpu[int(entry)] = sum(int(f) for f in fields[11:15]) / tick
+    total = 0.0
+    for pid, value in cpu.items():
+        p = pid
+        while p not in (0, 1):
+            if p == root:
+                total += value
+                break
+            p = parents.get(p, 0)
     return total
 
 
@@ -249,36 +271,43 @@ def closed_loop_wrk(port: int, seconds: float, connections: int) -> Result:
                   latency("50"), latency("99"), errors)
 
 
-async def side_by_side(ports: dict[str, tuple[int, str]], seconds: float) -> list[Result]:
+async def side_by_side(ports: dict[str, tuple[int, str, int]], seconds: float) -> list[Result]:
     """One keep-alive connection per server and one request in flight at a time, alternating
     blocks of ``BLOCK`` requests between the servers for ``seconds`` in all: the servers are
-    measured under the same load of the machine. ``ports``: label -> (port, path)."""
+    measured under the same load of the machine. ``ports``: label -> (port, path, server pid);
+    each server's CPU time is counted over its own blocks."""
     conns = {}
-    for label, (port, path) in ports.items():
+    for label, (port, path, _) in ports.items():
         reader, writer = await asyncio.open_connection(HOST, port)
         conns[label] = (reader, writer, f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode())
     latencies: dict[str, list[float]] = {label: [] for label in ports}
     errors = dict.fromkeys(ports, 0)
     busy = dict.fromkeys(ports, 0.0)
+    cpu: dict[str, float | None] = dict.fromkeys(ports, 0.0)
     stop = time.perf_counter() + seconds
     try:
         while time.perf_counter() < stop:
             for label, (reader, writer, request) in conns.items():
-                t_block = time.perf_counter()
+                pid = ports[label][2]
+                t_block, cpu_before = time.perf_counter(), tree_cpu_seconds(pid)
                 for _ in range(BLOCK):
                     t0 = time.perf_counter()
                     ok = await _exchange(reader, writer, request)
                     latencies[label].append(time.perf_counter() - t0)
                     errors[label] += not ok
                 busy[label] += time.perf_counter() - t_block
+                cpu_after, so_far = tree_cpu_seconds(pid), cpu[label]
+                cpu[label] = None if None in (cpu_before, cpu_after, so_far) else so_far + cpu_after - cpu_before  # type: ignore[operator]
     finally:
         for _, writer, _ in conns.values():
             writer.close()
     out = []
     for label, lat in latencies.items():
         lat.sort()
+        used = cpu[label]
         out.append(Result(f"side by side: {label}", "asyncio, 1 connection", len(lat), busy[label],
-                          _percentile(lat, 0.50), _percentile(lat, 0.99), errors[label]))
+                          _percentile(lat, 0.50), _percentile(lat, 0.99), errors[label],
+                          used / len(lat) * 1e3 if used is not None and lat else None))
     return out
 
 
@@ -330,17 +359,10 @@ def main() -> None:
                 measured(proc.pid, lambda: asyncio.run(fixed_rate(port, args.duration, args.rate))),
                 measured(proc.pid, lambda: maximum(args.duration)),
             ]
-            pair = asyncio.run(side_by_side({"hpscale": (port, PATH), "bare FastAPI": (bare_port, BARE_PATH)},
-                                            args.duration))
+            pair = asyncio.run(side_by_side({"hpscale": (port, PATH, proc.pid),
+                                             "bare FastAPI": (bare_port, BARE_PATH, bare.pid)}, args.duration))
         finally:
-            for p in (proc, bare):
-                p.send_signal(signal.SIGINT)  # uvicorn shuts its workers down cleanly on SIGINT
-            for p in (proc, bare):
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop_server(proc, bare)
 
     print(f"GET {PATH}: {args.workers} uvicorn workers, {args.duration:.0f} s per phase, demo data "
           f"{'loaded' if args.demo else 'not loaded'}; load average before: {load_before:.2f} on {os.cpu_count()} CPUs")

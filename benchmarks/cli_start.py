@@ -22,13 +22,13 @@ repeats).
 from __future__ import annotations
 
 import _repo  # noqa: F401  (makes ``import hpscale`` work from a plain checkout)
+from api_load import HOST, free_port, stop_server, tree_cpu_seconds
 
 import argparse
 import multiprocessing
 import os
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -37,9 +37,6 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-
-HOST = "127.0.0.1"
-
 
 @dataclass
 class Sample:
@@ -66,41 +63,6 @@ def timed_run(cmd: list[str], env: dict[str, str]) -> Sample:
     return Sample(wall, cpu)
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """CPU time (user + system, s) so far of ``root`` and its descendants, from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    parents: dict[int, int] = {}
-    cpu: dict[int, float] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # After the command name: state, ppid, ..., utime (11), stime (12), cutime (13), cstime (14).
-        parents[int(entry)] = int(fields[1])
-        cpu[int(entry)] = sum(int(f) for f in fields[11:15]) / tick
-    total = 0.0
-    for pid, value in cpu.items():
-        p = pid
-        while p not in (0, 1):
-            if p == root:
-                total += value
-                break
-            p = parents.get(p, 0)
-    return total
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 def serve_start(env: dict[str, str], workers: int, timeout: float) -> Sample | None:
     """Start ``hpscale serve``; the time until /healthz answered 200 ten times in a row (every
     worker listens on the same port: one success may come from the first worker alone) and the
@@ -125,15 +87,9 @@ def serve_start(env: dict[str, str], workers: int, timeout: float) -> Sample | N
                 ok = 0
                 time.sleep(0.05)
         wall = time.perf_counter() - t0
-        cpu = tree_cpu_seconds(proc.pid)
-        return Sample(wall, cpu)
+        return Sample(wall, tree_cpu_seconds(proc.pid) or 0.0)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc, timeout=30)
 
 
 def _burn() -> None:  # pragma: no cover - a load generator

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from support import stop_process
 
 HEAVY = ("numpy", "scipy", "sklearn", "sqlalchemy", "alembic", "fastapi", "starlette", "uvicorn", "torch", "optuna",
          "pydantic_settings", "hpscale.fitting.hyper", "hpscale.db.engine", "hpscale.service.api")
@@ -86,12 +86,7 @@ def test_serve_with_two_workers_starts_while_every_core_is_busy(tmp_path: Path) 
     finally:
         for b in burners:
             b.terminate()
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=60)
     text = log.read_text()
     # uvicorn says "died" when it kills a worker that missed its health ping (and starts another).
     assert " died" not in text and "was not ready" not in text, text
