@@ -24,7 +24,8 @@ router = APIRouter(prefix="/fits", tags=["fits"])
         "runs: names of stored finished runs (within sources when given)",
         "the runs selected must support a fit of the kind (else the problem says what is missing)",
         "without sources or runs, the finished runs stored must be of one source, unless mix",
-        "the runs selected must share one corpus and one optimizer, unless mix",
+        "the runs selected must share one corpus, unless mix",
+        "the runs selected must share one optimizer (or optimizer names it)",
         "hyper laws on a sweep's runs: no group's best run on the edge of the searched grid, unless allow_edge",
     )),
 )
