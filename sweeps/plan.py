@@ -252,7 +252,13 @@ def estimate_seconds(plan: Plan, device: str, flops_per_s: float | None = None) 
     rate = flops_per_s or ASSUMED_FLOPS_PER_S["cuda" if cuda else "cpu"]
     seconds = plan.flops / rate
     if not cuda:
-        seconds += CPU_START_S + sum(c.steps * (CPU_STEP_S + CPU_STEP_PER_MEMBER_S * len(c.members)) for c in plan.cells)
+        # A branched cell trains only its cooldown past its trunk's branch point; a trunk's
+        # longest budget trains the trunk itself.
+        ends = {cells[-1].key for cells in plan.trunks.values()}
+        trained = {c.key: c.steps if c.trunk is None or c.key in ends else c.steps - (c.branch_step or 0)
+                   for c in plan.cells}
+        seconds += CPU_START_S + sum(trained[c.key] * (CPU_STEP_S + CPU_STEP_PER_MEMBER_S * len(c.members))
+                                     for c in plan.cells)
     return seconds, rate
 
 
