@@ -13,14 +13,22 @@ for /healthz, warms up, then measures two things, ``--duration`` seconds each:
    queue. Client: ``wrk`` when installed (C: it takes little of the CPU it measures), else the
    asyncio client.
 
+3. side by side (issue 14): one keep-alive client, one request at a time, alternating blocks of
+   requests between hpscale and a bare FastAPI endpoint computing the same formula
+   (``_bare_api.py``, served by uvicorn the same way), so that both see the same machine load.
+   Target: hpscale's p50 and p99 within 1.5x of the bare endpoint's, with the demo data (and so
+   a fitted loss law) loaded.
+
 Also reported: the server's CPU time per request (its processes' user + system time from
 /proc), which tells the server's cost apart from how busy the machine is with other work.
 Every address used is 127.0.0.1; nothing else is contacted.
 
-    python benchmarks/api_load.py [--duration 30] [--rate 1000] [--connections 8] [--workers 2]
+    python benchmarks/api_load.py [--duration 30] [--rate 1000] [--connections 8] [--workers 2] [--no-demo]
 """
 
 from __future__ import annotations
+
+import _repo  # noqa: F401  (makes ``import hpscale`` work from a plain checkout)
 
 import argparse
 import asyncio
@@ -39,7 +47,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HOST = "127.0.0.1"  # loopback only, by design: this script never talks to another address
-PATH = "/api/v1/recommend?n_params=7e9&tokens=1.4e12&seq_len=4096"
+QUERY = "n_params=7e9&tokens=1.4e12&seq_len=4096"
+PATH = f"/api/v1/recommend?{QUERY}"
+BARE_PATH = f"/recommend?{QUERY}"  # _bare_api.py: the same formula with nothing around it
+BLOCK = 200  # requests to one server before the side-by-side client turns to the other
 POOL = 32  # connections of the fixed-rate client: enough that a slow answer does not stall the schedule
 
 
@@ -68,18 +79,40 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(port: int, workers: int, data_dir: Path) -> subprocess.Popen[bytes]:
-    """``hpscale serve`` on loopback with a private SQLite database, access log off (a log line
-    per request would measure the terminal, not the API)."""
+def start_server(port: int, workers: int, data_dir: Path, demo: bool = True) -> subprocess.Popen[bytes]:
+    """``hpscale serve`` on loopback with a private SQLite database (the demo data loaded into it
+    unless ``demo`` is false), access log off (a log line per request would measure the
+    terminal, not the API)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPSCALE_")}
     env["HPSCALE_DATA_DIR"] = str(data_dir)
+    env["HPSCALE_LOAD_DEMO"] = "true" if demo else "false"
     cmd = [sys.executable, "-m", "hpscale.service.cli", "serve", "--host", HOST, "--port", str(port),
            "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    """Poll /healthz until it answers 200 several times in a row (every worker serves the same
+def stop_server(*procs: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """Stop servers as Ctrl-C does (uvicorn shuts its workers down cleanly on SIGINT); kill
+    one that does not stop within ``timeout`` seconds."""
+    for p in procs:
+        p.send_signal(signal.SIGINT)
+    for p in procs:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def start_bare(port: int, workers: int) -> subprocess.Popen[bytes]:
+    """The bare FastAPI endpoint of ``_bare_api.py`` on loopback."""
+    script = Path(__file__).resolve().parent / "_bare_api.py"
+    return subprocess.Popen([sys.executable, str(script), str(port), str(workers)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 120.0, path: str = "/healthz") -> None:
+    """Poll ``path`` until it answers 200 several times in a row (every worker serves the same
     port, so a few more polls after the first success let the slower worker finish starting)."""
     deadline = time.monotonic() + timeout
     ok = 0
@@ -88,7 +121,7 @@ def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0
             err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
             raise SystemExit(f"the server exited with code {proc.returncode}:\n{err}")
         try:
-            with urllib.request.urlopen(f"http://{HOST}:{port}/healthz", timeout=2) as resp:
+            with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=2) as resp:
                 ok += resp.status == 200
         except OSError:
             ok = 0
@@ -98,11 +131,12 @@ def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0
     raise SystemExit(f"the server did not become healthy within {timeout:.0f} s")
 
 
-def tree_cpu_seconds(pid: int) -> float | None:
-    """CPU time (user + system, s) so far of a process and its children, from /proc (Linux);
-    None elsewhere."""
+def tree_cpu_seconds(root: int) -> float | None:
+    """CPU time (user + system, s) so far of process ``root`` and all its descendants, counting
+    children that already exited, from /proc (Linux); None elsewhere."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
     try:
         entries = os.listdir("/proc")
     except OSError:
@@ -115,9 +149,17 @@ def tree_cpu_seconds(pid: int) -> float | None:
                 fields = fh.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        # After the command name: state, ppid, ..., utime (index 11), stime (12).
-        if int(entry) == pid or int(fields[1]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / tick
+        # After the command name: state, ppid, ..., utime (11), stime (12), cutime (13), cstime (14).
+        parents[int(entry)] = int(fields[1])
+        cpu[int(entry)] = sum(int(f) for f in fields[11:15]) / tick
+    total = 0.0
+    for pid, value in cpu.items():
+        p = pid
+        while p not in (0, 1):
+            if p == root:
+                total += value
+                break
+            p = parents.get(p, 0)
     return total
 
 
@@ -229,6 +271,46 @@ def closed_loop_wrk(port: int, seconds: float, connections: int) -> Result:
                   latency("50"), latency("99"), errors)
 
 
+async def side_by_side(ports: dict[str, tuple[int, str, int]], seconds: float) -> list[Result]:
+    """One keep-alive connection per server and one request in flight at a time, alternating
+    blocks of ``BLOCK`` requests between the servers for ``seconds`` in all: the servers are
+    measured under the same load of the machine. ``ports``: label -> (port, path, server pid);
+    each server's CPU time is counted over its own blocks."""
+    conns = {}
+    for label, (port, path, _) in ports.items():
+        reader, writer = await asyncio.open_connection(HOST, port)
+        conns[label] = (reader, writer, f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode())
+    latencies: dict[str, list[float]] = {label: [] for label in ports}
+    errors = dict.fromkeys(ports, 0)
+    busy = dict.fromkeys(ports, 0.0)
+    cpu: dict[str, float | None] = dict.fromkeys(ports, 0.0)
+    stop = time.perf_counter() + seconds
+    try:
+        while time.perf_counter() < stop:
+            for label, (reader, writer, request) in conns.items():
+                pid = ports[label][2]
+                t_block, cpu_before = time.perf_counter(), tree_cpu_seconds(pid)
+                for _ in range(BLOCK):
+                    t0 = time.perf_counter()
+                    ok = await _exchange(reader, writer, request)
+                    latencies[label].append(time.perf_counter() - t0)
+                    errors[label] += not ok
+                busy[label] += time.perf_counter() - t_block
+                cpu_after, so_far = tree_cpu_seconds(pid), cpu[label]
+                cpu[label] = None if None in (cpu_before, cpu_after, so_far) else so_far + cpu_after - cpu_before  # type: ignore[operator]
+    finally:
+        for _, writer, _ in conns.values():
+            writer.close()
+    out = []
+    for label, lat in latencies.items():
+        lat.sort()
+        used = cpu[label]
+        out.append(Result(f"side by side: {label}", "asyncio, 1 connection", len(lat), busy[label],
+                          _percentile(lat, 0.50), _percentile(lat, 0.99), errors[label],
+                          used / len(lat) * 1e3 if used is not None and lat else None))
+    return out
+
+
 def measured(pid: int, run: Callable[[], Result]) -> Result:
     """Run a load phase and attach the server's CPU time per request."""
     before = tree_cpu_seconds(pid)
@@ -246,6 +328,9 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=8, help="connections of the maximum phase (default 8)")
     ap.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (default 2: one per core)")
     ap.add_argument("--client", choices=("auto", "wrk", "python"), default="auto", help="client of the maximum phase")
+    ap.add_argument("--no-demo", dest="demo", action="store_false",
+                    help="start hpscale on an empty database (no demo data, so no fitted loss law)")
+    ap.add_argument("--side-by-side-only", action="store_true", help="measure the side-by-side phase alone")
     args = ap.parse_args()
     if not 1 <= args.duration <= 600 or not 1 <= args.connections <= 256 or not 1 <= args.rate <= 20_000:
         raise SystemExit("--duration must lie in [1, 600] s, --connections in [1, 256], --rate in [1, 20000]")
@@ -261,35 +346,41 @@ def main() -> None:
         return asyncio.run(closed_loop_python(port, seconds, args.connections))
 
     with tempfile.TemporaryDirectory(prefix="hpscale-load-") as tmp:
-        port = free_port()
-        proc = start_server(port, args.workers, Path(tmp))
+        port, bare_port = free_port(), free_port()
+        proc = start_server(port, args.workers, Path(tmp), demo=args.demo)
+        bare = start_bare(bare_port, args.workers)
         try:
             wait_healthy(port, proc)
+            wait_healthy(bare_port, bare, path=BARE_PATH)
+            asyncio.run(closed_loop_python(bare_port, 1, args.connections))  # warm-up of both
             maximum(3)  # warm-up: imports, first queries, the law cache
             load_before = os.getloadavg()[0]
-            results = [
+            results = [] if args.side_by_side_only else [
                 measured(proc.pid, lambda: asyncio.run(fixed_rate(port, args.duration, args.rate))),
                 measured(proc.pid, lambda: maximum(args.duration)),
             ]
+            pair = asyncio.run(side_by_side({"hpscale": (port, PATH, proc.pid),
+                                             "bare FastAPI": (bare_port, BARE_PATH, bare.pid)}, args.duration))
         finally:
-            proc.send_signal(signal.SIGINT)  # uvicorn shuts its workers down cleanly on SIGINT
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_server(proc, bare)
 
-    sustained = results[0]
-    target_ok = sustained.rate >= 0.99 * args.rate >= 990 and sustained.p99_ms < 10 and sustained.errors == 0
-    print(f"GET {PATH}: {args.workers} uvicorn workers, {args.duration:.0f} s per phase; "
-          f"load average before: {load_before:.2f} on {os.cpu_count()} CPUs")
+    print(f"GET {PATH}: {args.workers} uvicorn workers, {args.duration:.0f} s per phase, demo data "
+          f"{'loaded' if args.demo else 'not loaded'}; load average before: {load_before:.2f} on {os.cpu_count()} CPUs")
+    results += pair
     print("| phase | client | requests/s | p50 latency | p99 latency | requests | errors | server CPU per request |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
         cpu = f"{r.cpu_ms:.3f} ms" if r.cpu_ms is not None else "n/a"
         print(f"| {r.phase} | {r.client} | {r.rate:,.0f} | {r.p50_ms:.2f} ms | {r.p99_ms:.2f} ms | {r.requests:,} | "
               f"{r.errors} | {cpu} |")
-    print(f"target (sustained >= 1,000 requests/s, p99 < 10 ms, no errors): {'met' if target_ok else 'NOT met'}")
+    if not args.side_by_side_only:
+        sustained = results[0]
+        target_ok = sustained.rate >= 0.99 * args.rate >= 990 and sustained.p99_ms < 10 and sustained.errors == 0
+        print(f"target (sustained >= 1,000 requests/s, p99 < 10 ms, no errors): {'met' if target_ok else 'NOT met'}")
+    ours, yardstick = pair
+    p50, p99 = ours.p50_ms / yardstick.p50_ms, ours.p99_ms / yardstick.p99_ms
+    print(f"side by side: hpscale / bare FastAPI = {p50:.2f}x at p50, {p99:.2f}x at p99; target (both within 1.5x): "
+          f"{'met' if p50 <= 1.5 and p99 <= 1.5 and ours.errors == 0 else 'NOT met'}")
 
 
 if __name__ == "__main__":

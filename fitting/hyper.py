@@ -28,16 +28,17 @@ from typing import Any, Literal
 import numpy as np
 
 from hpscale.fitting import joint as joint_fit
-from hpscale.fitting.errors import InsufficientDataError, InvalidLawRecordError, NotFittedError
+from hpscale.fitting.errors import EdgeOptimumError, InsufficientDataError, InvalidLawRecordError, NotFittedError
+from hpscale.fitting.forms import HYPER_FORMS, HYPER_METHODS
 from hpscale.fitting.noise import NO_NOISE, NoiseEstimate, estimate_noise, near_optimal_band
-from hpscale.fitting.optimum import GroupOptimum, group_optima, near_optimal_mask, seed_counts, smooth_optima
+from hpscale.fitting.optimum import GroupOptimum, describe_edges, group_optima, near_optimal_mask, seed_counts, smooth_optima
 from hpscale.fitting.priors import Combiner, Prior, combiner, prior_for
 from hpscale.fitting.records import restore_fitted
 from hpscale.fitting.runs import RunSet, fit_range
 
 HyperForm = Literal["steplaw", "full", "compute"]
-FORMS: tuple[str, ...] = ("steplaw", "full", "compute")
-METHODS: tuple[str, ...] = ("near_optimal", "smooth", "joint")
+FORMS = HYPER_FORMS  # names in fitting.forms (no numpy there: the CLI's help lists them)
+METHODS = HYPER_METHODS
 ON_EDGE: tuple[str, ...] = ("error", "warn")
 
 # Names of the coefficients each form carries, in the order the log-space design matrix uses.
@@ -224,13 +225,14 @@ class HyperLaw:
             raise InsufficientDataError("every usable run needs batch_tokens to fit a batch-size law")
         self._check_groups(groups)
         warnings = [
-            f"{g.describe()}: best run (lr={g.best_lr:.4g}, batch_tokens={g.best_batch_tokens:.4g}) is on the "
-            f"grid edge {'/'.join(g.edges)}; the true optimum may lie outside the searched grid"
+            f"{g.describe()}: the best run (lr {g.best_lr:.4g}, batch {g.best_batch_tokens:.4g} tokens) is "
+            f"{describe_edges(g.edges)}; the true optimum may lie outside the searched grid"
             for g in groups if g.at_edge
         ]
         if warnings and self.on_edge == "error":
-            raise InsufficientDataError(
-                "optimum at a grid edge, widen the sweep (or fit anyway: on_edge='warn', the CLI's --allow-edge): " + "; ".join(warnings)
+            raise EdgeOptimumError(
+                f"in {len(warnings)} of {len(groups)} groups the best run lies on the edge of the searched grid: "
+                + "; ".join(warnings)
             )
         self.noise_, self.groups_ = noise, groups
         self.band_ = float(near_optimal_band(noise, self.eps, 1, 1))

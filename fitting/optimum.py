@@ -65,6 +65,22 @@ class GroupOptimum:
         return f"group N={self.n_params:.4g}, D={self.tokens:.4g}"
 
 
+EDGE_WORDS = {
+    "lr_low": "at the lowest learning rate searched",
+    "lr_high": "at the highest learning rate searched",
+    "batch_low": "at the smallest batch searched",
+    "batch_high": "at the largest batch searched",
+    "lr_unsearched": "at the only learning rate searched for its batch",
+}
+"""``grid_edges``' names in words, for messages people read."""
+
+
+def describe_edges(edges: tuple[str, ...] | list[str]) -> str:
+    """Where a group's best run lies on its grid, in words ("at the highest learning rate
+    searched and at the smallest batch searched")."""
+    return " and ".join(EDGE_WORDS.get(e, e) for e in edges)
+
+
 def near_optimal_mask(loss: np.ndarray, eps: float, noise: NoiseEstimate | None = None,
                       n_seeds: np.ndarray | None = None) -> np.ndarray:
     """Configurations whose (mean) loss lies within the near-optimal band of the best one: ``eps``

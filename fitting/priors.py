@@ -31,9 +31,8 @@ from typing import Any
 import numpy as np
 
 from hpscale.fitting.errors import FittingError
-
-PRIOR_NAMES: tuple[str, ...] = ("none", "steplaw", "deepseek")
-DEFAULT_WIDTH = 0.1
+from hpscale.fitting.forms import DEFAULT_PRIOR_WIDTH as DEFAULT_WIDTH
+from hpscale.fitting.forms import PRIOR_NAMES  # names in fitting.forms: the CLI's help lists them
 PRIOR_SCATTER = 0.2  # log units: a typical group optimum's distance from the law (Step Law: 0.11-0.26)
 PRIOR_SCATTER_DOF = 2.0
 

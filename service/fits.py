@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,32 +17,23 @@ from hpscale.db.engine import Database
 from hpscale.db.models import CurvePoint, Law, Run
 from hpscale.db.provenance import code_version
 from hpscale.fitting.coupling import LrBatchCoupling
-from hpscale.fitting.critical import CriticalBatchLaw, steps_to_target
-from hpscale.fitting.errors import InsufficientDataError
-from hpscale.fitting.hyper import FORMS as HYPER_FORMS
-from hpscale.fitting.hyper import METHODS as HYPER_METHODS
+from hpscale.fitting.errors import EdgeOptimumError, InsufficientDataError
 from hpscale.fitting.hyper import HyperLaw
-from hpscale.fitting.loss import LossLaw
-from hpscale.fitting.priors import DEFAULT_WIDTH as DEFAULT_PRIOR_WIDTH
-from hpscale.fitting.priors import PRIOR_NAMES
 from hpscale.fitting.registry import law_from_record
 from hpscale.fitting.runs import RunSet
 from hpscale.fitting.sanity import law_problems
 from hpscale.fitting.schedules import infer_warmup
-from hpscale.fitting.trajectory import LossCurve, MomentumLaw, MultiPowerLaw
-from hpscale.fitting.validate import extrapolation_check
 from hpscale.service.errors import InputError
+from hpscale.service.fitkinds import DEFAULT_FORM, DEFAULT_PRIOR_WIDTH, FORMS, KINDS, PRIOR_NAMES
+from hpscale.service.fitkinds import METHODS as HYPER_METHODS
 from hpscale.service.laws import check_passed, failure, loss_warnings
 from hpscale.service.runformat import check_schedule_length, read_schedule, schedule_lrs
 
-KINDS: tuple[str, ...] = ("hyper", "loss", "trajectory", "critical-batch")
-FORMS: dict[str, tuple[str, ...]] = {
-    "hyper": HYPER_FORMS,
-    "loss": ("chinchilla",),
-    "trajectory": ("multi_power", "momentum"),
-    "critical-batch": ("power",),
-}
-DEFAULT_FORM = {"hyper": "steplaw", "loss": "chinchilla", "trajectory": "multi_power", "critical-batch": "power"}
+# The laws that need scipy (loss, trajectory, critical batch, the extrapolation check) are
+# imported where they are used: the API imports this module for ``runset`` on every start, and
+# scipy.optimize with scipy.signal cost more CPU than the rest of a server's start.
+if TYPE_CHECKING:
+    from hpscale.fitting.trajectory import LossCurve
 
 # When a fit's extrapolation check passes (the held-out largest scale, see fitting.validate):
 # hyper laws by the loss regret of their recommendation, the others by their relative error.
@@ -58,6 +49,28 @@ TITLES = {
     "trajectory": "loss curve under a learning-rate schedule",
     "critical-batch": "critical batch size",
 }
+
+
+METHOD_WORDS = {"near_optimal": "from near-optimal runs", "smooth": "from smoothed group optima",
+                "joint": "from one basin model over every run"}
+
+
+def law_title(kind: str, form: str, method: str, sources: Sequence[str], optimizer: str = "adamw") -> str:
+    """A fitted law's title: what it predicts (for which optimizer, but AdamW's laws keep the
+    titles they had before laws named their optimizer), its form, for hyper laws how each
+    group's optimum was taken (two fits of one form differ by it), and the sources of its runs."""
+    opt_title = "" if optimizer == "adamw" else f" for {optimizer}"
+    how = f"{form} form, {METHOD_WORDS.get(method, method)}" if kind == "hyper" else form
+    return f"{TITLES[kind]}{opt_title} ({how}) fitted on {', '.join(sorted(sources))}"
+
+
+def law_source(kind: str, used: int, selected: int, label: str) -> str:
+    """Where a fitted law comes from, counting runs as its page and its extrapolation check do:
+    a loss law is fitted on the best run of each (N, D) group of the selected runs."""
+    if used == selected:
+        return f"fitted by hpscale on {used} runs of {label}"
+    why = " (the best of each (N, D) group)" if kind == "loss" else ""
+    return f"fitted by hpscale on {used} of {selected} runs of {label}{why}"
 
 
 def select_runs(db: Database, sources: Sequence[str] | None, run_names: Sequence[str] | None,
@@ -94,6 +107,44 @@ def one_optimizer(rows: Sequence[Run]) -> str:
 def hyper_runs(rows: Sequence[Run]) -> RunSet:
     """The runs a hyper law is fitted on: those with lr and batch (all when none has both)."""
     return runset([r for r in rows if r.lr is not None and r.batch_tokens is not None] or rows)
+
+
+def partition_runs(rows: Sequence[Run]) -> dict[str | None, list[Run]]:
+    """Runs by the corpus they were trained on (its hash, which covers the tokenizer; None:
+    unknown, as for imported runs), in the order first seen. Runs of another corpus have other
+    optima and losses: one law over both describes neither."""
+    out: dict[str | None, list[Run]] = {}
+    for r in rows:
+        out.setdefault(r.corpus_hash, []).append(r)
+    return out
+
+
+def refuse_unrelated(rows: Sequence[Run], chosen: bool) -> None:
+    """Refuse to pool unrelated runs into one law: runs of several sources when none was chosen
+    (``chosen``: sources or run names were given), or, whatever was chosen, runs of several
+    corpora. ``mix`` in ``fit_and_store`` is the explicit request to pool them (runs of several
+    optimizers are never pooled: ``one_optimizer``)."""
+    how = "(hpscale fit: --mix; POST /fits: \"mix\": true)"
+    sources: dict[str, int] = {}
+    for r in rows:
+        sources[r.source] = sources.get(r.source, 0) + 1
+    if not chosen and len(sources) > 1:
+        listed = ", ".join(f"{s} ({n} runs)" for s, n in sorted(sources.items()))
+        raise InputError(
+            f"finished runs of {len(sources)} sources are stored: {listed}; one law over all of them would pool "
+            f"unrelated data: choose the source to fit (hpscale fit --source NAME; POST /fits: \"sources\"), "
+            f"or ask for one law over all of them {how}"
+        )
+    parts = partition_runs(rows)
+    if len(parts) > 1:
+        listed = "; ".join(
+            f"corpus {corpus[:12] if corpus else 'unknown'}: {len(runs)} runs ({', '.join(sorted({r.source for r in runs}))})"
+            for corpus, runs in parts.items()
+        )
+        raise InputError(
+            f"the selected runs were trained on different corpora ({listed}); choose runs of one (--source, --runs) "
+            f"or ask for one law over all of them {how}"
+        )
 
 
 def runset(rows: Sequence[Run]) -> RunSet:
@@ -144,6 +195,8 @@ def loss_curves(db: Database, rows: Sequence[Run]) -> list[LossCurve]:
     """Finished runs with curves as the trajectory laws' input (evaluation loss at each step).
     A curve whose per-step lr was interpolated is marked so (``LossCurve.lr_interpolated``):
     the law fitted on it records a warning."""
+    from hpscale.fitting.trajectory import LossCurve
+
     curves = storage.get_curves(db, [r.id for r in rows if r.status == "done"])
     out = []
     for r in rows:
@@ -173,6 +226,8 @@ def critical_points(db: Database, rows: Sequence[Run]) -> dict[str, np.ndarray]:
     """Steps-to-target measurements from stored curves: for each (N, D) group and batch size, the
     best run's curve gives the first step at which it reaches each target loss; targets are the
     losses every batch size of the group reaches."""
+    from hpscale.fitting.critical import steps_to_target
+
     curves = storage.get_curves(db, [r.id for r in rows if r.status == "done" and r.batch_tokens])
     by_group: dict[tuple[float, float], dict[float, Run]] = {}
     for r in rows:
@@ -214,6 +269,8 @@ def fit_law(db: Database, rows: Sequence[Run], kind: str, form: str, n_bootstrap
     Data enough for the law but not for refitting it without its largest scale still give a
     stored law, whose report says why it was not checked (and does not pass). A degenerate fit
     (``fitting.sanity``) gets a report that says it failed, and why: it is never a default."""
+    from hpscale.fitting.validate import extrapolation_check
+
     law, data = _fit(db, rows, kind, form, n_bootstrap, seed, on_edge, method, prior, prior_width)
     problems = law_problems(law.to_record())
     if problems:
@@ -228,6 +285,10 @@ def fit_law(db: Database, rows: Sequence[Run], kind: str, form: str, n_bootstrap
 
 def _fit(db: Database, rows: Sequence[Run], kind: str, form: str, n_bootstrap: int, seed: int,
          on_edge: str, method: str, prior: str | None, prior_width: float) -> tuple[Any, Any]:
+    from hpscale.fitting.critical import CriticalBatchLaw
+    from hpscale.fitting.loss import LossLaw
+    from hpscale.fitting.trajectory import MomentumLaw, MultiPowerLaw
+
     if kind == "hyper":
         data = hyper_runs(rows)
         law = HyperLaw(form=form, n_bootstrap=n_bootstrap, seed=seed, on_edge=on_edge, method=method,
@@ -264,19 +325,27 @@ def fit_and_store(
     run_names: Sequence[str] | None = None,
     n_bootstrap: int = 1000,
     seed: int = 0,
-    on_edge: str = "error",
+    on_edge: str | None = None,
     method: str = "near_optimal",
     prior: str | None = None,
     prior_width: float = DEFAULT_PRIOR_WIDTH,
     name: str | None = None,
     optimizer: str | None = None,
+    mix: bool = False,
 ) -> Law:
     """Fit a law from stored runs (of one optimizer: ``optimizer``, or the one the selected runs
     share) and store it with its record, extrapolation report, the exact runs used and its
     optimizer. A hyper law's record also carries the lr-batch coupling of its runs
     (``fitting.coupling``). Raises ``InputError`` / ``FittingError`` with what is missing. A fit
     whose coefficients are degenerate is stored too, marked failed with the reason (see
-    ``fit_law``): callers check ``fit_failure(row)``."""
+    ``fit_law``): callers check ``fit_failure(row)``.
+
+    Without ``sources`` or ``run_names``, the runs of one source: with several stored, this
+    refuses and lists them. Runs of different corpora are never pooled unless ``mix`` (see
+    ``refuse_unrelated``), runs of different optimizers never. ``on_edge`` (hyper laws: a group's
+    best run on the edge of the searched grid): "error" refuses, "warn" fits and records a
+    warning; None: "error" when a run comes from a sweep (which can be widened), "warn" for
+    imported runs only (a published grid cannot be)."""
     if kind not in KINDS:
         raise InputError(f"unknown law kind {kind!r}; expected one of {', '.join(KINDS)}")
     form = form or DEFAULT_FORM[kind]
@@ -284,7 +353,7 @@ def fit_and_store(
         raise InputError(f"kind {kind!r} has forms {', '.join(FORMS[kind])}; got {form!r}")
     if not 0 <= n_bootstrap <= 100_000:
         raise InputError(f"bootstrap must lie in 0..100000 (got {n_bootstrap})")
-    if on_edge not in ("error", "warn"):
+    if on_edge not in ("error", "warn", None):
         raise InputError(f"on_edge must be 'error' or 'warn' (got {on_edge!r})")
     if method not in HYPER_METHODS:
         raise InputError(f"method must be one of {', '.join(HYPER_METHODS)} (got {method!r})")
@@ -296,8 +365,19 @@ def fit_and_store(
     if not (math.isfinite(prior_width) and prior_width > 0):
         raise InputError(f"the prior width must be a finite number > 0 (got {prior_width!r})")
     rows = select_runs(db, sources, run_names, optimizer)
+    if not mix:
+        refuse_unrelated(rows, chosen=bool(sources or run_names))
     fitted_on = one_optimizer(rows)
-    law, report = fit_law(db, rows, kind, form, n_bootstrap, seed, on_edge, method, prior, prior_width)
+    if on_edge is None:
+        on_edge = "error" if any(r.sweep_id is not None for r in rows) else "warn"
+    try:
+        law, report = fit_law(db, rows, kind, form, n_bootstrap, seed, on_edge, method, prior, prior_width)
+    except EdgeOptimumError as exc:
+        raise InputError(
+            f"{exc}. Widen the sweep's grid (a refinement round, or more learning rates / batch sizes in its spec), "
+            "or fit anyway and keep these warnings with the law (hpscale fit: --allow-edge; POST /fits: "
+            "\"allow_edge\": true)"
+        ) from None
     record = law.to_record()
     if kind == "hyper":
         coupling = LrBatchCoupling(optimizer=fitted_on, n_bootstrap=n_bootstrap, seed=seed).fit(hyper_runs(rows))
@@ -308,7 +388,6 @@ def fit_and_store(
     count = len(storage.list_laws(db, kind="hyper" if kind == "hyper" else law.kind))
     # AdamW's laws keep the names and titles they had before laws named their optimizer.
     opt_name = "" if fitted_on == "adamw" else f"{fitted_on}-"
-    opt_title = "" if fitted_on == "adamw" else f" for {fitted_on}"
     return storage.add_law(
         db,
         {
@@ -317,13 +396,13 @@ def fit_and_store(
             "form": form,
             "origin": "fitted",
             "optimizer": fitted_on,
-            "title": f"{TITLES[kind]}{opt_title} ({form}) fitted on {label}",
-            "source": f"fitted by hpscale on {len(used_ids)} runs of {label}",
+            "title": law_title(kind, form, method, {r.source for r in rows}, fitted_on),
+            "source": law_source(kind, len(used_ids), len(rows), label),
             "record": record,
             "extrapolation": report,
             "settings": {"n_bootstrap": n_bootstrap, "seed": seed, "on_edge": on_edge, "method": method,
                          "prior": prior, "prior_width": prior_width if prior else None,
-                         "sources": list(sources or []), "optimizer": optimizer,
+                         "sources": list(sources or []), "optimizer": optimizer, "mix": mix,
                          "runs": list(run_names or [])},
             "code_version": code_version(),
         },

@@ -218,10 +218,27 @@ def law_object(row: Law) -> Any:
     return law_from_record(row.record)
 
 
+BATCH_ROUNDING = "batch_tokens / seq_len rounded to the nearest whole sequence (halves up, at least 1)"
+"""How a recommendation turns the law's batch in tokens into whole sequences (said in answers)."""
+
+
+def whole_sequences(batch_tokens: float, seq_len: int) -> int:
+    """A batch of ``batch_tokens`` tokens in whole sequences of ``seq_len`` tokens (see
+    ``BATCH_ROUNDING``): a batch is a whole number of sequences, and the CLI and the web UI must
+    show the same one."""
+    return max(1, math.floor(batch_tokens / seq_len + 0.5))
+
+
+def sequence_interval(low_tokens: float, high_tokens: float, seq_len: int) -> tuple[int, int]:
+    """A batch range in tokens as whole sequences, rounded outward (the range only widens)."""
+    return max(1, math.floor(low_tokens / seq_len)), max(1, math.ceil(high_tokens / seq_len))
+
+
 @dataclass
 class Recommendation:
-    """A recommended configuration for one target (units: lr -, batch_tokens tokens,
-    batch_size sequences, compute FLOPs, final_loss nats/token)."""
+    """A recommended configuration for one target (units: lr -, batch_tokens tokens (the law's
+    value), batch_size whole sequences (``BATCH_ROUNDING``), compute FLOPs, final_loss
+    nats/token)."""
 
     n_params: float
     tokens: float
@@ -229,7 +246,7 @@ class Recommendation:
     seq_len: int
     lr: float
     batch_tokens: float
-    batch_size: float
+    batch_size: int
     law: str
     law_id: int
     law_title: str
@@ -238,7 +255,7 @@ class Recommendation:
     optimizer: str = DEFAULT_OPTIMIZER  # the law's (and so the recommendation's) optimizer
     lr_interval: tuple[float, float] | None = None
     batch_tokens_interval: tuple[float, float] | None = None
-    batch_size_interval: tuple[float, float] | None = None
+    batch_size_interval: tuple[int, int] | None = None
     extrapolation_factor: float | None = None
     warnings: list[str] = field(default_factory=list)
     final_loss: float | None = None
@@ -322,12 +339,11 @@ def recommend_with_law(
         raise InputError(f"law {row.id} ({row.name}) gives no finite learning rate and batch for this target{why}")
     rec = Recommendation(
         n_params=n_params, tokens=tokens, compute=compute, seq_len=seq_len,
-        lr=pred.lr, batch_tokens=pred.batch_tokens, batch_size=pred.batch_tokens / seq_len,
+        lr=pred.lr, batch_tokens=pred.batch_tokens, batch_size=whole_sequences(pred.batch_tokens, seq_len),
         law=row.name, law_id=row.id, law_title=row.title, law_origin=row.origin, source=row.source,
         optimizer=row.optimizer, lr_interval=pred.lr_interval, batch_tokens_interval=pred.batch_tokens_interval,
         batch_size_interval=(
-            (pred.batch_tokens_interval[0] / seq_len, pred.batch_tokens_interval[1] / seq_len)
-            if pred.batch_tokens_interval else None
+            sequence_interval(*pred.batch_tokens_interval, seq_len) if pred.batch_tokens_interval else None
         ),
     )
     if problems:

@@ -609,18 +609,6 @@ def parse_steplaw_file(path: Path) -> list[RunIn]:
     return runs
 
 
-RUN_FORMAT_HELP = (
-    "Columns (CSV) or keys (JSONL): required n_params, tokens, final_loss (may be empty/null only "
-    "for status diverged); optional n_params_total (mixture-of-experts: total parameters, n_params "
-    "being the active ones), name (unique within the source; re-import skips known names), "
-    "lr, batch_tokens, or batch_size with seq_len, status (done|diverged), optimizer (default adamw; lion, sgd, sgd_sai, lamb, muon, ...), schedule (free text), "
-    "lr_schedule (the schedule itself: {kind: constant|cosine|linear|wsd, total_steps, peak_lr, warmup_steps, "
-    "final_lr_ratio, cooldown_fraction, decay} or {kind: table, table: [{step, lr}], total_steps, warmup_steps}; "
-    "CSV: kind=wsd;total_steps=24000;peak_lr=3e-4;warmup_steps=2160 or kind=table;table=1:3e-4 8001:9e-5; "
-    "without it a trajectory fit interpolates the lr logged with the curve), tags (JSONL: an "
-    "object; CSV: k=v;k=v), and in JSONL curve: a list of {step, lr?, loss, tokens?}."
-)
-
 EXPORT_FIELDS = (
     "name", "n_params", "n_params_total", "tokens", "final_loss", "lr", "batch_tokens", "batch_size", "seq_len",
     "status", "optimizer", "schedule", "tags",

@@ -29,11 +29,18 @@ from hpscale.sweeps.shape import GPTConfig, config_for_params, flops_per_token, 
 from hpscale.fitting.schedules import lr_schedule, shared_steps
 from hpscale.sweeps.spec import SizeSpec, SweepSpec, round_lr, schedule_lrs
 
-# Assumed sustained model-FLOP rates for the time estimate (FLOP/s). CPU: what this project's
-# 2-core CI machine reaches on tiny float32 models (measured ~5-8 GFLOP/s; take the low end).
-# CUDA: ~10% of an H100's 989 TFLOP/s bf16 peak, what the fused engine reaches at d_model
-# 128-256 (DESIGN.md); larger models do better, so this is conservative for them.
-ASSUMED_FLOPS_PER_S = {"cpu": 5e9, "cuda": 1e14}
+# Assumed sustained model-FLOP rates for the time estimate (FLOP/s). CPU: one torch thread (the
+# CLI's default there) on the 2-core dev machine, once start-up and per-step costs are counted
+# apart (below). CUDA: ~10% of an H100's 989 TFLOP/s bf16 peak, what the fused engine reaches at
+# d_model 128-256 (DESIGN.md); larger models do better, so this is conservative for them.
+ASSUMED_FLOPS_PER_S = {"cpu": 2e10, "cuda": 1e14}
+# On the CPU, tiny models spend most of their time outside the model's FLOPs. Measured there
+# (CPU seconds of the tiny example's cells, 2026-12-04; benchmarks/tiny_sweep.py and
+# BENCHMARKS.md): 7 s to start (torch, the corpus's tokenizer, the database and queue), then per
+# step 5 ms plus 2.2 ms per member (the optimizer, evaluation, Python), besides the FLOPs.
+CPU_START_S = 7.0
+CPU_STEP_S = 5e-3
+CPU_STEP_PER_MEMBER_S = 2.2e-3
 
 
 @dataclass(frozen=True)
@@ -238,9 +245,21 @@ def build_plan(spec: SweepSpec) -> Plan:
 
 
 def estimate_seconds(plan: Plan, device: str, flops_per_s: float | None = None) -> tuple[float, float]:
-    """(seconds, assumed FLOP/s) to train the plan on one ``device`` ("cpu" or "cuda")."""
-    rate = flops_per_s or ASSUMED_FLOPS_PER_S["cuda" if device.startswith("cuda") else "cpu"]
-    return plan.flops / rate, rate
+    """(seconds, assumed FLOP/s) to train the plan on one ``device`` ("cpu" or "cuda"): its
+    model FLOPs at the rate, and on the CPU the start-up and per-step costs measured there.
+    Refinement rounds (an optimum on the grid's edge) add cells the plan cannot know of."""
+    cuda = device.startswith("cuda")
+    rate = flops_per_s or ASSUMED_FLOPS_PER_S["cuda" if cuda else "cpu"]
+    seconds = plan.flops / rate
+    if not cuda:
+        # A branched cell trains only its cooldown past its trunk's branch point; a trunk's
+        # longest budget trains the trunk itself.
+        ends = {cells[-1].key for cells in plan.trunks.values()}
+        trained = {c.key: c.steps if c.trunk is None or c.key in ends else c.steps - (c.branch_step or 0)
+                   for c in plan.cells}
+        seconds += CPU_START_S + sum(trained[c.key] * (CPU_STEP_S + CPU_STEP_PER_MEMBER_S * len(c.members))
+                                     for c in plan.cells)
+    return seconds, rate
 
 
 # -- refinement ------------------------------------------------------------------------------

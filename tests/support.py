@@ -21,6 +21,19 @@ def external(*parts: str) -> Path:
     return path
 
 
+def stop_process(proc: Any, timeout: float = 20) -> None:
+    """Stop a server subprocess as Ctrl-C does; kill it if it does not stop within ``timeout`` s."""
+    import signal
+    import subprocess
+
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 runner = CliRunner()
 
 

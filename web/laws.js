@@ -1,5 +1,5 @@
 // The Laws page: every stored law, and one law judged against its data. State:
-//   laws.html            the list, with the newest fitted lr/batch law opened
+//   laws.html            the list, with the law recommendations use opened (see defaultLaw)
 //   laws.html?law=7      law 7 (by id; a name works too)
 import {
   api, h, mount, showError, emptyState, loading, readState, writeState, hrefFor,
@@ -59,7 +59,9 @@ function header(law) {
         : `${law.optimizer} (recommendations use this law for ${law.optimizer} only)`),
       h("dt", {}, "Source"), h("dd", {}, law.source),
       law.fit_range?.n_params ? [h("dt", {}, "Fitted on"), h("dd", {}, fitRangeText(law.fit_range))] : null,
-      h("dt", {}, "Data"), h("dd", {}, law.data.length ? `${law.data.length} runs` : "none stored (a published law)"),
+      h("dt", {}, "Data"), h("dd", {}, law.data.length
+        ? `${law.data.length} runs${law.kind === "loss" ? " (the best run of each (N, D) group)" : ""}`
+        : "none stored (a published law)"),
       h("dt", {}, "Created"), h("dd", {}, `${new Date(law.created_at).toLocaleString()}, code ${law.code_version}`),
     ),
     law.failure?.length
@@ -150,6 +152,11 @@ function extrapolationCard(law) {
       : null;
   }
   const skip = new Set(["kind", "form", "holdout", "passed"]);
+  // A loss law is fitted on each group's best run; its check's run counts are of all the runs.
+  const labels = law.kind === "loss"
+    ? { ...REPORT_LABELS, n_fit_runs: "runs of the smaller sizes (the refit takes each group's best)",
+        n_held_out_runs: "runs of the held-out size" }
+    : REPORT_LABELS;
   const scalars = Object.entries(report).filter(([k, v]) => !skip.has(k) && (v === null || ["number", "string", "boolean"].includes(typeof v)));
   const held = heldOutRows(report);
   const cols = held.length ? Object.keys(held[0]) : [];
@@ -159,7 +166,7 @@ function extrapolationCard(law) {
     h("h2", {}, "Extrapolation check"),
     h("p", {}, verdict, `To test how the law extrapolates, ${HOLDOUT_TEXT[report.holdout] || `the largest ${report.holdout} was held out`}, `,
       "the law refitted on the rest, and the refit scored on what was held out."),
-    h("dl", { class: "meta" }, scalars.flatMap(([k, v]) => [h("dt", {}, REPORT_LABELS[k] || k), h("dd", {}, cell(v))])),
+    h("dl", { class: "meta" }, scalars.flatMap(([k, v]) => [h("dt", {}, labels[k] || k), h("dd", {}, cell(v))])),
     held.length
       ? h("div", { class: "table-wrap" }, h("table", { id: "held-out" },
           h("thead", {}, h("tr", {}, cols.map((c) => h("th", { class: "num" }, c)))),
@@ -349,6 +356,18 @@ function tableFromCurve(points) {
   return { kind: "table", table, total_steps: withLr[withLr.length - 1].step };
 }
 
+/** Each run's curve label: its schedule's kind ("cosine", "wsd": the stored schedule up to its
+ *  parameters), with its token count when two runs share a kind, and its source when they share
+ *  that too. Run names repeat across sources (one sweep per schedule), schedules do not. */
+function scheduleLabels(runs) {
+  const kindOf = (r) => (r.schedule || r.name).split("(")[0].trim() || r.name;
+  const count = (key) => runs.reduce((m, r) => m.set(key(r), (m.get(key(r)) || 0) + 1), new Map());
+  const kinds = count(kindOf);
+  const withD = (r) => (kinds.get(kindOf(r)) > 1 ? `${kindOf(r)}, D = ${si(r.tokens)}` : kindOf(r));
+  const labels = count(withD);
+  return runs.map((r) => (labels.get(withD(r)) > 1 ? `${withD(r)} (${r.source})` : withD(r)));
+}
+
 async function renderTrajectory(law, el) {
   const curvesFig = figure({ id: "plot-trajectory", "aria-label": "Observed and predicted loss curves" });
   const runs = law.data;
@@ -365,31 +384,46 @@ async function renderTrajectory(law, el) {
   const traces = [], lrTraces = [];
   // The extrapolation check refits without the longest curve: say which one that was.
   const heldOut = law.extrapolation?.held_out_curve;
+  const labels = scheduleLabels(runs);
   runs.forEach((r, i) => {
     const color = COLORS[i % COLORS.length];
     const obs = curves[i].points.filter((p) => p.val_loss !== null);
-    const label = `${r.name}${heldOut === `${r.source}/${r.name}` ? " (held out)" : ""}`;
-    traces.push({ x: obs.map((p) => p.step), y: obs.map((p) => p.val_loss), mode: "markers", name: `${label} observed`,
-      marker: { color, size: 5, opacity: 0.7 }, legendgroup: label, meta: "observed" });
+    const label = `${labels[i]}${heldOut === `${r.source}/${r.name}` ? " (held out)" : ""}`;
+    const hover = `${label}<br>${r.source}/${r.name}`;
+    // One legend entry per run (its predicted line); its observed points share it.
+    traces.push({ x: obs.map((p) => p.step), y: obs.map((p) => p.val_loss), mode: "markers", name: `${label}, observed`,
+      marker: { color, size: 5, opacity: 0.7 }, legendgroup: label, meta: "observed", showlegend: !preds[i],
+      text: obs.map(() => hover), hoverinfo: "text+x+y" });
     if (preds[i]) {
       // Drawn over the steps the run logged: before them (warmup, the first steps) the law's
       // prediction has nothing to be compared with and would only stretch the loss axis.
       const first = obs.length ? obs[0].step : 0;
       const keep = preds[i].steps.map((st, j) => (st >= first ? j : -1)).filter((j) => j >= 0);
       traces.push({ x: keep.map((j) => preds[i].steps[j]), y: keep.map((j) => preds[i].loss[j]), mode: "lines",
-        name: `${label} predicted`, line: { color, width: 2 }, legendgroup: label, meta: "predicted" });
+        name: label, line: { color, width: 2 }, legendgroup: label, meta: "predicted" });
       lrTraces.push({ x: preds[i].steps, y: preds[i].lr, mode: "lines", name: label, line: { color } });
     }
   });
   mount(el, h("section", { class: "card" },
     h("h2", {}, "Observed against predicted, per schedule"),
-    h("p", { class: "muted small" }, "Points: each run's logged validation loss; lines: the law's prediction for the same learning-rate schedule (rebuilt from the lr the run logged)."),
+    h("p", { class: "muted small" }, "Points: each run's logged validation loss; lines: the law's prediction for the same learning-rate schedule (rebuilt from the lr the run logged). Curves are named by their schedule."),
     h("div", { class: "plots two" }, curvesFig.box, lrFig.box)));
+  curvesFig.el.classList.add("tall");
+  lrFig.el.classList.add("tall");
   await plot(curvesFig.el, traces, { title: { text: "Loss curves" }, xaxis: linAxis("step"), yaxis: linAxis("loss (nats/token)") });
   await plot(lrFig.el, lrTraces, { title: { text: "Learning-rate schedules" }, xaxis: linAxis("step"), yaxis: logAxis("lr") });
 }
 
 // -- flow -----------------------------------------------------------------------------------
+
+/** The law a recommendation near its data comes from (the API's rule, for its default
+ *  optimizer AdamW: the newest fitted lr/batch law whose extrapolation check passed, else Step
+ *  Law), else the first stored. */
+function defaultLaw(laws) {
+  const passed = laws.filter((l) => l.origin === "fitted" && l.kind === "hyper" && l.extrapolation_passed === true
+    && (l.optimizer ?? "adamw") === "adamw");
+  return passed[passed.length - 1] || laws.find((l) => l.name === "steplaw") || laws[0];
+}
 
 const RENDERERS = { hyper: renderHyper, loss: renderLoss, trajectory: renderTrajectory };
 
@@ -400,11 +434,7 @@ async function main() {
   let current = null;
   if (state.law) current = laws.find((l) => String(l.id) === state.law || l.name === state.law) || { id: state.law };
   else {
-    // Default: the newest fitted lr/batch law (what recommendations near its data come from), else the
-    // newest fit of any kind, else the first published law.
-    const fitted = laws.filter((l) => l.origin === "fitted");
-    const hyper = fitted.filter((l) => l.kind === "hyper");
-    current = hyper[hyper.length - 1] || fitted[fitted.length - 1] || laws[0];
+    current = defaultLaw(laws);
     if (current) writeState({ law: current.id });
   }
   const detailEl = h("div", { id: "law-detail" }, loading());

@@ -4,7 +4,7 @@
 //   index.html?d_model=4096&n_layers=32&vocab_size=32000&compute=1e23
 //   index.html?n_params=50M&tokens=1B&optimizer=lion   (only Lion's laws answer; none: AdamW)
 import {
-  api, h, mount, showError, errorBox, loading, readState, writeState, hrefFor, parseNumber,
+  API, api, h, mount, showError, errorBox, loading, readState, writeState, hrefFor, parseNumber,
   fmt, si, fmtInterval, plot, logAxis, bandTraces, COLORS, start, settle, ApiError,
   nearOptimalRuns,
 } from "./app.js";
@@ -22,6 +22,39 @@ const plotsEl = document.getElementById("law-plots");
 const formError = document.getElementById("form-error");
 
 let lawsPromise = null;
+let boundsPromise = null;
+
+/**
+ * What the API accepts for each query parameter of /recommend (minimum, maximum, ...), read
+ * from its own OpenAPI document: the form checks a value against the same bounds the server
+ * enforces, and names the field by its label. Loaded once; unavailable: {} (the server still
+ * checks, and its refusal is shown by field too).
+ */
+function paramBounds() {
+  boundsPromise ??= fetch("/openapi.json", { headers: { Accept: "application/json" } })
+    .then((res) => (res.ok ? res.json() : null))
+    .then((doc) => Object.fromEntries((doc?.paths?.[`${API}/recommend`]?.get?.parameters || []).map((p) => [p.name, p.schema || {}])))
+    .catch(() => {
+      boundsPromise = null;
+      return {};
+    });
+  return boundsPromise;
+}
+
+/** A field's label as the form shows it. */
+function labelOf(field) {
+  return document.querySelector(`label[for="${field}"]`)?.textContent || field;
+}
+
+/** A limit as people read it: 1, 4096, 1e16. */
+function bound(x) {
+  return Math.abs(x) >= 1e5 ? x.toExponential().replace("e+", "e") : String(x);
+}
+
+/** An input the form refuses, with its field (to mark) and its label (to name it by). */
+function fieldError(field, message) {
+  return Object.assign(new Error(`${labelOf(field)}: ${message}`), { field });
+}
 
 /** The hyper laws (published and fitted), for the law menu and the overlays. Loaded once. */
 function hyperLaws() {
@@ -85,8 +118,9 @@ function fillForm(state) {
   }
 }
 
-/** Turn raw inputs into API parameters; a number that cannot be read is reported by its label. */
-function toParams(state) {
+/** Turn raw inputs into API parameters; a number that cannot be read, or that lies outside what
+ *  the API accepts (`bounds`, see paramBounds), is reported by its label. */
+function toParams(state, bounds = {}) {
   const params = {};
   for (const k of FIELDS) {
     const raw = state[k];
@@ -97,9 +131,12 @@ function toParams(state) {
     }
     const value = parseNumber(raw);
     if (!Number.isFinite(value) || (INTEGER_FIELDS.has(k) && !Number.isInteger(value))) {
-      const label = document.querySelector(`label[for="${k}"]`).textContent;
-      throw Object.assign(new Error(`${label}: “${raw}” is not a ${INTEGER_FIELDS.has(k) ? "whole " : ""}number`), { field: k });
+      throw fieldError(k, `“${raw}” is not a ${INTEGER_FIELDS.has(k) ? "whole " : ""}number`);
     }
+    const b = bounds[k] || {};
+    if (b.minimum !== undefined && value < b.minimum) throw fieldError(k, `“${raw}” is too small: it must be at least ${bound(b.minimum)}`);
+    if (b.exclusiveMinimum !== undefined && value <= b.exclusiveMinimum) throw fieldError(k, `“${raw}” must be more than ${bound(b.exclusiveMinimum)}`);
+    if (b.maximum !== undefined && value > b.maximum) throw fieldError(k, `“${raw}” is too large: it must be at most ${bound(b.maximum)}`);
     params[k] = value;
   }
   return params;
@@ -123,6 +160,11 @@ function valueBox(label, number, interval, note, raw) {
     interval ? h("div", { class: "interval" }, `95% interval ${interval}`) : null,
     note ? h("div", { class: "interval" }, note) : null,
   );
+}
+
+/** A count written out whole, as the CLI writes it: 4,998,815 and 2,441. */
+function whole(x) {
+  return Math.round(x).toLocaleString("en-US");
 }
 
 const BASIS = {
@@ -155,8 +197,9 @@ function renderAnswer(rec) {
     h(
       "div", { class: "values" },
       valueBox("Peak learning rate", fmt(rec.lr), fmtInterval(rec.lr_interval), null, rec.lr),
-      valueBox("Batch (tokens)", si(rec.batch_tokens), fmtInterval(rec.batch_tokens_interval, si), null, rec.batch_tokens),
-      valueBox(`Batch (sequences of ${rec.seq_len})`, fmt(rec.batch_size), fmtInterval(rec.batch_size_interval), null, rec.batch_size),
+      valueBox("Batch (tokens, the law's value)", whole(rec.batch_tokens), fmtInterval(rec.batch_tokens_interval, whole), null, rec.batch_tokens),
+      valueBox(`Batch (whole sequences of ${rec.seq_len})`, whole(rec.batch_size), fmtInterval(rec.batch_size_interval, whole),
+        rec.batch_size_rounding, rec.batch_size),
     ),
     h("div", { class: "values" }, loss),
     near
@@ -183,7 +226,9 @@ function renderAnswer(rec) {
         ? "unknown (a published law: its data range is not stored)"
         : rec.extrapolation_factor <= 1
           ? "no: the target lies inside the law's data"
-          : `${fmt(rec.extrapolation_factor)}× past the law's data (warning past ${fmt(rec.extrapolation_warning_factor)}×)`),
+          : rec.extrapolation_factor > rec.extrapolation_warning_factor
+            ? "yes, far: see the warning above"
+            : `${fmt(rec.extrapolation_factor)}× past the law's data (a warning from ${fmt(rec.extrapolation_warning_factor)}× on)`),
     ),
   );
 }
@@ -285,15 +330,33 @@ async function renderPlots(rec) {
 
 // -- flow -----------------------------------------------------------------------------------
 
+/** Show refused inputs under the form, each named by its label, and mark their fields. */
+function showFieldErrors(errors) {
+  formError.textContent = errors.map((e) => e.message).join("\n");
+  formError.hidden = false;
+  for (const e of errors) if (e.field) form.elements[e.field]?.setAttribute("aria-invalid", "true");
+  mount(answerEl, ...PLACEHOLDER.cloneNode(true).childNodes);
+  plotsEl.hidden = true;
+}
+
+/** The fields a 422 problem from /recommend names (query.<field>), as form errors; null when
+ *  it names none of the form's fields (then the problem is shown as it is). */
+function fieldErrorsOf(err) {
+  if (!(err instanceof ApiError) || err.status !== 422 || !err.errors?.length) return null;
+  const out = err.errors.map((e) => {
+    const field = e.loc?.[0] === "query" ? e.loc[1] : null;
+    return FIELDS.includes(field) ? fieldError(field, e.msg) : null;
+  });
+  return out.every(Boolean) ? out : null;
+}
+
 async function answer(state) {
   formError.hidden = true;
   let params;
   try {
-    params = toParams(state);
+    params = toParams(state, await paramBounds());
   } catch (err) {
-    formError.textContent = err.message;
-    formError.hidden = false;
-    if (err.field) form.elements[err.field].setAttribute("aria-invalid", "true");
+    showFieldErrors([err]);
     return;
   }
   mount(answerEl, h("h2", {}, "Answer"), loading("Asking the law…"));
@@ -301,6 +364,11 @@ async function answer(state) {
   try {
     rec = await api("/recommend", { params });
   } catch (err) {
+    const fields = fieldErrorsOf(err);
+    if (fields) {
+      showFieldErrors(fields);
+      return;
+    }
     plotsEl.hidden = true;
     mount(answerEl, h("h2", {}, "Answer"), errorBox(err));
     if (!(err instanceof ApiError)) console.warn(err);

@@ -83,13 +83,16 @@ function runHover(r) {
   return `${r.name}<br>lr ${fmt(r.lr)} · batch ${si(r.batch_tokens)} tokens<br>${loss}${r.near_optimal ? "<br>near-optimal" : ""}`;
 }
 
-/** Final loss against lr, one line per batch size; diverged runs as crosses along the top. */
-function groupTraces(g) {
+/** Final loss against lr, one line per batch size; diverged runs as crosses along the top. A
+ *  batch size has one colour in every group's panel: its place in `sweepBatches`, the batch
+ *  sizes of the whole sweep. */
+function groupTraces(g, sweepBatches) {
   const traces = [];
   const batches = batchesOf(g);
   const finite = g.runs.filter((r) => r.final_loss !== null);
   const top = finite.length ? Math.max(...finite.map((r) => r.final_loss)) : 1;
-  batches.forEach((bt, i) => {
+  batches.forEach((bt) => {
+    const i = sweepBatches.indexOf(bt);
     const runs = g.runs.filter((r) => r.batch_tokens === bt && r.lr !== null && r.final_loss !== null && r.status === "done")
       .sort((a, b) => a.lr - b.lr);
     traces.push({
@@ -188,7 +191,7 @@ async function renderHeatmap(el, g) {
 
 function groupSummary(g) {
   const edges = g.optimum?.edges?.length
-    ? h("div", { class: "warning" }, `The best run sits on the grid's edge (${g.optimum.edges.join(", ")}): the true optimum may lie outside the searched grid; widen the sweep there.`)
+    ? h("div", { class: "warning" }, `The best run lies ${g.optimum.edges_text || "on the edge of the searched grid"}: the true optimum may lie outside the searched grid; widen the sweep there.`)
     : null;
   return h(
     "div", {},
@@ -258,9 +261,10 @@ async function renderSweep(state) {
       h("div", { class: "plots two" }, smallMultiples)),
     landscape,
   );
+  const sweepBatches = [...new Set(groups.flatMap(batchesOf))].sort((a, b) => a - b);
   await Promise.all(groups.map(async (grp, i) => {
     const el = document.getElementById(`group-${i}`);
-    await plot(el, groupTraces(grp), {
+    await plot(el, groupTraces(grp, sweepBatches), {
       title: { text: groupLabel(grp) }, xaxis: logAxis("peak lr"), yaxis: linAxis("final loss (nats/token)"),
     });
     linkPoints(el);

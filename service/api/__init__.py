@@ -17,11 +17,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import FileResponse, HTMLResponse
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -31,6 +30,7 @@ from hpscale.service.api.glue.recommend import LawCache
 from hpscale.service.api.limits import document_limits
 from hpscale.service.api.problems import install_problem_handlers, problem_response, use_problem_media_type
 from hpscale.service.api.routes import fits, health, laws, predict, recommend, runs, sweeps
+from hpscale.service.api.static import VENDORED, HeadAsGet, WebFiles, file_response
 from hpscale.service.laws import ensure_published_laws
 from hpscale.service.settings import Settings, get_settings
 
@@ -127,14 +127,16 @@ class WebPages:
 
     def __init__(self, app: FastAPI, pages: Path | None) -> None:
         self.app = app
-        self.files = StaticFiles(directory=pages, html=True) if pages is not None else None
+        self.files = WebFiles(directory=pages) if pages is not None else None
         self._routes: list[tuple[re.Pattern[str], frozenset[str]]] | None = None
 
     def allowed(self, path: str) -> list[str]:
         """The methods routes answer on ``path``, sorted; [] when no route serves it."""
         if self._routes is None:  # on first use: every route is registered by then
             self._routes = route_methods(self.app)
-        return sorted(set().union(*(m for p, m in self._routes if p.match(path))))
+        methods = set().union(*(m for p, m in self._routes if p.match(path)))
+        # HEAD answers wherever GET does (``HeadAsGet``), though routes declare GET alone.
+        return sorted(methods | ({"HEAD"} if "GET" in methods else set()))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -199,6 +201,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.laws = LawCache()
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HeadAsGet)
 
     app.include_router(health.router)
     for module in (recommend, laws, sweeps, runs, predict, fits):
@@ -207,9 +210,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     plotly_file = plotly_js()
 
     @app.get("/static/plotly.min.js", include_in_schema=False)
-    def plotly() -> FileResponse:
-        """Plotly.js for the web UI's charts."""
-        return FileResponse(plotly_file, media_type="text/javascript")
+    def plotly(request: Request) -> Response:
+        """Plotly.js for the web UI's charts (gzipped, cached for a day)."""
+        return file_response(plotly_file, plotly_file.stat(), request.headers, VENDORED)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

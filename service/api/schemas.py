@@ -61,7 +61,7 @@ class NearOptimalRegion(BaseModel):
 
     lr: Interval
     batch_tokens: Interval
-    batch_size: Interval = Field(description="The batch range in sequences of seq_len tokens.")
+    batch_size: Interval = Field(description="The batch range in whole sequences of seq_len tokens (rounded outward).")
     eps: float | None = Field(description="Relative loss band the region is for (0.0025 = 0.25%), when known.")
     basis: Literal["law_data", "interval"] = Field(
         description="law_data: the spread of the near-optimal runs in the groups the law was fitted on, "
@@ -124,8 +124,14 @@ class Recommendation(BaseModel):
     lr_interval: Interval | None = None
     batch_tokens: float = Field(description="Recommended batch, tokens.")
     batch_tokens_interval: Interval | None = None
-    batch_size: float = Field(description="Recommended batch, sequences of seq_len tokens.")
-    batch_size_interval: Interval | None = None
+    batch_size: int = Field(
+        description="Recommended batch in whole sequences of seq_len tokens: batch_tokens / seq_len rounded to the "
+        "nearest whole sequence (halves up, at least 1); batch_tokens keeps the law's exact value."
+    )
+    batch_size_rounding: str = Field(description="How batch_size was rounded, in words.")
+    batch_size_interval: Interval | None = Field(
+        default=None, description="batch_tokens_interval in whole sequences, rounded outward."
+    )
     near_optimal: NearOptimalRegion | None = Field(
         description="The near-optimal region; null when the law has neither data nor intervals (published laws)."
     )
@@ -176,6 +182,7 @@ class LawDataPoint(BaseModel):
     batch_size: float | None
     final_loss: float | None
     status: str
+    schedule: str | None = Field(default=None, description="The run's learning-rate schedule, as stored.")
 
 
 class HyperCurvePoint(BaseModel):
@@ -414,7 +421,11 @@ class GroupOptimum(BaseModel):
     lr: float
     batch_tokens: float | None
     method: str
-    edges: list[str] = Field(description="Grid edges the best run touches (the sweep should widen there).")
+    edges: list[str] = Field(description="Grid edges the best run touches (the sweep should widen there): "
+                             "lr_low, lr_high, batch_low, batch_high, lr_unsearched.")
+    edges_text: str | None = Field(
+        default=None, description="Where the best run lies on the grid, in words (None when on no edge)."
+    )
 
 
 class Group(BaseModel):
@@ -481,7 +492,8 @@ class FitRequest(BaseModel):
     form: Annotated[str, Field(max_length=40), TEXT] | None = Field(
         default=None, description="The law's form (e.g. steplaw | full | compute).")
     sources: list[Source] | None = Field(
-        default=None, max_length=100, description="Use the runs of these sources (default: every run)."
+        default=None, max_length=100,
+        description="Use the runs of these sources (default: the one source stored; with several, refused)."
     )
     runs: list[Annotated[str, Field(min_length=1, max_length=300), TEXT]] | None = Field(
         default=None, max_length=100_000, description="Use only the runs of these names."
@@ -496,8 +508,16 @@ class FitRequest(BaseModel):
         default="none", description="Hyper laws: a published law's exponents as a Gaussian prior.")
     prior_width: float = Field(default=0.1, gt=0, le=10, strict=True,
                                description="Standard deviation of the prior on each exponent.")
+    mix: bool = Field(
+        default=False, strict=True,
+        description="Fit one law over runs of several sources (when no sources are named) or corpora; refused "
+        "otherwise (runs of several optimizers are never fitted together).",
+    )
     allow_edge: bool = Field(
-        default=False, strict=True, description="Hyper laws: fit even when a group's optimum lies on its grid's edge (a warning).")
+        default=False, strict=True,
+        description="Hyper laws on swept runs: fit even when a group's best run lies on the edge of the searched "
+        "grid (kept as a warning). Imported runs always fit so, with the warning.",
+    )
     optimizer: str | None = Field(
         default=None, pattern=OPTIMIZER_RE,
         description="Fit on the runs of this optimizer only (default: the selected runs must share one).",

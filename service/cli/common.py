@@ -1,24 +1,31 @@
 """What every CLI command shares: the app class that turns errors into one line, the database
-in force, JSON output and number formatting."""
+in force, JSON output and number formatting.
+
+Imports here and at the top of every command module stay light (typer, rich, the packages'
+exception classes): `hpscale --help` and each uvicorn worker of `hpscale serve` import the whole
+command tree, so a command imports what it needs (SQLAlchemy, numpy, the fitting code) when it
+runs (issue 14; `benchmarks/cli_start.py` measures it)."""
 
 from __future__ import annotations
 
 import functools
 import json
 import math
+import re
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
 
-from hpscale.db.engine import Database
 from hpscale.db.errors import StorageError
 from hpscale.fitting.errors import FittingError
 from hpscale.service.errors import ServiceError
-from hpscale.service.settings import get_settings
 from hpscale.service.jsonsafe import json_safe
+
+if TYPE_CHECKING:
+    from hpscale.db.engine import Database
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -80,11 +87,14 @@ def set_database_url(url: str | None) -> None:
 
 def database_url() -> str:
     """The database URL in force: ``--database``, else ``HPSCALE_DATABASE_URL``, else SQLite."""
+    from hpscale.service.settings import get_settings
+
     return _database_override["url"] or get_settings().resolved_database_url
 
 
 def open_db() -> Database:
     """The database in force, its schema created on first use."""
+    from hpscale.db.engine import Database
     from hpscale.service.laws import ensure_published_laws
 
     db = Database(database_url())
@@ -105,6 +115,30 @@ def fmt(value: float | None, digits: int = 4) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return f"{value:.{digits}g}"
+
+
+_COUNT = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)([kmbgtp]?)", re.IGNORECASE)
+_SCALE = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12, "p": 1e15}
+
+
+def parse_count(text: str | float) -> float:
+    """A number as people write counts (parameters, tokens, FLOPs): 7e9, 7B, 1.4T, 125M, 2,048.
+    Suffixes (any case): k 1e3, M 1e6, B or G 1e9, T 1e12, P 1e15, as the web form reads them.
+    A typer ``parser``: an unreadable value is a usage error naming the option."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    m = _COUNT.fullmatch(re.sub(r"[,_\s]", "", text))
+    if m:
+        return float(m.group(1)) * _SCALE[m.group(2).lower()]
+    try:  # nan, inf: numbers still, which the command refuses with its own message
+        return float(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a number (write it as 7e9, 7B or 1.4T)") from None
+
+
+def count_option(*names: str, help: str) -> Any:  # noqa: A002 - typer's own keyword
+    """A typer option for a count that accepts 7B / 1.4T style numbers (see ``parse_count``)."""
+    return typer.Option(*names, parser=parse_count, metavar="NUMBER", help=f"{help} (7e9, 7B and 1.4T all work)")
 
 
 def fail(message: str) -> None:

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from hpscale.db.engine import Database
 from hpscale.service.cli.common import App, database_url, print_json
 
 app = App(help="Database schema management.")
@@ -15,6 +14,8 @@ app = App(help="Database schema management.")
 @app.command("upgrade")
 def upgrade(json_out: Annotated[bool, typer.Option("--json", help="Print the revisions as JSON.")] = False) -> None:
     """Bring the database (HPSCALE_DATABASE_URL or the SQLite default) to the current schema."""
+    from hpscale.db.engine import Database
+
     db = Database(database_url())
     before, after = db.upgrade()
     if json_out:
@@ -28,6 +29,8 @@ def upgrade(json_out: Annotated[bool, typer.Option("--json", help="Print the rev
 @app.command("current")
 def current(json_out: Annotated[bool, typer.Option("--json", help="Print the revisions as JSON.")] = False) -> None:
     """Show the database's schema revision and the one this hpscale expects."""
+    from hpscale.db.engine import Database
+
     db = Database(database_url())
     rev, head = db.current_revision(), db.head_revision()
     if json_out:

@@ -8,7 +8,6 @@ from typing import Annotated, Optional
 import typer
 
 from hpscale.service.cli.common import App, open_db, print_json
-from hpscale.service.demo import DEMO_FILE, load_demo
 
 app = App(help="The demo dataset: a real GPU sweep's runs, curves and fitted laws.")
 
@@ -20,6 +19,8 @@ def load(
 ) -> None:
     """Load the demo sweeps, runs (with loss curves) and laws into the database. Whatever is
     already there by name is kept; loading twice adds nothing."""
+    from hpscale.service.demo import DEMO_FILE, load_demo
+
     counts = load_demo(open_db(), file or DEMO_FILE)
     if json_out:
         print_json(counts)

@@ -7,11 +7,22 @@ from typing import Annotated, Optional
 
 import typer
 
-from hpscale.db import storage
 from hpscale.service.cli.common import App, open_db, print_json
-from hpscale.service.runformat import RUN_FORMAT_HELP, check_source, parse_runs_file, parse_steplaw_file
 
 app = App(help="Import runs into the database (all-or-nothing; re-importing adds nothing).")
+
+# The run format itself is defined (and documented field by field) in service/runformat.py.
+RUN_FORMAT_HELP = (
+    "Columns (CSV) or keys (JSONL): required n_params, tokens, final_loss (may be empty/null only "
+    "for status diverged); optional n_params_total (mixture-of-experts: total parameters, n_params "
+    "being the active ones), name (unique within the source; re-import skips known names), "
+    "lr, batch_tokens, or batch_size with seq_len, status (done|diverged), optimizer (default adamw; lion, sgd, sgd_sai, lamb, muon, ...), schedule (free text), "
+    "lr_schedule (the schedule itself: {kind: constant|cosine|linear|wsd, total_steps, peak_lr, warmup_steps, "
+    "final_lr_ratio, cooldown_fraction, decay} or {kind: table, table: [{step, lr}], total_steps, warmup_steps}; "
+    "CSV: kind=wsd;total_steps=24000;peak_lr=3e-4;warmup_steps=2160 or kind=table;table=1:3e-4 8001:9e-5; "
+    "without it a trajectory fit interpolates the lr logged with the curve), tags (JSONL: an "
+    "object; CSV: k=v;k=v), and in JSONL curve: a list of {step, lr?, loss, tokens?}."
+)
 
 
 def _report(source: str, added: int, skipped: int, json_out: bool) -> None:
@@ -29,6 +40,9 @@ def import_steplaw(
 ) -> None:
     """Import Step Law's released grid (batch column in sequences of 2,048 tokens; the
     smoothed loss is stored as final_loss, as the paper fits it)."""
+    from hpscale.db import storage
+    from hpscale.service.runformat import check_source, parse_steplaw_file
+
     check_source(source)
     runs = parse_steplaw_file(path)
     result = storage.add_runs(open_db(), [r.to_storage(source) for r in runs])
@@ -41,6 +55,9 @@ def import_runs(
     source: Annotated[Optional[str], typer.Option(help="Label for these runs (default: the file name).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
 ) -> None:
+    from hpscale.db import storage
+    from hpscale.service.runformat import check_source, parse_runs_file
+
     runs = parse_runs_file(path)
     label = check_source(source) if source is not None else check_source(path.stem, "source (the file's name)")
     result = storage.add_runs(open_db(), [r.to_storage(label) for r in runs])

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from hpscale.db import storage
-from hpscale.db.engine import Database
-from hpscale.db.models import Law
 from hpscale.service.cli.common import App, fmt, open_db, out_console, print_json
-from hpscale.fitting.noise import NoiseEstimate
-from hpscale.service.laws import ensure_published_laws, failure
+
+if TYPE_CHECKING:
+    from hpscale.db.engine import Database
+    from hpscale.db.models import Law
 
 app = App(help="Published and fitted laws.")
 
 
 def law_summary(db: Database, row: Law, detail: bool = False) -> dict[str, Any]:
     """A law as JSON: identity, coefficients, intervals, fit range, extrapolation report."""
+    from hpscale.db import storage
+    from hpscale.service.laws import failure
+
     rec = row.record or {}
     out: dict[str, Any] = {
         "id": row.id, "name": row.name, "kind": row.kind, "form": row.form, "origin": row.origin,
@@ -83,6 +85,8 @@ def print_law(db: Database, row: Law) -> None:
 
 def describe_fit(info: dict[str, Any]) -> list[str]:
     """How a fitted law treated noise and priors, in lines for people (empty for published laws)."""
+    from hpscale.fitting.noise import NoiseEstimate
+
     lines = []
     noise = NoiseEstimate.from_record(info.get("noise"))
     if noise is not None:
@@ -107,8 +111,9 @@ def describe_fit(info: dict[str, Any]) -> list[str]:
 @app.command("list")
 def list_laws(json_out: Annotated[bool, typer.Option("--json", help="Print the laws as JSON.")] = False) -> None:
     """List the published laws and every fitted law."""
-    db = open_db()
-    ensure_published_laws(db)
+    from hpscale.db import storage
+
+    db = open_db()  # stores the published laws in a new database
     rows = storage.list_laws(db)
     if json_out:
         print_json([law_summary(db, r) for r in rows])
@@ -128,8 +133,9 @@ def show(
     json_out: Annotated[bool, typer.Option("--json", help="Print the law as JSON.")] = False,
 ) -> None:
     """Show one law: coefficients with intervals, fitted range, provenance, extrapolation check."""
+    from hpscale.db import storage
+
     db = open_db()
-    ensure_published_laws(db)
     row = storage.get_law(db, law)
     if json_out:
         print_json(law_summary(db, row, detail=True))

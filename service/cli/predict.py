@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
-import numpy as np
 import typer
 from rich.table import Table
 
-from hpscale.service.cli.common import App, fmt, open_db, out_console, print_json
+from hpscale.service.cli.common import App, count_option, fmt, open_db, out_console, print_json
 from hpscale.service.errors import InputError
-from hpscale.service.fits import predict_curve, predict_loss
-from hpscale.service.settings import get_settings
-from hpscale.service.runformat import check_schedule_length
+
+if TYPE_CHECKING:
+    import numpy as np
 
 app = App(help="Predictions from stored laws.")
 
@@ -22,6 +21,10 @@ app = App(help="Predictions from stored laws.")
 def read_schedule(path: Path) -> np.ndarray:
     """A learning-rate schedule file (CSV with columns step,lr; steps from 1, any spacing:
     the lr holds from a listed step until the next) as the lr of every step."""
+    import numpy as np
+
+    from hpscale.service.runformat import check_schedule_length
+
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -63,6 +66,8 @@ def curve(
     """Predict the loss after warmup of a learning-rate schedule with a trajectory law. The
     schedule may be up to HPSCALE_MAX_CURVE_STEPS steps long (default 2,000,000); only the
     printed steps are evaluated."""
+    from hpscale.service.fits import predict_curve
+
     step = every if every is not None else (1 if json_out else 100)
     out = predict_curve(open_db(), law, read_schedule(lr_schedule), tokens_per_step, every=step)
     if json_out:
@@ -80,13 +85,16 @@ def curve(
 @app.command("loss")
 def loss(
     law: Annotated[str, typer.Option(help="Id or name of a loss law.")],
-    params: Annotated[float, typer.Option("--params", "-N", help="Non-embedding parameters N.")],
-    tokens: Annotated[float, typer.Option("--tokens", "-D", help="Training tokens D.")],
+    params: Annotated[float, count_option("--params", "-N", help="Non-embedding parameters N")],
+    tokens: Annotated[float, count_option("--tokens", "-D", help="Training tokens D")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the prediction as JSON.")] = False,
 ) -> None:
     """Predict the final loss (nats/token) of N parameters trained on D tokens, with its 95% interval
     and the same warnings a recommendation gives (the law's check failed; the target lies far
     outside its data)."""
+    from hpscale.service.fits import predict_loss
+    from hpscale.service.settings import get_settings
+
     out = predict_loss(open_db(), law, params, tokens, warn_factor=get_settings().extrapolation_warning)
     if json_out:
         print_json(out)

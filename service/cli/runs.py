@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from hpscale.db import storage
-from hpscale.service.cli.common import App, fmt, open_db, out_console, print_json
+from hpscale.service.cli.common import App, fail, fmt, open_db, out_console, print_json
 from hpscale.service.errors import InputError
-from hpscale.service.runformat import records_to_csv, records_to_jsonl, run_to_record
+
+if TYPE_CHECKING:
+    from hpscale.db import storage
 
 runs_app = App(help="Show or delete stored runs.")
 export_app = App(help="Export stored data in hpscale's import format.")
@@ -30,6 +32,8 @@ def list_runs(
     json_out: Annotated[bool, typer.Option("--json", help="Print every matching run as JSON.")] = False,
 ) -> None:
     """List stored runs with their configuration and final loss."""
+    from hpscale.db import storage
+
     db = open_db()
     runs = storage.list_runs(db, sources=_sources(source))
     if json_out:
@@ -38,8 +42,14 @@ def list_runs(
         ])
         return
     if not runs:
-        out_console.print("no runs stored: `hpscale import runs FILE`, `hpscale import steplaw FILE` or "
-                          "`hpscale sweep run SPEC` adds some")
+        stored = storage.run_sources(db)
+        if stored:  # the filter matched nothing: say what is there instead
+            counts = ", ".join(f"{s} ({n})" for s, n in stored)
+            out_console.print(f"no runs of source {', '.join(_sources(source) or [])}; stored sources: {counts}",
+                              highlight=False)
+        else:
+            out_console.print("no runs stored: `hpscale import runs FILE`, `hpscale import steplaw FILE` or "
+                              "`hpscale sweep run SPEC` adds some")
         return
     shown = runs if limit == 0 else runs[:limit]
     table = Table(show_header=True)
@@ -69,6 +79,8 @@ def delete_runs(
     All or nothing: a source or name that matches no run, a run of a sweep, or a run that a fitted law used refuses the whole delete.
 
     --force deletes those laws too. Asks for confirmation on a terminal; scripts pass --yes."""
+    from hpscale.db import storage
+
     sources = _sources(source)
     if not sources and not names:
         raise InputError("say what to delete: --source S (all its runs) and/or run NAMES")
@@ -115,6 +127,9 @@ def export_runs(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file (default: stdout).")] = None,
 ) -> None:
     """Export finished runs (done or diverged) so that `hpscale import runs` reads them back."""
+    from hpscale.db import storage
+    from hpscale.service.runformat import records_to_csv, records_to_jsonl, run_to_record
+
     db = open_db()
     runs = [r for r in storage.list_runs(db, sources=_sources(source)) if r.status in ("done", "diverged")]
     curves = storage.get_curves(db, [r.id for r in runs]) if format is ExportFormat.jsonl else {}
@@ -123,5 +138,20 @@ def export_runs(
     if output is None:
         sys.stdout.write(text)
     else:
-        output.write_text(text, encoding="utf-8")
+        write_file(output, text)
         typer.echo(f"{len(records)} runs written to {output}", err=True)
+
+
+def write_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (a temporary file beside it, then renamed);
+    a path that cannot be written is one error line."""
+    if path.is_dir():
+        fail(f"{path} is a folder: give a file name, e.g. {path / 'runs.jsonl'}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp.parent.is_dir():
+            tmp.unlink(missing_ok=True)
+        fail(f"cannot write {path}: {exc.strerror or exc}")

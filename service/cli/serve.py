@@ -9,8 +9,6 @@ from typing import Annotated
 import typer
 
 from hpscale.service.cli.common import database_url, err_console, open_db
-from hpscale.service.demo import is_empty, load_demo
-from hpscale.service.settings import get_settings
 
 
 class LogLevel(str, Enum):
@@ -37,8 +35,10 @@ def serve(
     # Imported here: `hpscale --help` and the other commands must not pay for a web server.
     import uvicorn
 
-    from hpscale.service.api.server import NoDelayHTTPProtocol
+    from hpscale.service.demo import is_empty, load_demo
     from hpscale.service.laws import ensure_published_laws
+    from hpscale.service.server import WORKER_HEALTHCHECK_S, NoDelayHTTPProtocol
+    from hpscale.service.settings import get_settings
 
     # Prepare the database here, once: several workers starting on a new database would
     # otherwise race to create its schema. A bad URL fails now, as one line.
@@ -57,4 +57,5 @@ def serve(
     uvicorn.run(
         "hpscale.service.api:create_app", factory=True, host=host, port=port, workers=workers,
         access_log=access_log, log_level=log_level.value, http=NoDelayHTTPProtocol,
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
     )

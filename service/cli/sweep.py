@@ -9,25 +9,33 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from hpscale.db import storage
 from hpscale.service.cli.common import (
     App, database_url, err_console, fmt, is_tty, open_db, out_console, print_json, set_database_url,
 )
-from hpscale.service.settings import get_settings
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 app = App(help="Plan, run and watch sweeps of small GPTs (learning rate x batch size grids).")
 
 SpecArg = Annotated[Path, typer.Argument(help="Sweep spec (YAML); see sweeps/examples/.", show_default=False)]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="Override the spec's device: auto, cpu, cuda or cuda:N.")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--cpu-threads", min=1, help="torch CPU threads per worker (default: torch's).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--cpu-threads", min=1, help=(
+    "torch CPU threads per worker (default on the CPU: 1, the fastest for small models; measured in BENCHMARKS.md)."))]
+
+# On the CPU, one torch thread per worker unless asked: the cells' models are small, and on a
+# 2-core machine with other work on it, 2 threads took 5x the wall time and 6x the CPU time of 1
+# (their OpenMP threads spin waiting for each other; benchmarks/tiny_sweep.py).
+DEFAULT_CPU_THREADS = 1
+PROGRESS_LINE_S = 5.0  # off a terminal, a progress line this often while a cell trains
 
 
 def _duration(seconds: float) -> str:
@@ -93,6 +101,9 @@ def _print_plan(info: dict[str, Any]) -> None:
         f"{info['groups']} groups, {info['cells']} cells, {info['runs']} runs, {info['flops']:.3g} FLOPs; "
         f"estimated {_duration(info['estimated_seconds'])} on {info['device']} assuming "
         f"{info['assumed_flops_per_s']:.3g} model FLOP/s (--flops-per-s to change)"
+        + ("" if info["device"].startswith("cuda") else
+           " with one thread, and the start-up and per-step costs measured on a 2-core CPU")
+        + "; refinement rounds add to it"
     )
 
 
@@ -116,16 +127,22 @@ def plan_cmd(
 
 class RichReporter:
     """Worker progress on stderr: rich bars (runs, and the cell's steps with tokens/s and ETA)
-    on a terminal, one line per cell elsewhere."""
+    on a terminal; elsewhere (a log, a pipe, CI) a line when a cell starts and ends, and one
+    every ``line_every_s`` seconds while it trains (none when ``lines`` is false)."""
 
-    def __init__(self, live: bool, prefix: str = "") -> None:
+    def __init__(self, live: bool, prefix: str = "", lines: bool = True, line_every_s: float = PROGRESS_LINE_S) -> None:
         self.live, self.prefix = live, prefix
+        self.lines, self.line_every_s = lines, line_every_s
         self.bars: Progress | None = None
         self.runs_task: Any = None
         self.cell_task: Any = None
+        self.what = ""  # the job training now: "cell KEY" or "trunk KEY (n budgets)"
+        self.cell_start = self.last_line = 0.0
 
     def __enter__(self) -> RichReporter:
         if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
             self.bars = Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err_console, transient=False,
@@ -141,7 +158,10 @@ class RichReporter:
         what = f"trunk {task.key} ({len(task.cells)} budgets)" if task.branches else f"cell {task.key}"
         runs = sum(len(c.members) for c in task.cells)
         if self.bars is None:
-            err_console.print(f"{self.prefix}{what}: {runs} runs, {task.steps} steps")
+            self.what = what
+            self.cell_start = self.last_line = time.monotonic()
+            err_console.print(f"{self.prefix}{what}: {runs} runs, {task.steps} steps "
+                              f"({runs_finished} of {runs_total} runs finished)", highlight=False)
             return
         if self.runs_task is None:
             self.runs_task = self.bars.add_task("runs finished", total=runs_total, completed=runs_finished, rate="")
@@ -154,6 +174,13 @@ class RichReporter:
     def progress(self, step: int, total_steps: int, tokens_per_s: float) -> None:
         if self.bars is not None and self.cell_task is not None:
             self.bars.update(self.cell_task, completed=step, rate=f"{tokens_per_s:,.0f} tok/s")
+            return
+        now = time.monotonic()
+        if self.bars is None and self.lines and step < total_steps and now - self.last_line >= self.line_every_s:
+            self.last_line = now
+            left = (now - self.cell_start) / max(step, 1) * (total_steps - step)
+            err_console.print(f"{self.prefix}{self.what}: step {step}/{total_steps}, {tokens_per_s:,.0f} tok/s, "
+                              f"about {_duration(left)} left", highlight=False)
 
     def cell_finished(self, task: Any, results: Sequence[Any]) -> None:
         done = [r for r in results if r.status == "done" and r.final_val_loss is not None]
@@ -171,16 +198,19 @@ class RichReporter:
 
 
 def _runner_factory(device: str | None, cpu_threads: int | None):  # type: ignore[no-untyped-def]
+    from hpscale.service.settings import get_settings
+
     cache_dir = get_settings().data_dir / "corpora"
 
     def make(spec: Any) -> Any:
+        import torch
+
         from hpscale.sweeps.cellrun import TorchCellRunner
 
-        if cpu_threads:
-            import torch
-
-            torch.set_num_threads(cpu_threads)
-        return TorchCellRunner(spec, cache_dir, device or spec.device)
+        runner = TorchCellRunner(spec, cache_dir, device or spec.device)
+        if cpu_threads or runner.device == "cpu":
+            torch.set_num_threads(cpu_threads or DEFAULT_CPU_THREADS)
+        return runner
 
     return make
 
@@ -188,7 +218,7 @@ def _runner_factory(device: str | None, cpu_threads: int | None):  # type: ignor
 def _work(db: Any, sweep_name: str, device: str | None, cpu_threads: int | None, progress: bool) -> Any:
     from hpscale.sweeps.worker import Worker, default_worker_id
 
-    with RichReporter(live=progress and is_tty()) as reporter:
+    with RichReporter(live=progress and is_tty(), lines=progress) as reporter:
         worker = Worker(db, sweep_name, _runner_factory(device, cpu_threads),
                         worker_id=default_worker_id(device or ""), reporter=reporter)
         return worker.run()
@@ -246,6 +276,8 @@ def run_cmd(
 ) -> None:
     """Plan a sweep into the database and train it here: one worker per visible GPU, or one on the
     CPU. Rerunning the same spec resumes it; finished runs are never trained again."""
+    from hpscale.db import storage
+    from hpscale.service.settings import get_settings
     from hpscale.sweeps.book import store_plan
     from hpscale.sweeps.plan import build_plan
     from hpscale.sweeps.spec import check_paths, load_spec
@@ -284,16 +316,28 @@ def _show_status(db: Any, sweeps: list[Any], json_out: bool) -> None:
     if not statuses:
         out_console.print("no sweeps: `hpscale sweep run SPEC` starts one")
         return
+    from hpscale.fitting.optimum import describe_edges
+
     for st in statuses:
+        # The group key holds N and D; the runs by status are one column of words: a table that
+        # fits a 80-column terminal, whose text columns wrap rather than lose digits (issue 14).
         table = Table(title=f"sweep {st.name} (id {st.id}): {st.state}")
-        for col in ("group", "optimizer", "N", "D", "done", "diverged", "running", "queued", "failed", "best lr",
-                    "best batch", "best loss", "bracketed", "rounds"):
-            table.add_column(col, justify="left" if col in ("group", "optimizer", "bracketed") else "right")
+        # One optimizer: said in the title; several: a column.
+        optimizers = sorted({g.optimizer for g in st.groups})
+        several = len(optimizers) > 1
+        if len(optimizers) == 1:
+            table.title = f"{table.title}, optimizer {optimizers[0]}"
+        columns = [("group (N, D)", "left")] + ([("opti-\nmizer", "left")] if several else []) + [
+            ("runs", "left"), ("best\nlr", "right"), ("best\nbatch", "right"), ("best\nloss", "right"),
+            ("bracketed", "left"), ("refine\nrounds", "right")]
+        for col, justify in columns:
+            # "fold": a value too long for its column continues on the next line, never cut.
+            table.add_column(col, justify=justify, overflow="fold")
         for g in st.groups:
-            running = str(g.counts["running"]) + (f" ({g.stale} stale)" if g.stale else "")
-            bracket = "-" if g.bracketed is None else ("yes" if g.bracketed else "no: " + ",".join(g.edges))
-            table.add_row(g.group, g.optimizer, fmt(g.n_params), fmt(g.tokens), str(g.counts["done"]), str(g.counts["diverged"]),
-                          running, str(g.counts["queued"]), str(g.counts["failed"]), fmt(g.best_lr, 3),
+            runs = ", ".join(f"{n} {status}" + (f" ({g.stale} stale)" if status == "running" and g.stale else "")
+                             for status, n in g.counts.items() if n)
+            bracket = "-" if g.bracketed is None else ("yes" if g.bracketed else "no: best run " + describe_edges(g.edges))
+            table.add_row(g.group, *([g.optimizer] if several else []), runs or "none", fmt(g.best_lr, 3),
                           fmt(g.best_batch_size), fmt(g.best_loss, 5), bracket, str(g.rounds))
         out_console.print(table)
 
@@ -305,6 +349,8 @@ def status_cmd(
 ) -> None:
     """Progress per group: runs done, diverged, running, queued; best lr, batch and loss so far;
     whether the optimum is bracketed by the lr grid."""
+    from hpscale.db import storage
+
     db = open_db()
     sweeps = [storage.get_sweep(db, name)] if name else storage.list_sweeps(db)
     _show_status(db, sweeps, json_out)
@@ -319,6 +365,7 @@ def worker_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print what this worker did as JSON.")] = False,
 ) -> None:
     """Join a sweep from this machine: train its queued cells until none is left."""
+    from hpscale.db import storage
     from hpscale.sweeps.errors import SweepError
 
     if database:

@@ -41,7 +41,7 @@ def test_steplaw_procedure_and_extrapolation(external):
     assert len(runs) == 1911
     # One group (1.07B params, 56.9B tokens) was searched on a partial lr grid whose best run
     # is its largest lr: that is a real edge, so the fit must say so (and refuse by default).
-    with pytest.raises(InsufficientDataError, match="N=1.074e\\+09, D=5.69e\\+10.*lr_high"):
+    with pytest.raises(InsufficientDataError, match="N=1.074e\\+09, D=5.69e\\+10.*at the highest learning rate searched"):
         HyperLaw(n_bootstrap=0).fit(runs)
     law = HyperLaw(form="steplaw", n_bootstrap=100, on_edge="warn").fit(runs)
     c = law.coef_

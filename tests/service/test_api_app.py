@@ -7,6 +7,7 @@ import logging
 import re
 
 import pytest
+
 from fastapi.testclient import TestClient
 from test_api_support import PROBLEM, app_db, assert_problem, client, make_client  # noqa: F401  (fixtures)
 
@@ -29,13 +30,13 @@ def test_unknown_path_and_method_are_problems(client) -> None:
 
 
 @pytest.mark.parametrize(("method", "path", "allow"), [
-    ("OPTIONS", "/api/v1/runs", "DELETE, GET, POST"),  # the static pages answered "GET, HEAD"
+    ("OPTIONS", "/api/v1/runs", "DELETE, GET, HEAD, POST"),  # the static pages answered "GET, HEAD"
     ("OPTIONS", "/api/v1/fits", "POST"),
     ("GET", "/api/v1/fits", "POST"),  # a POST-only path answered 404
     ("GET", "/api/v1/predict/curve", "POST"),
-    ("PATCH", "/api/v1/runs/1", "GET"),
-    ("DELETE", "/api/v1/laws/steplaw", "GET"),
-    ("POST", "/healthz", "GET"),
+    ("PATCH", "/api/v1/runs/1", "GET, HEAD"),  # HEAD answers wherever GET does
+    ("DELETE", "/api/v1/laws/steplaw", "GET, HEAD"),
+    ("POST", "/healthz", "GET, HEAD"),
 ])
 def test_a_method_a_path_does_not_serve_is_405_with_its_allow(client, method, path, allow) -> None:
     r = client.request(method, path)
@@ -98,6 +99,41 @@ def test_web_ui_and_plotly_are_served(client) -> None:
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert page.text == (api.web_dir() / "index.html").read_text() and "recommend.js" in page.text
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/api/v1/laws", "/api/v1/recommend?n_params=7e9&tokens=1.4e12", "/docs",
+                                  "/openapi.json", "/", "/laws.html", "/style.css", "/app.js",
+                                  "/static/plotly.min.js", "/static/swagger-ui/swagger-ui.css"])
+def test_head_answers_as_get_without_a_body(client, path) -> None:
+    # Monitors and caches use HEAD: every GET route and file answers it, with GET's headers.
+    get, head = client.get(path), client.head(path)
+    assert get.status_code == head.status_code == 200, (get.status_code, head.status_code)
+    assert head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert head.headers.get("content-length") == get.headers.get("content-length")
+    assert client.head("/api/v1/laws/999").status_code == 404
+
+
+def test_static_assets_are_gzipped_and_cached(client) -> None:
+    plotly_file = api.plotly_js()
+    js = client.get("/static/plotly.min.js", headers={"Accept-Encoding": "gzip"})
+    assert js.headers["content-encoding"] == "gzip" and js.headers["vary"] == "Accept-Encoding"
+    assert int(js.headers["content-length"]) < plotly_file.stat().st_size / 2  # 4.8 MB -> about 1.4 MB
+    assert js.content == plotly_file.read_bytes()  # httpx undid the gzip
+    assert js.headers["cache-control"] == "public, max-age=86400"
+    plain = client.get("/static/plotly.min.js", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.content == js.content
+    assert plain.headers["etag"] != js.headers["etag"]  # one ETag per encoding
+    again = client.get("/static/plotly.min.js", headers={"Accept-Encoding": "gzip", "If-None-Match": js.headers["etag"]})
+    assert again.status_code == 304 and again.content == b"" and again.headers["cache-control"] == "public, max-age=86400"
+    # Our own pages and modules are revalidated on every use (a new version shows at once).
+    for path in ("/", "/app.js", "/style.css"):
+        r = client.get(path, headers={"Accept-Encoding": "gzip"})
+        assert r.headers["cache-control"] == "no-cache" and r.headers["content-encoding"] == "gzip", path
+        assert client.get(path, headers={"If-None-Match": r.headers["etag"]}).status_code == 304
+    assert client.get("/static/swagger-ui/swagger-ui-bundle.js").headers["cache-control"] == "public, max-age=86400"
+    favicon = client.get("/static/swagger-ui/favicon-32x32.png")
+    assert favicon.status_code == 200 and "content-encoding" not in favicon.headers  # PNG: already compressed
 
 
 def test_mount_works_without_pages(tmp_path, monkeypatch) -> None:

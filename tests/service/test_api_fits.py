@@ -99,3 +99,13 @@ def test_trajectory_fit_on_posted_runs_uses_their_schedules(client) -> None:
     fits = {f["name"]: f for f in client.get(f"/api/v1/laws/{exact['id']}").json()["fitted_curves"]}
     step = fits["scheduled/step"]
     assert max(abs(p / o - 1) for p, o in zip(step["predicted"], step["observed"])) < 1e-3
+def test_a_fit_over_several_sources_needs_mix(client) -> None:
+    db = app_db(client)
+    seed_grid(db)
+    seed_grid(db, source="other")
+    body = {**HYPER, "sources": None, "bootstrap": 0}
+    problem = assert_problem(client.post("/api/v1/fits", json=body, headers=KEY), 422)
+    assert "2 sources are stored: grid (" in problem["detail"] and "other (" in problem["detail"]
+    assert client.post("/api/v1/fits", json={**body, "sources": ["grid"]}, headers=KEY).status_code == 201
+    mixed = client.post("/api/v1/fits", json={**body, "mix": True}, headers=KEY)
+    assert mixed.status_code == 201 and mixed.json()["settings"]["mix"] is True

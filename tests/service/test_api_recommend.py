@@ -3,6 +3,8 @@ laws with their near-optimal region and extrapolation warning, and every error p
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from test_api_support import (  # noqa: F401  (fixtures)
     any_client, app_db, assert_problem, client, close, make_client, seed_fitted_law, seed_grid, seed_loss_law,
@@ -20,7 +22,9 @@ def test_default_is_step_law(client) -> None:
     assert body["law"]["name"] == "steplaw" and body["law"]["origin"] == "published"
     assert close(body["lr"], 1.79 * 7e9**-0.713 * 1.4e12**0.307)
     assert close(body["batch_tokens"], 0.58 * 1.4e12**0.571)
-    assert close(body["batch_size"], body["batch_tokens"] / 2048)
+    # A whole number of sequences, the nearest to the law's batch in tokens (kept exact beside it).
+    assert body["batch_size"] == 2441 and 2440.5 <= body["batch_tokens"] / 2048 < 2441.5
+    assert "nearest whole sequence" in body["batch_size_rounding"]
     assert body["seq_len"] == 2048
     assert body["n_params_basis"] == "given" and body["compute_basis"] == "6 * n_params * tokens"
     assert close(body["compute"], 6 * 7e9 * 1.4e12)
@@ -39,7 +43,7 @@ def test_n_from_model_shape_is_echoed(client) -> None:
     assert body["n_params_basis"] == "12 * n_layers * d_model^2"
     assert (body["d_model"], body["n_layers"], body["vocab_size"]) == (4096, 32, 32000)
     assert body["embedding_params"] == 32000 * 4096
-    assert close(body["batch_size"], body["batch_tokens"] / 4096)
+    assert body["batch_size"] == round(body["batch_tokens"] / 4096) and isinstance(body["batch_size"], int)
 
 
 def test_compute_alone_gives_tokens_and_deepseek_uses_it(client) -> None:
@@ -110,14 +114,16 @@ def test_fitted_law_gives_intervals_region_and_extrapolation(any_client) -> None
     inside = any_client.get(URL, params={"n_params": 4e6, "tokens": 2e8, "law": "grid-fit"}).json()
     assert inside["law"]["id"] == law_id and inside["law"]["origin"] == "fitted"
     assert inside["lr_interval"]["low"] < inside["lr"] < inside["lr_interval"]["high"]
-    assert inside["batch_size_interval"] is not None
+    bs_iv, bt_iv = inside["batch_size_interval"], inside["batch_tokens_interval"]
+    assert bs_iv["low"] == math.floor(bt_iv["low"] / 2048) and bs_iv["high"] == math.ceil(bt_iv["high"] / 2048)
     assert inside["extrapolation_factor"] == 1.0 and inside["warnings"] == []
     region = inside["near_optimal"]
     # The grid's near-optimal runs span one lr step (x2) either side of the optimum.
     assert region["basis"] == "law_data" and region["eps"] == 0.0025
     assert 0.4 < region["lr"]["low"] / inside["lr"] < 0.8 and 1.3 < region["lr"]["high"] / inside["lr"] < 2.5
     assert region["batch_tokens"]["low"] <= inside["batch_tokens"] <= region["batch_tokens"]["high"]
-    assert close(region["batch_size"]["low"], region["batch_tokens"]["low"] / 2048)
+    assert region["batch_size"]["low"] == max(1, math.floor(region["batch_tokens"]["low"] / 2048))
+    assert region["batch_size"]["high"] == math.ceil(region["batch_tokens"]["high"] / 2048)
     far = any_client.get(URL, params={"n_params": 1.6e9, "tokens": 4e8, "law": str(law_id)}).json()
     assert close(far["extrapolation_factor"], 100.0, rel=1e-6)
     assert far["extrapolation_warning_factor"] == 10.0
@@ -182,3 +188,26 @@ def test_demo_loss_law_answers_near_its_data_and_not_for_7b(client) -> None:
     near = client.get(URL, params={"n_params": 2e6, "tokens": 2e7}).json()  # inside the demo sweep's range
     assert near["final_loss"] is not None and near["final_loss_note"] is None
     assert near["loss_law"]["kind"] == "loss"
+
+
+def test_a_repeated_query_is_answered_without_computing_it_again(client, monkeypatch) -> None:
+    # A loss law's bootstrap interval costs milliseconds: a recommendation asked again (the web
+    # UI's plots, a training script polling) is answered from the cache until the laws change.
+    from hpscale.fitting.loss import LossLaw
+
+    db = app_db(client)
+    seed_grid(db)
+    seed_loss_law(db, extrapolation={"passed": True})
+    calls = []
+    predict = LossLaw.predict
+    monkeypatch.setattr(LossLaw, "predict", lambda self, *a, **k: calls.append(a) or predict(self, *a, **k))
+    params = {"n_params": 1e8, "tokens": 1e10}
+    first = client.get(URL, params=params).json()
+    assert [client.get(URL, params=params).json() for _ in range(5)] == [first] * 5
+    assert len(calls) == 1
+    other = client.get(URL, params={**params, "seq_len": 4096}).json()
+    assert len(calls) == 2 and other["batch_size"] != first["batch_size"]
+    # A law stored since (by another process) changes the answer once the cache checks.
+    client.app.state.laws.ttl = 0
+    seed_fitted_law(db, name="passed-check", passed=True)
+    assert client.get(URL, params={"n_params": 4e6, "tokens": 2e8}).json()["law"]["name"] == "passed-check"

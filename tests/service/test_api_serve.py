@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from support import stop_process
 
 
 def _free_port() -> int:
@@ -59,12 +59,7 @@ def test_serve_two_workers_on_a_new_database(tmp_path: Path) -> None:
         status, problem = _get(f"http://127.0.0.1:{port}/api/v1/laws/404")
         assert status == 404 and problem["status"] == 404
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
     assert (tmp_path / "data" / "hpscale.db").exists()
 
 

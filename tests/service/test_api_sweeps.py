@@ -67,3 +67,18 @@ def test_not_found(client) -> None:
 
 def test_odd_digits_in_a_sweep_reference_are_not_found(client) -> None:
     assert_problem(client.get("/api/v1/sweeps/\u00b9"), 404)
+
+
+def test_an_optimum_on_the_grid_edge_is_described_in_words(client) -> None:
+    from hpscale.db import storage
+
+    db = app_db(client)
+    sweep = storage.add_sweep(db, "edgy", {}, code_version="test")
+    # The loss falls with lr all the way: the best run is at the highest lr searched.
+    storage.add_runs(db, [{"source": "edgy", "name": f"lr{i}-b{j}", "sweep_id": sweep.id, "n_params": 1e6,
+                           "tokens": 1e8, "lr": 1e-3 * 2**i, "batch_tokens": 4096.0 * 2**j, "batch_size": 16 * 2**j,
+                           "seq_len": 256, "status": "done", "final_loss": 3.5 - 0.1 * i + 0.01 * abs(j - 1),
+                           "code_version": "test"} for i in range(4) for j in range(3)])
+    (group,) = client.get("/api/v1/sweeps/edgy/groups").json()
+    assert group["optimum"]["edges"] == ["lr_high"]
+    assert group["optimum"]["edges_text"] == "at the highest learning rate searched"

@@ -84,6 +84,26 @@ def test_critical_batch_from_curves(grid) -> None:
     assert law["extrapolation"]["holdout"] == "n_params"
 
 
+def test_recommend_says_where_the_target_lies_once(grid) -> None:
+    law = hp_json("fit", "--kind", "hyper", "--bootstrap", "0")
+    inside = hp("recommend", "--params", "2e7", "--tokens", "2e9", "--law", str(law["id"])).stdout
+    assert "the target lies inside the law's data" in inside and "1x" not in inside
+    near = hp("recommend", "--params", "1.6e8", "--tokens", "8e9", "--law", str(law["id"])).stdout
+    assert near.count("2x outside") == 1
+    far = hp("recommend", "--params", "7e9", "--tokens", "1e12", "--law", str(law["id"])).stdout
+    assert far.count("outside") == 1 and "warning: the target lies" in far  # the warning alone
+
+
+def test_titles_tell_fits_of_one_form_apart_by_method(grid) -> None:
+    near = hp_json("fit", "--kind", "hyper", "--bootstrap", "0", "--method", "near_optimal")
+    smooth = hp_json("fit", "--kind", "hyper", "--bootstrap", "0", "--method", "smooth")
+    assert near["title"] != smooth["title"]
+    assert "steplaw form, from near-optimal runs" in near["title"] and "from smoothed group optima" in smooth["title"]
+    loss = hp_json("fit", "--kind", "loss", "--bootstrap", "0")
+    # Counted as the law page and its check count: the best run of each group, of all the runs.
+    assert loss["source"] == f"fitted by hpscale on 8 of 120 runs of grid (the best of each (N, D) group)"
+
+
 def test_laws_list_and_show(grid) -> None:
     hp_json("fit", "--kind", "hyper", "--bootstrap", "0")
     laws = hp_json("laws", "list")
@@ -111,11 +131,63 @@ def test_fit_errors_are_one_line(grid, args, message) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_fit_refuses_an_optimum_at_the_grid_edge(cli_env, tmp_path: Path) -> None:
+def _store(cli_env: Path, records: list[dict], source: str, sweep: bool = False, **fields: object) -> None:
+    """Store runs directly (with fields the import format has no column for: a sweep, a corpus
+    hash, an optimizer)."""
+    from hpscale.db import storage
+    from hpscale.db.engine import Database
+
+    assert hp("runs", "list").exit_code == 0  # creates the database
+    db = Database(f"sqlite:///{cli_env / 'hpscale.db'}")
+    sweep_id = storage.add_sweep(db, source, {}, code_version="test").id if sweep else None
+    storage.add_runs(db, [{**r, "source": source, "sweep_id": sweep_id, "status": "done", "code_version": "test",
+                           **fields} for r in records])
+    db.dispose()
+
+
+def test_imported_runs_at_the_grid_edge_fit_with_a_warning_in_words(cli_env, tmp_path: Path) -> None:
+    # A published grid cannot be widened: its edge groups are fitted, and named, in words.
     hp("import", "runs", str(write_jsonl(tmp_path / "e.jsonl", grid_records(edge=True))))
     result = hp("fit", "--kind", "hyper", "--bootstrap", "0")
-    assert result.exit_code == 1 and "grid edge" in result.stderr
+    assert result.exit_code == 0, result.stderr
+    text = result.stdout + result.stderr
+    assert "warning: group N=1e+07, D=2e+09: the best run" in text and "at the lowest learning rate searched" in text
+    assert "on_edge" not in text and "lr_low" not in text
+    assert hp_json("laws", "show", "hyper-steplaw-e-3")["settings"]["on_edge"] == "warn"
+
+
+def test_swept_runs_at_the_grid_edge_are_refused_unless_allowed(cli_env) -> None:
+    _store(cli_env, grid_records(edge=True), "edgy", sweep=True)
+    result = hp("fit", "--kind", "hyper", "--bootstrap", "0")
+    assert result.exit_code == 1 and len(result.stderr.splitlines()) == 1
+    assert "in 8 of 8 groups the best run lies on the edge of the searched grid" in result.stderr
+    assert "Widen the sweep's grid" in result.stderr and "--allow-edge" in result.stderr
+    assert "on_edge" not in result.stderr and "lr_low" not in result.stderr
     assert hp_json("fit", "--kind", "hyper", "--bootstrap", "0", "--allow-edge")["warnings"]
+
+
+def test_fit_without_source_refuses_several_sources_and_lists_them(grid, cli_env) -> None:
+    _store(cli_env, [{"name": "tiny", "n_params": 2.5e4, "tokens": 1.6e4, "lr": 0.01, "batch_tokens": 128,
+                      "final_loss": 4.5}], "tiny-cpu")
+    result = hp("fit", "--kind", "loss", "--bootstrap", "0")
+    assert result.exit_code == 1 and "finished runs of 2 sources are stored: grid (120 runs), tiny-cpu (1 runs)" in result.stderr
+    assert "--source" in result.stderr and "--mix" in result.stderr
+    assert "runs of grid (" in hp_json("fit", "--kind", "loss", "--bootstrap", "0", "--source", "grid")["source"]
+    mixed = hp_json("fit", "--kind", "hyper", "--bootstrap", "0", "--mix")
+    assert mixed["source"].endswith("runs of grid, tiny-cpu")
+
+
+def test_fit_never_pools_corpora_unasked_nor_optimizers(grid, cli_env) -> None:
+    _store(cli_env, [{**r, "name": r["name"] + "-x"} for r in grid_records()], "grid", corpus_hash="feedc0ffee0123")
+    result = hp("fit", "--kind", "hyper", "--bootstrap", "0", "--source", "grid")
+    assert result.exit_code == 1 and "the selected runs were trained on different corpora" in result.stderr
+    assert "corpus feedc0ffee01: 120 runs (grid)" in result.stderr and "corpus unknown: 120 runs (grid)" in result.stderr
+    assert hp("fit", "--kind", "hyper", "--bootstrap", "0", "--source", "grid", "--mix").exit_code == 0
+    # Another optimizer's runs: never one law with AdamW's, --mix or not (a law is one optimizer's).
+    _store(cli_env, [{**r, "name": r["name"] + "-m"} for r in grid_records()], "grid", optimizer="muon")
+    mixed = hp("fit", "--kind", "hyper", "--bootstrap", "0", "--source", "grid", "--mix")
+    assert mixed.exit_code == 1 and "optimizers" in mixed.stderr
+    assert hp("fit", "--kind", "hyper", "--bootstrap", "0", "--source", "grid", "--mix", "--optimizer", "muon").exit_code == 0
 
 
 def test_fit_needs_two_model_sizes(cli_env, tmp_path: Path) -> None:

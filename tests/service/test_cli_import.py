@@ -258,3 +258,16 @@ def test_runs_delete_refuses_runs_a_law_used_unless_forced(cli_env, tmp_path: Pa
     out = hp_json("runs", "delete", "--source", "mine", "--force", "--yes")
     assert out["runs"] == 3 and out["laws"] == [{"id": law.id, "name": "my-fit"}]
     assert "my-fit" not in {x.name for x in storage.list_laws(db)}
+def test_export_to_a_path_that_cannot_be_written_is_one_line(cli_env, tmp_path: Path) -> None:
+    hp("import", "runs", str(write(tmp_path, "a.csv", "n_params,tokens,final_loss\n1e6,2e7,3.5\n")))
+    for target, message in [(tmp_path / "no-such-dir" / "out.csv", "cannot write"), (tmp_path, "is a folder")]:
+        result = hp("export", "runs", "--format", "csv", "-o", str(target))
+        assert result.exit_code == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.startswith("error:") and message in result.stderr and len(result.stderr.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "data"]  # no temporary file left behind
+
+
+def test_runs_list_of_an_unknown_source_names_the_stored_ones(cli_env, tmp_path: Path) -> None:
+    hp("import", "runs", str(write(tmp_path, "a.csv", "n_params,tokens,final_loss\n1e6,2e7,3.5\n")))
+    out = hp("runs", "list", "--source", "nosuch").stdout
+    assert "no runs of source nosuch" in out and "stored sources: a (1)" in out and "no runs stored" not in out

@@ -14,7 +14,7 @@ def test_steplaw_is_the_default_and_matches_the_paper(cli_env) -> None:
     assert out["law"] == "steplaw"
     assert out["lr"] == pytest.approx(1.79 * n**-0.713 * d**0.307, rel=1e-9)
     assert out["batch_tokens"] == pytest.approx(0.58 * d**0.571, rel=1e-9)
-    assert out["batch_size"] == pytest.approx(out["batch_tokens"] / 2048)
+    assert out["batch_size"] == 2441 and out["batch_tokens"] / 2048 == pytest.approx(2440.83, abs=0.01)
     assert out["seq_len"] == 2048
     assert "Predictable Scale" in out["source"]
 
@@ -24,7 +24,7 @@ def test_deepseek_uses_six_n_d_unless_compute_is_given(cli_env) -> None:
     c = 6 * 7e9 * 1.4e12
     assert out["lr"] == pytest.approx(0.3118 * c**-0.125, rel=1e-9)
     assert out["batch_tokens"] == pytest.approx(0.2920 * c**0.3271, rel=1e-9)
-    assert out["batch_size"] == pytest.approx(out["batch_tokens"] / 4096)
+    assert out["batch_size"] == round(out["batch_tokens"] / 4096)
     given = hp_json("recommend", "--params", "7e9", "--tokens", "1.4e12", "--law", "deepseek", "--compute", "1e23")
     assert given["lr"] == pytest.approx(0.3118 * 1e23**-0.125, rel=1e-9)
     assert given["compute"] == 1e23
@@ -63,3 +63,19 @@ def test_bad_input_is_one_line_and_exit_1(cli_env, args, message) -> None:
 def test_non_number_is_a_usage_error(cli_env) -> None:
     result = hp("recommend", "--params", "seven", "--tokens", "1e9")
     assert result.exit_code == 2 and "Traceback" not in result.stderr
+
+
+def test_counts_are_read_as_people_write_them(cli_env) -> None:
+    plain = hp_json("recommend", "--params", "7e9", "--tokens", "1.4e12")
+    assert hp_json("recommend", "--params", "7B", "--tokens", "1.4T") == plain
+    assert hp_json("recommend", "-N", "7,000,000,000", "-D", "1400g") == plain
+    assert hp_json("recommend", "--params", "125M", "--compute", "1.5e21")["n_params"] == 125e6
+    result = hp("recommend", "--params", "7X", "--tokens", "1.4T")
+    assert result.exit_code == 2 and "'7X' is not a number" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_human_output_gives_whole_sequences_beside_the_exact_tokens(cli_env) -> None:
+    out = hp("recommend", "--params", "7e9", "--tokens", "1.4e12").stdout
+    # 0.58 D^0.571 = 4,998,815 tokens = 2440.83 sequences of 2048: 2,441 (as the web UI shows it).
+    assert "4,998,815" in out and "2,441" in out and "rounded to the nearest whole sequence" in out
+    assert "outside the law's data" not in out  # a published law: no data range, no factor

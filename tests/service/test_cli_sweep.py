@@ -26,7 +26,9 @@ def test_plan_prints_cells_runs_flops_and_the_assumed_rate(cli_env: Path) -> Non
     out = result.stdout
     assert "N24576-D16384-B4" in out and "N98304-D16384-B8" in out and "32 x 2, 2" in out
     assert "2 groups, 4 cells, 16 runs, 1.53e+11 FLOPs" in out
-    assert "estimated 31 s on cpu assuming 5e+09 model FLOP/s" in out
+    # Model FLOPs at 2e10/s, 7 s to start and 5 ms + 2.2 ms per member a step (measured on the CPU):
+    # 1.53e11 / 2e10 + 7 + 384 steps x (5 + 4 x 2.2) ms = 7.6 + 7 + 5.3 = 20 s (it was 31 s of FLOPs alone).
+    assert "estimated 20 s on cpu assuming 2e+10 model FLOP/s" in " ".join(out.split())
     info = hp_json("sweep", "plan", TINY, "--device", "cuda", "--flops-per-s", "1e12")
     assert info["runs"] == 16 and info["assumed_flops_per_s"] == 1e12 and info["device"] == "cuda"
     assert info["estimated_seconds"] == info["flops"] / 1e12
@@ -209,3 +211,46 @@ def test_one_worker_process_per_visible_gpu(cli_env: Path, monkeypatch) -> None:
     args = started[0][0]
     assert args[args.index("--sweep") + 1] == "s" and args[args.index("--device") + 1] == "cuda"
     assert "worker" in args and "--database" not in args  # the URL goes by environment, never argv
+
+
+def test_status_fits_a_narrow_terminal_without_cutting_values(cli_env: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    from rich.console import Console
+
+    from hpscale.service.cli import sweep as sweep_cli
+
+    assert hp("demo", "load").exit_code == 0
+    st = next(s for s in hp_json("sweep", "status") if s["name"] == "val-main")
+    for width in (80, 120):
+        out = io.StringIO()
+        monkeypatch.setattr(sweep_cli, "out_console", Console(file=out, width=width, color_system=None))
+        assert hp("sweep", "status", "val-main").exit_code == 0
+        text = out.getvalue()
+        assert "…" not in text and max(map(len, text.splitlines())) <= width
+        flat = " ".join(text.split())
+        for g in st["groups"]:
+            assert g["group"] in text and f"{g['counts']['done']} done" in flat and f"{g['best_loss']:.5g}" in text
+
+
+def test_progress_lines_inside_a_cell_when_stderr_is_not_a_terminal(capsys) -> None:  # type: ignore[no-untyped-def]
+    # A log or CI sees the sweep move during a long cell, not only when a cell starts and ends.
+    from types import SimpleNamespace
+
+    from hpscale.service.cli.sweep import RichReporter
+
+    cell = SimpleNamespace(key="N98304-D16384-B8", members=[1, 2, 3, 4], steps=64)
+    task = SimpleNamespace(key=cell.key, cell=cell, cells=[cell], members=cell.members, steps=64, branches=False)
+    with RichReporter(live=False, line_every_s=0.0) as reporter:
+        reporter.cell_started(task, 4, 16)
+        for step in (16, 32, 48, 64):
+            reporter.progress(step, 64, 12_345.0)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "cell N98304-D16384-B8: 4 runs, 64 steps (4 of 16 runs finished)"
+    steps = [line for line in lines if ": step " in line]
+    assert [line.split(": step ")[1].split(",")[0] for line in steps] == ["16/64", "32/64", "48/64"]
+    assert "12,345 tok/s, about" in steps[0] and steps[0].endswith(" left")
+    with RichReporter(live=False, lines=False, line_every_s=0.0) as quiet:  # --no-progress
+        quiet.cell_started(task, 0, 16)
+        quiet.progress(16, 64, 1.0)
+    assert ": step " not in capsys.readouterr().err

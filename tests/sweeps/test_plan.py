@@ -64,7 +64,9 @@ def test_flops_and_estimate() -> None:
     expected = 4 * (c.steps * 128 * per_token + evals * 2 * 8 * 32 * per_token / 3)
     assert plan.flops_by_cell[0] == pytest.approx(expected)
     seconds, rate = estimate_seconds(plan, "cpu")
-    assert rate == 5e9 and seconds == pytest.approx(plan.flops / 5e9)
+    # On the CPU, start-up and per-step costs come on top of the FLOPs (tiny models: most of it).
+    overhead = 7.0 + sum(cell.steps * (5e-3 + 2.2e-3 * len(cell.members)) for cell in plan.cells)
+    assert rate == 2e10 and seconds == pytest.approx(plan.flops / 2e10 + overhead)
     assert estimate_seconds(plan, "cuda:1", flops_per_s=1e12) == (pytest.approx(plan.flops / 1e12), 1e12)
 
 
@@ -241,3 +243,23 @@ def test_planning_needs_no_torch() -> None:
     )
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
+
+
+def test_cpu_estimate_counts_a_trunks_shared_steps_once() -> None:
+    # A branched sweep trains each trunk once and only the cooldowns of its shorter budgets: the
+    # per-step cost of the estimate counts those steps, not every budget from scratch.
+    from pathlib import Path
+
+    from hpscale.sweeps.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "sweeps" / "examples" / "tiny_cpu_wsd.yaml")
+    plan = build_plan(spec)
+    assert plan.trunks
+    per_step = lambda c: 5e-3 + 2.2e-3 * len(c.members)  # noqa: E731 - the measured constants
+    trained = sum(
+        cells[-1].steps * per_step(cells[-1]) + sum((c.steps - c.branch_step) * per_step(c) for c in cells[:-1])
+        for cells in plan.trunks.values()
+    )
+    seconds, rate = estimate_seconds(plan, "cpu")
+    assert seconds == pytest.approx(plan.flops / rate + 7.0 + trained)
+    assert trained < sum(c.steps * per_step(c) for c in plan.cells)

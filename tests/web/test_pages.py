@@ -73,6 +73,15 @@ def test_recommend_form_round_trips(page: Any, base_url: str, seeded: dict[str, 
     assert shown == pytest.approx(expected, rel=1e-12)
     assert api["final_loss_note"] and "grid-demo-loss" in api["final_loss_note"]
     assert api["final_loss_note"] in page.locator(".answer").inner_text()
+    # A whole number of sequences, written out as the CLI writes it, saying how it was rounded;
+    # the law's exact batch in tokens beside it.
+    boxes = page.locator(".answer .value")
+    sequences = boxes.filter(has_text="whole sequences of 4096")
+    assert isinstance(api["batch_size"], int)
+    assert sequences.locator(".number").inner_text() == f"{api['batch_size']:,}"
+    assert "rounded to the nearest whole sequence" in sequences.inner_text()
+    assert boxes.filter(has_text="the law's value").locator(".number").inner_text() == f"{round(api['batch_tokens']):,}"
+    assert "outside the law's data" not in page.locator(".answer dl").inner_text()  # said once, in the warning
     # The target lies millions of times outside the sweep the law was fitted on: warned.
     assert api["warnings"]
     assert page.locator(".answer .warning").first.inner_text().endswith(api["warnings"][0])
@@ -180,6 +189,30 @@ def test_api_errors_show_their_detail(page: Any, base_url: str) -> None:
     page.assert_clean(allow=(FAILED_FETCH,))
 
 
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("Parameters N", "-5", "Parameters N: “-5” is too small: it must be at least 1"),
+    ("Parameters N", "0", "Parameters N: “0” is too small: it must be at least 1"),
+    ("Parameters N", "1e30", "Parameters N: “1e30” is too large: it must be at most 1e16"),
+    ("Sequence length", "0", "Sequence length: “0” is too small: it must be at least 1"),
+])
+def test_out_of_range_inputs_are_refused_by_the_form(page: Any, base_url: str, field: str, value: str,
+                                                       message: str) -> None:
+    # The form checks the API's own bounds (its OpenAPI document) and names the field by its
+    # label, before asking for a recommendation: no raw "query.n_params: Input should be ...".
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/api/v1/recommend" in r.url else None)
+    open_page(page, f"{base_url}/")
+    page.get_by_label("Parameters N").fill("7e9")
+    page.get_by_label("Tokens D").fill("1.4T")
+    page.get_by_label(field).fill(value)
+    page.get_by_role("button", name="Recommend").click()
+    settle(page)
+    assert page.locator("#form-error").inner_text() == message
+    assert page.get_by_label(field).get_attribute("aria-invalid") == "true"
+    assert asked == [] and page.locator(".answer .error").count() == 0
+    page.assert_clean()
+
+
 # -- sweeps ---------------------------------------------------------------------------------
 def test_sweep_list_shows_progress(page: Any, base_url: str, seeded: dict[str, Any]) -> None:
     open_page(page, f"{base_url}/sweeps.html")
@@ -212,6 +245,15 @@ def test_sweep_page_plots_every_group(page: Any, base_url: str, seeded: dict[str
     outlined = page.evaluate("document.getElementById('heatmap').layout.shapes.length")
     assert outlined == len(g["near_optimal_run_ids"]) > 0
     assert page.locator(".group-nav a[aria-current=true]").count() == 1
+    # A batch size has one colour in every group's panel.
+    colours: dict[str, set[str]] = {}
+    for i in range(len(groups)):
+        for t in page.evaluate(f"document.getElementById('group-{i}').data.filter(t => t.meta === 'batch')"
+                               ".map(t => [t.name, t.line.color])"):
+            colours.setdefault(t[0], set()).add(t[1])
+    # (and two batch sizes, of the same group or not, two colours: the seeded sweep has 8)
+    assert len(colours) == 2 * seeded["n_batches"] and all(len(c) == 1 for c in colours.values()), colours
+    assert len({next(iter(c)) for c in colours.values()}) == len(colours), colours
     page.shot("sweep")
 
     # Choosing another group updates the URL; loading that URL restores the choice.
@@ -282,6 +324,13 @@ def test_trajectory_law_page_compares_curves(page: Any, base_url: str, seeded: d
     predicted = [t for t in drawn if t["meta"] == "predicted"]
     assert len(observed) == len(predicted) == 3, "one observed and one predicted curve per schedule"
     assert all(t["n"] > 0 for t in observed + predicted)
+    # The runs share a name (one per schedule's sweep): the curves are labelled by schedule, one
+    # legend entry each, and the plot keeps most of its height for the curves.
+    assert sorted(t["name"].removesuffix(" (held out)") for t in predicted) == ["constant", "cosine", "wsd"]
+    legend = page.evaluate("document.getElementById('plot-trajectory').data.filter(t => t.showlegend !== false).length")
+    assert legend == 3
+    plot_area = page.evaluate("document.getElementById('plot-trajectory')._fullLayout._size.h")
+    assert plot_area >= 300, f"the plot area is {plot_area}px tall"
     page.shot("law-trajectory")
     page.assert_clean()
 
@@ -293,16 +342,30 @@ def test_loss_law_page_shows_its_data(page: Any, base_url: str, seeded: dict[str
     # The best run of each (N, D) group, one trace per D.
     assert sum(t["n"] for t in drawn if t["meta"] == "data") == len(law["data"]) == seeded["n_groups"]
     assert page.locator("#parameters tbody tr").count() == len(law["parameters"]) == 5
+    assert f"{len(law['data'])} runs (the best run of each (N, D) group)" in page.locator("#law-detail dl").first.inner_text()
     page.shot("law-loss")
     page.assert_clean()
 
 
-def test_laws_page_opens_newest_fit_and_published_laws(page: Any, base_url: str) -> None:
+def test_laws_page_opens_the_law_recommend_uses_and_published_laws(page: Any, base_url: str,
+                                                                    seeded: dict[str, Any]) -> None:
     open_page(page, f"{base_url}/laws.html")
     laws = get_json(f"{base_url}/api/v1/laws")
-    newest = [law for law in laws if law["origin"] == "fitted" and law["kind"] == "hyper"][-1]
-    assert query(page) == {"law": str(newest["id"])}
+    # The newest fitted lr/batch law of AdamW (the default optimizer) failed its check: the page
+    # opens on the one recommendations use (the newest that passed, else Step Law), not on it.
+    hyper = [law for law in laws if law["origin"] == "fitted" and law["kind"] == "hyper" and law["optimizer"] == "adamw"]
+    assert hyper[-1]["id"] == seeded["failed_hyper_law_id"] and hyper[-1]["extrapolation_passed"] is False
+    passed = [law for law in hyper if law["extrapolation_passed"]]
+    expected = passed[-1] if passed else next(law for law in laws if law["name"] == "steplaw")
+    assert query(page) == {"law": str(expected["id"])}
     assert page.locator(".law-list li").count() == len(laws)
+    # Two fits of one form are told apart by their method, in the list and in the recommend form.
+    titles = page.locator(".law-list li a").all_inner_texts()
+    assert len(set(titles)) == len(titles), titles
+    assert any("from near-optimal runs" in t for t in titles) and any("from smoothed group optima" in t for t in titles)
+    open_page(page, f"{base_url}/")
+    options = page.locator("#law option").all_inner_texts()
+    assert len(set(options)) == len(options), options
     open_page(page, f"{base_url}/laws.html?law=steplaw")
     lr = traces(page, "#plot-lr")
     assert [t["meta"] for t in lr] == ["fit"] and lr[0]["n"] > 1, "a published law: its line, no band, no data"
@@ -319,6 +382,14 @@ PAGES = {
     "run": "/run.html?run={run_id}",
     "law": "/laws.html?law={hyper_law_id}",
 }
+
+
+def test_laws_page_on_a_phone_shows_the_law_before_the_list(phone: Any, base_url: str, seeded: dict[str, Any]) -> None:
+    open_page(phone, f"{base_url}/laws.html?law={seeded['hyper_law_id']}")
+    title = phone.locator("#law-detail h1").bounding_box()
+    law_list = phone.locator("nav[aria-label=Laws]").bounding_box()
+    assert title["y"] < 400 and title["y"] < law_list["y"], (title, law_list)
+    phone.assert_clean()
 
 
 def test_phone_width_has_no_horizontal_overflow(phone: Any, base_url: str, seeded: dict[str, Any]) -> None:

@@ -26,7 +26,7 @@ from hpscale.fitting.runs import RunSet
 from hpscale.fitting.schedules import lr_schedule
 from hpscale.fitting.trajectory import LossCurve, MultiPowerLaw
 from hpscale.fitting.validate import extrapolation_check
-from hpscale.service.fits import judge
+from hpscale.service.fits import judge, law_title
 from hpscale.service.runformat import parse_runs_file
 
 SWEEP = "grid-demo"
@@ -126,7 +126,8 @@ def schedule_runs() -> list[dict[str, Any]]:
             for s in steps
         ]
         out.append({
-            "name": f"mpl-{kind}", "n_params": 4e6, "tokens": SCHEDULE_STEPS * 64 * SEQ_LEN, "lr": 3e-3,
+            # One name in every schedule's source, as sweeps that differ only by schedule name runs.
+            "name": "mpl-run", "n_params": 4e6, "tokens": SCHEDULE_STEPS * 64 * SEQ_LEN, "lr": 3e-3,
             "batch_size": 64, "seq_len": SEQ_LEN, "final_loss": float(loss[-1]), "schedule": kind, "curve": curve,
         })
     return out
@@ -157,7 +158,8 @@ def seed(db: Database, tmp: Path) -> dict[str, Any]:
          "status": status, "final_loss": 3.5 if status == "done" else None}
         for i, status in enumerate(["done", "done", "running", "queued", "queued", "queued"])
     ])
-    _import(db, _write_jsonl(tmp / "schedules.jsonl", schedule_runs()), "schedules")
+    for r in schedule_runs():  # a source per schedule (one sweep each), the runs named alike
+        _import(db, _write_jsonl(tmp / f"schedule-{r['schedule']}.jsonl", [r]), f"sched-{r['schedule']}")
 
     stored = storage.list_runs(db, sweep_id=sweep.id)
     runs = RunSet.from_records(
@@ -167,11 +169,21 @@ def seed(db: Database, tmp: Path) -> dict[str, Any]:
     )
     hyper = HyperLaw(form="steplaw", n_bootstrap=200, seed=0, on_edge="warn").fit(runs)
     record = {**hyper.to_record(), "lr_batch_coupling": LrBatchCoupling("adamw", n_bootstrap=200).fit(runs).to_record()}
+    report = judge(extrapolation_check(hyper, runs))  # passed, on this synthetic landscape (the laws test checks)
     law = storage.add_law(db, {
         "name": "grid-demo-steplaw", "kind": "hyper", "form": "steplaw", "origin": "fitted",
-        "title": "Step Law form fitted on grid-demo", "source": SWEEP, "record": record,
-        "extrapolation": extrapolation_check(hyper, runs), "settings": hyper.to_record()["settings"],
+        "title": law_title("hyper", "steplaw", "near_optimal", [SWEEP]), "source": SWEEP, "record": record,
+        "extrapolation": report, "settings": hyper.to_record()["settings"],
         "code_version": "test",
+    }, [r.id for r in stored])
+    # A newer fit of the same form whose check failed: recommendations (and the laws page) keep
+    # to the one that passed; the two differ in their titles by their method.
+    smooth = HyperLaw(form="steplaw", method="smooth", n_bootstrap=0, on_edge="warn").fit(runs)
+    failed = storage.add_law(db, {
+        "name": "grid-demo-steplaw-smooth", "kind": "hyper", "form": "steplaw", "origin": "fitted",
+        "title": law_title("hyper", "steplaw", "smooth", [SWEEP]), "source": SWEEP, "record": smooth.to_record(),
+        "extrapolation": {**judge(extrapolation_check(smooth, runs)), "passed": False},
+        "settings": smooth.to_record()["settings"], "code_version": "test",
     }, [r.id for r in stored])
 
     # Few refinements and no bootstrap: the full default fit takes half a minute on six points.
@@ -185,7 +197,7 @@ def seed(db: Database, tmp: Path) -> dict[str, Any]:
         "extrapolation": None, "settings": loss.to_record()["settings"], "code_version": "test",
     }, sorted(best))
 
-    sched = storage.list_runs(db, sources=["schedules"])
+    sched = storage.list_runs(db, sources=[f"sched-{kind}" for kind in SCHEDULES])
     curves = storage.get_curves(db, [r.id for r in sched])
     loss_curves = []
     for r in sched:
@@ -196,7 +208,7 @@ def seed(db: Database, tmp: Path) -> dict[str, Any]:
     mpl = MultiPowerLaw().fit(loss_curves)
     traj = storage.add_law(db, {
         "name": "schedules-mpl", "kind": "trajectory", "form": "multi_power", "origin": "fitted",
-        "title": "Multi-power law on the schedule runs", "source": "schedules", "record": mpl.to_record(),
+        "title": "Multi-power law on the schedule runs", "source": "sched-*", "record": mpl.to_record(),
         "extrapolation": extrapolation_check(mpl, loss_curves), "settings": None, "code_version": "test",
     }, [r.id for r in sched])
     # Lion's grid and its law, fitted on Lion's runs only (a law is one optimizer's).
@@ -215,6 +227,7 @@ def seed(db: Database, tmp: Path) -> dict[str, Any]:
     }, [r.id for r in lion_rows])
     return {
         "sweep_id": sweep.id, "running_sweep_id": running.id, "hyper_law_id": law.id, "trajectory_law_id": traj.id,
+        "failed_hyper_law_id": failed.id,
         "loss_law_id": loss_row.id, "lion_law_id": lion_law.id,
         "run_id": stored[0].id, "n_groups": len(SIZES) * len(TOKENS), "n_batches": len(BATCH_FACTORS),
     }

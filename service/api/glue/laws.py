@@ -166,6 +166,7 @@ def law_detail(
         s.LawDataPoint(
             run_id=r.id, name=r.name, source=r.source, n_params=r.n_params, tokens=r.tokens, lr=r.lr,
             batch_tokens=r.batch_tokens, batch_size=r.batch_size, final_loss=finite(r.final_loss), status=r.status,
+            schedule=r.schedule,
         )
         for r in law_runs
     ]

@@ -70,11 +70,13 @@ LossCandidates = list[law_service.LossLawChoice]
 class LawCache:
     """Resolved laws, kept until the stored laws change (``storage.law_stamp``, checked at most
     every ``ttl`` seconds): hyper laws by the ``law`` argument of a request, the default
-    candidates and the loss law per optimizer. The near-optimal spread of a fitted law is kept
-    for good (a stored law's runs never change). Thread-safe: sync routes and lookups run in
-    worker threads."""
+    candidates and the loss law per optimizer, and the answers given (by their query: an answer
+    depends on the query and the stored laws only, and a loss law's bootstrap interval alone
+    costs milliseconds to compute). The near-optimal spread of a fitted law is kept for good (a
+    stored law's runs never change). Thread-safe: sync routes and lookups run in worker threads."""
 
     MAX_ENTRIES = 256  # law ids can be spelt many ways ("1", "01"): bound the memory
+    MAX_ANSWERS = 4096  # about 2 KB each
 
     def __init__(self, ttl: float = LAW_CACHE_SECONDS) -> None:
         self.ttl = ttl
@@ -84,6 +86,8 @@ class LawCache:
         self._spreads: dict[tuple[int, str], tuple[float, float, float, float] | None] = {}
         self._stamp: tuple[int, int] | None = None
         self._checked_at = -math.inf
+        self._answers: dict[tuple[Any, ...], s.Recommendation] = {}
+        self._generation = 0  # counts the times the laws changed: an answer of older laws is not kept
         self._lock = threading.Lock()
 
     def _due(self) -> bool:
@@ -94,11 +98,35 @@ class LawCache:
         stamp = storage.law_stamp(db)
         with self._lock:
             if stamp != self._stamp:
-                self._resolved.clear()
-                self._defaults.clear()
-                self._loss.clear()
+                if self._stamp is not None:  # (the first check finds nothing resolved yet)
+                    self._forget()
                 self._stamp = stamp
             self._checked_at = time.monotonic()
+
+    def _forget(self) -> None:
+        """Drop what depends on the stored laws (the caller holds the lock)."""
+        self._resolved.clear()
+        self._defaults.clear()
+        self._loss.clear()
+        self._answers.clear()
+        self._generation += 1
+
+    def answer(self, key: tuple[Any, ...]) -> tuple[s.Recommendation | None, int]:
+        """The answer given before to the query ``key`` (None when there is none, or when the
+        stored laws are due to be checked for a change), and the generation of the laws in
+        force, to hand to ``remember``."""
+        with self._lock:
+            hit = None if self._due() else self._answers.get(key)
+            return hit, self._generation
+
+    def remember(self, key: tuple[Any, ...], answer: s.Recommendation, generation: int) -> None:
+        """Keep ``answer`` for the query ``key``, unless the laws changed while it was computed."""
+        with self._lock:
+            if generation != self._generation:
+                return
+            if len(self._answers) >= self.MAX_ANSWERS:
+                self._answers.clear()
+            self._answers[key] = answer
 
     def hyper(self, db: Database, law: str | None, target: tuple[float, float], warn_factor: float,
               optimizer: str | None = None) -> ResolvedLaw:
@@ -190,11 +218,9 @@ class LawCache:
         return await anyio.to_thread.run_sync(self.loss, db, optimizer)
 
     def clear(self) -> None:
-        """Forget resolved laws now (after a fit through this process)."""
+        """Forget resolved laws and answers now (after a fit through this process)."""
         with self._lock:
-            self._resolved.clear()
-            self._defaults.clear()
-            self._loss.clear()
+            self._forget()
             self._checked_at = -math.inf
 
 
@@ -234,6 +260,12 @@ def _near_optimal_spread(db: Database, row: Law) -> tuple[float, float, float, f
     return (float(arr[0]), float(arr[1]), float(arr[2]), float(arr[3]))
 
 
+def _sequences(tokens: s.Interval, seq_len: int) -> s.Interval:
+    """A batch range in tokens as whole sequences, rounded outward."""
+    low, high = law_service.sequence_interval(tokens.low, tokens.high, seq_len)
+    return s.Interval(low=low, high=high)
+
+
 def _near_optimal(
     spread: tuple[float, float, float, float] | None, rec: law_service.Recommendation, eps: float
 ) -> s.NearOptimalRegion | None:
@@ -243,21 +275,32 @@ def _near_optimal(
         bt = s.Interval(low=rec.batch_tokens * b_lo, high=rec.batch_tokens * b_hi)
         return s.NearOptimalRegion(
             lr=s.Interval(low=rec.lr * lr_lo, high=rec.lr * lr_hi), batch_tokens=bt,
-            batch_size=s.Interval(low=bt.low / seq, high=bt.high / seq), eps=eps, basis="law_data",
+            batch_size=_sequences(bt, seq), eps=eps, basis="law_data",
         )
     lr_iv, bt_iv = interval(rec.lr_interval), interval(rec.batch_tokens_interval)
     if lr_iv is None or bt_iv is None:
         return None
     return s.NearOptimalRegion(
-        lr=lr_iv, batch_tokens=bt_iv, batch_size=s.Interval(low=bt_iv.low / seq, high=bt_iv.high / seq),
+        lr=lr_iv, batch_tokens=bt_iv, batch_size=_sequences(bt_iv, seq),
         eps=None, basis="interval",
     )
 
 
 async def recommend(db: Database, laws: LawCache, q: s.RecommendQuery, warn_factor: float) -> s.Recommendation:
     """``service.laws``' recommendation with how N, D and C were obtained, the near-optimal
-    region and the law's identity. No query and no thread hop once the law is cached (see
-    ``LawCache``): this is the API's hot path."""
+    region and the law's identity. No query and no thread hop once the law is cached, and no
+    computing once the same query was answered (see ``LawCache``): this is the API's hot path."""
+    key = (*(getattr(q, f) for f in s.RecommendQuery.model_fields), warn_factor)
+    cached, generation = laws.answer(key)
+    if cached is not None:
+        return cached
+    answer = await _recommend(db, laws, q, warn_factor)
+    laws.remember(key, answer, generation)
+    return answer
+
+
+async def _recommend(db: Database, laws: LawCache, q: s.RecommendQuery, warn_factor: float) -> s.Recommendation:
+    """The answer to ``q``, computed (``recommend`` caches it)."""
     n_params, d_model, n_layers, vocab_size = q.n_params, q.d_model, q.n_layers, q.vocab_size
     tokens, compute, seq_len = q.tokens, q.compute, q.seq_len
     n, n_basis, embedding = model_size(n_params, d_model, n_layers, vocab_size)
@@ -279,7 +322,8 @@ async def recommend(db: Database, laws: LawCache, q: s.RecommendQuery, warn_fact
         seq_len=rec.seq_len,
         lr=rec.lr, lr_interval=interval(rec.lr_interval),
         batch_tokens=rec.batch_tokens, batch_tokens_interval=interval(rec.batch_tokens_interval),
-        batch_size=rec.batch_size, batch_size_interval=interval(rec.batch_size_interval),
+        batch_size=rec.batch_size, batch_size_rounding=law_service.BATCH_ROUNDING,
+        batch_size_interval=interval(rec.batch_size_interval),
         near_optimal=_near_optimal(resolved.spread, rec, resolved.eps),
         final_loss=finite(rec.final_loss), final_loss_interval=interval(rec.final_loss_interval),
         loss_law=law_ref(loss.row) if loss is not None else None, final_loss_note=rec.final_loss_note,

@@ -12,7 +12,7 @@ from hpscale.fitting.errors import FittingError
 from hpscale.fitting.hyper import compute_flops
 from hpscale.fitting.noise import NO_NOISE, NoiseEstimate, estimate_noise
 from hpscale.fitting.optimum import GroupOptimum as FitGroupOptimum
-from hpscale.fitting.optimum import group_optima
+from hpscale.fitting.optimum import describe_edges, group_optima
 from hpscale.service import fits
 from hpscale.service.api import schemas as s
 from hpscale.service.api.glue.common import NEAR_OPTIMAL_EPS, finite
@@ -97,4 +97,5 @@ def _smooth_optimum(opt: FitGroupOptimum | None, judged: list[Run]) -> s.GroupOp
     """The group's smooth optimum, or None with fewer than three finished runs (no surface to fit)."""
     if opt is None or sum(r.status == "done" for r in judged) < 3 or finite(opt.lr) is None:
         return None
-    return s.GroupOptimum(lr=opt.lr, batch_tokens=finite(opt.batch_tokens), method=opt.method, edges=list(opt.edges))
+    return s.GroupOptimum(lr=opt.lr, batch_tokens=finite(opt.batch_tokens), method=opt.method, edges=list(opt.edges),
+                          edges_text=describe_edges(opt.edges) or None)

@@ -23,6 +23,10 @@ router = APIRouter(prefix="/fits", tags=["fits"])
         "form: one of the forms of the kind",
         "runs: names of stored finished runs (within sources when given)",
         "the runs selected must support a fit of the kind (else the problem says what is missing)",
+        "without sources or runs, the finished runs stored must be of one source, unless mix",
+        "the runs selected must share one corpus, unless mix",
+        "the runs selected must share one optimizer (or optimizer names it)",
+        "hyper laws on a sweep's runs: no group's best run on the edge of the searched grid, unless allow_edge",
     )),
 )
 async def create_fit(db: DbDep, laws: LawCacheDep, settings: SettingsDep, body: s.FitRequest, response: Response,

@@ -1,7 +1,12 @@
-"""What ``hpscale serve`` hands uvicorn besides the app: its HTTP protocol class.
+"""What ``hpscale serve`` hands uvicorn besides the app: its HTTP protocol class and the
+time a worker may take to answer the supervisor's health ping.
 
-A module of its own because uvicorn's worker processes import the protocol class by reference,
-and because the CLI must not import uvicorn until a server is actually started.
+A module of its own, outside ``service.api``: each worker of ``hpscale serve --workers N`` is
+a new (spawned) process that unpickles its configuration, and so imports this module, before
+it starts answering the supervisor's health pings; uvicorn kills a worker that does not
+answer in time and starts another, which on a busy machine repeated forever while the workers
+imported the whole app first (issue 13). This module imports uvicorn alone; the app is imported
+after the pings are answered. And the CLI must not import uvicorn until a server is started.
 """
 
 from __future__ import annotations
@@ -13,6 +18,12 @@ try:  # the faster parser when installed (uvicorn[standard]), else the pure-Pyth
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HTTPProtocol
 except ImportError:
     from uvicorn.protocols.http.h11_impl import H11Protocol as _HTTPProtocol  # type: ignore[assignment]
+
+
+WORKER_HEALTHCHECK_S = 30
+"""Seconds a worker may take to answer uvicorn's health ping (uvicorn's default: 5). A worker
+starts answering once it has imported this module and uvicorn (about 0.5 s of CPU), but on a
+machine whose cores are taken by other work that CPU can take many times as long to come by."""
 
 
 class NoDelayHTTPProtocol(_HTTPProtocol):  # type: ignore[misc, valid-type]
