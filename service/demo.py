@@ -40,7 +40,8 @@ def export_demo(db: Database, sources: Sequence[str], path: Path, law_names: Seq
             continue
         out_runs.append({
             "source": r.source, "name": r.name, "sweep": sweeps[r.sweep_id].name if r.sweep_id in sweeps else None,
-            "n_params": r.n_params, "tokens": r.tokens, "lr": r.lr, "batch_tokens": r.batch_tokens,
+            "n_params": r.n_params, "n_params_total": r.n_params_total, "optimizer": r.optimizer,
+            "tokens": r.tokens, "lr": r.lr, "batch_tokens": r.batch_tokens,
             "batch_size": r.batch_size, "seq_len": r.seq_len, "schedule": r.schedule, "tags": r.tags,
             "config": r.config, "status": r.status, "final_loss": r.final_loss, "seed": r.seed,
             "corpus_hash": r.corpus_hash, "code_version": r.code_version, "group_key": r.group_key,
@@ -55,7 +56,8 @@ def export_demo(db: Database, sources: Sequence[str], path: Path, law_names: Seq
     for name in law_names:
         law = storage.get_law(db, name)
         out_laws.append({
-            "name": law.name, "kind": law.kind, "form": law.form, "origin": law.origin, "title": law.title,
+            "name": law.name, "kind": law.kind, "form": law.form, "origin": law.origin, "optimizer": law.optimizer,
+            "title": law.title,
             "source": law.source, "record": law.record, "extrapolation": law.extrapolation,
             "settings": law.settings, "code_version": law.code_version,
             "runs": [id_to_key[i] for i in storage.law_run_ids(db, law.id) if i in id_to_key],

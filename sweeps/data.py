@@ -362,24 +362,48 @@ def load_token_bin(path: Path | str, vocab_size: int, dtype: str = "uint16", val
                   _sha256(_canonical(manifest)), None)
 
 
-class BatchSampler:
-    """Deterministic random windows of ``seq_len + 1`` tokens: batch(step) depends only on (seed, step).
+class MemberBatches:
+    """The training batches of a cell whose members may follow different data orders: member k
+    reads stream ``streams[k]`` of one ``BatchSampler`` seed. Returns [B, T + 1] when every
+    member follows one stream (the batch they share), else [K, B, T + 1] (a batch per member;
+    members on one stream get equal rows). Callable as ``train_batches(step)``."""
 
-    Every member of a cell calls the same sampler, so all see the same batches in the same
-    order; a resumed run gets the same batch for a step as the first attempt did.
+    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, seed: int, streams: Sequence[int]) -> None:
+        self.streams = [int(s) for s in streams]
+        if not self.streams:
+            raise CorpusError("a cell needs at least one member")
+        self.samplers = {s: BatchSampler(tokens, batch_size, seq_len, seed, s) for s in sorted(set(self.streams))}
+
+    def __call__(self, step: int) -> torch.Tensor:
+        import torch
+
+        if len(self.samplers) == 1:
+            return self.samplers[self.streams[0]].batch(step)
+        drawn = {s: sampler.numpy_batch(step) for s, sampler in self.samplers.items()}
+        return torch.from_numpy(np.stack([drawn[s] for s in self.streams]))
+
+
+class BatchSampler:
+    """Deterministic random windows of ``seq_len + 1`` tokens: batch(step) depends only on
+    (seed, stream, step).
+
+    Members of a cell that call the same sampler see the same batches in the same order; a
+    ``stream`` gives another order of the same data (a run seed that varies the data order uses
+    its own stream; stream 0 is the order every sweep used before streams existed). A resumed
+    run gets the same batch for a step as the first attempt did.
     """
 
-    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, seed: int = 0) -> None:
+    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, seed: int = 0, stream: int = 0) -> None:
         if batch_size < 1 or seq_len < 1:
             raise CorpusError(f"batch_size and seq_len must be >= 1, got {batch_size} and {seq_len}")
         if tokens.ndim != 1 or tokens.size < seq_len + 1:
             raise CorpusError(f"a split of {tokens.size} tokens is too short for windows of {seq_len + 1}")
-        self.tokens, self.batch_size, self.seq_len, self.seed = tokens, batch_size, seq_len, seed
+        self.tokens, self.batch_size, self.seq_len, self.seed, self.stream = tokens, batch_size, seq_len, seed, stream
         self._window = np.arange(seq_len + 1)
 
     def offsets(self, step: int) -> np.ndarray:
         """Start positions of the windows of ``step``, [batch_size] int64."""
-        rng = np.random.default_rng((self.seed, step))
+        rng = np.random.default_rng((self.seed, step) if self.stream == 0 else (self.seed, step, self.stream))
         return rng.integers(0, self.tokens.size - self.seq_len, size=self.batch_size)
 
     def numpy_batch(self, step: int) -> np.ndarray:

@@ -1,10 +1,11 @@
 """A GPT whose every weight has a leading K axis: K members (learning rates or seeds) in one model.
 
-nanoGPT-style, one readable file. The K members share every shape, see the same batches and
-never interact: each matrix multiply is a ``torch.bmm`` over K, attention is one
-``scaled_dot_product_attention`` call over K x batch, and the loss is returned per member, so
-the gradient of ``loss.sum()`` with respect to member k's weights is exactly the gradient of
-member k's own loss.
+nanoGPT-style, one readable file. The K members share every shape and never interact: each
+matrix multiply is a ``torch.bmm`` over K, attention is one ``scaled_dot_product_attention``
+call over K x batch, and the loss is returned per member, so the gradient of ``loss.sum()``
+with respect to member k's weights is exactly the gradient of member k's own loss. Members see
+the same batch ([B, T] token ids), or each its own ([K, B, T]: seeds that vary the data order):
+the compute is the same either way, since every member runs on its B sequences.
 
 Parameter storage. All weights of all members live in ONE flat float32 tensor ``flat`` of shape
 [K, P] (member-major), and each named weight is a strided [K, ...] view of it (``p.data`` points
@@ -130,7 +131,8 @@ def block_forward(x: Tensor, attn_norm: Tensor, wqkv: Tensor, wo: Tensor, mlp_no
 
 
 def head_loss(x: Tensor, norm_f: Tensor, w_head: Tensor, targets: Tensor, eps: float) -> Tensor:
-    """Final norm, output head and cross-entropy. x: [K, N, d], w_head: [K, d, V], targets: [N].
+    """Final norm, output head and cross-entropy. x: [K, N, d], w_head: [K, d, V], targets: [N]
+    (the same for every member) or [K, N] (each member's own).
 
     Returns the mean loss of each member, [K] float32 (nats/token). Logits are upcast to float32
     for the softmax; compiled, the upcast fuses into the reduction instead of being stored.
@@ -138,7 +140,8 @@ def head_loss(x: Tensor, norm_f: Tensor, w_head: Tensor, targets: Tensor, eps: f
     K, N, _ = x.shape
     logits = torch.bmm(rms_norm(x, norm_f, eps), w_head)  # [K, N, V]
     V = logits.shape[-1]
-    loss = F.cross_entropy(logits.float().view(K * N, V), targets.repeat(K), reduction="none")
+    flat_targets = targets.reshape(-1) if targets.dim() == 2 else targets.repeat(K)  # [K * N]
+    loss = F.cross_entropy(logits.float().view(K * N, V), flat_targets, reduction="none")
     return loss.view(K, N).mean(1)
 
 
@@ -215,12 +218,20 @@ class StackedGPT(nn.Module):
         return self.weights[name]
 
     def hidden(self, idx: Tensor) -> Tensor:
-        """idx: [B, T] int64 token ids (the same for every member) -> final residual [K, B*T, d]."""
-        B, T = idx.shape
+        """idx: [B, T] int64 token ids (the same for every member) or [K, B, T] (each member's own)
+        -> final residual [K, B*T, d]."""
+        B, T = idx.shape[-2:]
         c = self.config
         if T > c.seq_len:
             raise TrainError(f"sequence of {T} tokens is longer than seq_len {c.seq_len}")
-        x = torch.index_select(self._w("wte"), 1, idx.reshape(-1)).to(self.residual_dtype)  # [K, N, d]
+        wte = self._w("wte")  # [K, V, d], a strided view: gathered from, never copied
+        if idx.dim() == 3:
+            if idx.shape[0] != self.k:
+                raise TrainError(f"a batch per member needs {self.k} batches, got {idx.shape[0]}")
+            ids = idx.reshape(self.k, B * T, 1).expand(self.k, B * T, wte.shape[-1])
+            x = torch.gather(wte, 1, ids).to(self.residual_dtype)  # [K, N, d]
+        else:
+            x = torch.index_select(wte, 1, idx.reshape(-1)).to(self.residual_dtype)  # [K, N, d]
         cos, sin = self.rope_cos[:T], self.rope_sin[:T]
         for i in range(c.n_layers):
             x = self.block_fn(x, self._w(f"h{i}_attn_norm"), self._w(f"h{i}_wqkv"), self._w(f"h{i}_wo"),
@@ -235,14 +246,15 @@ class StackedGPT(nn.Module):
         return self._w("lm_head")
 
     def loss(self, tokens: Tensor) -> Tensor:
-        """tokens: [B, T + 1] int64 -> mean next-token loss of each member, [K] float32 (nats/token)."""
-        idx, targets = tokens[:, :-1], tokens[:, 1:]
+        """tokens: [B, T + 1] int64 (every member's batch) or [K, B, T + 1] (a batch per member)
+        -> mean next-token loss of each member, [K] float32 (nats/token)."""
+        idx, targets = tokens[..., :-1], tokens[..., 1:]
         x = self.hidden(idx)
-        return self.head_loss_fn(x, self._w("norm_f"), self.head_weight(), targets.reshape(-1),
-                                 self.config.norm_eps)
+        flat_targets = targets.reshape(self.k, -1) if tokens.dim() == 3 else targets.reshape(-1)
+        return self.head_loss_fn(x, self._w("norm_f"), self.head_weight(), flat_targets, self.config.norm_eps)
 
     def forward(self, idx: Tensor) -> Tensor:
-        """idx: [B, T] -> logits [K, B, T, V]."""
-        B, T = idx.shape
+        """idx: [B, T] or [K, B, T] -> logits [K, B, T, V]."""
+        B, T = idx.shape[-2:]
         logits = head_logits(self.hidden(idx), self._w("norm_f"), self.head_weight(), self.config.norm_eps)
         return logits.view(self.k, B, T, -1)

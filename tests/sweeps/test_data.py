@@ -187,3 +187,19 @@ def test_a_failed_build_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SweepError, match="corpus cache") as info:
         build_text_corpus(folder, blocked, vocab_size=300, val_fraction=0.1)
     assert "\n" not in str(info.value) and str(blocked) in str(info.value)
+
+
+def test_member_batches_share_a_stream_or_follow_their_own() -> None:
+    import torch
+
+    from hpscale.sweeps.data import MemberBatches
+
+    tokens = np.arange(10_000, dtype=np.uint16)
+    shared = MemberBatches(tokens, 4, 8, seed=3, streams=[0, 0, 0])
+    assert torch.equal(shared(5), BatchSampler(tokens, 4, 8, seed=3).batch(5))  # stream 0: the old order
+    mixed = MemberBatches(tokens, 4, 8, seed=3, streams=[0, 1, 0, 1])
+    batch = mixed(5)
+    assert batch.shape == (4, 4, 9)
+    assert torch.equal(batch[0], batch[2]) and torch.equal(batch[1], batch[3]) and not torch.equal(batch[0], batch[1])
+    assert torch.equal(batch[1], BatchSampler(tokens, 4, 8, seed=3, stream=1).batch(5))
+    assert torch.equal(mixed(5), batch)  # deterministic: a resumed run reads the same batch

@@ -98,6 +98,25 @@ def test_members_do_not_interact_in_forward_or_backward() -> None:
     assert norms[1] > 0 and norms[0] == 0 and norms[2] == 0
 
 
+def test_a_batch_per_member_trains_each_member_as_it_would_alone() -> None:
+    stacked = StackedGPT(TINY, [3, 7, 11])
+    own = torch.stack([tokens(1), tokens(2), tokens(3)])  # [K, B, T + 1]
+    losses = stacked.loss(own)
+    for k, seed in enumerate((3, 7, 11)):
+        alone = StackedGPT(TINY, [seed])
+        assert torch.allclose(losses[k], alone.loss(own[k])[0], rtol=1e-6)
+    losses.sum().backward()
+    alone = StackedGPT(TINY, [7])
+    alone.loss(own[1]).sum().backward()
+    assert torch.allclose(stacked.flat_grad[1], alone.flat_grad[0], rtol=1e-5, atol=1e-8)
+    # Equal rows are the shared batch, exactly.
+    same = torch.stack([tokens(1)] * 3)
+    assert torch.equal(stacked.loss(same), stacked.loss(tokens(1)))
+    assert stacked(own[:, :, :-1]).shape == (3, 3, 16, TINY.vocab_size)
+    with pytest.raises(TrainError, match="needs 3 batches"):
+        stacked.loss(own[:2])
+
+
 def test_attention_is_causal() -> None:
     model = StackedGPT(TINY, [0, 1])
     idx = tokens(2)[:, :16]
