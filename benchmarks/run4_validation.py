@@ -9,7 +9,7 @@ local grid around it with three seeds each. The stages run on different machines
 training, any CPU for the rest), so every stage leaves its results in files committed under
 ``benchmarks/validation/run4/`` and the next stage starts from those files.
 
-    python benchmarks/run4_validation.py sweep   --work validation-work/run4   # GPU, ~20 min
+    python benchmarks/run4_validation.py sweep   --work validation-work/run4   # GPU, ~15 min
     python benchmarks/run4_validation.py predict --work validation-work/run4   # CPU
     python benchmarks/run4_validation.py heldout --work validation-work/run4   # GPU
 
@@ -50,12 +50,12 @@ from hpscale.db.engine import Database  # noqa: E402
 from hpscale.db.errors import NotFoundError  # noqa: E402
 from hpscale.fitting.errors import FittingError  # noqa: E402
 
-RUN4 = ROOT / "benchmarks" / "validation" / "run4"
+RUN4 = ROOT / "benchmarks" / "validation" / "run4"  # the specs, and every stage's exported results
 SWEEP, SCHED = "val4", "val4-sched"
-SWEEP_EXPORT, HELD_EXPORT = RUN4 / "sweep.json.gz", RUN4 / "heldout.json.gz"
-# The held-out model: the sweep's family (6 layers, head_dim 32) at width 384,
-# 12 * 6 * 384^2 = 10.6M = 4.0x the largest swept size (2.65M), at 10 tokens per parameter.
-HELD_SHAPE = {"d_model": 384, "n_layers": 6, "n_heads": 12}
+SWEEP_EXPORT, HELD_EXPORT = "sweep.json.gz", "heldout.json.gz"
+# The held-out model: the sweep's family (6 layers, head_dim 32) at width 256,
+# 12 * 6 * 256^2 = 4.72M = 4.0x the largest swept size (1.18M), at 10 tokens per parameter.
+HELD_SHAPE = {"d_model": 256, "n_layers": 6, "n_heads": 8}
 TOKENS_PER_PARAM = 10
 SEQ_LEN = 256
 SEEDS = [0, 1, 2]
@@ -97,15 +97,16 @@ def hpscale(work: Path, *args: str, log_name: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env(work), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
 
 
-def restore(work: Path) -> Database:
-    """The work database, rebuilt from the committed exports when it is new (a fresh machine)."""
+def restore(work: Path, results: Path) -> Database:
+    """The work database, with the exported results loaded (idempotent: a fresh machine gets the
+    earlier stages' runs, a warm one loses nothing)."""
     from hpscale.service.demo import load_demo
 
     db = Database(db_url(work))
     db.ensure_schema()
-    for path in (SWEEP_EXPORT, HELD_EXPORT):
-        if path.exists():
-            log(f"loading {path.name}: {load_demo(db, path)}")
+    for name in (SWEEP_EXPORT, HELD_EXPORT):
+        if (results / name).exists():
+            log(f"loading {name}: {load_demo(db, results / name)}")
     return db
 
 
@@ -122,19 +123,20 @@ def export(db: Database, sources: list[str], path: Path, laws: list[str] = ()) -
 
 
 # -- stage sweep ----------------------------------------------------------------------------
-def stage_sweep(work: Path, minutes: float, workers: int) -> None:
+def stage_sweep(work: Path, results: Path, minutes: float, workers: int, device: str) -> None:
     from hpscale.service.settings import Settings
     from hpscale.sweeps.cellrun import prepare_corpus
     from hpscale.sweeps.spec import load_spec
 
-    db = restore(work)
+    db = restore(work, results)
     os.environ["HPSCALE_DATA_DIR"] = str(work / "data")
     t0 = time.time()
-    prepare_corpus(load_spec(RUN4 / "sweep.yaml"), Settings().data_dir / "corpora")
+    prepare_corpus(load_spec(results / "sweep.yaml"), Settings().data_dir / "corpora")
     log(f"corpus ready in {time.time() - t0:.0f} s")
-    procs = [hpscale(work, "sweep", "run", str(RUN4 / name), log_name=name) for name in ("sweep.yaml", "sched.yaml")]
+    procs = [hpscale(work, "sweep", "run", str(results / name), "--device", device, log_name=name)
+             for name in ("sweep.yaml", "sched.yaml")]
     time.sleep(20)  # let each `sweep run` store its plan before workers join it
-    procs += [hpscale(work, "worker", "--sweep", SWEEP, "--no-progress", "--device", "cuda", log_name=f"worker-{i}")
+    procs += [hpscale(work, "worker", "--sweep", SWEEP, "--no-progress", "--device", device, log_name=f"worker-{i}")
               for i in range(workers)]
     deadline = t0 + 60 * minutes
     while any(p.poll() is None for p in procs):
@@ -152,7 +154,7 @@ def stage_sweep(work: Path, minutes: float, workers: int) -> None:
         time.sleep(10)
     counts = {s: len(storage.list_runs(db, sources=[s], statuses=["done", "diverged"])) for s in (SWEEP, SCHED)}
     log(f"finished runs: {counts}; logs in {work}")
-    export(db, [SWEEP, SCHED], SWEEP_EXPORT)
+    export(db, [SWEEP, SCHED], results / SWEEP_EXPORT)
 
 
 # -- stage predict --------------------------------------------------------------------------
@@ -180,20 +182,24 @@ def _trajectory_runs(db: Database) -> list[str]:
     return sorted({r.name for r in sched + same})
 
 
-def stage_predict(work: Path) -> dict[str, Any]:
+def stage_predict(work: Path, results: Path) -> dict[str, Any]:
     from hpscale.service import fits
     from hpscale.service.laws import recommend
 
-    if HELD_EXPORT.exists():
-        raise SystemExit(f"{HELD_EXPORT} exists: the prediction was made before the held-out runs and stays as it is")
-    db = restore(work)
+    if (results / HELD_EXPORT).exists():
+        raise SystemExit(f"{results / HELD_EXPORT} exists: the prediction was made before the held-out runs and stays")
+    db = restore(work, results)
     laws: dict[str, Any] = {}
     for key, kw in {**HYPER_CANDIDATES, "loss": dict(kind="loss")}.items():
         name = f"val4-{key}"
         try:
             row = storage.get_law(db, name)
         except NotFoundError:
-            row = fits.fit_and_store(db, sources=[SWEEP], n_bootstrap=1000, on_edge="warn", name=name, **kw)
+            try:
+                row = fits.fit_and_store(db, sources=[SWEEP], n_bootstrap=1000, on_edge="warn", name=name, **kw)
+            except FittingError as exc:  # reported; a candidate that cannot be fitted cannot be chosen
+                log(f"{name}: could not be fitted: {exc}")
+                continue
         laws[key] = row
         log(f"{name}: {json.dumps(row.record['coefficients'])}; check: {(row.extrapolation or {}).get('summary')}")
     traj = _trajectory_runs(db)
@@ -211,16 +217,20 @@ def stage_predict(work: Path) -> dict[str, Any]:
         laws[f"trajectory-{form}"] = row
         log(f"{name}: check: {(row.extrapolation or {}).get('summary')}")
 
-    chosen = min(HYPER_CANDIDATES, key=lambda k: _score(laws[k]))
+    fitted = [k for k in HYPER_CANDIDATES if k in laws]
+    if not fitted:
+        raise SystemExit("no candidate lr/batch law could be fitted on the sweep")
+    chosen = min(fitted, key=lambda k: _score(laws[k]))
     log(f"prediction law: {laws[chosen].name} (best extrapolation check of {len(HYPER_CANDIDATES)} candidates)")
     n, d = held_n(), TOKENS_PER_PARAM * held_n()
     pred = recommend(db, n, d, seq_len=SEQ_LEN, law=laws[chosen].id)
-    loss_pred = fits.predict_loss(db, laws["loss"].id, n, d)
+    loss_pred = (fits.predict_loss(db, laws["loss"].id, n, d) if "loss" in laws
+                 else {"final_loss": None, "interval": None, "warnings": ["no loss law could be fitted"]})
     presets = {p: recommend(db, n, d, seq_len=SEQ_LEN, law=p) for p in HELD_PRESETS}
     prediction = {
         "n_params": n, "tokens": d, "hyper_law": laws[chosen].name,
         "candidates": {k: {"law": laws[k].name, "check": (laws[k].extrapolation or {}).get("summary"),
-                           "score": list(_score(laws[k]))} for k in HYPER_CANDIDATES},
+                           "score": list(_score(laws[k]))} for k in fitted},
         "lr": pred.lr, "batch_tokens": pred.batch_tokens, "batch_size": max(1, round(pred.batch_tokens / SEQ_LEN)),
         "lr_interval": pred.lr_interval, "batch_tokens_interval": pred.batch_tokens_interval,
         "final_loss": loss_pred["final_loss"], "final_loss_interval": loss_pred["interval"],
@@ -229,17 +239,21 @@ def stage_predict(work: Path) -> dict[str, Any]:
                     for p, r in presets.items()},
         "laws": {k: v.name for k, v in laws.items()},
     }
-    (RUN4 / "prediction.json").write_text(json.dumps(prediction, indent=2) + "\n")
+    (results / "prediction.json").write_text(json.dumps(prediction, indent=2) + "\n")
     log(f"prediction: {json.dumps(prediction)}")
-    write_heldout_specs(prediction)
-    export(db, [SWEEP, SCHED], SWEEP_EXPORT, [v.name for v in laws.values()])
+    write_heldout_specs(results, prediction)
+    export(db, [SWEEP, SCHED], results / SWEEP_EXPORT, [v.name for v in laws.values()])
+    out = os.environ.get("OUT")
+    if out:
+        for path in [results / "prediction.json", *sorted(results.glob("heldout-*.yaml"))]:
+            shutil.copy(path, Path(out) / path.name)
     return prediction
 
 
-def heldout_spec(name: str, lrs: list[float], batches: list[int]) -> dict[str, Any]:
+def heldout_spec(results: Path, name: str, lrs: list[float], batches: list[int]) -> dict[str, Any]:
     """A held-out spec: the held-out shape at 10 tokens/param with the sweep's WSD schedule (one
     budget: its warmup is the sweep's, 5% of the 10 tokens/param steps), three seeds."""
-    base = yaml.safe_load((RUN4 / "sweep.yaml").read_text())
+    base = yaml.safe_load((results / "sweep.yaml").read_text())
     schedule = {k: v for k, v in base["schedule"].items() if k != "branches"}
     base.update(name=name, description=f"run 4 held-out 4x model: {name}", sizes=[HELD_SHAPE],
                 tokens={"per_param": [TOKENS_PER_PARAM]}, lr={"values": lrs}, batch_sizes=sorted(set(batches)),
@@ -247,32 +261,33 @@ def heldout_spec(name: str, lrs: list[float], batches: list[int]) -> dict[str, A
     return base
 
 
-def write_heldout_specs(p: dict[str, Any]) -> list[Path]:
+def write_heldout_specs(results: Path, p: dict[str, Any]) -> list[Path]:
     b = p["batch_size"]
-    line = heldout_spec(f"{HELD_GRID}", [p["lr"] * 2.0**k for k in LR_STEPS], [b])
-    cross = heldout_spec(f"{HELD_GRID}-batch", [p["lr"]], [max(1, round(b * 2.0**k)) for k in BATCH_STEPS])
-    cross["name"] = HELD_GRID + "-batch"
-    specs = {HELD_GRID: line, f"{HELD_GRID}-batch": cross,
-             **{f"val4-held-{k}": heldout_spec(f"val4-held-{k}", [v["lr"]], [v["batch_size"]])
-                for k, v in p["presets"].items()}}
+    specs = {
+        HELD_GRID: heldout_spec(results, HELD_GRID, [p["lr"] * 2.0**k for k in LR_STEPS], [b]),
+        f"{HELD_GRID}-batch": heldout_spec(results, f"{HELD_GRID}-batch", [p["lr"]],
+                                           [max(1, round(b * 2.0**k)) for k in BATCH_STEPS]),
+        **{f"val4-held-{k}": heldout_spec(results, f"val4-held-{k}", [v["lr"]], [v["batch_size"]])
+           for k, v in p["presets"].items()},
+    }
     paths = []
     for name, spec in specs.items():
-        path = RUN4 / f"heldout-{name}.yaml"
+        path = results / f"heldout-{name}.yaml"
         path.write_text(yaml.safe_dump(spec, sort_keys=False))
         paths.append(path)
     return paths
 
 
 # -- stage heldout --------------------------------------------------------------------------
-def stage_heldout(work: Path, minutes: float, workers: int) -> None:
-    db = restore(work)
-    specs = sorted(RUN4.glob("heldout-*.yaml"))
+def stage_heldout(work: Path, results: Path, minutes: float, workers: int, device: str) -> None:
+    db = restore(work, results)
+    specs = sorted(results.glob("heldout-*.yaml"))
     if not specs:
         raise SystemExit("no held-out specs: run the predict stage first (and commit what it wrote)")
-    procs = [hpscale(work, "sweep", "run", str(s), log_name=s.stem) for s in specs]
+    procs = [hpscale(work, "sweep", "run", str(s), "--device", device, log_name=s.stem) for s in specs]
     time.sleep(20)
-    procs += [hpscale(work, "worker", "--sweep", HELD_GRID, "--no-progress", "--device", "cuda", log_name=f"held-worker-{i}")
-              for i in range(workers)]
+    procs += [hpscale(work, "worker", "--sweep", HELD_GRID, "--no-progress", "--device", device,
+                      log_name=f"held-worker-{i}") for i in range(workers)]
     deadline = time.time() + 60 * minutes
     while any(p.poll() is None for p in procs) and time.time() < deadline:
         time.sleep(10)
@@ -285,7 +300,7 @@ def stage_heldout(work: Path, minutes: float, workers: int) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
     sources = [yaml.safe_load(s.read_text())["name"] for s in specs]
-    export(db, sources, HELD_EXPORT)
+    export(db, sources, results / HELD_EXPORT)
 
 
 def main() -> None:
@@ -294,16 +309,18 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "validation-work" / "run4")
     parser.add_argument("--minutes", type=float, default=18.0, help="GPU stages: stop starting work after this long")
     parser.add_argument("--workers", type=int, default=3, help="GPU stages: extra workers sharing the GPU")
+    parser.add_argument("--device", default="cuda", help="GPU stages: the workers' device")
+    parser.add_argument("--results", type=Path, default=RUN4, help="the specs and the exported results (committed)")
     args = parser.parse_args()
-    work = args.work.resolve()
+    work, results = args.work.resolve(), args.results.resolve()
     work.mkdir(parents=True, exist_ok=True)
     log(f"stage {args.stage}")
     if args.stage == "sweep":
-        stage_sweep(work, args.minutes, args.workers)
+        stage_sweep(work, results, args.minutes, args.workers, args.device)
     elif args.stage == "predict":
-        stage_predict(work)
+        stage_predict(work, results)
     else:
-        stage_heldout(work, args.minutes, args.workers)
+        stage_heldout(work, results, args.minutes, args.workers, args.device)
     log("done")
 
 

@@ -112,10 +112,14 @@ class TorchCellRunner:
         # A multiplier per step (peak 1) for each cell: member k's lr at step i is lrs[k] * multiplier[i].
         # Branches share their leading steps with the longest cell's schedule; the trainer trains those once.
         schedules = [cell_schedule(spec, c) for c in task.cells]
-        sampler = data.BatchSampler(self.corpus.train, cell.batch_size, cell.seq_len, seed=spec.data_seed)
+        members = task.members
+        # A member's seed picks its batch order too (spec.seeds_vary): seeds of one configuration
+        # are then runs a repeat would give, not the same batches from two initialisations.
+        streams = [seed if spec.seeds_vary == "init_and_data" else 0 for _, seed in members]
+        sampler = data.MemberBatches(self.corpus.train, cell.batch_size, cell.seq_len, seed=spec.data_seed,
+                                     streams=streams)
         val = data.validation_batches(self.corpus, spec.eval.batches, spec.eval.batch_size, cell.seq_len,
                                       seed=spec.data_seed)
-        members = task.members
         train_branches(model, train, [lr for lr, _ in members], schedules, sampler, val,
                        seeds=[seed for _, seed in members], device=self.device,
                        on_eval=on_eval, on_progress=on_progress, on_result=on_result)

@@ -349,7 +349,12 @@ class SweepSpec(_Strict):
     # One optimizer, or a list of them: a sweep axis (each its own groups, runs and laws).
     optimizer: Annotated[list[OptimizerSpec], BeforeValidator(_optimizer_list), Field(min_length=1)] = [AdamWSpec()]
     seeds: list[Annotated[int, Field(ge=0)]] = Field(default=[0], min_length=1)
-    data_seed: Annotated[int, Field(ge=0)] = 0  # batch order: the same for every run of a cell
+    # What a seed changes: the initial weights and the batch order (each seed its own stream of the
+    # data_seed's batches; seed 0 the stream every sweep used before), or the weights only (every
+    # member of a cell then reads the same batches). Seeds of one configuration still train as
+    # members of one cell: each member reads its own batch ([K, B, T]) at no extra compute.
+    seeds_vary: Literal["init_and_data", "init"] = "init_and_data"
+    data_seed: Annotated[int, Field(ge=0)] = 0  # the batches' seed (the streams above are its orders)
     eval: EvalSpec = EvalSpec()
     corpus: CorpusSpec = CorpusSpec()
     tokenizer: TokenizerSpec = TokenizerSpec()

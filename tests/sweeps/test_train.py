@@ -60,6 +60,19 @@ def test_fused_member_matches_the_same_run_alone() -> None:
         assert [p.lr for p in alone.curve] == pytest.approx([p.lr for p in fused[k].curve])
 
 
+def test_a_member_with_its_own_batch_order_matches_the_same_run_alone() -> None:
+    # Two seeds of one lr, each reading its own stream of batches ([K, B, T + 1] per step).
+    other = _structured_tokens(5, STEPS)
+    cfg = TrainConfig(batch_size=4, total_steps=STEPS, eval_interval=6, eval_batches=2)
+    schedule = np.linspace(1.0, 0.1, STEPS)
+    fused = train_cell(CFG, cfg, [1e-3, 1e-3], schedule, lambda s: torch.stack([DATA[s], other[s]]), VAL, seeds=[0, 1])
+    alone = [train_cell(CFG, cfg, [1e-3], schedule, lambda s, d=d: d[s], VAL, seeds=[k])[0]
+             for k, d in enumerate((DATA, other))]
+    for mine, ref in zip(fused, alone):
+        np.testing.assert_allclose(curve(mine), curve(ref), rtol=1e-4)
+    assert fused[0].final_val_loss != fused[1].final_val_loss
+
+
 def test_training_reduces_loss_and_is_deterministic() -> None:
     a, b = run([3e-3]), run([3e-3])
     assert a[0].final_val_loss == b[0].final_val_loss
@@ -184,6 +197,22 @@ def test_cuda_graph_replays_the_same_training_as_plain_steps(compile: bool) -> N
     alone = go([lrs[1]], True, [1])[0]
     np.testing.assert_allclose(curve(alone), curve(graphed[1]), rtol=1e-4)
 
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU (CI has none; run on the lent GPU)")
+@pytest.mark.parametrize("compile", [False, True])
+def test_a_batch_per_member_under_the_cuda_graph_matches_each_run_alone(compile: bool) -> None:
+    # Two seeds of one lr reading their own batches ([K, B, T + 1]), compiled and replayed.
+    steps = 20
+    other = _structured_tokens(5, steps)
+    cfg = TrainConfig(batch_size=4, total_steps=steps, eval_interval=5, eval_batches=2, precision="fp32",
+                      compile=compile, cuda_graph=True)
+    schedule = np.linspace(1.0, 0.1, steps)
+    fused = train_cell(CFG, cfg, [1e-3, 1e-3], schedule, lambda s: torch.stack([DATA[s], other[s]]), VAL,
+                       seeds=[0, 1], device="cuda")
+    for k, data in enumerate((DATA, other)):
+        alone = train_cell(CFG, cfg, [1e-3], schedule, lambda s, d=data: d[s], VAL, seeds=[k], device="cuda")[0]
+        np.testing.assert_allclose(curve(fused[k]), curve(alone), rtol=1e-4)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU (CI has none; run on the lent GPU)")
