@@ -71,3 +71,20 @@ def test_export_and_load_keep_a_branchs_trunk(tmp_path: Path) -> None:
     assert {r.trunk_key for r in storage.list_runs(dst)} == {"N100000-B8-trunk"}
     src.dispose()
     dst.dispose()
+
+
+def test_a_demo_export_keeps_each_runs_optimizer_and_total_parameters(tmp_path: Path) -> None:
+    from hpscale.db import storage
+    from hpscale.db.engine import Database
+    from hpscale.service.demo import export_demo, load_demo
+
+    src = Database(f"sqlite:///{tmp_path / 'a.db'}")
+    src.ensure_schema()
+    storage.add_runs(src, [{"source": "s", "name": "moe", "n_params": 3e8, "n_params_total": 2.15e9, "tokens": 2e10,
+                            "final_loss": 2.4, "optimizer": "lion", "code_version": "t"}])
+    export_demo(src, ["s"], tmp_path / "x.json.gz")
+    dst = Database(f"sqlite:///{tmp_path / 'b.db'}")
+    dst.ensure_schema()
+    load_demo(dst, tmp_path / "x.json.gz")
+    (run,) = storage.list_runs(dst)
+    assert (run.optimizer, run.n_params_total, run.n_params) == ("lion", 2.15e9, 3e8)
