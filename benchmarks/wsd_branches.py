@@ -56,19 +56,25 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def floats(text: str) -> list[float]:
-    """'1e-3,2e-3' -> [0.001, 0.002]; argparse reports a bad value."""
+def _numbers(text: str, positive: bool) -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values or not all(math.isfinite(v) and v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    if not values or not all(math.isfinite(v) and (v > 0 if positive else v >= 0) for v in values):
+        kind = "positive" if positive else "non-negative"
+        raise argparse.ArgumentTypeError(f"expected {kind} numbers, got {text!r}")
     return values
 
 
+def floats(text: str) -> list[float]:
+    """'1e-3,2e-3' -> [0.001, 0.002] (positive numbers); argparse reports a bad value."""
+    return _numbers(text, positive=True)
+
+
 def ints(text: str) -> list[int]:
-    values = floats(text)
+    """'0,1' -> [0, 1] (non-negative integers: seeds start at 0)."""
+    values = _numbers(text, positive=False)
     if any(v != int(v) for v in values):
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
     return [int(v) for v in values]
