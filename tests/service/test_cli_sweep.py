@@ -102,9 +102,12 @@ def test_tiny_cpu_sweep_over_two_optimizers_end_to_end(cli_env: Path) -> None:
     assert sorted({r.lr for r in by_opt["lion"]}) == [0.001, 0.00316228, 0.01]  # Lion's own grid
     assert {r.group_key for r in by_opt["lion"]} == {"lion-N24576-D8192"}
     assert {r.group_key for r in by_opt["adamw"]} == {"N24576-D8192"}
-    for r in runs:  # every run trained: its loss fell from ln(512) = 6.24
+    # Every run trained: its loss fell from ln(512) = 6.24. Lion's lowest lr at batch 8 (32 steps
+    # of lr <= 0.001) falls least, by 0.24 nats with tokenizers 0.23 (by 0.3+ with an older BPE),
+    # so the bar is 0.1 nats (the eval batches are fixed: a model that does not train stays put).
+    for r in runs:
         curve = storage.get_curve(db, r.id)
-        assert curve[-1].val_loss == r.final_loss < curve[0].val_loss - 0.3
+        assert curve[-1].val_loss == r.final_loss < curve[0].val_loss - 0.1
     # The two optimizers trained different models from the same start: their losses differ.
     assert {round(r.final_loss, 6) for r in by_opt["adamw"]}.isdisjoint({round(r.final_loss, 6) for r in by_opt["lion"]})
     (st,) = hp_json("sweep", "status")
