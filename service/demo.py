@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,14 @@ def export_demo(db: Database, sources: Sequence[str], path: Path, law_names: Seq
         })
     doc = {"version": FORMAT_VERSION, "sweeps": out_sweeps, "runs": out_runs, "laws": out_laws}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wt", encoding="utf-8") as f:
-        json.dump(doc, f, separators=(",", ":"))
+    # Written beside the target, then renamed over it: a crash mid-write leaves the old file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with gzip.open(tmp, "wt", encoding="utf-8") as f:
+            json.dump(doc, f, separators=(",", ":"))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return {"sweeps": len(out_sweeps), "runs": len(out_runs), "laws": len(out_laws)}
 
 

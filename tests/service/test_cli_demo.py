@@ -88,3 +88,34 @@ def test_a_demo_export_keeps_each_runs_optimizer_and_total_parameters(tmp_path: 
     load_demo(dst, tmp_path / "x.json.gz")
     (run,) = storage.list_runs(dst)
     assert (run.optimizer, run.n_params_total, run.n_params) == ("lion", 2.15e9, 3e8)
+
+
+def test_an_export_that_fails_midway_leaves_the_earlier_file(tmp_path: Path, monkeypatch) -> None:
+    # The GPU stages export while they train: a crash during a write must not lose the last export.
+    from hpscale.db import storage
+    from hpscale.db.engine import Database
+    from hpscale.service import demo
+
+    src = Database(f"sqlite:///{tmp_path / 'a.db'}")
+    src.ensure_schema()
+    storage.add_runs(src, [{"source": "s", "name": "r1", "n_params": 1e5, "tokens": 1e6, "final_loss": 3.0,
+                            "code_version": "t"}])
+    path = tmp_path / "x.json.gz"
+    demo.export_demo(src, ["s"], path)
+    before = path.read_bytes()
+    storage.add_runs(src, [{"source": "s", "name": "r2", "n_params": 1e5, "tokens": 2e6, "final_loss": 2.9,
+                            "code_version": "t"}])
+
+    def dump_then_die(doc, f, **kw):
+        f.write(json.dumps(doc)[:50])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo.json, "dump", dump_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        demo.export_demo(src, ["s"], path)
+    assert path.read_bytes() == before
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.undo()
+    demo.export_demo(src, ["s"], path)
+    assert len(demo.read_demo(path)["runs"]) == 2
+    src.dispose()
