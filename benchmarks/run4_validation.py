@@ -11,19 +11,24 @@ training, any CPU for the rest), so every stage leaves its results in files comm
 
     python benchmarks/run4_validation.py sweep   --work validation-work/run4   # GPU, ~15 min
     python benchmarks/run4_validation.py predict --work validation-work/run4   # CPU
-    python benchmarks/run4_validation.py heldout --work validation-work/run4   # GPU
+    python benchmarks/run4_validation.py heldout --work validation-work/run4   # GPU, ~7 min
+    python benchmarks/run4_validation.py report  --work validation-work/run4   # CPU
 
-Stages (each resumable):
+(``benchmarks/validation/run4/gpu_session.sh`` chains the GPU stages in one device session.)
+Stages (each resumable; run4/stages.json records what each did and whether it is complete):
   sweep    train benchmarks/validation/run4/sweep.yaml (val4) and sched.yaml (val4-sched) with
-           several workers on one GPU; export their runs and curves to run4/sweep.json.gz
-           (``--minutes`` stops starting new cells when the stage's time is spent: the export
-           then holds what finished, and the next call resumes the rest)
+           several workers on one GPU; export their runs and curves to run4/sweep.json.gz every
+           two minutes and at the end (``--minutes`` stops the workers when the stage's time is
+           spent: the export then holds what finished, and a rerun, on this machine or a fresh
+           one that restores the export, trains only the rest)
   predict  rebuild a database from run4/*.json.gz, fit every law, choose the predicting law by
            its extrapolation check, write run4/prediction.json and run4/heldout-*.yaml
   heldout  train the held-out specs (the local grid and each preset's recommendation, three
-           seeds each); export run4/heldout.json.gz
-Nothing here is tuned after a held-out run exists: ``predict`` refuses to run again once
-run4/heldout.json.gz is present.
+           seeds each); export run4/heldout.json.gz the same way
+  report   score the held-out runs against the prediction (regret on seed means with its
+           interval, final-loss error, the issue's targets): run4/report.md and report.json
+Nothing here is tuned after a held-out run exists: once run4/prediction.json is written,
+``predict`` keeps it, and it refuses to predict at all when held-out results exist without it.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,14 +59,11 @@ from hpscale.fitting.errors import FittingError  # noqa: E402
 RUN4 = ROOT / "benchmarks" / "validation" / "run4"  # the specs, and every stage's exported results
 SWEEP, SCHED = "val4", "val4-sched"
 SWEEP_EXPORT, HELD_EXPORT = "sweep.json.gz", "heldout.json.gz"
-# The held-out model: the sweep's family (6 layers, head_dim 32) at width 256,
-# 12 * 6 * 256^2 = 4.72M = 4.0x the largest swept size (1.18M), at 10 tokens per parameter.
-HELD_SHAPE = {"d_model": 256, "n_layers": 6, "n_heads": 8}
 TOKENS_PER_PARAM = 10
-SEQ_LEN = 256
 SEEDS = [0, 1, 2]
 HELD_GRID, HELD_PRESETS = "val4-held", ("steplaw", "deepseek")
-HELD_SOURCES = (HELD_GRID, *(f"val4-held-{p}" for p in HELD_PRESETS))
+STAGES = "stages.json"  # what each stage did: complete or not, when, how long, how many runs
+EXPORT_EVERY_S = 120.0  # a GPU stage exports what has finished this often: a lost machine loses less
 # The local grid around the prediction: lr x/÷ 2^0.5, 2, 4 at the predicted batch, and the batch
 # x/÷ 2 at the predicted lr (the issue's design, as a cross rather than a full product: the lr
 # line is where run 3 missed).
@@ -78,8 +81,67 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def held_n() -> float:
-    return 12.0 * HELD_SHAPE["n_layers"] * HELD_SHAPE["d_model"] ** 2
+def held_shape(results: Path) -> dict[str, int]:
+    """The held-out model: the sweep's largest shape at twice the width, same depth and head size
+    (4x its non-embedding parameters; run 4: width 128 -> 256, 1.18M -> 4.72M)."""
+    top = max(yaml.safe_load((results / "sweep.yaml").read_text())["sizes"], key=lambda z: z["d_model"])
+    head_dim = top["d_model"] // top["n_heads"]
+    return {"d_model": 2 * top["d_model"], "n_layers": top["n_layers"], "n_heads": 2 * top["d_model"] // head_dim}
+
+
+def seq_len(results: Path) -> int:
+    """The sweep's sequence length (tokens); the held-out runs use it too."""
+    return int(yaml.safe_load((results / "sweep.yaml").read_text())["seq_len"])
+
+
+def held_n(results: Path) -> float:
+    shape = held_shape(results)
+    return 12.0 * shape["n_layers"] * shape["d_model"] ** 2
+
+
+def read_stages(results: Path) -> dict[str, Any]:
+    path = results / STAGES
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def record_stage(results: Path, stage: str, **info: Any) -> None:
+    """Note in run4/stages.json what a stage did (committed with its exports)."""
+    stages = read_stages(results)
+    stages[stage] = {**stages.get(stage, {}), **info, "recorded": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    (results / STAGES).write_text(json.dumps(stages, indent=2) + "\n")
+    copy_out(results / STAGES)
+
+
+def copy_out(path: Path) -> None:
+    """A copy under $OUT when the device tool runs this (its files come back to the project)."""
+    out = os.environ.get("OUT")
+    if out and Path(out).is_dir():
+        shutil.copy(path, Path(out) / path.name)
+
+
+def supervise(db: Database, procs: list[subprocess.Popen], sources: list[str], path: Path,
+              deadline: float) -> bool:
+    """Wait for ``procs``, exporting ``sources`` to ``path`` every EXPORT_EVERY_S seconds; at the
+    deadline, stop them (SIGINT: a worker stores what it has and takes nothing more). True when
+    every process ended on its own, i.e. the stage's work is complete."""
+    last = time.time()
+    while any(p.poll() is None for p in procs):
+        if time.time() > deadline:
+            log("the stage's minutes are spent: stopping the workers (finished runs are kept; a rerun resumes)")
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(2)
+            for p in procs:
+                try:
+                    p.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+            return False
+        if time.time() - last > EXPORT_EVERY_S:
+            export(db, sources, path)
+            last = time.time()
+        time.sleep(5)
+    return all(p.returncode == 0 for p in procs)
 
 
 def db_url(work: Path) -> str:
@@ -117,9 +179,7 @@ def export(db: Database, sources: list[str], path: Path, laws: list[str] = ()) -
 
     counts = export_demo(db, sources, path, laws)
     log(f"exported {counts} to {path}")
-    out = os.environ.get("OUT")
-    if out:
-        shutil.copy(path, Path(out) / path.name)
+    copy_out(path)
 
 
 # -- stage sweep ----------------------------------------------------------------------------
@@ -128,6 +188,9 @@ def stage_sweep(work: Path, results: Path, minutes: float, workers: int, device:
     from hpscale.sweeps.cellrun import prepare_corpus
     from hpscale.sweeps.spec import load_spec
 
+    if read_stages(results).get("sweep", {}).get("complete"):
+        log("the sweep stage is complete (stages.json): nothing to do")
+        return
     db = restore(work, results)
     os.environ["HPSCALE_DATA_DIR"] = str(work / "data")
     t0 = time.time()
@@ -138,23 +201,12 @@ def stage_sweep(work: Path, results: Path, minutes: float, workers: int, device:
     time.sleep(20)  # let each `sweep run` store its plan before workers join it
     procs += [hpscale(work, "worker", "--sweep", SWEEP, "--no-progress", "--device", device, log_name=f"worker-{i}")
               for i in range(workers)]
-    deadline = t0 + 60 * minutes
-    while any(p.poll() is None for p in procs):
-        if time.time() > deadline:
-            log(f"{minutes:g} minutes spent: stopping the workers (finished runs are kept; a rerun resumes)")
-            for p in procs:
-                if p.poll() is None:
-                    p.send_signal(2)  # SIGINT: a worker finishes nothing more, stores what it has
-            for p in procs:
-                try:
-                    p.wait(timeout=120)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-            break
-        time.sleep(10)
+    complete = supervise(db, procs, [SWEEP, SCHED], results / SWEEP_EXPORT, t0 + 60 * minutes)
     counts = {s: len(storage.list_runs(db, sources=[s], statuses=["done", "diverged"])) for s in (SWEEP, SCHED)}
     log(f"finished runs: {counts}; logs in {work}")
     export(db, [SWEEP, SCHED], results / SWEEP_EXPORT)
+    spent = read_stages(results).get("sweep", {}).get("seconds", 0.0) + time.time() - t0
+    record_stage(results, "sweep", complete=complete, runs=counts, seconds=round(spent), device=device)
 
 
 # -- stage predict --------------------------------------------------------------------------
@@ -182,12 +234,21 @@ def _trajectory_runs(db: Database) -> list[str]:
     return sorted({r.name for r in sched + same})
 
 
-def stage_predict(work: Path, results: Path) -> dict[str, Any]:
+def stage_predict(work: Path, results: Path, allow_incomplete: bool = False) -> dict[str, Any]:
     from hpscale.service import fits
     from hpscale.service.laws import recommend
 
+    if (results / "prediction.json").exists():
+        log("prediction.json exists: it was decided before the held-out runs and stays (delete it, and every "
+            "held-out result, to predict again)")
+        return json.loads((results / "prediction.json").read_text())
     if (results / HELD_EXPORT).exists():
-        raise SystemExit(f"{results / HELD_EXPORT} exists: the prediction was made before the held-out runs and stays")
+        raise SystemExit(f"{results / HELD_EXPORT} exists without a prediction: predicting now would see it")
+    if not read_stages(results).get("sweep", {}).get("complete"):
+        if not allow_incomplete:
+            raise SystemExit("the sweep stage is not complete (stages.json): run it again to finish it, or "
+                             "predict from the runs that finished with --allow-incomplete (the prediction stays)")
+        log("warning: the sweep stage is not complete (stages.json): predicting from the runs that finished")
     db = restore(work, results)
     laws: dict[str, Any] = {}
     for key, kw in {**HYPER_CANDIDATES, "loss": dict(kind="loss")}.items():
@@ -222,31 +283,31 @@ def stage_predict(work: Path, results: Path) -> dict[str, Any]:
         raise SystemExit("no candidate lr/batch law could be fitted on the sweep")
     chosen = min(fitted, key=lambda k: _score(laws[k]))
     log(f"prediction law: {laws[chosen].name} (best extrapolation check of {len(HYPER_CANDIDATES)} candidates)")
-    n, d = held_n(), TOKENS_PER_PARAM * held_n()
-    pred = recommend(db, n, d, seq_len=SEQ_LEN, law=laws[chosen].id)
+    n = held_n(results)
+    d = TOKENS_PER_PARAM * n
+    seq = seq_len(results)
+    pred = recommend(db, n, d, seq_len=seq, law=laws[chosen].id)
     loss_pred = (fits.predict_loss(db, laws["loss"].id, n, d) if "loss" in laws
                  else {"final_loss": None, "interval": None, "warnings": ["no loss law could be fitted"]})
-    presets = {p: recommend(db, n, d, seq_len=SEQ_LEN, law=p) for p in HELD_PRESETS}
+    presets = {p: recommend(db, n, d, seq_len=seq, law=p) for p in HELD_PRESETS}
     prediction = {
         "n_params": n, "tokens": d, "hyper_law": laws[chosen].name,
         "candidates": {k: {"law": laws[k].name, "check": (laws[k].extrapolation or {}).get("summary"),
-                           "score": list(_score(laws[k]))} for k in fitted},
-        "lr": pred.lr, "batch_tokens": pred.batch_tokens, "batch_size": max(1, round(pred.batch_tokens / SEQ_LEN)),
+                           "score": [v if math.isfinite(v) else None for v in _score(laws[k])]} for k in fitted},
+        "lr": pred.lr, "batch_tokens": pred.batch_tokens, "batch_size": max(1, round(pred.batch_tokens / seq)),
         "lr_interval": pred.lr_interval, "batch_tokens_interval": pred.batch_tokens_interval,
         "final_loss": loss_pred["final_loss"], "final_loss_interval": loss_pred["interval"],
         "final_loss_warnings": loss_pred["warnings"],
-        "presets": {p: {"lr": r.lr, "batch_tokens": r.batch_tokens, "batch_size": max(1, round(r.batch_tokens / SEQ_LEN))}
+        "presets": {p: {"lr": r.lr, "batch_tokens": r.batch_tokens, "batch_size": max(1, round(r.batch_tokens / seq))}
                     for p, r in presets.items()},
         "laws": {k: v.name for k, v in laws.items()},
     }
     (results / "prediction.json").write_text(json.dumps(prediction, indent=2) + "\n")
     log(f"prediction: {json.dumps(prediction)}")
-    write_heldout_specs(results, prediction)
+    for path in [results / "prediction.json", *write_heldout_specs(results, prediction)]:
+        copy_out(path)
     export(db, [SWEEP, SCHED], results / SWEEP_EXPORT, [v.name for v in laws.values()])
-    out = os.environ.get("OUT")
-    if out:
-        for path in [results / "prediction.json", *sorted(results.glob("heldout-*.yaml"))]:
-            shutil.copy(path, Path(out) / path.name)
+    record_stage(results, "predict", complete=True, hyper_law=laws[chosen].name)
     return prediction
 
 
@@ -255,7 +316,7 @@ def heldout_spec(results: Path, name: str, lrs: list[float], batches: list[int])
     budget: its warmup is the sweep's, 5% of the 10 tokens/param steps), three seeds."""
     base = yaml.safe_load((results / "sweep.yaml").read_text())
     schedule = {k: v for k, v in base["schedule"].items() if k != "branches"}
-    base.update(name=name, description=f"run 4 held-out 4x model: {name}", sizes=[HELD_SHAPE],
+    base.update(name=name, description=f"run 4 held-out 4x model: {name}", sizes=[held_shape(results)],
                 tokens={"per_param": [TOKENS_PER_PARAM]}, lr={"values": lrs}, batch_sizes=sorted(set(batches)),
                 schedule=schedule, seeds=SEEDS, refine={"max_rounds": 0})
     return base
@@ -279,38 +340,188 @@ def write_heldout_specs(results: Path, p: dict[str, Any]) -> list[Path]:
 
 
 # -- stage heldout --------------------------------------------------------------------------
+def heldout_sources(results: Path) -> list[str]:
+    return [yaml.safe_load(path.read_text())["name"] for path in sorted(results.glob("heldout-*.yaml"))]
+
+
 def stage_heldout(work: Path, results: Path, minutes: float, workers: int, device: str) -> None:
-    db = restore(work, results)
+    if read_stages(results).get("heldout", {}).get("complete"):
+        log("the held-out stage is complete (stages.json): nothing to do")
+        return
     specs = sorted(results.glob("heldout-*.yaml"))
     if not specs:
         raise SystemExit("no held-out specs: run the predict stage first (and commit what it wrote)")
+    db = restore(work, results)
+    t0 = time.time()
     procs = [hpscale(work, "sweep", "run", str(s), "--device", device, log_name=s.stem) for s in specs]
     time.sleep(20)
     procs += [hpscale(work, "worker", "--sweep", HELD_GRID, "--no-progress", "--device", device,
                       log_name=f"held-worker-{i}") for i in range(workers)]
-    deadline = time.time() + 60 * minutes
-    while any(p.poll() is None for p in procs) and time.time() < deadline:
-        time.sleep(10)
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(2)
-    for p in procs:
-        try:
-            p.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            p.kill()
-    sources = [yaml.safe_load(s.read_text())["name"] for s in specs]
+    sources = heldout_sources(results)
+    complete = supervise(db, procs, sources, results / HELD_EXPORT, t0 + 60 * minutes)
+    counts = {s: len(storage.list_runs(db, sources=[s], statuses=["done", "diverged"])) for s in sources}
     export(db, sources, results / HELD_EXPORT)
+    spent = read_stages(results).get("heldout", {}).get("seconds", 0.0) + time.time() - t0
+    record_stage(results, "heldout", complete=complete, runs=counts, seconds=round(spent), device=device)
+
+
+# -- stage report ---------------------------------------------------------------------------
+REGRET_TARGET, LOSS_TARGET = 0.003, 0.02  # the issue's targets: regret on seed means, final-loss error
+
+
+def _pct(v: float | None, digits: int = 2) -> str:
+    return "-" if v is None else f"{100 * v:.{digits}f}%"
+
+
+def _num(v: float | None, missing: str = "-") -> str:
+    return missing if v is None else f"{v:.4f}"
+
+
+def _span(v: list[float] | None) -> str:
+    return "-" if not v else f"[{v[0]:.4f}, {v[1]:.4f}]"
+
+
+def _interval(v: list[float] | None, digits: int = 2) -> str:
+    return "-" if not v else f"[{_pct(v[0], digits)}, {_pct(v[1], digits)}]"
+
+
+def score_heldout(results: Path, db: Database) -> dict[str, Any]:
+    """The held-out results against the prediction: each recommendation's regret on seed means
+    (with its interval), the final-loss error, and the issue's targets met or not."""
+    from hpscale.fitting.validate import seed_regret
+    from hpscale.service import fits
+
+    p = json.loads((results / "prediction.json").read_text())
+    rows = [r for r in storage.list_runs(db, sources=heldout_sources(results)) if r.status in ("done", "diverged")]
+    if not rows:
+        raise SystemExit("no held-out runs: run the heldout stage first (and commit what it exported)")
+    held = fits.runset(rows)
+    recs = {"hpscale": (p["lr"], p["batch_size"])} | {k: (v["lr"], v["batch_size"]) for k, v in p["presets"].items()}
+    scores: dict[str, Any] = {}
+    seq = seq_len(results)
+    for who, (lr, batch_size) in recs.items():
+        r = seed_regret(held, lr, batch_size * seq)
+        trained = abs(math.log(r["config"]["lr"] / lr)) < 1e-3 and r["config"]["batch_tokens"] == batch_size * seq
+        scores[who] = {"lr": lr, "batch_size": batch_size, "trained": trained, **r}
+    ours = scores["hpscale"]
+    measured = next((c["mean"] for c in ours["configs"] if c["lr"] == ours["config"]["lr"]
+                     and c["batch_tokens"] == ours["config"]["batch_tokens"]), None)
+    pred, interval = p.get("final_loss"), p.get("final_loss_interval")
+    loss = {"predicted": pred, "interval": interval, "measured": measured,
+            "rel_error": None if pred is None or measured is None else pred / measured - 1.0,
+            "inside": None if not interval or measured is None else interval[0] <= measured <= interval[1]}
+    # A preset is beaten only where it was trained (a diverged preset, regret None, is beaten).
+    presets = [(scores[k]["trained"], scores[k]["regret"]) for k in p["presets"]]
+    targets = {
+        "regret": ours["trained"] and ours["regret"] is not None and ours["regret"] <= REGRET_TARGET,
+        "below_presets": ours["trained"] and ours["regret"] is not None
+        and all(trained and (v is None or ours["regret"] < v) for trained, v in presets),
+        "loss_error": loss["rel_error"] is not None and abs(loss["rel_error"]) <= LOSS_TARGET,
+        "loss_inside_interval": bool(loss["inside"]),
+    }
+    other = {}
+    for key, name in p["laws"].items():
+        if not key.startswith("hyper-"):
+            try:
+                other[name] = (storage.get_law(db, name).extrapolation or {}).get("summary")
+            except NotFoundError:
+                other[name] = "not in the export"
+    return {"prediction": p, "regret": scores, "loss": loss, "targets": targets, "other_laws": other,
+            "stages": read_stages(results), "held_out_runs": len(rows)}
+
+
+def sweep_groups(db: Database) -> list[dict[str, Any]]:
+    """Each swept (N, D): its best configuration by seed mean and how many configurations it has."""
+    from hpscale.fitting.noise import estimate_noise
+    from hpscale.service import fits
+
+    runs = fits.runset([r for r in storage.list_runs(db, sources=[SWEEP]) if r.status in ("done", "diverged")])
+    configs = runs.average_repeats()
+    gid, keys = configs.group_keys()
+    out = []
+    for g, (n, d) in enumerate(keys):
+        m = (gid == g) & configs.usable
+        if not m.any():
+            continue
+        i = np.flatnonzero(m)[np.argmin(configs.final_loss[m])]
+        out.append({"n_params": n, "tokens": d, "configs": int((gid == g).sum()), "best_lr": float(configs.lr[i]),
+                    "best_batch_tokens": float(configs.batch_tokens[i]), "best_loss": float(configs.final_loss[i])})
+    noise = estimate_noise(runs)
+    return [{"noise": {"rel_std": noise.rel_std, "source": noise.source, "dof": noise.dof}}, *out]
+
+
+def report_markdown(rep: dict[str, Any], groups: list[dict[str, Any]]) -> str:
+    p, loss, t = rep["prediction"], rep["loss"], rep["targets"]
+    ok = {True: "met", False: "**missed**"}
+    lines = [
+        "# Validation run 4: the report", "",
+        f"Held-out model: {p['n_params'] / 1e6:.2f}M non-embedding parameters, {p['tokens'] / 1e6:.1f}M tokens; "
+        f"{rep['held_out_runs']} held-out runs. Prediction law: `{p['hyper_law']}` (chosen by its extrapolation "
+        "check before any held-out run existed).", "",
+        "## Targets", "",
+        "| target | value | |", "|---|---|---|",
+        f"| regret on seed means <= {_pct(REGRET_TARGET, 1)} | {_pct(rep['regret']['hpscale']['regret'])} "
+        f"{_interval(rep['regret']['hpscale']['interval'])} | {ok[t['regret']]} |",
+        "| regret below both presets' | " + ", ".join(f"{k} {_pct(v['regret'])}" for k, v in rep["regret"].items()
+                                                       if k != "hpscale") + f" | {ok[t['below_presets']]} |",
+        f"| final-loss error <= {_pct(LOSS_TARGET, 0)} | {_pct(loss['rel_error'])} (predicted "
+        f"{_num(loss['predicted'])}, measured {_num(loss['measured'])}) | {ok[t['loss_error']]} |",
+        f"| measured loss inside the 95% interval | {_span(loss['interval'])} | {ok[t['loss_inside_interval']]} |",
+        "",
+        "## Regret of each recommendation", "",
+        "Seed means; the interval is a 95% parametric bootstrap with the pooled seed noise (the best chosen "
+        "again in every sample); p(best) is the share of samples in which the recommendation is the best "
+        "configuration; smooth reads a quadratic fitted to the local landscape.", "",
+        "| who | lr | batch | trained | seeds | regret | 95% interval | p(best) | smooth |", "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for who, r in rep["regret"].items():
+        lines.append(f"| {who} | {r['lr']:.4g} | {r['batch_size']} | {'yes' if r['trained'] else 'no (nearest)'} | "
+                     f"{r['config']['n']} | {_pct(r['regret'])} | {_interval(r['interval'])} | "
+                     f"{'-' if r['p_best'] is None else round(r['p_best'], 2)} | {_pct(r['smooth'])} |")
+    noise = rep["regret"]["hpscale"]["noise"]
+    lines += ["", f"Held-out seed noise (pooled): {_pct(noise and noise['rel_std'])} relative standard deviation"
+              + (f" ({noise['dof']} degrees of freedom)." if noise else "."), "",
+              "## Held-out configurations", "", "| lr | batch tokens | seeds | mean loss | sd |", "|---|---|---|---|---|"]
+    for c in rep["regret"]["hpscale"]["configs"]:
+        lines.append(f"| {c['lr']:.4g} | {c['batch_tokens']:.0f} | {c['n']} | "
+                     f"{_num(c['mean'], 'diverged')} | {_num(c['sd'])} |")
+    lines += ["", "## The candidates' extrapolation checks (before the held-out runs)", "",
+              "| law | loss regret on the largest swept size | lr + batch log error | check |", "|---|---|---|---|"]
+    for k, c in p["candidates"].items():
+        regret, log_error = (v if v is not None and math.isfinite(v) else None for v in c["score"])
+        lines.append(f"| {c['law']} | {_pct(regret, 3)} | {_num(log_error)} | {c['check'] or '-'} |")
+    lines += ["", "## The loss and trajectory laws' checks", "", "| law | check |", "|---|---|"]
+    lines += [f"| {name} | {check or '-'} |" for name, check in rep["other_laws"].items()]
+    sweep_noise, *rows = groups
+    lines += ["", "## The sweep: best configuration of each (N, D) by seed mean", "",
+              f"Seed noise of the sweep ({sweep_noise['noise']['source']}): {_pct(sweep_noise['noise']['rel_std'])}.", "",
+              "| N | D | configurations | best lr | best batch tokens | best loss |", "|---|---|---|---|---|---|"]
+    for g in rows:
+        lines.append(f"| {g['n_params'] / 1e6:.3f}M | {g['tokens'] / 1e6:.2f}M | {g['configs']} | {g['best_lr']:.4g} | "
+                     f"{g['best_batch_tokens']:.0f} | {g['best_loss']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def stage_report(work: Path, results: Path) -> dict[str, Any]:
+    db = restore(work, results)
+    rep = score_heldout(results, db)
+    groups = sweep_groups(db)
+    (results / "report.json").write_text(json.dumps({**rep, "sweep": groups}, indent=2) + "\n")
+    (results / "report.md").write_text(report_markdown(rep, groups))
+    log(f"report: {results / 'report.md'}; targets: {json.dumps(rep['targets'])}")
+    return rep
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=["sweep", "predict", "heldout"])
+    parser.add_argument("stage", choices=["sweep", "predict", "heldout", "report"])
     parser.add_argument("--work", type=Path, default=ROOT / "validation-work" / "run4")
     parser.add_argument("--minutes", type=float, default=18.0, help="GPU stages: stop starting work after this long")
     parser.add_argument("--workers", type=int, default=3, help="GPU stages: extra workers sharing the GPU")
     parser.add_argument("--device", default="cuda", help="GPU stages: the workers' device")
     parser.add_argument("--results", type=Path, default=RUN4, help="the specs and the exported results (committed)")
+    parser.add_argument("--allow-incomplete", action="store_true",
+                        help="predict: from the runs that finished when the sweep stage is not complete")
     args = parser.parse_args()
     work, results = args.work.resolve(), args.results.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -318,9 +529,11 @@ def main() -> None:
     if args.stage == "sweep":
         stage_sweep(work, results, args.minutes, args.workers, args.device)
     elif args.stage == "predict":
-        stage_predict(work, results)
-    else:
+        stage_predict(work, results, args.allow_incomplete)
+    elif args.stage == "heldout":
         stage_heldout(work, results, args.minutes, args.workers, args.device)
+    else:
+        stage_report(work, results)
     log("done")
 
 

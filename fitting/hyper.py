@@ -134,8 +134,11 @@ def _to_coef(form: str, vec: np.ndarray) -> dict[str, float]:
     names = COEFFICIENTS[form]
     k = _split(form)
     out = dict(zip(names, map(float, vec)))
-    out[names[0]] = float(np.exp(vec[0]))
-    out[names[k]] = float(np.exp(vec[k]))
+    # A bootstrap refit on data that do not determine an exponent can put an intercept beyond
+    # exp's range: inf is the honest coefficient there (the sanity checks fail such a fit).
+    with np.errstate(over="ignore"):
+        out[names[0]] = float(np.exp(vec[0]))
+        out[names[k]] = float(np.exp(vec[k]))
     return out
 
 

@@ -1,0 +1,101 @@
+"""Validation run 4's stage script (benchmarks/run4_validation.py, issue 16): its specs are the
+issue's design, and its report scores held-out runs against a prediction as the issue says
+(regret on seed means with an interval, the final-loss error, the presets). The GPU stages
+themselves run on the device; their CPU smoke run is in BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import run4_validation as run4  # noqa: E402
+
+from hpscale.db import storage  # noqa: E402
+from hpscale.db.engine import Database  # noqa: E402
+from hpscale.service.demo import export_demo  # noqa: E402
+from hpscale.sweeps.plan import build_plan  # noqa: E402
+from hpscale.sweeps.spec import load_spec  # noqa: E402
+
+
+def test_the_sweep_and_the_held_out_model_are_the_issues_design() -> None:
+    spec = load_spec(run4.RUN4 / "sweep.yaml")
+    plan = build_plan(spec)
+    sizes = sorted({c.shape.n_params for c in plan.cells})
+    assert len(sizes) >= 5 and sizes[-1] / sizes[0] >= 16
+    assert all(len({c.tokens for c in plan.cells if c.shape.n_params == n}) >= 2 for n in sizes)
+    assert len(spec.seeds) >= 2 and len(spec.batch_sizes) >= 3 and spec.refine.max_rounds >= 1
+    assert spec.refine.batches and spec.seeds_vary == "init_and_data"
+    steps = np.diff(np.log2(spec.lr.grid()))
+    assert np.allclose(steps, 0.5, atol=1e-3)  # sqrt(2) steps
+    held = run4.held_shape(run4.RUN4)
+    assert held == {"d_model": 256, "n_layers": 6, "n_heads": 8}
+    assert run4.held_n(run4.RUN4) / sizes[-1] == pytest.approx(4.0)
+    assert len(run4.SEEDS) >= 3 and set(run4.LR_STEPS) >= {-2, -1, -0.5, 0, 0.5, 1, 2}
+
+
+def _results(tmp_path: Path, prediction: dict, configs: dict[str, list[tuple[float, int, list[float]]]]) -> Path:
+    """A results folder as the stages leave it: the specs, prediction.json, the held-out export."""
+    results = tmp_path / "run4"
+    results.mkdir()
+    shutil.copy(run4.RUN4 / "sweep.yaml", results / "sweep.yaml")
+    db = Database(f"sqlite:///{tmp_path / 'gpu.db'}")
+    db.ensure_schema()
+    n = run4.held_n(results)
+    runs = []
+    for source, rows in configs.items():
+        (results / f"heldout-{source}.yaml").write_text(yaml.safe_dump({"name": source}))
+        for lr, batch, losses in rows:
+            runs += [{"source": source, "name": f"lr{lr}-b{batch}-s{s}", "n_params": n, "tokens": 10 * n, "lr": lr,
+                      "batch_size": batch, "batch_tokens": 256.0 * batch, "seq_len": 256, "seed": s,
+                      "final_loss": loss, "status": "done" if np.isfinite(loss) else "diverged", "code_version": "t"}
+                     for s, loss in enumerate(losses)]
+    storage.add_runs(db, runs)
+    export_demo(db, list(configs), results / run4.HELD_EXPORT)
+    db.dispose()
+    (results / "prediction.json").write_text(json.dumps({"n_params": n, "tokens": 10 * n, **prediction}))
+    return results
+
+
+def test_the_report_scores_seed_means_and_the_presets(tmp_path: Path) -> None:
+    base = {"hyper_law": "val4-hyper-joint", "candidates": {}, "laws": {}, "final_loss_interval": [3.0, 3.2]}
+    grid = [(0.004 * 2.0**k, 8, [3.10 + 0.01 * k * k + e for e in (-0.003, 0.0, 0.003)]) for k in (-1, 0, 1)]
+    results = _results(tmp_path, {**base, "lr": 0.004, "batch_size": 8, "final_loss": 3.05,
+                                  "presets": {"steplaw": {"lr": 0.016, "batch_size": 16},
+                                              "deepseek": {"lr": 0.002, "batch_size": 4}}},
+                       {"val4-held": grid, "val4-held-steplaw": [(0.016, 16, [3.2, 3.21, float("nan")])],
+                        "val4-held-deepseek": [(0.002, 4, [3.15, 3.16, 3.14])]})
+    (tmp_path / "work").mkdir()
+    db = run4.restore(tmp_path / "work", results)
+    rep = run4.score_heldout(results, db)
+    ours = rep["regret"]["hpscale"]
+    assert ours["trained"] and ours["regret"] == 0.0 and ours["config"]["n"] == 3
+    assert ours["interval"][0] == 0.0 and 0.0 < ours["interval"][1] < 0.01
+    assert rep["regret"]["deepseek"]["regret"] == pytest.approx(3.15 / 3.10 - 1)
+    assert rep["regret"]["steplaw"]["regret"] is None and rep["regret"]["steplaw"]["config"]["diverged"]
+    assert rep["loss"]["measured"] == pytest.approx(3.10) and rep["loss"]["rel_error"] == pytest.approx(3.05 / 3.1 - 1)
+    assert rep["targets"] == {"regret": True, "below_presets": True, "loss_error": True, "loss_inside_interval": True}
+    text = run4.report_markdown(rep, [{"noise": {"rel_std": 0.005, "source": "repeats", "dof": 10}}])
+    assert "| regret on seed means <= 0.3% | 0.00% [0.00%" in text and "**missed**" not in text
+    json.dumps(rep)
+
+
+def test_a_recommendation_that_was_not_trained_is_not_scored_as_trained(tmp_path: Path) -> None:
+    grid = [(0.004 * 2.0**k, 8, [3.10 + 0.01 * k * k + e for e in (-0.003, 0.0, 0.003)]) for k in (-1, 0, 1)]
+    results = _results(tmp_path, {"hyper_law": "x", "candidates": {}, "laws": {}, "lr": 0.004, "batch_size": 8,
+                                  "final_loss": 3.5, "final_loss_interval": [3.4, 3.6],
+                                  "presets": {"steplaw": {"lr": 0.03, "batch_size": 16}}},
+                       {"val4-held": grid})
+    (tmp_path / "work").mkdir()
+    rep = run4.score_heldout(results, run4.restore(tmp_path / "work", results))
+    assert not rep["regret"]["steplaw"]["trained"]  # its configuration is missing: nearest is not it
+    assert rep["targets"]["regret"] and not rep["targets"]["below_presets"]
+    assert rep["targets"]["loss_error"] is False and rep["targets"]["loss_inside_interval"] is False
+    assert "**missed**" in run4.report_markdown(rep, [{"noise": {"rel_std": None, "source": "none", "dof": 0}}])
