@@ -260,13 +260,25 @@ def run_case(args: argparse.Namespace, case: Case, data: Data, device: str, dead
         f"{case.separate_s / case.branched_s:.2f}x (steps promise {case.expected_speedup:.2f}x)")
 
 
+def seed_noise(case: Case) -> float | None:
+    """Pooled relative std of the separate runs' final loss across seeds of one (lr, budget):
+    the run-to-run noise that a branch's difference from its separate run is judged by."""
+    groups: dict[tuple[float, float], list[float]] = {}
+    for r in case.runs:
+        if r["loss_separate"] is not None:
+            groups.setdefault((r["lr"], r["tokens_per_param"]), []).append(math.log(r["loss_separate"]))
+    ss = sum(sum((v - sum(g) / len(g)) ** 2 for v in g) for g in groups.values())
+    dof = sum(len(g) - 1 for g in groups.values())
+    return math.sqrt(ss / dof) if dof else None
+
+
 def table(cases: list[Case], args: argparse.Namespace, device: str) -> str:
     clock_name = "wall seconds" if device.startswith("cuda") else "CPU seconds of the process"
     lines = [f"WSD branches vs separate runs on {device}: {len(args.lrs)} lrs x {len(args.seeds)} seeds fused per "
              f"case, budgets {args.budgets} tokens/param, cooldown {args.cooldown_fraction:g}, seq {args.seq_len}, "
              f"{args.data} tokens; {clock_name}, best of {args.repeats}", ""]
     head = (f"{'case':<18}{'N':>11}{'K':>4}{'steps (budgets)':>20}{'branched s':>12}{'separate s':>12}"
-            f"{'speed-up':>10}{'by steps':>10}{'max rel diff':>14}")
+            f"{'speed-up':>10}{'by steps':>10}{'max rel diff':>14}{'seed sd':>9}")
     lines += [head, "-" * len(head)]
     for c in cases:
         if c.status != "done":
@@ -275,7 +287,8 @@ def table(cases: list[Case], args: argparse.Namespace, device: str) -> str:
         diffs = [r["rel_diff"] for r in c.runs if r["rel_diff"] is not None]
         worst = f"{max(diffs):.2e}" if diffs else "-"
         lines.append(f"{c.label:<18}{c.n_params:>11,}{c.members:>4}{str(c.steps):>20}{c.branched_s:>12.2f}"
-                     f"{c.separate_s:>12.2f}{c.separate_s / c.branched_s:>9.2f}x{c.expected_speedup:>9.2f}x{worst:>14}")
+                     f"{c.separate_s:>12.2f}{c.separate_s / c.branched_s:>9.2f}x{c.expected_speedup:>9.2f}x{worst:>14}"
+                     f"{'-' if (sd := seed_noise(c)) is None else f'{100 * sd:.2f}%':>9}")
     done = [c for c in cases if c.status == "done"]
     if done:
         b, s = sum(c.branched_s for c in done), sum(c.separate_s for c in done)  # type: ignore[misc]
