@@ -49,6 +49,9 @@ poll() {
   collect
   tail -n 25 $WORK/chain.log
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null
+  # Host memory, disk and process count: two sessions lost their machine mid-stage ("stopped
+  # answering"); if it happens again these lines from the last poll are the evidence.
+  free -g | head -2; df -h /tmp | tail -1; echo "processes: $(ps -e --no-headers | wc -l)"
 }
 
 case "${1:-poll}" in
