@@ -8,6 +8,7 @@ critical batch data, the largest model size. The report is a JSON-safe dict.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -129,7 +130,8 @@ def seed_regret(runs: RunSet, lr_rec: float, batch_rec: float, n_bootstrap: int 
     Runs of one (lr, batch tokens) are seeds of one configuration. The best configuration is the
     finite one with the lowest seed-mean final loss; ``regret`` is the seed-mean loss of the
     configuration nearest the recommendation (``lr_rec``, ``batch_rec`` tokens) in (log lr, log B)
-    over that best, minus 1 (None when that configuration diverged). ``interval`` is its 95%
+    over that best, minus 1 (None, and so are the interval, p_best, nearest and smooth, when that
+    configuration diverged or no other configuration is finite: nothing to compare). ``interval`` is its 95%
     interval from a parametric bootstrap of the seed means with the pooled within-configuration
     noise (:func:`fitting.noise.repeat_noise`, its own uncertainty drawn too) that chooses the
     best again in every sample; ``p_best`` is the share of samples in which the recommended
@@ -145,6 +147,10 @@ def seed_regret(runs: RunSet, lr_rec: float, batch_rec: float, n_bootstrap: int 
         raise FittingError("a seed regret compares configurations of one model size and token budget")
     if not (np.isfinite(runs.lr).all() and np.isfinite(runs.batch_tokens).all()):
         raise FittingError("a seed regret needs the lr and batch of every held-out run")
+    if not (lr_rec > 0 and batch_rec > 0 and math.isfinite(lr_rec) and math.isfinite(batch_rec)):
+        raise FittingError(f"a recommendation needs a positive lr and batch, got {lr_rec!r} and {batch_rec!r}")
+    if n_bootstrap < 1:
+        raise FittingError(f"n_bootstrap must be at least 1, got {n_bootstrap}")
     configs = runs.average_repeats()
     members = configs.members or [(name,) for name in configs.names]
     n = np.array([len(m) for m in members])
@@ -152,25 +158,30 @@ def seed_regret(runs: RunSet, lr_rec: float, batch_rec: float, n_bootstrap: int 
     log_mean = np.where(finite, np.log(np.where(finite, configs.final_loss, 1.0)), np.inf)
     rec = int(np.argmin(np.log(configs.lr / lr_rec) ** 2 + np.log(configs.batch_tokens / batch_rec) ** 2))
     best = int(np.argmin(log_mean))
+    # A regret needs a finite recommended configuration and something to compare it with.
+    scored = bool(finite[rec]) and int(finite.sum()) >= 2
     noise = repeat_noise(runs)
     out: dict[str, Any] = {
-        "regret": float(np.exp(log_mean[rec] - log_mean[best]) - 1.0) if finite[rec] else None,
+        "regret": float(np.exp(log_mean[rec] - log_mean[best]) - 1.0) if scored else None,
         "interval": None, "p_best": None, "nearest": None, "smooth": None,
         "noise": None if noise is None else {"rel_std": noise.rel_std, "dof": noise.dof},
         "config": {"lr": float(configs.lr[rec]), "batch_tokens": float(configs.batch_tokens[rec]),
                    "n": int(n[rec]), "diverged": bool(not finite[rec])},
-        "best": {"lr": float(configs.lr[best]), "batch_tokens": float(configs.batch_tokens[best]),
-                 "loss": float(configs.final_loss[best]), "n": int(n[best])},
+        "best": None if not finite.any() else {
+            "lr": float(configs.lr[best]), "batch_tokens": float(configs.batch_tokens[best]),
+            "loss": float(configs.final_loss[best]), "n": int(n[best])},
         "configs": [],
     }
     names = {name: i for i, name in enumerate(runs.names)}
     for c in np.argsort(np.where(finite, configs.final_loss, np.inf), kind="stable"):
         losses = runs.final_loss[[names[m] for m in members[c]]]
-        out["configs"].append({
+        out["configs"].append({  # mean and sd of the seeds' final loss, nats
             "lr": float(configs.lr[c]), "batch_tokens": float(configs.batch_tokens[c]), "n": int(n[c]),
             "mean": float(configs.final_loss[c]) if finite[c] else None,
             "sd": float(np.std(losses, ddof=1)) if finite[c] and n[c] > 1 else None})
-    if noise is not None and finite[rec]:
+    if not scored:
+        return out
+    if noise is not None:
         rng = np.random.default_rng(seed)
         # sigma ~ s * sqrt(dof / chi2(dof)): the noise is itself measured from few seeds.
         sigma = noise.rel_std * np.sqrt(noise.dof / rng.chisquare(noise.dof, size=(n_bootstrap, 1)))
@@ -179,10 +190,10 @@ def seed_regret(runs: RunSet, lr_rec: float, batch_rec: float, n_bootstrap: int 
         samples = np.exp(boot[:, at] - boot.min(axis=1)) - 1.0
         out["interval"] = [float(v) for v in np.percentile(samples, [2.5, 97.5])]
         out["p_best"] = float(np.mean(np.argmin(boot, axis=1) == at))
-    if finite.sum() >= 2:
-        out.update({k: v for k, v in regret(configs.lr[finite], configs.batch_tokens[finite],
-                                            configs.final_loss[finite], lr_rec, batch_rec).items()
-                    if k in ("nearest", "smooth")})
+    # The recommendation is finite here, so the nearest finite configuration is the same one.
+    out.update({k: v for k, v in regret(configs.lr[finite], configs.batch_tokens[finite],
+                                        configs.final_loss[finite], lr_rec, batch_rec).items()
+                if k in ("nearest", "smooth")})
     return out
 
 
