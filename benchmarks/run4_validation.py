@@ -71,6 +71,7 @@ LR_STEPS = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
 BATCH_STEPS = (-1.0, 1.0)
 # The candidate lr/batch laws; the one whose extrapolation check (refit without the largest
 # swept size, scored on it) is best predicts. Decided before any held-out run exists.
+TRAJECTORY_FORMS = ("multi_power", "momentum")
 HYPER_CANDIDATES = {
     f"hyper-{method}{'-steplaw' if prior else ''}": dict(kind="hyper", form="steplaw", method=method, prior=prior)
     for method in ("near_optimal", "smooth", "joint") for prior in (None, "steplaw")
@@ -108,7 +109,9 @@ def record_stage(results: Path, stage: str, **info: Any) -> None:
     """Note in run4/stages.json what a stage did (committed with its exports)."""
     stages = read_stages(results)
     stages[stage] = {**stages.get(stage, {}), **info, "recorded": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    (results / STAGES).write_text(json.dumps(stages, indent=2) + "\n")
+    tmp = results / f".{STAGES}.tmp"
+    tmp.write_text(json.dumps(stages, indent=2) + "\n")
+    os.replace(tmp, results / STAGES)  # a crash mid-write keeps the last record
     copy_out(results / STAGES)
 
 
@@ -241,7 +244,11 @@ def stage_predict(work: Path, results: Path, allow_incomplete: bool = False) -> 
     if (results / "prediction.json").exists():
         log("prediction.json exists: it was decided before the held-out runs and stays (delete it, and every "
             "held-out result, to predict again)")
-        return json.loads((results / "prediction.json").read_text())
+        prediction = json.loads((results / "prediction.json").read_text())
+        if not list(results.glob("heldout-*.yaml")):  # a stage that died after its decision: finish it
+            write_heldout_specs(results, prediction)
+            record_stage(results, "predict", complete=True, hyper_law=prediction["hyper_law"])
+        return prediction
     if (results / HELD_EXPORT).exists():
         raise SystemExit(f"{results / HELD_EXPORT} exists without a prediction: predicting now would see it")
     if not read_stages(results).get("sweep", {}).get("complete"):
@@ -250,6 +257,12 @@ def stage_predict(work: Path, results: Path, allow_incomplete: bool = False) -> 
                              "predict from the runs that finished with --allow-incomplete (the prediction stays)")
         log("warning: the sweep stage is not complete (stages.json): predicting from the runs that finished")
     db = restore(work, results)
+    # A new prediction fits every law anew: one found by name was fitted for an earlier decision
+    # (on an incomplete sweep, say). Within this call a law is fitted once.
+    names = [f"val4-{key}" for key in (*HYPER_CANDIDATES, "loss")] + [f"val4-trajectory-{f}" for f in TRAJECTORY_FORMS]
+    for law in storage.list_laws(db):
+        if law.name in names:
+            storage.delete_law(db, law.id)
     laws: dict[str, Any] = {}
     for key, kw in {**HYPER_CANDIDATES, "loss": dict(kind="loss")}.items():
         name = f"val4-{key}"
@@ -264,7 +277,7 @@ def stage_predict(work: Path, results: Path, allow_incomplete: bool = False) -> 
         laws[key] = row
         log(f"{name}: {json.dumps(row.record['coefficients'])}; check: {(row.extrapolation or {}).get('summary')}")
     traj = _trajectory_runs(db)
-    for form in ("multi_power", "momentum"):
+    for form in TRAJECTORY_FORMS:
         name = f"val4-trajectory-{form}"
         try:
             row = storage.get_law(db, name)
@@ -391,6 +404,8 @@ def score_heldout(results: Path, db: Database) -> dict[str, Any]:
     from hpscale.fitting.validate import seed_regret
     from hpscale.service import fits
 
+    if not (results / "prediction.json").exists():
+        raise SystemExit("no prediction.json: run the predict stage first (and commit what it wrote)")
     p = json.loads((results / "prediction.json").read_text())
     rows = [r for r in storage.list_runs(db, sources=heldout_sources(results)) if r.status in ("done", "diverged")]
     if not rows:
@@ -404,8 +419,9 @@ def score_heldout(results: Path, db: Database) -> dict[str, Any]:
         trained = abs(math.log(r["config"]["lr"] / lr)) < 1e-3 and r["config"]["batch_tokens"] == batch_size * seq
         scores[who] = {"lr": lr, "batch_size": batch_size, "trained": trained, **r}
     ours = scores["hpscale"]
+    # The predicted loss is for a run at the recommendation: measured there, or not at all.
     measured = next((c["mean"] for c in ours["configs"] if c["lr"] == ours["config"]["lr"]
-                     and c["batch_tokens"] == ours["config"]["batch_tokens"]), None)
+                     and c["batch_tokens"] == ours["config"]["batch_tokens"]), None) if ours["trained"] else None
     pred, interval = p.get("final_loss"), p.get("final_loss_interval")
     loss = {"predicted": pred, "interval": interval, "measured": measured,
             "rel_error": None if pred is None or measured is None else pred / measured - 1.0,
@@ -458,6 +474,9 @@ def report_markdown(rep: dict[str, Any], groups: list[dict[str, Any]]) -> str:
         f"Held-out model: {p['n_params'] / 1e6:.2f}M non-embedding parameters, {p['tokens'] / 1e6:.1f}M tokens; "
         f"{rep['held_out_runs']} held-out runs. Prediction law: `{p['hyper_law']}` (chosen by its extrapolation "
         "check before any held-out run existed).", "",
+        *[line for stage in ("sweep", "heldout") if not rep["stages"].get(stage, {}).get("complete")
+          for line in (f"**Warning: the {stage} stage is not complete** (stages.json): these numbers are from "
+                       "the runs that finished.", "")],
         "## Targets", "",
         "| target | value | |", "|---|---|---|",
         f"| regret on seed means <= {_pct(REGRET_TARGET, 1)} | {_pct(rep['regret']['hpscale']['regret'])} "
@@ -526,14 +545,19 @@ def main() -> None:
     work, results = args.work.resolve(), args.results.resolve()
     work.mkdir(parents=True, exist_ok=True)
     log(f"stage {args.stage}")
-    if args.stage == "sweep":
-        stage_sweep(work, results, args.minutes, args.workers, args.device)
-    elif args.stage == "predict":
-        stage_predict(work, results, args.allow_incomplete)
-    elif args.stage == "heldout":
-        stage_heldout(work, results, args.minutes, args.workers, args.device)
-    else:
-        stage_report(work, results)
+    from hpscale.service.errors import InputError
+
+    try:
+        if args.stage == "sweep":
+            stage_sweep(work, results, args.minutes, args.workers, args.device)
+        elif args.stage == "predict":
+            stage_predict(work, results, args.allow_incomplete)
+        elif args.stage == "heldout":
+            stage_heldout(work, results, args.minutes, args.workers, args.device)
+        else:
+            stage_report(work, results)
+    except (FittingError, InputError, OSError, NotFoundError) as exc:  # one line, not a traceback
+        raise SystemExit(f"stage {args.stage}: {exc}") from None
     log("done")
 
 

@@ -72,12 +72,17 @@ def floats(text: str) -> list[float]:
     return _numbers(text, positive=True)
 
 
-def ints(text: str) -> list[int]:
-    """'0,1' -> [0, 1] (non-negative integers: seeds start at 0)."""
-    values = _numbers(text, positive=False)
+def ints(text: str, positive: bool = True) -> list[int]:
+    """'16,32' -> [16, 32] (positive integers: widths, batch sizes)."""
+    values = _numbers(text, positive=positive)
     if any(v != int(v) for v in values):
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
     return [int(v) for v in values]
+
+
+def seed_list(text: str) -> list[int]:
+    """'0,1' -> [0, 1] (non-negative integers: seeds start at 0)."""
+    return ints(text, positive=False)
 
 
 @dataclass
@@ -313,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--batch-sizes", type=ints, default=[16, 32], help="sequences per step (default 16,32).")
     p.add_argument("--lrs", type=floats, default=[1e-3, 2e-3, 4e-3, 8e-3], help="peak lrs, fused as members.")
-    p.add_argument("--seeds", type=ints, default=[0], help="init seeds, fused as members.")
+    p.add_argument("--seeds", type=seed_list, default=[0], help="init seeds, fused as members.")
     p.add_argument("--budgets", type=floats, default=[10, 15, 20], help="token budgets, tokens per parameter.")
     p.add_argument("--cooldown-fraction", type=float, default=0.2)
     p.add_argument("--warmup-fraction", type=float, default=0.05, help="of the shortest budget's steps.")

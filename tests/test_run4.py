@@ -84,7 +84,18 @@ def test_the_report_scores_seed_means_and_the_presets(tmp_path: Path) -> None:
     assert rep["targets"] == {"regret": True, "below_presets": True, "loss_error": True, "loss_inside_interval": True}
     text = run4.report_markdown(rep, [{"noise": {"rel_std": 0.005, "source": "repeats", "dof": 10}}])
     assert "| regret on seed means <= 0.3% | 0.00% [0.00%" in text and "**missed**" not in text
-    json.dumps(rep)
+    assert "the heldout stage is not complete" in text  # no stages.json here: nothing says it is
+    json.dumps(rep, allow_nan=False)
+    for stage in ("sweep", "heldout"):
+        run4.record_stage(results, stage, complete=True)
+    rep = run4.score_heldout(results, db)
+    assert "not complete" not in run4.report_markdown(rep, [{"noise": {"rel_std": None, "source": "none", "dof": 0}}])
+    # A prediction off the trained grid is not scored as trained, and its loss is not measured.
+    p = json.loads((results / "prediction.json").read_text())
+    (results / "prediction.json").write_text(json.dumps({**p, "lr": 0.05}))
+    rep = run4.score_heldout(results, db)
+    assert not rep["regret"]["hpscale"]["trained"] and rep["loss"]["measured"] is None
+    assert not any(rep["targets"].values())
 
 
 def test_a_recommendation_that_was_not_trained_is_not_scored_as_trained(tmp_path: Path) -> None:

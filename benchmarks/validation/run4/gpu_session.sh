@@ -2,17 +2,24 @@
 # Run 4's GPU stages back to back in one device session (a bare H200 machine, 30 minutes):
 #   sweep (SWEEP_MIN minutes) -> predict (CPU, seconds to minutes) -> heldout (HELD_MIN minutes)
 #   -> report (CPU) -> the WSD-branch benchmark of issue 15 (WSD_S seconds), in that order of importance.
-# Started detached (setsid) by the first device call; every call then runs `poll` below, which
-# waits up to POLL_S seconds and copies whatever the stages have exported so far into $OUT, so
-# that a machine lost between calls loses at most the last two minutes of training (the stages
-# export every two minutes). Commit what comes back before anything else: a later session's
-# stages restore the exports, skip what stages.json says is complete and train only the rest.
-#   bash benchmarks/validation/run4/gpu_session.sh start   # setup, start the chain, then poll
-#   bash benchmarks/validation/run4/gpu_session.sh poll
+# Every device call runs `start`: on a machine where no chain runs (the first call, or a fresh
+# machine after a lost one) it starts the chain detached (setsid, without $OUT); then it polls:
+# waits up to POLL_S seconds (or until the chain ends) and packs what the stages
+# have exported so far into one file, $OUT/run4.tgz (the device tool returns at most 8 files),
+# so that a machine lost between calls loses at most the last two minutes of training (the stages
+# export every two minutes). The stages write to /tmp/run4/results, outside the repository copy
+# that each call re-sends, seeded from benchmarks/validation/run4/ (the committed specs and
+# exports). After every call, before anything else:
+#   tar xzf /work/.device/N/run4.tgz -C benchmarks/validation/run4 && git add ... && git commit
+# (logs/ in the archive holds the chain's log, the workers' log tails and wsd_h200.json, for
+# BENCHMARKS.md; the rest are the stages' results.) A later session's stages restore the
+# committed exports, skip what stages.json says is complete and train only the rest.
+#   bash benchmarks/validation/run4/gpu_session.sh start   # every call (carry .whl)
 set -u
 cd "$(dirname "$0")/../../.."
 RUN4=benchmarks/validation/run4
 WORK=/tmp/run4
+RES=$WORK/results
 SWEEP_MIN=${SWEEP_MIN:-14}
 HELD_MIN=${HELD_MIN:-6}
 WSD_S=${WSD_S:-150}
@@ -20,24 +27,25 @@ POLL_S=${POLL_S:-300}
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 
 chain() {
+  trap 'echo CHAIN-DONE' EXIT  # also when a step fails: the poll stops waiting
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  mkdir -p $WORK
   # Each stage does nothing when stages.json says it is complete, and resumes from the exports.
-  python3 benchmarks/run4_validation.py sweep --work $WORK --minutes "$SWEEP_MIN" || echo "sweep stage failed: $?"
-  python3 benchmarks/run4_validation.py predict --work $WORK || echo "predict stage failed: $?"
-  python3 benchmarks/run4_validation.py heldout --work $WORK --minutes "$HELD_MIN" || echo "heldout stage failed: $?"
-  python3 benchmarks/run4_validation.py report --work $WORK || echo "report stage failed: $?"
+  local stage=(python3 benchmarks/run4_validation.py)
+  "${stage[@]}" sweep --work $WORK --results $RES --minutes "$SWEEP_MIN" || echo "sweep stage failed: $?"
+  "${stage[@]}" predict --work $WORK --results $RES || echo "predict stage failed: $?"
+  "${stage[@]}" heldout --work $WORK --results $RES --minutes "$HELD_MIN" || echo "heldout stage failed: $?"
+  "${stage[@]}" report --work $WORK --results $RES || echo "report stage failed: $?"
   python3 benchmarks/wsd_branches.py --device cuda --widths 64,128 --batch-sizes 16 --seeds 0,1 \
     --time-budget "$WSD_S" --out $WORK/wsd_h200.json || echo "wsd benchmark failed: $?"
-  echo CHAIN-DONE
 }
 
 collect() {
   [ -n "${OUT:-}" ] || return 0
-  cp -f $RUN4/*.json.gz $RUN4/*.json $RUN4/heldout-*.yaml $RUN4/report.md $WORK/wsd_h200.json "$OUT"/ 2>/dev/null
-  cp -f $WORK/chain.log "$OUT"/ 2>/dev/null
-  tail -n 40 $WORK/log-*.txt > "$OUT"/stage-logs-tail.txt 2>/dev/null
-  true
+  mkdir -p $RES/logs
+  cp -f $WORK/chain.log $WORK/wsd_h200.json $RES/logs/ 2>/dev/null
+  tail -n 40 $WORK/log-*.txt > $RES/logs/stage-logs-tail.txt 2>/dev/null
+  # Exports are renamed into place when complete: the archive never holds a half-written one.
+  tar czf "$OUT/run4.tgz" -C $RES --exclude='./.*' . && ls -la $RES
 }
 
 poll() {
@@ -54,8 +62,22 @@ poll() {
   free -g | head -2; df -h /tmp | tail -1; echo "processes: $(ps -e --no-headers | wc -l)"
 }
 
+start() {
+  if [ -f $WORK/chain.pid ] && kill -0 "$(cat $WORK/chain.pid)" 2>/dev/null; then
+    echo "a chain is already running (pid $(cat $WORK/chain.pid)): polling it"
+  else
+    mkdir -p $RES
+    cp -rn $RUN4/. $RES/  # the committed specs and exports; a warm machine's newer files stay
+    rm -f $WORK/chain.log
+    env -u OUT setsid bash "$PWD/$RUN4/gpu_session.sh" chain > $WORK/chain.log 2>&1 < /dev/null &
+    echo $! > $WORK/chain.pid
+    sleep 2
+  fi
+  poll
+}
+
 case "${1:-poll}" in
-  start) mkdir -p $WORK; setsid bash "$PWD/$RUN4/gpu_session.sh" chain > $WORK/chain.log 2>&1 < /dev/null & sleep 2; poll ;;
+  start) start ;;
   chain) chain ;;
   poll) poll ;;
   *) echo "usage: $0 start|poll" >&2; exit 2 ;;
