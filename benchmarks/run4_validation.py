@@ -521,12 +521,90 @@ def report_markdown(rep: dict[str, Any], groups: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_report(db: Database, rep: dict[str, Any], groups: list[dict[str, Any]], results: Path) -> list[Path]:
+    """fig-heldout.png: the held-out landscape (seed means with their standard errors, every seed,
+    each recommendation); fig-hyper.png: the sweep's group optima (seed means) and the
+    predicting law's lr*(N, D) and B*(N, D) with their 95% bands, out to the held-out size.
+    Needs matplotlib (a test dependency); without it the report has no figures."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is not installed: the report has no figures")
+        return []
+    from hpscale.fitting.registry import law_from_record
+
+    p, seq = rep["prediction"], seq_len(results)
+    held = [r for r in storage.list_runs(db, sources=heldout_sources(results)) if r.final_loss is not None]
+    fig, ax = plt.subplots(figsize=(7, 4.4))
+    batches = sorted({c["batch_tokens"] for c in rep["regret"]["hpscale"]["configs"]})
+    for i, b in enumerate(batches):
+        rows = sorted((c for c in rep["regret"]["hpscale"]["configs"] if c["batch_tokens"] == b and c["mean"]),
+                      key=lambda c: c["lr"])
+        ax.errorbar([c["lr"] for c in rows], [c["mean"] for c in rows], fmt="o-" if len(rows) > 1 else "o",
+                    yerr=[(c["sd"] or 0.0) / math.sqrt(c["n"]) for c in rows], color=f"C{i}", capsize=3,
+                    label=f"batch {b / seq:.0f} x {seq}: seed mean +- s.e.")
+        seeds = [(r.lr, r.final_loss) for r in held if r.batch_tokens == b]
+        ax.scatter(*zip(*seeds), s=8, color=f"C{i}", alpha=0.5)
+    for (who, r), marker in zip(rep["regret"].items(), ("*", "s", "^", "v")):
+        mean = next((c["mean"] for c in r["configs"] if c["lr"] == r["config"]["lr"]
+                     and c["batch_tokens"] == r["config"]["batch_tokens"]), None) if r["trained"] else None
+        if mean is not None:
+            ax.scatter([r["lr"]], [mean], marker=marker, s=170, facecolors="none", edgecolors="k", zorder=4,
+                       label=f"{who}: lr {r['lr']:.3g}, batch {r['batch_size']}, regret {_pct(r['regret'])}")
+    if p.get("final_loss") is not None:
+        ax.axhline(p["final_loss"], color="C3", ls="--", lw=1, label=f"predicted loss {p['final_loss']:.3f}")
+    ax.set_xscale("log"); ax.set_xlabel("peak lr"); ax.set_ylabel("final validation loss (nats/token)")
+    ax.set_title(f"held-out model: N = {p['n_params'] / 1e6:.2f}M, D = {p['tokens'] / 1e6:.1f}M tokens")
+    ax.grid(alpha=0.3); ax.legend(fontsize=7)
+    fig.tight_layout(); fig.savefig(results / "fig-heldout.png", dpi=110); plt.close(fig)
+    paths = [results / "fig-heldout.png"]
+
+    try:
+        law = law_from_record(storage.get_law(db, p["hyper_law"]).record)
+    except (NotFoundError, FittingError):
+        return paths
+    rows = groups[1:]
+    ratios = sorted({round(g["tokens"] / g["n_params"]) for g in rows})
+    ns = np.geomspace(min(g["n_params"] for g in rows) / 1.5, p["n_params"] * 1.5, 60)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, ratio in enumerate(ratios):
+        preds = [law.predict(n, ratio * n) for n in ns]
+        ax1.plot(ns, [q.lr for q in preds], color=f"C{i}", label=f"lr*(N, {ratio} N)")
+        ax2.plot(ns, [q.batch_tokens for q in preds], color=f"C{i}", label=f"B*(N, {ratio} N)")
+        if preds[0].lr_interval:
+            ax1.fill_between(ns, *zip(*[q.lr_interval for q in preds]), color=f"C{i}", alpha=0.12)
+        if preds[0].batch_tokens_interval:
+            ax2.fill_between(ns, *zip(*[q.batch_tokens_interval for q in preds]), color=f"C{i}", alpha=0.12)
+        sel = [g for g in rows if round(g["tokens"] / g["n_params"]) == ratio]
+        ax1.scatter([g["n_params"] for g in sel], [g["best_lr"] for g in sel], color=f"C{i}", zorder=3)
+        ax2.scatter([g["n_params"] for g in sel], [g["best_batch_tokens"] for g in sel], color=f"C{i}", zorder=3)
+    best = rep["regret"]["hpscale"]["best"]
+    for ax, key, bkey in ((ax1, "lr", "lr"), (ax2, "batch_tokens", "batch_tokens")):
+        ax.scatter([p["n_params"]], [p[key]], marker="*", s=180, color="C3", zorder=4, label="prediction (held-out)")
+        if best:
+            ax.scatter([p["n_params"]], [best[bkey]], marker="D", s=60, color="k", zorder=4,
+                       label="best held-out configuration")
+        ax.set_xscale("log"); ax.set_yscale("log"); ax.set_xlabel("N (non-embedding parameters)")
+        ax.grid(alpha=0.3); ax.legend(fontsize=7)
+    ax1.set_ylabel("peak lr"); ax2.set_ylabel("batch (tokens)")
+    ax1.set_title(f"{p['hyper_law']}: group optima (seed means), 95% band")
+    fig.tight_layout(); fig.savefig(results / "fig-hyper.png", dpi=110); plt.close(fig)
+    return [*paths, results / "fig-hyper.png"]
+
+
 def stage_report(work: Path, results: Path) -> dict[str, Any]:
     db = restore(work, results)
     rep = score_heldout(results, db)
     groups = sweep_groups(db)
     (results / "report.json").write_text(json.dumps({**rep, "sweep": groups}, indent=2) + "\n")
-    (results / "report.md").write_text(report_markdown(rep, groups))
+    figures = plot_report(db, rep, groups, results)
+    text = report_markdown(rep, groups)
+    if figures:
+        text += "\n" + "\n".join(f"![{f.stem}]({f.name})" for f in figures) + "\n"
+    (results / "report.md").write_text(text)
     log(f"report: {results / 'report.md'}; targets: {json.dumps(rep['targets'])}")
     return rep
 

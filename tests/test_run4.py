@@ -86,6 +86,11 @@ def test_the_report_scores_seed_means_and_the_presets(tmp_path: Path) -> None:
     assert "| regret on seed means <= 0.3% | 0.00% [0.00%" in text and "**missed**" not in text
     assert "the heldout stage is not complete" in text  # no stages.json here: nothing says it is
     json.dumps(rep, allow_nan=False)
+    # The report stage writes both files and the held-out figure (no fitted law here: no law figure).
+    run4.stage_report(tmp_path / "work", results)
+    assert "![fig-heldout](fig-heldout.png)" in (results / "report.md").read_text()
+    assert (results / "fig-heldout.png").stat().st_size > 10_000 and not (results / "fig-hyper.png").exists()
+    assert json.loads((results / "report.json").read_text())["targets"] == rep["targets"]
     for stage in ("sweep", "heldout"):
         run4.record_stage(results, stage, complete=True)
     rep = run4.score_heldout(results, db)
