@@ -25,6 +25,9 @@ HELD_MIN=${HELD_MIN:-6}
 WSD_S=${WSD_S:-150}
 POLL_S=${POLL_S:-300}
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+# Five to seven training processes share the machine's 16 cores: each one's CPU work (data,
+# book-keeping) needs few threads, and 16 spinning OpenMP threads apiece would starve the rest.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-3}
 
 chain() {
   trap 'echo CHAIN-DONE' EXIT  # also when a step fails: the poll stops waiting
