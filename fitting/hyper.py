@@ -102,12 +102,13 @@ def _design(form: str, n: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.nda
     one = np.ones_like(ln)
     if form == "steplaw":
         return np.column_stack([one, ln, ld]), np.column_stack([one, ld])
+    # Two arrays, never one twice: callers centre each equation's design in place.
     if form == "full":
         x = np.column_stack([one, ln, ld])
-        return x, x
+        return x, x.copy()
     lc = np.log(6.0) + ln + ld
     x = np.column_stack([one, lc])
-    return x, x
+    return x, x.copy()
 
 
 def _solve(form: str, n: np.ndarray, d: np.ndarray, lr: np.ndarray, bt: np.ndarray) -> np.ndarray | None:
