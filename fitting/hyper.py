@@ -125,6 +125,22 @@ def _solve(form: str, n: np.ndarray, d: np.ndarray, lr: np.ndarray, bt: np.ndarr
     return np.array(out)
 
 
+def grid_design(runs: RunSet) -> dict[str, int]:
+    """How many (N, D) groups were searched over more than one learning rate, and over more than
+    one batch size (finite runs; values within 0.1% count as one). A group trained at one lr
+    says nothing about where lr* lies: its "optimum" is whatever was run."""
+    gid, keys = runs.group_keys()
+    ok = runs.usable
+
+    def choices(values: np.ndarray) -> int:
+        finite = values[np.isfinite(values) & (values > 0)]
+        return int(np.unique(np.round(np.log(finite), 3)).size) if finite.size else 0
+
+    lr = sum(choices(runs.lr[(gid == g) & ok]) >= 2 for g in range(len(keys)))
+    batch = sum(choices(runs.batch_tokens[(gid == g) & ok]) >= 2 for g in range(len(keys)))
+    return {"groups": len(keys), "groups_with_lr_choice": int(lr), "groups_with_batch_choice": int(batch)}
+
+
 def _split(form: str) -> int:
     """How many of the form's coefficients belong to the lr equation."""
     return 3 if form in ("steplaw", "full") else 2
@@ -204,6 +220,7 @@ class HyperLaw:
     band_: float | None = field(default=None, init=False)
     prior_: dict[str, Any] | None = field(default=None, init=False)
     landscape_: dict[str, float] | None = field(default=None, init=False)
+    design_: dict[str, int] | None = field(default=None, init=False)
 
     kind = "hyper"
 
@@ -239,6 +256,7 @@ class HyperLaw:
                 + "; ".join(warnings)
             )
         self.noise_, self.groups_ = noise, groups
+        self.design_ = grid_design(runs)
         self.band_ = float(near_optimal_band(noise, self.eps, 1, 1))
         self.landscape_ = None
         if self.method == "joint":
@@ -542,6 +560,7 @@ class HyperLaw:
             "near_optimal_band": self.band_,
             "prior": self.prior_,
             "landscape": self.landscape_,
+            "design": self.design_,
             "settings": {
                 "eps": self.eps, "n_bootstrap": self.n_bootstrap, "seed": self.seed,
                 "method": self.method, "on_edge": self.on_edge, "level": self.level,

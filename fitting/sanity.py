@@ -52,6 +52,17 @@ def law_problems(record: dict[str, Any]) -> list[str]:
     for name in EXPONENTS.get(kind, ()):  # type: ignore[arg-type]
         if name in coef and _finite(coef[name]) and abs(coef[name]) > MAX_EXPONENT:
             problems.append(f"exponent {name} = {coef[name]:.3g} lies beyond +-{MAX_EXPONENT:g}")
+    design = record.get("design")
+    if kind == "hyper" and isinstance(design, dict):
+        # Each equation's coefficients need that many groups whose optimum was searched for.
+        for what, key, suffix in (("learning rate", "groups_with_lr_choice", "_lr"),
+                                  ("batch size", "groups_with_batch_choice", "_b")):
+            need = sum(name.endswith(suffix) for name in coef)
+            have = design.get(key)
+            if isinstance(have, int) and have < need:
+                problems.append(
+                    f"only {have} of {design.get('groups')} (N, D) groups were trained at more than one {what}; "
+                    f"the law's {need} {what} coefficients need at least {need} such groups")
     intervals = record.get("intervals")
     if isinstance(intervals, dict):
         for name, pair in intervals.items():

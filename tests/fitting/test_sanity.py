@@ -39,3 +39,32 @@ def test_prediction_from_an_absurd_law_is_inf_not_an_overflow_error() -> None:
     assert math.isinf(pred.lr) and math.isfinite(pred.batch_tokens)
     broken = HyperLaw.from_coefficients("steplaw", SEEN["coefficients"])
     assert math.isnan(broken.predict(7e9, 1.4e12).lr)
+
+
+def test_a_grid_that_never_searched_a_hyperparameter_is_a_failed_fit() -> None:
+    # A Step Law-format file with one lr per (N, D) group (or one batch size): each group's
+    # "optimum" is whatever was run, and the law fitted to it once came out with exponents of
+    # the wrong sign, passed its check and became the default.
+    import numpy as np
+    from fitting_synthetic import synthetic_grid
+
+    grid = synthetic_grid()
+    full = HyperLaw(n_bootstrap=0, on_edge="warn").fit(grid)
+    assert full.design_ == {"groups": 12, "groups_with_lr_choice": 12, "groups_with_batch_choice": 12}
+    assert law_problems(full.to_record()) == []
+
+    def one_per_group(values: np.ndarray) -> np.ndarray:
+        keep = np.zeros(len(grid), bool)
+        for n, d in set(zip(grid.n_params, grid.tokens)):
+            g = (grid.n_params == n) & (grid.tokens == d)
+            keep |= g & (values == np.median(values[g]))  # the grid's middle value of each group
+        return keep
+
+    one_lr = HyperLaw(n_bootstrap=0, on_edge="warn").fit(grid.subset(one_per_group(grid.lr)))
+    text = " | ".join(law_problems(one_lr.to_record()))
+    assert "only 0 of 12 (N, D) groups were trained at more than one learning rate" in text
+    assert "batch size" not in text
+    one_b = HyperLaw(n_bootstrap=0, on_edge="warn").fit(grid.subset(one_per_group(grid.batch_tokens)))
+    text = " | ".join(law_problems(one_b.to_record()))
+    assert "only 0 of 12 (N, D) groups were trained at more than one batch size" in text
+    assert "learning rate" not in text
