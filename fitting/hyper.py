@@ -290,7 +290,10 @@ class HyperLaw:
         if self.coef_samples_:
             names = COEFFICIENTS[self.form]
             arr = np.array([[smp[k] for k in names] for smp in self.coef_samples_])
-            lo, hi = np.quantile(arr, [(1 - self.level) / 2, (1 + self.level) / 2], axis=0)
+            # Interpolating towards an inf sample (an intercept beyond exp's range) gives NaN and
+            # a numpy warning: then take sample values (the sanity checks fail such a law).
+            method = "linear" if np.isfinite(arr).all() else "inverted_cdf"
+            lo, hi = np.quantile(arr, [(1 - self.level) / 2, (1 + self.level) / 2], axis=0, method=method)
             self.intervals_ = {k: [float(a), float(b)] for k, a, b in zip(names, lo, hi)}
         self.fit_range_ = fit_range(runs.n_params[usable], runs.tokens[usable])
         self.runs_used_ = used
@@ -610,6 +613,8 @@ def _interval(log_values: list[float], level: float) -> tuple[float, float]:
         pos = p * (len(xs) - 1)
         i = int(math.floor(pos))
         j = min(i + 1, len(xs) - 1)
+        if not (math.isfinite(xs[i]) and math.isfinite(xs[j])):  # inf - inf would be nan: no interpolation
+            return xs[j] if pos > i else xs[i]
         return xs[i] + (xs[j] - xs[i]) * (pos - i)
     def exp(v: float) -> float:
         return math.inf if v > 709.0 else (0.0 if v == -math.inf or math.isnan(v) else math.exp(v))

@@ -263,7 +263,9 @@ class LossLaw:
     @staticmethod
     def _coef(theta: np.ndarray) -> dict[str, float]:
         e, a, b, alpha, beta = map(float, theta)
-        return {"E": float(np.exp(e)), "A": float(np.exp(a)), "B": float(np.exp(b)), "alpha": alpha, "beta": beta}
+        with np.errstate(over="ignore"):  # a bootstrap sample's scale beyond exp's range is inf
+            return {"E": float(np.exp(e)), "A": float(np.exp(a)), "B": float(np.exp(b)), "alpha": alpha,
+                    "beta": beta}
 
     def _check_fitted(self) -> dict[str, float]:
         if self.coef_ is None:
@@ -275,8 +277,10 @@ class LossLaw:
         # A bootstrap sample of a loosely determined law can have a huge A with a large alpha:
         # its term overflows to inf, which is the honest value (and lands in the interval's
         # tail); numpy's overflow warning would only reach the user's terminal.
-        with np.errstate(over="ignore"):
-            return c["E"] + c["A"] / n ** c["alpha"] + c["B"] / d ** c["beta"]
+        # An inf scale over an inf power is NaN: such a sample predicts without bound, so inf.
+        with np.errstate(over="ignore", invalid="ignore"):
+            value = c["E"] + c["A"] / n ** c["alpha"] + c["B"] / d ** c["beta"]
+        return np.where(np.isnan(value), np.inf, value)
 
     def predict(self, n_params: float, tokens: float, level: float | None = None) -> LossPrediction:
         """Final loss for N params trained on D tokens, with an interval for the loss one run will

@@ -117,3 +117,15 @@ def test_noise_is_estimated_and_widens_prediction_intervals() -> None:
     qlo, qhi = quiet.predict(1e9, 2e10).interval
     assert lo < qlo and hi > qhi  # one run's measured loss varies more than the law's mean
     assert LossLaw.from_record(law.to_record()).noise_ == law.noise_
+
+
+def test_a_sample_without_bound_makes_the_interval_reach_infinity_not_nan() -> None:
+    # Seen on a fit over two model sizes: samples with B = inf (exp overflow) and a power of D
+    # that overflows too gave inf / inf = nan, and the interval printed "nan .. nan".
+    law = LossLaw(n_bootstrap=0)
+    law.coef_ = dict(TRUE)
+    law.coef_samples_ = [dict(TRUE)] * 90 + [{**TRUE, "B": float("inf"), "beta": 400.0}] * 10
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and nothing reaches the terminal
+        p = law.predict(1e8, 3e10)
+    assert p.interval[0] <= p.loss and p.interval[1] == float("inf")

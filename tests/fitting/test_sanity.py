@@ -68,3 +68,14 @@ def test_a_grid_that_never_searched_a_hyperparameter_is_a_failed_fit() -> None:
     text = " | ".join(law_problems(one_b.to_record()))
     assert "only 0 of 12 (N, D) groups were trained at more than one batch size" in text
     assert "learning rate" not in text
+
+
+def test_an_interval_reaching_infinity_stays_ordered() -> None:
+    # Half the bootstrap samples of a failed law had an intercept beyond exp's range: the upper
+    # bound once came out as 0 (inf - inf interpolated to nan), below the lower one.
+    coef = {"a_lr": 1.79, "alpha_lr": -0.713, "beta_lr": 0.307, "a_b": 0.58, "beta_b": 0.571}
+    law = HyperLaw.from_coefficients("steplaw", coef)
+    law.coef_samples_ = [dict(coef)] * 50 + [{**coef, "a_lr": math.inf, "a_b": math.inf}] * 50
+    p = law.predict(1e9, 2e10)
+    assert p.lr_interval[0] <= p.lr_interval[1] == math.inf
+    assert p.batch_tokens_interval[0] <= p.batch_tokens_interval[1] == math.inf
