@@ -280,6 +280,12 @@ class RunIn(BaseModel):
             raise ValueError("batch_size: needs seq_len (or give batch_tokens)")
         if self.batch_tokens is not None and self.seq_len is not None and self.batch_size is None:
             self.batch_size = self.batch_tokens / self.seq_len
+        if self.curve:
+            seen: set[int] = set()
+            for point in self.curve:  # one loss per step: a curve is a function of the step
+                if point.step in seen:
+                    raise ValueError(f"curve: step {point.step} appears twice (one point per step)")
+                seen.add(point.step)
         if self.lr_schedule is not None:
             self._check_schedule(self.lr_schedule)
         return self

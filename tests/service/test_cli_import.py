@@ -90,6 +90,9 @@ def test_bad_rows_abort_with_file_line_field_and_change_nothing(cli_env, tmp_pat
         ("[1, 2]", "in.jsonl:2: expected a JSON object"),
         ('{"n_params": 1, "tokens": 2, "final_loss": 3, "curve": [{"step": 1}]}', "in.jsonl:2: field 'curve.0.loss': missing"),
         ('{"n_params": 1, "tokens": 2, "final_loss": 3, "extra": 1}', "in.jsonl:2: field 'extra': unknown field"),
+        # A repeated step once reached the database: "write refused by sqlite:///...: UNIQUE constraint failed".
+        ('{"n_params": 1, "tokens": 2, "final_loss": 3, "curve": [{"step": 5, "loss": 4}, {"step": 5, "loss": 3.9}]}',
+         "in.jsonl:2: field 'curve': step 5 appears twice (one point per step)"),
     ],
 )
 def test_bad_jsonl_records(cli_env, tmp_path: Path, line, message) -> None:

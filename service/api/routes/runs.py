@@ -49,6 +49,7 @@ def get_run_curve(db: DbDep, run_id: RunId) -> s.RunCurve:
     responses=problem_responses(400, 401, 403, 409, 413, 422, rules=(
         "batch_tokens, when given with batch_size and seq_len, equals batch_size x seq_len",
         "run names unique within the request",
+        "a curve's steps unique within the run",
         "at most HPSCALE_MAX_CURVE_POINTS curve points in all",
         "tags nested at most 8 levels deep, at most 16 KiB as JSON, finite numbers only",
     )),
