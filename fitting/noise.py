@@ -77,7 +77,8 @@ NO_NOISE = NoiseEstimate(rel_std=None, source="none", dof=0, configurations=0)
 
 def repeat_noise(runs: RunSet) -> NoiseEstimate | None:
     """Pooled within-configuration std of log loss over configurations with several finite runs;
-    None when fewer than MIN_DOF degrees of freedom exist. Diverged runs are left out."""
+    None when fewer than MIN_DOF degrees of freedom exist. Diverged runs are left out, and runs
+    of one configuration with identical losses count once (duplicates, not repeats)."""
     ok = runs.usable
     keys: dict[tuple[float, ...], list[float]] = {}
     for i in np.flatnonzero(ok & np.isfinite(runs.lr) & np.isfinite(runs.batch_tokens)):
@@ -85,6 +86,9 @@ def repeat_noise(runs: RunSet) -> NoiseEstimate | None:
         keys.setdefault(key, []).append(math.log(runs.final_loss[i]))
     ss, dof, configs = 0.0, 0, 0
     for values in keys.values():
+        # Two runs with the very same loss are one run stored twice (a duplicated row), not two
+        # seeds: counted as repeats they would measure a noise of zero.
+        values = sorted(set(values))
         if len(values) >= 2:
             arr = np.asarray(values)
             ss += float(np.sum((arr - arr.mean()) ** 2))

@@ -48,3 +48,19 @@ def test_noisy_groups_get_wider_near_optimal_sets() -> None:
     aware = group_optima(runs, 0.0025, noise)
     assert sum(g.near_optimal.size for g in aware) > sum(g.near_optimal.size for g in fixed)
     assert all(g.band > 0.0025 for g in aware) and all(g.band == 0.0025 for g in fixed)
+
+
+def test_duplicated_rows_are_not_repeats() -> None:
+    # 100 rows of a published grid stored twice under new names once read as "noise 0.00% from
+    # 100 repeated configurations" and moved the law.
+    runs = basin_grid(noise=0.005, seeds=2, seed=4)
+    truth = repeat_noise(runs)
+    def stored_twice(rs, idx):
+        return type(rs)(n_params=rs.n_params[idx], tokens=rs.tokens[idx], lr=rs.lr[idx],
+                        batch_tokens=rs.batch_tokens[idx], final_loss=rs.final_loss[idx],
+                        diverged=rs.diverged[idx], names=[f"copy{i}" for i in range(len(idx))])
+
+    again = repeat_noise(stored_twice(runs, np.concatenate([np.arange(len(runs)), np.arange(0, len(runs), 3)])))
+    assert again.rel_std == pytest.approx(truth.rel_std) and again.dof == truth.dof
+    one_seed = basin_grid(noise=0.005, seeds=1, seed=4)
+    assert repeat_noise(stored_twice(one_seed, np.concatenate([np.arange(len(one_seed))] * 2))) is None
