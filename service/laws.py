@@ -193,11 +193,13 @@ def _span(fit_range: Any) -> str:
 
 
 def loss_warnings(row: Law, passed: bool, n_params: float, tokens: float, warn_factor: float) -> list[str]:
-    """What a user must know about a loss law's prediction for a target: its check failed, or the
-    target lies far outside its data."""
+    """What a user must know about a loss law's prediction for a target: its check failed, its
+    fit warned (E or an exponent at ~0: true of every answer it gives), or the target lies far
+    outside its data."""
     out = []
     if not passed:
         out.append(f"loss law {row.name}'s extrapolation check did not pass")
+    out.extend(f"loss law {row.name}: {w}" for w in (row.record or {}).get("warnings") or [] if isinstance(w, str))
     factor = extrapolation_factor((row.record or {}).get("fit_range"), n_params, tokens)
     if factor > warn_factor:
         out.append(f"the target lies {factor:.3g}x outside the data loss law {row.name} was fitted on "

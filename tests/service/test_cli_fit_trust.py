@@ -131,3 +131,22 @@ def test_predict_loss_warns_like_recommend(grid) -> None:
     named = hp_json("recommend", "--params", "7e9", "--tokens", "1.4e12", "--loss-law", str(law["id"]))
     assert named["final_loss"] is not None and any("outside the data loss law" in w for w in named["warnings"])
     assert SIZES and TOKENS  # the grid the fixture imported
+
+
+def test_a_loss_laws_own_fit_warnings_travel_with_every_answer(cli_env, tmp_path: Path) -> None:
+    # Losses without a floor (E = 0): the fit warns that E is not determined, and that warning
+    # belongs beside every loss the law predicts, not only in the fit's output.
+    path = tmp_path / "nofloor.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["name", "n_params", "tokens", "final_loss"])
+        for n in (1e7, 3e7, 1e8, 3e8):
+            for d in (2e9, 8e9, 3.2e10):
+                w.writerow([f"n{n:g}-d{d:g}", n, d, 400 / n**0.34 + 1500 / d**0.3])
+    hp_json("import", "runs", str(path), "--source", "nofloor")
+    law = hp_json("fit", "--kind", "loss", "--bootstrap", "20")
+    assert any("E fitted to ~0" in w for w in law["warnings"])
+    out = hp_json("predict", "loss", "--law", str(law["id"]), "--params", "1e8", "--tokens", "8e9")
+    assert any("E fitted to ~0" in w for w in out["warnings"])
+    rec = hp_json("recommend", "--params", "1e8", "--tokens", "8e9")
+    assert rec["final_loss"] is not None and any("E fitted to ~0" in w for w in rec["warnings"])
