@@ -212,8 +212,6 @@ def _loss_report(law: LossLaw, runs: RunSet, holdout: str) -> dict[str, Any]:
 
 
 def _trajectory_report(law: _TrajectoryLaw, curves: Sequence[LossCurve]) -> dict[str, Any]:
-    if len(curves) < 2:
-        raise InsufficientDataError("a trajectory extrapolation check needs at least two curves")
     longest = max(range(len(curves)), key=lambda i: int(np.max(curves[i].steps)))
     rest = [c for i, c in enumerate(curves) if i != longest]
     refit = replace(law).fit(rest)
@@ -246,16 +244,25 @@ def extrapolation_check(law: Any, data: Any, holdout: str = "n_params") -> dict[
     part. ``data``: a RunSet for hyper and loss laws, a list of LossCurve for trajectory laws,
     the dict of arrays ``CriticalBatchLaw.fit`` takes for critical batch laws. Bootstrap is
     switched off in the refit (the check scores the point estimate)."""
-    if isinstance(law, HyperLaw):
-        report = _hyper_report(law, data, holdout)
-    elif isinstance(law, LossLaw):
-        report = _loss_report(law, data, holdout)
-    elif isinstance(law, _TrajectoryLaw):
-        report = _trajectory_report(law, data)
-        holdout = "steps"
-    elif isinstance(law, CriticalBatchLaw):
-        report = _critical_report(law, data)
-        holdout = "n_params"
-    else:
-        raise FittingError(f"no extrapolation check for {type(law).__name__}")
+    if isinstance(law, _TrajectoryLaw) and len(data) < 2:
+        raise InsufficientDataError("a trajectory extrapolation check needs at least two curves")
+    try:
+        if isinstance(law, HyperLaw):
+            report = _hyper_report(law, data, holdout)
+        elif isinstance(law, LossLaw):
+            report = _loss_report(law, data, holdout)
+        elif isinstance(law, _TrajectoryLaw):
+            report = _trajectory_report(law, data)
+            holdout = "steps"
+        elif isinstance(law, CriticalBatchLaw):
+            report = _critical_report(law, data)
+            holdout = "n_params"
+        else:
+            raise FittingError(f"no extrapolation check for {type(law).__name__}")
+    except InsufficientDataError as exc:
+        # The refit's own message speaks of the data it was given, which is the data without the
+        # held-out part ("every group has n_params=..." of a fit over two sizes): say so.
+        held = {"n_params": "largest model size", "tokens": "largest token budget of each size"}
+        part = held.get(holdout, "longest curve" if isinstance(law, _TrajectoryLaw) else "largest scale")
+        raise InsufficientDataError(f"without the held-out {part}, {exc}") from None
     return {"kind": law.kind, "form": law.form, "holdout": holdout, **report}

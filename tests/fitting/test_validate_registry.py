@@ -168,3 +168,13 @@ def test_regret_needs_a_grid():
     report = extrapolation_check(HyperLaw(method="smooth", n_bootstrap=0), rs.subset(keep))
     assert report["mean_loss_regret"] is None and all(g["loss_regret"] is None for g in report["groups"])
     assert np.isfinite(report["mean_abs_lr_log_error"])
+
+
+def test_a_check_that_cannot_refit_says_it_is_the_data_without_the_held_out_part() -> None:
+    # Two model sizes: the refit without the largest sees one size, and once said "every group has
+    # n_params=..." of a fit over two sizes.
+    rs = synthetic_grid(sizes=(1e7, 3e7), tokens=(1e9, 2e9, 4e9, 8e9))
+    with pytest.raises(InsufficientDataError, match="^without the held-out largest model size, .*every group has n_params"):
+        extrapolation_check(HyperLaw(n_bootstrap=0), rs)
+    with pytest.raises(InsufficientDataError, match="^a trajectory extrapolation check needs at least two curves"):
+        extrapolation_check(MomentumLaw(), curves(known(MomentumLaw, MOM_TRUE), ["constant"]))
