@@ -438,6 +438,12 @@ class _TrajectoryLaw(ABC):
         return law
 
 
+def _decays(lr: np.ndarray, warmup: int, last_step: int) -> bool:
+    """Whether the lr falls below 99% of its peak after warmup, up to ``last_step`` (1-indexed)."""
+    after = np.asarray(lr, float)[warmup:last_step]
+    return after.size > 0 and float(after.min()) < 0.99 * float(np.max(lr))
+
+
 @dataclass
 class MultiPowerLaw(_TrajectoryLaw):
     """The multi-power law (see the module doc). Coefficients: L0, A, alpha, B, C, beta, gamma.
@@ -468,6 +474,11 @@ class MultiPowerLaw(_TrajectoryLaw):
         """
         self.warnings_ = []
         self._validate_curves(curves)
+        decays = [c for c in curves if _decays(c.lr, c.warmup(), int(np.max(c.steps)))]
+        if not decays:
+            raise InsufficientDataError(
+                "the multi-power law's annealing term (B) is measured where the learning rate decays: every curve "
+                "here keeps its peak lr after warmup; add a curve under a decaying schedule (cosine, WSD, steps)")
         prepared = [_prepare(c.lr, c.steps, c.warmup()) for c in curves]
         bins = [_bins(p, self.bin_width) for p in prepared]
         y = np.concatenate([np.asarray(c.loss, float) for c in curves])

@@ -87,6 +87,10 @@ def test_failures():
 def test_constant_only_warns_annealing_unidentified():
     law = MomentumLaw().fit(curves(known(MomentumLaw, MOM_TRUE), ["constant"]))
     assert any("anneal" in w for w in law.warnings_)
+    # The multi-power law's annealing term has nothing to fit on: it says so (it once asked
+    # whether a plainly decreasing curve was a loss curve at all).
+    with pytest.raises(InsufficientDataError, match="keeps its peak lr after warmup; add a curve under a decaying"):
+        MultiPowerLaw().fit(curves(known(MultiPowerLaw, MPL_TRUE), ["constant"]))
 
 
 def _direct_mpl(law, lr, steps, warmup):
