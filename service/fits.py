@@ -271,6 +271,9 @@ def fit_law(db: Database, rows: Sequence[Run], kind: str, form: str, n_bootstrap
     (``fitting.sanity``) gets a report that says it failed, and why: it is never a default."""
     from hpscale.fitting.validate import extrapolation_check
 
+    # One order for the same runs, whatever order they were imported in: the bootstrap draws by
+    # position, so a file's row order must not move a law's intervals.
+    rows = sorted(rows, key=lambda r: (r.source, r.name))
     law, data = _fit(db, rows, kind, form, n_bootstrap, seed, on_edge, method, prior, prior_width)
     problems = law_problems(law.to_record())
     if problems:

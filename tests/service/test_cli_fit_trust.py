@@ -150,3 +150,19 @@ def test_a_loss_laws_own_fit_warnings_travel_with_every_answer(cli_env, tmp_path
     assert any("E fitted to ~0" in w for w in out["warnings"])
     rec = hp_json("recommend", "--params", "1e8", "--tokens", "8e9")
     assert rec["final_loss"] is not None and any("E fitted to ~0" in w for w in rec["warnings"])
+
+
+def test_a_files_row_order_does_not_move_a_laws_intervals(cli_env, tmp_path: Path) -> None:
+    import random
+
+    recs = grid_records()
+    for i, r in enumerate(recs):  # a little noise, so that the bootstrap has something to resample
+        r["final_loss"] *= 1 + 0.002 * math.sin(7.0 * i)
+    shuffled = list(recs)
+    random.Random(1).shuffle(shuffled)
+    laws = []
+    for name, rows in (("a", recs), ("b", shuffled)):
+        url = f"sqlite:///{tmp_path / (name + '.db')}"
+        hp_json("--database", url, "import", "runs", str(write_jsonl(tmp_path / f"{name}.jsonl", rows)), "--source", "g")
+        laws.append(hp_json("--database", url, "fit", "--kind", "hyper", "--bootstrap", "40"))
+    assert laws[0]["intervals"] == laws[1]["intervals"] and laws[0]["coefficients"] == laws[1]["coefficients"]
