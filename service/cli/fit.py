@@ -25,7 +25,9 @@ def fit(
     ] = None,
     source: Annotated[Optional[list[str]], typer.Option(help="Fit on runs of this source (repeatable or comma-separated). Default: the one source stored; with several, the fit is refused with their list.")] = None,
     runs: Annotated[Optional[str], typer.Option(help="Fit only on these run names, comma-separated.")] = None,
-    bootstrap: Annotated[int, typer.Option(min=0, max=100_000, help="Bootstrap resamples for intervals (0: none).")] = 1000,
+    bootstrap: Annotated[int, typer.Option(
+        min=0, max=100_000, help="Bootstrap resamples for the intervals of hyper, loss and critical-batch laws "
+        "(0: none; trajectory laws have no intervals).")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap (a fit is reproducible).")] = 0,
     method: Annotated[str, typer.Option(help=(
         "hyper laws: near_optimal (Step Law's procedure: every configuration not distinguishable from its group's "
