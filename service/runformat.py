@@ -550,6 +550,8 @@ def validate_runs(records: list[dict[str, Any]]) -> list[RunIn]:
 
 # -- Step Law's released CSV ------------------------------------------------------------------
 STEPLAW_COLUMNS = ("h", "ffnh", "numh", "numl", "lr", "bs", "ti", "loss", "smooth loss", "D", "N")
+# Cells only kept as tags (the raw loss, the iteration count): an empty one is no error.
+STEPLAW_INFO_CELLS = ("loss", "ti")
 STEPLAW_SEQ_LEN = 2048  # Step Law's batch column counts sequences of 2,048 tokens (dense file)
 # The mixture-of-experts file adds these: N is then the total and Na the active parameter count.
 STEPLAW_MOE_COLUMNS = ("Na", "nume", "topk", "moeh")
@@ -582,6 +584,8 @@ def parse_steplaw_file(path: Path) -> list[RunIn]:
         values: dict[str, float] = {}
         for col in numeric:
             raw = (row.get(col) or "").strip()
+            if not raw and col in STEPLAW_INFO_CELLS:
+                continue  # kept as a tag when given; the fits do not use it
             try:
                 value = float(raw)
             except ValueError:
@@ -607,7 +611,8 @@ def parse_steplaw_file(path: Path) -> list[RunIn]:
                 lr=values["lr"],
                 batch_size=values["bs"],
                 seq_len=int(values.get("seq_len", STEPLAW_SEQ_LEN)),
-                tags={"raw_loss": values["loss"], "iterations": int(values["ti"]), **shape},
+                tags={**({"raw_loss": values["loss"]} if "loss" in values else {}),
+                      **({"iterations": int(values["ti"])} if "ti" in values else {}), **shape},
             )
         )
     if not runs:

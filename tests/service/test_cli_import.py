@@ -163,6 +163,12 @@ def test_steplaw_bad_file(cli_env, tmp_path: Path) -> None:
     assert result.exit_code == 1 and "s.csv:2: column 'lr': not a number" in result.stderr
     result = hp("import", "steplaw", str(write(tmp_path, "t.csv", "a,b\n1,2\n")))
     assert result.exit_code == 1 and "missing column 'h'" in result.stderr
+    # The raw loss and the iteration count are only kept as tags: empty cells are fine there.
+    ok = write(tmp_path, "u.csv", header + "960,9368,15,7,0.002,736,,,2.39,x,1e11,2e8\n")
+    assert hp_json("import", "steplaw", str(ok))["added"] == 1
+    bad = write(tmp_path, "v.csv", header + "960,9368,15,7,0.002,736,1,2.4,,x,1e11,2e8\n")
+    result = hp("import", "steplaw", str(bad))
+    assert result.exit_code == 1 and "v.csv:2: column 'smooth loss'" in result.stderr
 
 
 def test_db_upgrade_and_current(cli_env, tmp_path: Path) -> None:
