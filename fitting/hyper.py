@@ -589,6 +589,7 @@ class HyperLaw:
             law.prior = settings.get("prior")
             law.prior_width = float(settings.get("prior_width", law.prior_width))
             law.band = float(settings.get("band", law.band))
+            law.design_ = record.get("design") if isinstance(record.get("design"), dict) else None
             law.noise_ = NoiseEstimate.from_record(record.get("noise"))
             band = record.get("near_optimal_band")
             law.band_ = None if band is None else float(band)

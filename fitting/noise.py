@@ -80,9 +80,10 @@ def repeat_noise(runs: RunSet) -> NoiseEstimate | None:
     None when fewer than MIN_DOF degrees of freedom exist. Diverged runs are left out, and runs
     of one configuration with identical losses count once (duplicates, not repeats)."""
     ok = runs.usable
-    keys: dict[tuple[float, ...], list[float]] = {}
+    keys: dict[tuple[Any, ...], list[float]] = {}
+    arch = runs.arch or [""] * len(runs)  # two architectures of one active N are no repeats
     for i in np.flatnonzero(ok & np.isfinite(runs.lr) & np.isfinite(runs.batch_tokens)):
-        key = (runs.n_params[i], runs.tokens[i], runs.lr[i], runs.batch_tokens[i])
+        key = (runs.n_params[i], runs.tokens[i], runs.lr[i], runs.batch_tokens[i], arch[i])
         keys.setdefault(key, []).append(math.log(runs.final_loss[i]))
     ss, dof, configs = 0.0, 0, 0
     for values in keys.values():

@@ -152,8 +152,9 @@ class RunSet:
         """One row per configuration (N, D, lr, batch_tokens): the mean final loss of its runs.
 
         A configuration with a diverged run is diverged (an lr that diverges for one seed in
-        two is no recommendation). The row keeps its first run's name and lists all of them in
-        ``members``. Runs of unknown lr or batch are never merged: nothing says they repeat one
+        two is no recommendation). Runs of one configuration with the very same finite loss are
+        one run stored twice (a duplicated row), counted once. The row keeps its first run's
+        name and lists the runs it counts in ``members``. Runs of unknown lr or batch are never merged: nothing says they repeat one
         configuration. Without repeats this is the RunSet itself.
         """
         rows: dict[tuple[Any, ...], list[int]] = {}
@@ -161,7 +162,11 @@ class RunSet:
         for i, key in enumerate(zip(self.n_params.tolist(), self.tokens.tolist(), self.lr.tolist(),
                                     self.batch_tokens.tolist(), arch)):
             known = not (math.isnan(key[2]) or math.isnan(key[3]))
-            rows.setdefault(key if known else ("unknown lr or batch", i), []).append(i)
+            ids = rows.setdefault(key if known else ("unknown lr or batch", i), [])
+            # The very same finite loss again is one run stored twice, not another seed.
+            loss = self.final_loss[i]
+            if not (math.isfinite(loss) and any(self.final_loss[j] == loss for j in ids)):
+                ids.append(i)
         if len(rows) == len(self):
             return self
         first = np.array([ids[0] for ids in rows.values()])

@@ -62,7 +62,8 @@ def law_problems(record: dict[str, Any]) -> list[str]:
             if isinstance(have, int) and have < need:
                 problems.append(
                     f"only {have} of {design.get('groups')} (N, D) groups were trained at more than one {what}; "
-                    f"the law's {need} {what} coefficients need at least {need} such groups")
+                    f"the law's {need} {what} coefficients need at least {need} such groups (the lr and batch laws "
+                    f"are fitted together: search both, e.g. add {what}s to the sweep)")
     intervals = record.get("intervals")
     if isinstance(intervals, dict):
         for name, pair in intervals.items():

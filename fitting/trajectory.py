@@ -478,7 +478,8 @@ class MultiPowerLaw(_TrajectoryLaw):
         if not decays:
             raise InsufficientDataError(
                 "the multi-power law's annealing term (B) is measured where the learning rate decays: every curve "
-                "here keeps its peak lr after warmup; add a curve under a decaying schedule (cosine, WSD, steps)")
+                "here keeps its peak lr from warmup to its last measured step; add a curve measured while its lr "
+                "decays (cosine, WSD, steps)")
         prepared = [_prepare(c.lr, c.steps, c.warmup()) for c in curves]
         bins = [_bins(p, self.bin_width) for p in prepared]
         y = np.concatenate([np.asarray(c.loss, float) for c in curves])

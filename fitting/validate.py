@@ -52,9 +52,21 @@ def _split(runs: RunSet, holdout: str) -> tuple[RunSet, RunSet]:
     return usable.subset(~mask), usable.subset(mask)
 
 
+def _refit(law: Any, part: str, *args: Any, **kwargs: Any) -> Any:
+    """``law.fit`` on the data without the held-out ``part``. Its refusal speaks of the data it
+    was given ("every group has n_params=..." of a fit over two sizes), so it is said to be that."""
+    try:
+        return law.fit(*args, **kwargs)
+    except InsufficientDataError as exc:
+        raise InsufficientDataError(f"without the held-out {part}, {exc}") from None
+
+
+HELD_OUT = {"n_params": "largest model size", "tokens": "largest token budget of each size"}
+
+
 def _hyper_report(law: HyperLaw, runs: RunSet, holdout: str) -> dict[str, Any]:
     fit_runs, test_runs = _split(runs, holdout)
-    refit = replace(law, n_bootstrap=0).fit(fit_runs)
+    refit = _refit(replace(law, n_bootstrap=0), HELD_OUT[holdout], fit_runs)
     rows = []
     for g in group_optima(test_runs, law.eps):
         pred = refit.predict(g.n_params, g.tokens)
@@ -199,7 +211,7 @@ def seed_regret(runs: RunSet, lr_rec: float, batch_rec: float, n_bootstrap: int 
 
 def _loss_report(law: LossLaw, runs: RunSet, holdout: str) -> dict[str, Any]:
     fit_runs, test_runs = _split(runs, holdout)
-    refit = replace(law, n_bootstrap=0).fit(fit_runs)
+    refit = _refit(replace(law, n_bootstrap=0), HELD_OUT[holdout], fit_runs)
     gid, keys = test_runs.group_keys()
     rows = []
     for g, (n, d) in enumerate(keys):
@@ -214,7 +226,7 @@ def _loss_report(law: LossLaw, runs: RunSet, holdout: str) -> dict[str, Any]:
 def _trajectory_report(law: _TrajectoryLaw, curves: Sequence[LossCurve]) -> dict[str, Any]:
     longest = max(range(len(curves)), key=lambda i: int(np.max(curves[i].steps)))
     rest = [c for i, c in enumerate(curves) if i != longest]
-    refit = replace(law).fit(rest)
+    refit = _refit(replace(law), "longest curve", rest)
     score = refit.score([curves[longest]])
     return {"held_out_curve": curves[longest].name, "fit_curves": [c.name for c in rest],
             "mean_rel_error": score["mean"], "max_rel_error": score["worst"]}
@@ -225,7 +237,7 @@ def _critical_report(law: CriticalBatchLaw, data: dict[str, Any]) -> dict[str, A
     keep = n < n.max()
     fit_data = {k: np.asarray(v)[keep] for k, v in data.items() if k != "names"}
     test_data = {k: np.asarray(v)[~keep] for k, v in data.items() if k != "names"}
-    refit = replace(law, n_bootstrap=0).fit(**fit_data)
+    refit = _refit(replace(law, n_bootstrap=0), "largest model size", **fit_data)
     full = replace(law, n_bootstrap=0).fit(**{k: np.asarray(v) for k, v in data.items() if k != "names"})
     assert full.targets_ is not None
     rows = []
@@ -246,23 +258,16 @@ def extrapolation_check(law: Any, data: Any, holdout: str = "n_params") -> dict[
     switched off in the refit (the check scores the point estimate)."""
     if isinstance(law, _TrajectoryLaw) and len(data) < 2:
         raise InsufficientDataError("a trajectory extrapolation check needs at least two curves")
-    try:
-        if isinstance(law, HyperLaw):
-            report = _hyper_report(law, data, holdout)
-        elif isinstance(law, LossLaw):
-            report = _loss_report(law, data, holdout)
-        elif isinstance(law, _TrajectoryLaw):
-            report = _trajectory_report(law, data)
-            holdout = "steps"
-        elif isinstance(law, CriticalBatchLaw):
-            report = _critical_report(law, data)
-            holdout = "n_params"
-        else:
-            raise FittingError(f"no extrapolation check for {type(law).__name__}")
-    except InsufficientDataError as exc:
-        # The refit's own message speaks of the data it was given, which is the data without the
-        # held-out part ("every group has n_params=..." of a fit over two sizes): say so.
-        held = {"n_params": "largest model size", "tokens": "largest token budget of each size"}
-        part = held.get(holdout, "longest curve" if isinstance(law, _TrajectoryLaw) else "largest scale")
-        raise InsufficientDataError(f"without the held-out {part}, {exc}") from None
+    if isinstance(law, HyperLaw):
+        report = _hyper_report(law, data, holdout)
+    elif isinstance(law, LossLaw):
+        report = _loss_report(law, data, holdout)
+    elif isinstance(law, _TrajectoryLaw):
+        report = _trajectory_report(law, data)
+        holdout = "steps"
+    elif isinstance(law, CriticalBatchLaw):
+        report = _critical_report(law, data)
+        holdout = "n_params"
+    else:
+        raise FittingError(f"no extrapolation check for {type(law).__name__}")
     return {"kind": law.kind, "form": law.form, "holdout": holdout, **report}

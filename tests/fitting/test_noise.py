@@ -64,3 +64,23 @@ def test_duplicated_rows_are_not_repeats() -> None:
     assert again.rel_std == pytest.approx(truth.rel_std) and again.dof == truth.dof
     one_seed = basin_grid(noise=0.005, seeds=1, seed=4)
     assert repeat_noise(stored_twice(one_seed, np.concatenate([np.arange(len(one_seed))] * 2))) is None
+
+
+def test_a_duplicated_row_is_not_a_second_seed_of_its_configuration() -> None:
+    # Counted as a seed it would narrow the configuration's near-optimal band and move its mean.
+    runs = basin_grid(noise=0.005, seeds=1, seed=4)
+    idx = np.concatenate([np.arange(len(runs)), [0]])
+    twice = type(runs)(n_params=runs.n_params[idx], tokens=runs.tokens[idx], lr=runs.lr[idx],
+                       batch_tokens=runs.batch_tokens[idx], final_loss=runs.final_loss[idx],
+                       diverged=runs.diverged[idx], names=[f"r{i}" for i in range(len(idx))])
+    configs = twice.average_repeats()
+    assert len(configs) == len(runs) and configs.members[0] == ("r0",)
+    assert configs.final_loss[0] == runs.final_loss[0]
+
+
+def test_two_architectures_of_one_active_size_are_not_repeats() -> None:
+    runs = basin_grid(noise=0.005, seeds=2, seed=5)
+    arch = type(runs)(n_params=runs.n_params, tokens=runs.tokens, lr=runs.lr, batch_tokens=runs.batch_tokens,
+                      final_loss=runs.final_loss, diverged=runs.diverged, names=runs.names,
+                      arch=[f"moe:{i % 2}" for i in range(len(runs))])
+    assert repeat_noise(runs) is not None and repeat_noise(arch) is None

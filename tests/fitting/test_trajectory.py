@@ -89,7 +89,7 @@ def test_constant_only_warns_annealing_unidentified():
     assert any("anneal" in w for w in law.warnings_)
     # The multi-power law's annealing term has nothing to fit on: it says so (it once asked
     # whether a plainly decreasing curve was a loss curve at all).
-    with pytest.raises(InsufficientDataError, match="keeps its peak lr after warmup; add a curve under a decaying"):
+    with pytest.raises(InsufficientDataError, match="keeps its peak lr from warmup to its last measured step; add a curve measured while"):
         MultiPowerLaw().fit(curves(known(MultiPowerLaw, MPL_TRUE), ["constant"]))
 
 

@@ -178,3 +178,18 @@ def test_a_check_that_cannot_refit_says_it_is_the_data_without_the_held_out_part
         extrapolation_check(HyperLaw(n_bootstrap=0), rs)
     with pytest.raises(InsufficientDataError, match="^a trajectory extrapolation check needs at least two curves"):
         extrapolation_check(MomentumLaw(), curves(known(MomentumLaw, MOM_TRUE), ["constant"]))
+
+
+def test_the_held_out_part_is_named_for_each_kind_of_check() -> None:
+    from hpscale.fitting.trajectory import MultiPowerLaw
+    from fitting_synthetic import MPL_TRUE
+
+    # The longest curve (the first of equal length) decays; without it only a constant lr is left.
+    mpl = curves(known(MultiPowerLaw, MPL_TRUE), ["cosine", "constant"])
+    with pytest.raises(InsufficientDataError, match="^without the held-out longest curve, the multi-power law"):
+        extrapolation_check(MultiPowerLaw(), mpl)
+    # The split's own refusal is not a refit's, and says what it is.
+    one_size = synthetic_grid(sizes=(1e7,))
+    with pytest.raises(InsufficientDataError) as err:
+        extrapolation_check(HyperLaw(form="compute", n_bootstrap=0, on_edge="warn"), one_size)
+    assert not str(err.value).startswith("without the held-out")
