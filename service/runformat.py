@@ -510,7 +510,11 @@ def parse_runs_file(path: Path) -> list[RunIn]:
             raise InputError(f"{path}:{line}: {_describe(exc)}") from None
         key = run.key()
         if key in seen:
-            raise InputError(f"{path}:{line}: field 'name': {key!r} repeats line {seen[key]}")
+            if run.name:
+                raise InputError(f"{path}:{line}: field 'name': {key!r} repeats line {seen[key]}")
+            # An unnamed run is named by its content: the same name is the same run.
+            raise InputError(f"{path}:{line}: the same run as line {seen[key]} (every field equal; give the "
+                             "runs names if both are meant)")
         seen[key] = line
         runs.append(run)
     if not runs:

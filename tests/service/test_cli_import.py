@@ -70,6 +70,7 @@ def test_csv_export_round_trips(cli_env, tmp_path: Path) -> None:
         ("name,n_params,tokens,final_loss,status\na,1,2,3,weird\n", "mine.csv:2: field 'status'"),
         ("name,n_params,tokens,final_loss,colour\na,1,2,3,red\n", "mine.csv:1: unknown column 'colour'"),
         ("name,n_params,tokens,final_loss\na,1,2,3\na,1,2,4\n", "mine.csv:3: field 'name': 'a' repeats line 2"),
+        ("n_params,tokens,final_loss\n1,2,3\n1,2,3\n", "mine.csv:3: the same run as line 2 (every field equal"),
         ("name,n_params,tokens,final_loss,batch_size\na,1,2,3,8\n", "mine.csv:2: field 'batch_size': needs seq_len"),
         ("", "empty file"),
     ],
