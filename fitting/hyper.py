@@ -128,7 +128,9 @@ def _solve(form: str, n: np.ndarray, d: np.ndarray, lr: np.ndarray, bt: np.ndarr
 def grid_design(runs: RunSet) -> dict[str, int]:
     """How many (N, D) groups were searched over more than one learning rate, and over more than
     one batch size (finite runs; values within 0.1% count as one). A group trained at one lr
-    says nothing about where lr* lies: its "optimum" is whatever was run."""
+    among several runs says nothing about where lr* lies: its "optimum" is whatever was run. A
+    group of a single configuration is a given optimum (published optima, imported as one run
+    each): it counts for both, and ``given_optima`` says how many there are."""
     gid, keys = runs.group_keys()
     ok = runs.usable
 
@@ -136,9 +138,15 @@ def grid_design(runs: RunSet) -> dict[str, int]:
         finite = values[np.isfinite(values) & (values > 0)]
         return int(np.unique(np.round(np.log(finite), 3)).size) if finite.size else 0
 
-    lr = sum(choices(runs.lr[(gid == g) & ok]) >= 2 for g in range(len(keys)))
-    batch = sum(choices(runs.batch_tokens[(gid == g) & ok]) >= 2 for g in range(len(keys)))
-    return {"groups": len(keys), "groups_with_lr_choice": int(lr), "groups_with_batch_choice": int(batch)}
+    lr = batch = given = 0
+    for g in range(len(keys)):
+        n_lr, n_b = choices(runs.lr[(gid == g) & ok]), choices(runs.batch_tokens[(gid == g) & ok])
+        one = int(((gid == g) & ok).sum()) == 1
+        given += one
+        lr += one or n_lr >= 2
+        batch += one or n_b >= 2
+    return {"groups": len(keys), "groups_with_lr_choice": int(lr), "groups_with_batch_choice": int(batch),
+            "given_optima": int(given)}
 
 
 def _split(form: str) -> int:

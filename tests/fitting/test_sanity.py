@@ -50,7 +50,7 @@ def test_a_grid_that_never_searched_a_hyperparameter_is_a_failed_fit() -> None:
 
     grid = synthetic_grid()
     full = HyperLaw(n_bootstrap=0, on_edge="warn").fit(grid)
-    assert full.design_ == {"groups": 12, "groups_with_lr_choice": 12, "groups_with_batch_choice": 12}
+    assert full.design_ == {"groups": 12, "groups_with_lr_choice": 12, "groups_with_batch_choice": 12, "given_optima": 0}
     assert law_problems(full.to_record()) == []
 
     def one_per_group(values: np.ndarray) -> np.ndarray:
@@ -79,3 +79,17 @@ def test_an_interval_reaching_infinity_stays_ordered() -> None:
     p = law.predict(1e9, 2e10)
     assert p.lr_interval[0] <= p.lr_interval[1] == math.inf
     assert p.batch_tokens_interval[0] <= p.batch_tokens_interval[1] == math.inf
+
+
+def test_published_optima_one_run_per_group_fit_as_given() -> None:
+    # Optima published as one (lr, batch) per (N, D), imported as one run each, are what a law is
+    # fitted through: no group searched anything, and none needed to.
+    import numpy as np
+    from fitting_synthetic import TRUE_HYPER, synthetic_grid
+
+    grid = synthetic_grid()
+    best = [int(np.flatnonzero(m)[np.argmin(grid.final_loss[m])])
+            for m in ((grid.n_params == n) & (grid.tokens == d) for n, d in sorted(set(zip(grid.n_params, grid.tokens))))]
+    law = HyperLaw(n_bootstrap=20, on_edge="warn").fit(grid.subset(np.array(best)))
+    assert law.design_["given_optima"] == 12 and law_problems(law.to_record()) == []
+    assert abs(law.coef_["alpha_lr"] - TRUE_HYPER["alpha_lr"]) < 0.05
