@@ -148,10 +148,10 @@ def seed_regret(runs: RunSet, lr_rec: float, batch_rec: float, n_bootstrap: int 
     noise (:func:`fitting.noise.repeat_noise`, its own uncertainty drawn too) that chooses the
     best again in every sample; ``p_best`` is the share of samples in which the recommended
     configuration is the best. Both are None without enough repeats to measure the noise.
-    In synthetic held-out lines (8 configurations, 3 seeds, 0.2-1% noise, 300 trials each) it
-    covered the true regret in 86-100% of trials, least at 1% noise, where picking the best of
-    noisy means biases the estimate; resampling each configuration's own seeds instead covered
-    it in 74-98%. ``smooth`` and ``nearest`` are :func:`regret` on the seed means;
+    In synthetic held-out lines (8 configurations, 3 seeds, 0.2-1% noise, 300 trials each;
+    ``benchmarks/seed_regret_coverage.py``, BENCHMARKS.md) it covered the true regret in 88-100%
+    of trials, least at 0.5-1% noise, where picking the best of noisy means biases the estimate;
+    resampling each configuration's own seeds instead covered it in 74-98%. ``smooth`` and ``nearest`` are :func:`regret` on the seed means;
     ``configs`` lists every configuration (lr, batch_tokens, n, mean, sd) by mean loss."""
     if len(runs) == 0 or not runs.usable.any():
         raise InsufficientDataError("a seed regret needs finished held-out runs")
