@@ -15,6 +15,13 @@
 # BENCHMARKS.md; the rest are the stages' results.) A later session's stages restore the
 # committed exports, skip what stages.json says is complete and train only the rest.
 #   bash benchmarks/validation/run4/gpu_session.sh start   # every call (carry .whl)
+# .whl/ (git-ignored) holds the packages the device's image lacks, for its Python 3.12:
+#   pip download --only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 --abi none \
+#     --abi abi3 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+#     --platform manylinux_2_28_x86_64 -d .whl optuna sqlalchemy alembic mako pydantic \
+#     pydantic-settings annotated-types typing-inspection python-dotenv colorlog greenlet \
+#     typing-extensions fastapi starlette
+# then delete numpy, pyyaml, packaging, tqdm, idna, anyio and markupsafe from .whl/ (the image's own).
 set -u
 cd "$(dirname "$0")/../../.."
 RUN4=benchmarks/validation/run4
