@@ -35,6 +35,7 @@ from hpscale.fitting.optimum import GroupOptimum, describe_edges, group_optima, 
 from hpscale.fitting.priors import Combiner, Prior, combiner, prior_for
 from hpscale.fitting.records import restore_fitted
 from hpscale.fitting.runs import RunSet, fit_range
+from hpscale.fitting.sanity import design_notes
 
 HyperForm = Literal["steplaw", "full", "compute"]
 FORMS = HYPER_FORMS  # names in fitting.forms (no numpy there: the CLI's help lists them)
@@ -305,7 +306,8 @@ class HyperLaw:
             self.intervals_ = {k: [float(a), float(b)] for k, a, b in zip(names, lo, hi)}
         self.fit_range_ = fit_range(runs.n_params[usable], runs.tokens[usable])
         self.runs_used_ = used
-        self.warnings_ = warnings
+        self.warnings_ = warnings + design_notes({"kind": "hyper", "coefficients": self.coef_,
+                                                  "design": self.design_})[1]
         return self
 
     def _check_groups(self, groups: list[GroupOptimum]) -> None:

@@ -52,18 +52,8 @@ def law_problems(record: dict[str, Any]) -> list[str]:
     for name in EXPONENTS.get(kind, ()):  # type: ignore[arg-type]
         if name in coef and _finite(coef[name]) and abs(coef[name]) > MAX_EXPONENT:
             problems.append(f"exponent {name} = {coef[name]:.3g} lies beyond +-{MAX_EXPONENT:g}")
-    design = record.get("design")
-    if kind == "hyper" and isinstance(design, dict):
-        # Each equation's coefficients need that many groups whose optimum was searched for.
-        for what, key, suffix in (("learning rate", "groups_with_lr_choice", "_lr"),
-                                  ("batch size", "groups_with_batch_choice", "_b")):
-            need = sum(name.endswith(suffix) for name in coef)
-            have = design.get(key)
-            if isinstance(have, int) and have < need:
-                problems.append(
-                    f"only {have} of {design.get('groups')} (N, D) groups were trained at more than one {what}; "
-                    f"the law's {need} {what} coefficients need at least {need} such groups (the lr and batch laws "
-                    f"are fitted together: search both, e.g. add {what}s to the sweep)")
+    if kind == "hyper":
+        problems.extend(design_notes(record)[0])
     intervals = record.get("intervals")
     if isinstance(intervals, dict):
         for name, pair in intervals.items():
@@ -75,3 +65,27 @@ def law_problems(record: dict[str, Any]) -> list[str]:
                 problems.append(f"the interval of exponent {name} ({lo:.3g} .. {hi:.3g}) is wider than "
                                 f"{MAX_EXPONENT_INTERVAL:g}: the data do not determine it")
     return problems
+
+
+def design_notes(record: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """What a hyper law's grid (its record's ``design``) leaves undetermined: (problems,
+    warnings). Each equation's coefficients need that many groups whose optimum was searched
+    for. An lr law without them is a problem (a grid cut to one lr per group gave exponents of
+    the wrong sign); a batch law without them is a warning: a sweep of the lr at one fixed batch
+    still determines lr*, and its B* only repeats the batch that was run."""
+    coef, design = record.get("coefficients"), record.get("design")
+    problems: list[str] = []
+    warnings: list[str] = []
+    if record.get("kind") != "hyper" or not isinstance(design, dict) or not isinstance(coef, dict):
+        return problems, warnings
+    for what, key, suffix, out in (("learning rate", "groups_with_lr_choice", "_lr", problems),
+                                   ("batch size", "groups_with_batch_choice", "_b", warnings)):
+        need = sum(name.endswith(suffix) for name in coef)
+        have = design.get(key)
+        if isinstance(have, int) and have < need:
+            out.append(f"only {have} of {design.get('groups')} (N, D) groups were trained at more than one {what}; "
+                       f"the law's {need} {what} coefficients need at least {need} such groups"
+                       + (": its B* repeats the batch sizes that were run, it does not locate an optimum"
+                          if out is warnings else " (add learning rates to the sweep)"))
+    return problems, warnings
+

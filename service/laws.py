@@ -16,7 +16,7 @@ from hpscale.fitting.errors import FittingError
 from hpscale.fitting.hyper import HyperLaw, compute_flops
 from hpscale.fitting.presets import DEFAULT_PRESET, PRESETS
 from hpscale.fitting.registry import extrapolation_factor, law_from_record
-from hpscale.fitting.sanity import law_problems
+from hpscale.fitting.sanity import design_notes, law_problems
 from hpscale.service.errors import InputError
 
 logger = logging.getLogger("hpscale")
@@ -350,6 +350,7 @@ def recommend_with_law(
     )
     if problems:
         rec.warnings.append(f"law {row.name} is a failed fit ({'; '.join(problems)}): do not rely on it")
+    rec.warnings.extend(f"law {row.name}: {w}" for w in design_notes(row.record or {})[1])
     fit_range = (row.record or {}).get("fit_range")
     if fit_range:
         rec.extrapolation_factor = extrapolation_factor(fit_range, n_params, tokens)

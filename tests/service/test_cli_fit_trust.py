@@ -166,3 +166,12 @@ def test_a_files_row_order_does_not_move_a_laws_intervals(cli_env, tmp_path: Pat
         hp_json("--database", url, "import", "runs", str(write_jsonl(tmp_path / f"{name}.jsonl", rows)), "--source", "g")
         laws.append(hp_json("--database", url, "fit", "--kind", "hyper", "--bootstrap", "40"))
     assert laws[0]["intervals"] == laws[1]["intervals"] and laws[0]["coefficients"] == laws[1]["coefficients"]
+
+
+def test_a_sweep_of_the_lr_at_one_batch_gives_a_law_that_says_its_batch_is_not_fitted(cli_env, tmp_path: Path) -> None:
+    one_batch = [r for r in grid_records() if r["name"].endswith("-j0")]
+    hp_json("import", "runs", str(write_jsonl(tmp_path / "b.jsonl", one_batch)), "--source", "lr-only")
+    law = hp_json("fit", "--kind", "hyper", "--bootstrap", "20")
+    assert not law["failure"] and any("repeats the batch sizes that were run" in w for w in law["warnings"])
+    rec = hp_json("recommend", "--params", "4e7", "--tokens", "8e9", "--law", str(law["id"]))
+    assert any(w.startswith(f"law {law['name']}: only 0 of") for w in rec["warnings"])
