@@ -31,7 +31,9 @@ from hpscale.fitting import joint as joint_fit
 from hpscale.fitting.errors import EdgeOptimumError, InsufficientDataError, InvalidLawRecordError, NotFittedError
 from hpscale.fitting.forms import HYPER_FORMS, HYPER_METHODS
 from hpscale.fitting.noise import NO_NOISE, NoiseEstimate, estimate_noise, near_optimal_band
-from hpscale.fitting.optimum import GroupOptimum, describe_edges, group_optima, near_optimal_mask, seed_counts, smooth_optima
+from hpscale.fitting.optimum import (
+    GroupOptimum, describe_edges, distinct_values, group_optima, near_optimal_mask, seed_counts, smooth_optima,
+)
 from hpscale.fitting.priors import Combiner, Prior, combiner, prior_for
 from hpscale.fitting.records import restore_fitted
 from hpscale.fitting.runs import RunSet, fit_range
@@ -128,7 +130,7 @@ def _solve(form: str, n: np.ndarray, d: np.ndarray, lr: np.ndarray, bt: np.ndarr
 
 def grid_design(runs: RunSet) -> dict[str, int]:
     """How many (N, D) groups were searched over more than one learning rate, and over more than
-    one batch size (finite runs; values within 0.1% count as one). A group trained at one lr
+    one batch size (finite runs; values within ``optimum.LOG_TOL`` in log count as one, as on the grid's edges). A group trained at one lr
     among several runs says nothing about where lr* lies: its "optimum" is whatever was run. A
     group of a single configuration is a given optimum (published optima, imported as one run
     each): it counts for both, and ``given_optima`` says how many there are."""
@@ -137,7 +139,7 @@ def grid_design(runs: RunSet) -> dict[str, int]:
 
     def choices(values: np.ndarray) -> int:
         finite = values[np.isfinite(values) & (values > 0)]
-        return int(np.unique(np.round(np.log(finite), 3)).size) if finite.size else 0
+        return int(distinct_values(finite).size) if finite.size else 0
 
     lr = batch = given = 0
     for g in range(len(keys)):

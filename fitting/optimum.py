@@ -99,7 +99,7 @@ def seed_counts(runs: RunSet) -> np.ndarray:
     return np.array([len(m) for m in runs.members], float)
 
 
-def _distinct(values: np.ndarray) -> np.ndarray:
+def distinct_values(values: np.ndarray) -> np.ndarray:
     """Sorted distinct values of a positive array, merging values within LOG_TOL in log space."""
     logs = np.sort(np.log(values))
     keep = np.concatenate([[True], np.diff(logs) > LOG_TOL])
@@ -115,7 +115,7 @@ def grid_edges(lr: np.ndarray, batch: np.ndarray, best: int) -> tuple[str, ...]:
     """
     edges: list[str] = []
     same_batch = np.abs(np.log(batch) - np.log(batch[best])) <= LOG_TOL if np.isfinite(batch[best]) else np.ones(lr.size, bool)
-    lrs = _distinct(lr[same_batch])
+    lrs = distinct_values(lr[same_batch])
     if lrs.size < 2:
         edges.append("lr_unsearched")
     else:
@@ -124,7 +124,7 @@ def grid_edges(lr: np.ndarray, batch: np.ndarray, best: int) -> tuple[str, ...]:
         if np.log(lrs[-1]) - np.log(lr[best]) <= LOG_TOL:
             edges.append("lr_high")
     if np.isfinite(batch[best]):
-        bss = _distinct(batch[np.isfinite(batch)])
+        bss = distinct_values(batch[np.isfinite(batch)])
         if bss.size >= 2:
             if np.log(batch[best]) - np.log(bss[0]) <= LOG_TOL:
                 edges.append("batch_low")
@@ -138,7 +138,7 @@ def _lattice_ids(values: np.ndarray) -> np.ndarray:
     finite = np.isfinite(values) & (values > 0)
     if not finite.any():
         return np.zeros(values.size, int)
-    grid = np.log(_distinct(values[finite]))
+    grid = np.log(distinct_values(values[finite]))
     logs = np.log(np.where(finite, values, 1.0))
     return np.where(finite, np.argmin(np.abs(logs[:, None] - grid[None, :]), axis=1), 0)
 
@@ -168,14 +168,14 @@ def smooth_optima(
     use = np.where(band.sum(axis=1, keepdims=True) >= MIN_SURFACE_POINTS, band, rank < MIN_SURFACE_POINTS)
     w = use.astype(float)
 
-    def n_distinct(ids: np.ndarray) -> np.ndarray:
+    def ndistinct_values(ids: np.ndarray) -> np.ndarray:
         onehot = np.zeros((k, m, int(ids.max()) + 1))
         np.put_along_axis(onehot, ids[pick][:, :, None], 1.0, axis=2)
         return ((onehot * w[:, :, None]).sum(axis=1) > 0).sum(axis=1)
 
-    nx = n_distinct(_lattice_ids(lr))
+    nx = ndistinct_values(_lattice_ids(lr))
     y_known = np.isfinite(y).all(axis=1)
-    ny = np.where(y_known, n_distinct(_lattice_ids(batch)), 1)
+    ny = np.where(y_known, ndistinct_values(_lattice_ids(batch)), 1)
     # Centre on each row's best run: better conditioned normal equations.
     best = np.argmin(z, axis=1)
     x0 = np.take_along_axis(x, best[:, None], axis=1)
