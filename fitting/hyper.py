@@ -130,8 +130,9 @@ def _solve(form: str, n: np.ndarray, d: np.ndarray, lr: np.ndarray, bt: np.ndarr
 
 def grid_design(runs: RunSet) -> dict[str, int]:
     """How many (N, D) groups were searched over more than one learning rate, and over more than
-    one batch size (finite runs; values within ``optimum.LOG_TOL`` in log count as one, as on the grid's edges). A group trained at one lr
-    among several runs says nothing about where lr* lies: its "optimum" is whatever was run. A
+    one batch size (finite runs; values within ``optimum.LOG_TOL`` in log count as one, as on the
+    grid's edges). A group trained at one lr among several runs says nothing about where lr*
+    lies: its "optimum" is whatever was run. A
     group of a single configuration is a given optimum (published optima, imported as one run
     each): it counts for both, and ``given_optima`` says how many there are."""
     gid, keys = runs.group_keys()
