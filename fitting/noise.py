@@ -76,28 +76,25 @@ NO_NOISE = NoiseEstimate(rel_std=None, source="none", dof=0, configurations=0)
 
 
 def repeat_noise(runs: RunSet) -> NoiseEstimate | None:
-    """Pooled within-configuration std of log loss over configurations with several finite runs;
-    None when fewer than MIN_DOF degrees of freedom exist. Diverged runs are left out, and runs
-    of one configuration with identical losses count once (duplicates, not repeats)."""
-    ok = runs.usable
-    keys: dict[tuple[Any, ...], list[float]] = {}
-    arch = runs.arch or [""] * len(runs)  # two architectures of one active N are no repeats
-    for i in np.flatnonzero(ok & np.isfinite(runs.lr) & np.isfinite(runs.batch_tokens)):
-        key = (runs.n_params[i], runs.tokens[i], runs.lr[i], runs.batch_tokens[i], arch[i])
-        keys.setdefault(key, []).append(math.log(runs.final_loss[i]))
-    ss, dof, configs = 0.0, 0, 0
-    for values in keys.values():
-        # Two runs with the very same loss are one run stored twice (a duplicated row), not two
-        # seeds: counted as repeats they would measure a noise of zero.
-        values = sorted(set(values))
-        if len(values) >= 2:
-            arr = np.asarray(values)
+    """Pooled within-configuration std of log loss over configurations with several finite runs
+    (the repeats ``RunSet.average_repeats`` merges: one configuration and architecture, a
+    duplicated row counted once); None when fewer than MIN_DOF degrees of freedom exist.
+    Diverged runs are left out."""
+    usable = runs.subset(runs.usable)
+    configs = usable.average_repeats()
+    if configs.members is None:  # nothing repeats
+        return None
+    row = {name: i for i, name in enumerate(usable.names)}
+    ss, dof, n_configs = 0.0, 0, 0
+    for members in configs.members:
+        if len(members) >= 2:
+            arr = np.log(usable.final_loss[[row[m] for m in members]])
             ss += float(np.sum((arr - arr.mean()) ** 2))
             dof += arr.size - 1
-            configs += 1
+            n_configs += 1
     if dof < MIN_DOF:
         return None
-    return NoiseEstimate(rel_std=math.sqrt(ss / dof), source="repeats", dof=dof, configurations=configs)
+    return NoiseEstimate(rel_std=math.sqrt(ss / dof), source="repeats", dof=dof, configurations=n_configs)
 
 
 def residual_noise(runs: RunSet) -> NoiseEstimate | None:
