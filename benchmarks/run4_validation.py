@@ -420,8 +420,7 @@ def score_heldout(results: Path, db: Database) -> dict[str, Any]:
         scores[who] = {"lr": lr, "batch_size": batch_size, "trained": trained, **r}
     ours = scores["hpscale"]
     # The predicted loss is for a run at the recommendation: measured there, or not at all.
-    measured = next((c["mean"] for c in ours["configs"] if c["lr"] == ours["config"]["lr"]
-                     and c["batch_tokens"] == ours["config"]["batch_tokens"]), None) if ours["trained"] else None
+    measured = ours["config"]["mean"] if ours["trained"] else None
     pred, interval = p.get("final_loss"), p.get("final_loss_interval")
     loss = {"predicted": pred, "interval": interval, "measured": measured,
             "rel_error": None if pred is None or measured is None else pred / measured - 1.0,
@@ -447,23 +446,23 @@ def score_heldout(results: Path, db: Database) -> dict[str, Any]:
 
 
 def sweep_groups(db: Database) -> list[dict[str, Any]]:
-    """Each swept (N, D): its best configuration by seed mean and how many configurations it has."""
+    """The sweep's noise estimate, then each swept (N, D): its best configuration by seed mean
+    (``fitting.optimum.group_optima``) and how many configurations it has."""
     from hpscale.fitting.noise import estimate_noise
+    from hpscale.fitting.optimum import group_optima
     from hpscale.service import fits
 
     runs = fits.runset([r for r in storage.list_runs(db, sources=[SWEEP]) if r.status in ("done", "diverged")])
-    configs = runs.average_repeats()
-    gid, keys = configs.group_keys()
-    out = []
-    for g, (n, d) in enumerate(keys):
-        m = (gid == g) & configs.usable
-        if not m.any():
-            continue
-        i = np.flatnonzero(m)[np.argmin(configs.final_loss[m])]
-        out.append({"n_params": n, "tokens": d, "configs": int((gid == g).sum()), "best_lr": float(configs.lr[i]),
-                    "best_batch_tokens": float(configs.batch_tokens[i]), "best_loss": float(configs.final_loss[i])})
     noise = estimate_noise(runs)
-    return [{"noise": {"rel_std": noise.rel_std, "source": noise.source, "dof": noise.dof}}, *out]
+    out: list[dict[str, Any]] = [{"noise": {"rel_std": noise.rel_std, "source": noise.source, "dof": noise.dof}}]
+    if not runs.usable.any():
+        return out
+    gid, keys = runs.average_repeats().group_keys()
+    configs = dict(zip(keys, np.bincount(gid, minlength=len(keys)).tolist()))
+    out += [{"n_params": g.n_params, "tokens": g.tokens, "configs": configs[(g.n_params, g.tokens)],
+             "best_lr": g.best_lr, "best_batch_tokens": g.best_batch_tokens, "best_loss": g.best_loss}
+            for g in group_optima(runs)]
+    return out
 
 
 def report_markdown(rep: dict[str, Any], groups: list[dict[str, Any]]) -> str:
@@ -549,8 +548,7 @@ def plot_report(db: Database, rep: dict[str, Any], groups: list[dict[str, Any]],
         seeds = [(r.lr, r.final_loss) for r in held if r.batch_tokens == b]
         ax.scatter(*zip(*seeds), s=8, color=f"C{i}", alpha=0.5)
     for (who, r), marker in zip(rep["regret"].items(), ("*", "s", "^", "v")):
-        mean = next((c["mean"] for c in r["configs"] if c["lr"] == r["config"]["lr"]
-                     and c["batch_tokens"] == r["config"]["batch_tokens"]), None) if r["trained"] else None
+        mean = r["config"]["mean"] if r["trained"] else None
         if mean is not None:
             ax.scatter([r["lr"]], [mean], marker=marker, s=170, facecolors="none", edgecolors="k", zorder=4,
                        label=f"{who}: lr {r['lr']:.3g}, batch {r['batch_size']}, regret {_pct(r['regret'])}")
@@ -620,6 +618,10 @@ def main() -> None:
     parser.add_argument("--allow-incomplete", action="store_true",
                         help="predict: from the runs that finished when the sweep stage is not complete")
     args = parser.parse_args()
+    if not (args.minutes > 0 and args.workers >= 0):
+        parser.error("--minutes must be > 0 and --workers >= 0")
+    if not (args.results / "sweep.yaml").is_file():
+        parser.error(f"--results {args.results}: no sweep.yaml there (the run's specs and exports)")
     work, results = args.work.resolve(), args.results.resolve()
     work.mkdir(parents=True, exist_ok=True)
     log(f"stage {args.stage}")

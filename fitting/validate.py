@@ -151,8 +151,10 @@ def seed_regret(runs: RunSet, lr_rec: float, batch_rec: float, n_bootstrap: int 
     In synthetic held-out lines (8 configurations, 3 seeds, 0.2-1% noise, 300 trials each;
     ``benchmarks/seed_regret_coverage.py``, BENCHMARKS.md) it covered the true regret in 88-100%
     of trials, least at 0.5-1% noise, where picking the best of noisy means biases the estimate;
-    resampling each configuration's own seeds instead covered it in 74-98%. ``smooth`` and ``nearest`` are :func:`regret` on the seed means;
-    ``configs`` lists every configuration (lr, batch_tokens, n, mean, sd) by mean loss."""
+    resampling each configuration's own seeds instead covered it in 74-98%. ``smooth`` and
+    ``nearest`` are :func:`regret` on the seed means; ``config`` is the recommended
+    configuration (with its seed-mean loss ``mean``, nats), ``configs`` lists every
+    configuration (lr, batch_tokens, n, mean, sd) by mean loss."""
     if len(runs) == 0 or not runs.usable.any():
         raise InsufficientDataError("a seed regret needs finished held-out runs")
     if len(set(zip(runs.n_params.tolist(), runs.tokens.tolist()))) > 1:
@@ -178,7 +180,8 @@ def seed_regret(runs: RunSet, lr_rec: float, batch_rec: float, n_bootstrap: int 
         "interval": None, "p_best": None, "nearest": None, "smooth": None,
         "noise": None if noise is None else {"rel_std": noise.rel_std, "dof": noise.dof},
         "config": {"lr": float(configs.lr[rec]), "batch_tokens": float(configs.batch_tokens[rec]),
-                   "n": int(n[rec]), "diverged": bool(not finite[rec])},
+                   "n": int(n[rec]), "diverged": bool(not finite[rec]),
+                   "mean": float(configs.final_loss[rec]) if finite[rec] else None},
         "best": None if not finite.any() else {
             "lr": float(configs.lr[best]), "batch_tokens": float(configs.batch_tokens[best]),
             "loss": float(configs.final_loss[best]), "n": int(n[best])},

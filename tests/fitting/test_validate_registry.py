@@ -50,7 +50,9 @@ def test_seed_regret_reads_seed_means_with_an_interval():
     runs = _seeded_grid(noise=1e-4)
     at_best = seed_regret(runs, 0.01, 65536.0)
     assert at_best["regret"] == 0.0 and at_best["p_best"] > 0.99
-    assert at_best["config"] == {"lr": 0.01, "batch_tokens": 65536.0, "n": 3, "diverged": False}
+    seeds = runs.final_loss[(runs.lr == 0.01) & (runs.batch_tokens == 65536.0)]
+    assert at_best["config"] == {"lr": 0.01, "batch_tokens": 65536.0, "n": 3, "diverged": False,
+                                 "mean": pytest.approx(seeds.mean())}
     assert at_best["interval"][0] == 0.0 and at_best["interval"][1] < 1e-3
     assert at_best["smooth"] < 1e-3 and at_best["nearest"] == 0.0
     assert at_best["noise"]["rel_std"] == pytest.approx(1e-4, rel=0.5) and at_best["noise"]["dof"] == 16
