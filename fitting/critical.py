@@ -96,7 +96,7 @@ def fit_target(batch_tokens: np.ndarray, steps: np.ndarray) -> tuple[float, floa
 class CriticalBatchLaw:
     """B_crit(x) = k x^p over targets (see the module doc). Parameters: ``by``, the variable x,
     one of "n_params", "tokens" (E_min), "target_loss"; ``n_bootstrap`` resamples (of targets,
-    then of the batch sizes within each), ``seed``, ``level``.
+    and of the log-steps residuals within each), ``seed``, ``level``.
 
     Fitted: ``targets_`` (TargetFit per target), ``coef_`` ({"k", "p"} for ``by``),
     ``exponents_`` (p for every variable the data allow), ``coef_samples_``, ``intervals_``,
@@ -169,16 +169,23 @@ class CriticalBatchLaw:
         return self
 
     def _bootstrap(self, members: list[np.ndarray], b: np.ndarray, s: np.ndarray, targets: list[TargetFit]) -> None:
-        """Resample targets, then batch sizes within each; refit B_crit per target and the
-        power law across them."""
+        """Resample targets, and the residuals of each target's fit; refit B_crit per target
+        and the power law across them."""
         rng = np.random.default_rng(self.seed)
         k = self.n_bootstrap
         # Per-target resampled fits: (targets, K) arrays of S_min and B_crit.
         s_min = np.empty((len(members), k))
         b_crit = np.empty((len(members), k))
-        for t, m in enumerate(members):
-            pick = m[rng.integers(0, m.size, (k, m.size))]
-            s_min[t], b_crit[t] = _fit_targets_batched(b[pick], s[pick])
+        for t, (m, fit) in enumerate(zip(members, targets)):
+            # Residual bootstrap within a target: its batch sizes stay as measured (a case
+            # resample of 3-4 batches often repeats one and leaves B_crit undetermined, its
+            # profile running to the grid's edge); the log-steps residuals are redrawn,
+            # inflated by sqrt(n / (n - 2)) for the two fitted parameters.
+            fitted = np.log(fit.s_min) + np.log1p(fit.b_crit / b[m])
+            resid = np.log(s[m]) - fitted
+            inflate = np.sqrt(m.size / (m.size - 2)) if m.size > 2 else 1.0
+            draws = fitted + inflate * resid[rng.integers(0, m.size, (k, m.size))]
+            s_min[t], b_crit[t] = _fit_targets_batched(np.broadcast_to(b[m], draws.shape), np.exp(draws))
         base = {"n_params": np.array([t.n_params for t in targets]), "target_loss": np.array([t.target_loss for t in targets])}
         samples = []
         for i in range(k):
@@ -190,6 +197,8 @@ class CriticalBatchLaw:
             samples.append({"k": float(np.exp(logk)), "p": float(p)})
         if len(samples) < 0.9 * k:
             self.warnings_.append(f"only {len(samples)} of {k} bootstrap resamples had two distinct targets")
+        if not samples:
+            return
         self.coef_samples_ = samples
         lo, hi = (1 - self.level) / 2, (1 + self.level) / 2
         self.intervals_ = {

@@ -27,7 +27,7 @@ from hpscale.service.errors import InputError
 from hpscale.service.fitkinds import DEFAULT_FORM, DEFAULT_PRIOR_WIDTH, FORMS, KINDS, PRIOR_NAMES
 from hpscale.service.fitkinds import METHODS as HYPER_METHODS
 from hpscale.service.laws import check_passed, failure, loss_warnings
-from hpscale.service.runformat import check_schedule_length, read_schedule, schedule_lrs
+from hpscale.service.runformat import check_schedule_length, read_schedule, schedule_lrs, steps_to_target_tag
 
 # The laws that need scipy (loss, trajectory, critical batch, the extrapolation check) are
 # imported where they are used: the API imports this module for ``runset`` on every start, and
@@ -223,11 +223,26 @@ def loss_curves(db: Database, rows: Sequence[Run]) -> list[LossCurve]:
 
 
 def critical_points(db: Database, rows: Sequence[Run]) -> dict[str, np.ndarray]:
-    """Steps-to-target measurements from stored curves: for each (N, D) group and batch size, the
-    best run's curve gives the first step at which it reaches each target loss; targets are the
-    losses every batch size of the group reaches."""
+    """Steps-to-target measurements: imported ones as they are (runs tagged ``steps_to_target``:
+    the target is their final loss), and from stored curves: for each (N, D) group and batch
+    size, the best run's curve gives the first step at which it reaches each target loss;
+    targets are the losses every batch size of the group reaches."""
     from hpscale.fitting.critical import steps_to_target
 
+    cols: dict[str, list[float]] = {"n_params": [], "target_loss": [], "batch_tokens": [], "steps": []}
+    measured = set()
+    for r in rows:
+        try:
+            s = steps_to_target_tag(r.tags)
+        except InputError as exc:
+            raise InputError(f"run {r.source}/{r.name}: {exc}") from None
+        if s is None or r.status != "done" or r.final_loss is None or not r.batch_tokens:
+            continue
+        measured.add(r.id)
+        for k, v in (("n_params", r.n_params), ("target_loss", r.final_loss), ("batch_tokens", r.batch_tokens),
+                     ("steps", s)):
+            cols[k].append(float(v))
+    rows = [r for r in rows if r.id not in measured]
     curves = storage.get_curves(db, [r.id for r in rows if r.status == "done" and r.batch_tokens])
     by_group: dict[tuple[float, float], dict[float, Run]] = {}
     for r in rows:
@@ -237,7 +252,6 @@ def critical_points(db: Database, rows: Sequence[Run]) -> dict[str, np.ndarray]:
         best = cells.get(float(r.batch_tokens))  # type: ignore[arg-type]
         if best is None or (best.final_loss or math.inf) > r.final_loss:
             cells[float(r.batch_tokens)] = r  # type: ignore[arg-type]
-    cols: dict[str, list[float]] = {"n_params": [], "target_loss": [], "batch_tokens": [], "steps": []}
     for (n, _d), cells in by_group.items():
         if len(cells) < 2:
             continue
@@ -257,7 +271,7 @@ def critical_points(db: Database, rows: Sequence[Run]) -> dict[str, np.ndarray]:
     if not cols["steps"]:
         raise InsufficientDataError(
             "no steps-to-target measurements: the critical batch needs groups trained at two or more batch sizes "
-            "with loss curves"
+            "with loss curves, or a steps-to-target table (hpscale import steps-to-target)"
         )
     return {k: np.array(v) for k, v in cols.items()}
 

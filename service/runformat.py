@@ -16,7 +16,7 @@ One record is one finished run:
 | ``optimizer`` | no | the optimizer it trained with: ``adamw`` (default), ``lion``, ``sgd``, ``sgd_sai``, ``lamb``, ``muon`` or another name; laws are fitted per optimizer |
 | ``schedule`` | no | free text naming the learning-rate schedule (default: ``lr_schedule``'s kind) |
 | ``lr_schedule`` | no | the schedule itself (see below): trajectory laws are fitted on the lr of every step it gives |
-| ``tags`` | no | free-form: a JSON object (JSONL), or ``k=v;k=v`` text (CSV) |
+| ``tags`` | no | free-form: a JSON object (JSONL), or ``k=v;k=v`` text (CSV); one key is read: ``steps_to_target`` (below) |
 | ``curve`` | no (JSONL only) | list of ``{step, lr?, loss, tokens?}``; ``loss`` is the evaluation loss |
 
 ``lr_schedule`` is one of the sweep spec's schedule kinds with its parameters,
@@ -27,6 +27,11 @@ total_steps?, warmup_steps?}`` (each lr holds from its step to the next entry's)
 pairs separated by spaces: ``kind=table;warmup_steps=2160;table=1:3e-4 8001:9e-5``. Without
 it, a trajectory fit interpolates the lr logged at the curve's points, and says so.
 The same schedule objects are the API's ``POST /predict/curve`` schedules.
+
+A run tagged ``steps_to_target`` (a number of optimizer steps) is a steps-to-target
+measurement: it reached ``final_loss``, the target, after that many steps at its batch.
+Critical-batch fits take such runs as they are (``parse_steps_to_target_file`` reads whole
+tables of them) and measure the other runs' steps on their curves.
 """
 
 from __future__ import annotations
@@ -622,6 +627,117 @@ def parse_steplaw_file(path: Path) -> list[RunIn]:
     if not runs:
         raise InputError(f"{path}: no runs in the file")
     return runs
+
+
+# -- Steps-to-target tables (critical batch measurements) -----------------------------------
+# A run tagged with this key is a steps-to-target measurement: trained at its batch until its
+# loss reached ``final_loss`` (the target), which took this many optimizer steps. Critical-batch
+# fits read such runs directly (``service.fits.critical_points``); other runs give theirs from
+# their curves.
+STEPS_TO_TARGET_TAG = "steps_to_target"
+# Columns of a steps-to-target table: hpscale's names first, then the names of Zhang et al.'s
+# released table (critical-batch-size repository), which imports as it stands.
+STEPS_COLUMNS: dict[str, tuple[str, ...]] = {
+    "n_params": ("n_params", "model_size_M"),
+    "target_loss": ("target_loss", "target_eval_loss_c4", "target_eval_loss"),
+    "steps_to_target": ("steps_to_target", "steps"),
+    "batch_tokens": ("batch_tokens",),
+    "batch_size": ("batch_size", "batch_size_seqs"),
+    "seq_len": ("seq_len",),
+    "name": ("name",),
+    "lr": ("lr",),
+    "optimizer": ("optimizer",),
+}
+_STEPS_SCALE = {"model_size_M": 1e6}  # a column in millions
+
+
+def parse_steps_to_target_file(path: Path) -> list[RunIn]:
+    """Read a steps-to-target table (CSV): one row per (model size, target loss, batch) with the
+    optimizer steps the model took to reach the target at that batch. Columns: ``n_params``
+    (or ``model_size_M``, millions), ``target_loss`` (nats/token), ``steps_to_target``, and
+    ``batch_tokens`` or ``batch_size`` with ``seq_len``; optional ``name``, ``lr``,
+    ``optimizer``. Each row becomes a run whose ``final_loss`` is the target, whose ``tokens``
+    are steps x batch, tagged ``steps_to_target``. Errors name file, line and column."""
+    text = _read_text(path)
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames:
+        raise InputError(f"{path}: empty file (expected a header line)")
+    header = [f.strip() for f in reader.fieldnames]
+    known = {alias: field for field, aliases in STEPS_COLUMNS.items() for alias in aliases}
+    unknown = [f for f in header if f not in known]
+    if unknown:
+        raise InputError(f"{path}:1: unknown column {unknown[0]!r} (see `hpscale import steps-to-target --help`)")
+    columns: dict[str, str] = {}
+    for col in header:
+        if known[col] in columns:
+            raise InputError(f"{path}:1: columns {columns[known[col]]!r} and {col!r} both give {known[col]}")
+        columns[known[col]] = col
+    for field in ("n_params", "target_loss", "steps_to_target"):
+        if field not in columns:
+            raise InputError(f"{path}:1: missing column {field!r} (or {' / '.join(STEPS_COLUMNS[field][1:])})")
+    if "batch_tokens" not in columns and not {"batch_size", "seq_len"} <= columns.keys():
+        raise InputError(f"{path}:1: missing the batch: a column batch_tokens, or batch_size with seq_len")
+    runs: list[RunIn] = []
+    seen: dict[str, int] = {}
+    for row in reader:
+        line = reader.line_num
+        if None in row:
+            raise InputError(f"{path}:{line}: more values than columns")
+        cells = {field: (row.get(col) or "").strip() for field, col in columns.items()}
+        values: dict[str, float] = {}
+        for field, raw in cells.items():
+            if field in ("name", "optimizer") or (field == "lr" and raw == ""):
+                continue  # text, or an optional number left empty
+            try:
+                value = float(raw) * _STEPS_SCALE.get(columns[field], 1.0)
+            except ValueError:
+                raise InputError(f"{path}:{line}: column {columns[field]!r}: not a number (got {raw!r})") from None
+            if not math.isfinite(value) or value <= 0:
+                raise InputError(f"{path}:{line}: column {columns[field]!r}: must be a finite number > 0 (got {raw!r})")
+            values[field] = value
+        if "seq_len" in values and not values["seq_len"].is_integer():
+            raise InputError(f"{path}:{line}: column {columns['seq_len']!r}: must be a whole number")
+        batch = values.get("batch_tokens")
+        if batch is None:
+            batch = values["batch_size"] * values["seq_len"]
+        steps = values["steps_to_target"]
+        name = cells.get("name") or (
+            f"N{values['n_params']:.4g}-target{values['target_loss']:g}-batch{batch:g}"
+        )
+        record: dict[str, Any] = {
+            "name": name, "n_params": values["n_params"], "tokens": steps * batch,
+            "final_loss": values["target_loss"], "batch_tokens": batch,
+            "tags": {STEPS_TO_TARGET_TAG: steps},
+            **{k: values[k] for k in ("batch_size", "lr") if k in values},
+            **({"seq_len": int(values["seq_len"])} if "seq_len" in values else {}),
+            **({"optimizer": cells["optimizer"]} if cells.get("optimizer") else {}),
+        }
+        try:
+            run = RunIn.model_validate(record)
+        except ValidationError as exc:
+            raise InputError(f"{path}:{line}: {_describe(exc)}") from None
+        if name in seen:
+            raise InputError(f"{path}:{line}: the measurement {name!r} repeats line {seen[name]}")
+        seen[name] = line
+        runs.append(run)
+    if not runs:
+        raise InputError(f"{path}: no measurements in the file")
+    return runs
+
+
+def steps_to_target_tag(tags: dict[str, Any] | None) -> float | None:
+    """The steps a run tagged as a steps-to-target measurement took (None: not one). The tag
+    may be text (a CSV import's tags are): a value that is no number > 0 raises InputError."""
+    if not tags or STEPS_TO_TARGET_TAG not in tags:
+        return None
+    raw = tags[STEPS_TO_TARGET_TAG]
+    try:
+        steps = float(raw)
+    except (TypeError, ValueError):
+        steps = math.nan
+    if not (math.isfinite(steps) and steps > 0):
+        raise InputError(f"tag {STEPS_TO_TARGET_TAG}={raw!r}: must be a number of steps > 0")
+    return steps
 
 
 EXPORT_FIELDS = (

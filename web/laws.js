@@ -414,6 +414,48 @@ async function renderTrajectory(law, el) {
   await plot(lrFig.el, lrTraces, { title: { text: "Learning-rate schedules" }, xaxis: linAxis("step"), yaxis: logAxis("lr") });
 }
 
+// -- critical-batch laws --------------------------------------------------------------------
+
+/** The variable a critical-batch law's power law is on, with each target's value of it. */
+const CRITICAL_X = {
+  n_params: { label: "N (non-embedding parameters)", of: (t) => t.n_params },
+  tokens: { label: "E_min (fewest tokens to the target)", of: (t) => t.e_min },
+  target_loss: { label: "target loss (nats/token)", of: (t) => t.target_loss },
+};
+
+async function renderCritical(law, el) {
+  const info = law.critical_batch;
+  if (!info?.targets.length) {
+    mount(el, h("p", { class: "muted" }, "This critical-batch law carries no per-target fits."));
+    return;
+  }
+  const by = Object.keys(law.fit_range ?? {})[0] ?? "n_params";
+  const axis = CRITICAL_X[by] ?? CRITICAL_X.n_params;
+  const xs = info.targets.map(axis.of);
+  const lo = Math.min(...xs), hi = Math.max(...xs);
+  const line = Array.from({ length: 40 }, (_, i) => lo * (hi / lo) ** (i / 39));
+  const fig = figure({ id: "plot-critical", "aria-label": "Critical batch against the fitted variable" });
+  const exps = Object.entries(info.exponents).map(([k, v]) => `p = ${fmt(v, 3)} on ${k}`).join(", ");
+  mount(el, h("section", { class: "card" },
+    h("h2", {}, "Critical batch per target"),
+    h("p", { class: "muted small" }, "Points: each target's B_crit from S = S_min (1 + B_crit / B) fitted on its batch sizes; line: the law B_crit = k x^p across targets.",
+      exps ? ` Exponent of B_crit on each variable the targets vary in: ${exps}.` : ""),
+    fig.box,
+    h("div", { class: "table-wrap" },
+      h("table", { id: "critical-targets" },
+        h("thead", {}, h("tr", {}, ["N", "target loss", "B_crit (tokens)", "S_min (steps)", "E_min (tokens)", "B at 20% overhead", "mean rel. error"]
+          .map((c, i) => h("th", { class: i ? "num" : null }, c)))),
+        h("tbody", {}, info.targets.map((t) => h("tr", {},
+          h("td", {}, si(t.n_params)), h("td", { class: "num" }, fmt(t.target_loss, 4)), h("td", { class: "num" }, si(t.b_crit)),
+          h("td", { class: "num" }, fmt(t.s_min)), h("td", { class: "num" }, si(t.e_min)), h("td", { class: "num" }, si(t.b_overhead20)),
+          h("td", { class: "num" }, `${fmt(100 * t.rel_error, 2)}%`))))))));
+  await plot(fig.el, [
+    { x: xs, y: info.targets.map((t) => t.b_crit), mode: "markers", name: "targets", meta: "data", marker: { size: 9 },
+      text: info.targets.map((t) => `N ${si(t.n_params)}, target ${fmt(t.target_loss, 4)}<br>B_crit ${si(t.b_crit)} tokens`), hoverinfo: "text" },
+    { x: line, y: line.map((x) => law.parameters.k * x ** law.parameters.p), mode: "lines", name: "fit", meta: "fit", line: { color: "#111827", width: 2 } },
+  ], { title: { text: "Critical batch" }, xaxis: logAxis(axis.label), yaxis: logAxis("B_crit (tokens)") });
+}
+
 // -- flow -----------------------------------------------------------------------------------
 
 /** The law a recommendation near its data comes from (the API's rule, for its default
@@ -425,7 +467,7 @@ function defaultLaw(laws) {
   return passed[passed.length - 1] || laws.find((l) => l.name === "steplaw") || laws[0];
 }
 
-const RENDERERS = { hyper: renderHyper, loss: renderLoss, trajectory: renderTrajectory };
+const RENDERERS = { hyper: renderHyper, loss: renderLoss, trajectory: renderTrajectory, critical_batch: renderCritical };
 
 async function main() {
   const state = readState();

@@ -283,6 +283,27 @@ class LrBatchCoupling(BaseModel):
     note: str
 
 
+class CriticalTarget(BaseModel):
+    """One target of a critical-batch law: S = S_min (1 + B_crit / B) fitted on its batches."""
+
+    n_params: float = Field(description="Model size, non-embedding parameters.")
+    target_loss: float = Field(description="The loss the steps were counted to, nats/token.")
+    b_crit: float = Field(description="Critical batch, tokens.")
+    s_min: float = Field(description="Fewest optimizer steps (infinite batch).")
+    e_min: float = Field(description="Fewest tokens (S_min x B_crit).")
+    b_overhead20: float = Field(description="Batch (tokens) whose steps carry 20% overhead over linear scaling "
+                                            "from the smallest batch measured (Zhang et al.'s measure).")
+    rel_error: float = Field(description="Mean |S_pred / S - 1| over the target's batches.")
+
+
+class CriticalBatchInfo(BaseModel):
+    """A critical-batch law's per-target fits and the exponent of B_crit on each variable."""
+
+    targets: list[CriticalTarget]
+    exponents: dict[str, float] = Field(
+        description="p of B_crit ~ x^p across targets, for x = n_params, tokens (E_min), target_loss where they vary.")
+
+
 class LawDetail(LawSummary):
     """A law with everything needed to judge it."""
 
@@ -312,6 +333,8 @@ class LawDetail(LawSummary):
         default=None, description="Fitted hyper laws: the exponent of lr* on the batch at fixed (N, D), with its "
         "interval and the theory's value (null for other laws, and for hyper laws fitted before it was measured)."
     )
+    critical_batch: CriticalBatchInfo | None = Field(
+        default=None, description="Critical-batch laws: B_crit per target and its exponents (null for other laws).")
 
 
 # -- sweeps and runs ---------------------------------------------------------------------------

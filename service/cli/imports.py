@@ -21,7 +21,8 @@ RUN_FORMAT_HELP = (
     "final_lr_ratio, cooldown_fraction, decay} or {kind: table, table: [{step, lr}], total_steps, warmup_steps}; "
     "CSV: kind=wsd;total_steps=24000;peak_lr=3e-4;warmup_steps=2160 or kind=table;table=1:3e-4 8001:9e-5; "
     "without it a trajectory fit interpolates the lr logged with the curve), tags (JSONL: an "
-    "object; CSV: k=v;k=v), and in JSONL curve: a list of {step, lr?, loss, tokens?}."
+    "object; CSV: k=v;k=v; a tag steps_to_target=S marks a run that reached its final_loss after S steps, "
+    "a critical-batch measurement), and in JSONL curve: a list of {step, lr?, loss, tokens?}."
 )
 
 
@@ -59,6 +60,28 @@ def import_runs(
     from hpscale.service.runformat import check_source, parse_runs_file
 
     runs = parse_runs_file(path)
+    label = check_source(source) if source is not None else check_source(path.stem, "source (the file's name)")
+    result = storage.add_runs(open_db(), [r.to_storage(label) for r in runs])
+    _report(label, result.added, result.skipped, json_out)
+
+
+@app.command("steps-to-target")
+def import_steps_to_target(
+    path: Annotated[Path, typer.Argument(help="A CSV table of steps-to-target measurements.")],
+    source: Annotated[Optional[str], typer.Option(help="Label for these runs (default: the file name).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Import a steps-to-target table, the data of a critical-batch fit (`hpscale fit --kind
+    critical-batch`): one row per (model size, target loss, batch) with the optimizer steps it
+    took to reach the target. Columns: n_params (or model_size_M, in millions), target_loss
+    (nats/token; or target_eval_loss_c4), steps_to_target, and batch_tokens or batch_size with
+    seq_len (batch_size_seqs is batch_size); optional name, lr, optimizer. Zhang et al.'s
+    released table (critical-batch-size) imports as it stands. Each row is stored as a run whose
+    final loss is the target and whose tokens are steps x batch, tagged steps_to_target."""
+    from hpscale.db import storage
+    from hpscale.service.runformat import check_source, parse_steps_to_target_file
+
+    runs = parse_steps_to_target_file(path)
     label = check_source(source) if source is not None else check_source(path.stem, "source (the file's name)")
     result = storage.add_runs(open_db(), [r.to_storage(label) for r in runs])
     _report(label, result.added, result.skipped, json_out)

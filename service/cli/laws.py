@@ -31,6 +31,9 @@ def law_summary(db: Database, row: Law, detail: bool = False) -> dict[str, Any]:
         "extrapolation": row.extrapolation, "code_version": row.code_version,
         "created_at": row.created_at.isoformat() if row.created_at else None,
     }
+    if row.kind == "critical_batch":  # B_crit of every target, and its exponent on each variable
+        out["targets"] = rec.get("targets")
+        out["exponents"] = rec.get("exponents")
     if detail:
         out["settings"] = row.settings
         out["run_ids"] = storage.law_run_ids(db, row.id)
@@ -79,8 +82,27 @@ def print_law(db: Database, row: Law) -> None:
         out_console.print(f"extrapolation check {verdict}: {ex.get('summary', '')}", highlight=False)
     if info["lr_batch_coupling"]:
         out_console.print(coupling_line(info["lr_batch_coupling"]), highlight=False)
+    if info.get("targets"):
+        print_targets(info["targets"], info.get("exponents") or {})
     for w in info["warnings"]:
         out_console.print(f"[yellow]warning:[/yellow] {w}")
+
+
+def print_targets(targets: list[dict[str, Any]], exponents: dict[str, float]) -> None:
+    """A critical-batch law's per-target fits (S = S_min (1 + B_crit / B)) and the exponent of
+    B_crit on each variable the targets vary in."""
+    table = Table(title="critical batch per target")
+    for col in ("n_params", "target loss", "B_crit (tokens)", "S_min (steps)", "E_min (tokens)",
+                "B at 20% overhead", "mean rel. error"):
+        table.add_column(col, justify="right")
+    for t in targets:
+        table.add_row(fmt(t["n_params"]), fmt(t["target_loss"]), fmt(t["b_crit"]), fmt(t["s_min"]), fmt(t["e_min"]),
+                      fmt(t["b_overhead20"]), f"{100 * t['rel_error']:.1f}%")
+    out_console.print(table)
+    if exponents:
+        names = {"n_params": "N", "tokens": "E_min", "target_loss": "target loss"}
+        out_console.print("B_crit ~ x^p across targets: " + ", ".join(
+            f"p = {fmt(v, 3)} on {names.get(k, k)}" for k, v in exponents.items()), highlight=False)
 
 
 def describe_fit(info: dict[str, Any]) -> list[str]:

@@ -60,3 +60,16 @@ def test_bootstrap_intervals_are_seeded_and_cover():
     iv = a.prediction_interval(1e10)
     assert iv[0] < a.predict(1e10) < iv[1]
     assert CriticalBatchLaw(n_bootstrap=0).fit(**noisy).prediction_interval(1e10) is None
+
+
+def test_few_batch_sizes_per_target_keep_finite_intervals():
+    # Three targets of four batch sizes each: a case resample of the batches often repeats one
+    # and leaves B_crit undetermined (its profile ran to the grid's edge: p's interval reached
+    # -9.8 on noiseless data). Redrawing residuals keeps the design, so the interval stays tight.
+    n, b = np.meshgrid([1e6, 4e6, 1.6e7], [1024.0, 4096.0, 16384.0, 65536.0], indexing="ij")
+    steps = 1e3 * (1 + 2e3 * n**0.5 / b)
+    for resamples in (50, 1000):
+        law = CriticalBatchLaw(n_bootstrap=resamples).fit(n.ravel(), np.full(n.size, 3.0), b.ravel(), steps.ravel())
+        lo, hi = law.intervals_["p"]
+        assert 0.49 < lo <= 0.5 <= hi < 0.51
+        assert law.predict(1e8) / 1.01 < law.prediction_interval(1e8)[0] < law.prediction_interval(1e8)[1] < 1.01 * law.predict(1e8)

@@ -109,3 +109,20 @@ def test_a_fit_over_several_sources_needs_mix(client) -> None:
     assert client.post("/api/v1/fits", json={**body, "sources": ["grid"]}, headers=KEY).status_code == 201
     mixed = client.post("/api/v1/fits", json={**body, "mix": True}, headers=KEY)
     assert mixed.status_code == 201 and mixed.json()["settings"]["mix"] is True
+
+
+def test_critical_batch_law_shows_each_target(client) -> None:
+    # Steps-to-target measurements sent as runs tagged steps_to_target (S = S_min (1 + B_crit / B),
+    # S_min 1000, B_crit = 2e3 N^0.5 tokens): the law's detail carries every target's fit.
+    runs = [{"name": f"n{n:g}-b{b}", "n_params": n, "tokens": s * b, "final_loss": 3.0, "batch_tokens": b,
+             "tags": {"steps_to_target": s}}
+            for n in (1e6, 4e6, 1.6e7) for b in (1024, 4096, 16384, 65536)
+            for s in [1e3 * (1 + 2e3 * n ** 0.5 / b)]]
+    assert client.post("/api/v1/runs", json={"source": "cbs", "runs": runs}, headers=KEY).json()["added"] == 12
+    r = client.post("/api/v1/fits", json={"kind": "critical-batch", "sources": ["cbs"], "bootstrap": 20}, headers=KEY)
+    assert r.status_code == 201, r.text
+    info = r.json()["critical_batch"]
+    assert [t["b_crit"] for t in info["targets"]] == pytest.approx([2e3 * n ** 0.5 for n in (1e6, 4e6, 1.6e7)], rel=1e-3)
+    assert info["exponents"]["n_params"] == pytest.approx(0.5, abs=1e-3)
+    hyper = client.get("/api/v1/laws/steplaw").json()
+    assert hyper["critical_batch"] is None

@@ -206,3 +206,59 @@ def test_bad_schedule_files(grid, tmp_path: Path) -> None:
         path.write_text(text)
         result = hp("predict", "curve", "--law", str(law["id"]), "--lr-schedule", str(path))
         assert result.exit_code == 1 and message in result.stderr, (text, result.stderr)
+
+
+def _steps_table(path: Path) -> Path:
+    """A steps-to-target table in Zhang et al.'s columns, from S = S_min (1 + B_crit / B) with
+    B_crit (tokens) = 1e3 N^0.5 and S_min = 2e3 (seq_len 512; N in millions)."""
+    rows = ["model_size_M,target_eval_loss_c4,batch_size_seqs,seq_len,steps_to_target"]
+    for n_m, target in ((10, 3.5), (40, 3.2), (160, 3.0)):
+        b_crit = 1e3 * (n_m * 1e6) ** 0.5
+        for b in (32, 64, 128, 256, 512, 1024):
+            rows.append(f"{n_m},{target},{b},512,{2e3 * (1 + b_crit / (b * 512)):.1f}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_critical_batch_from_a_steps_to_target_table(cli_env, tmp_path: Path) -> None:
+    table = _steps_table(tmp_path / "cbs.csv")
+    assert hp_json("import", "steps-to-target", str(table)) == {"source": "cbs", "added": 18, "skipped": 0}
+    runs = {r["name"]: r for r in hp_json("runs", "list")}
+    one = runs["N1e+07-target3.5-batch16384"]
+    assert one["final_loss"] == 3.5 and one["batch_size"] == 32 and one["seq_len"] == 512
+    assert one["tokens"] == pytest.approx(one["tags"]["steps_to_target"] * 32 * 512)
+    law = hp_json("fit", "--kind", "critical-batch", "--bootstrap", "50")
+    assert law["coefficients"]["p"] == pytest.approx(0.5, abs=1e-3)
+    assert law["coefficients"]["k"] == pytest.approx(1e3, rel=0.01)
+    assert [t["b_crit"] for t in law["targets"]] == pytest.approx([1e3 * n ** 0.5 for n in (1e7, 4e7, 1.6e8)], rel=1e-3)
+    assert set(law["exponents"]) == {"n_params", "tokens", "target_loss"}
+    shown = hp("laws", "show", str(law["id"])).stdout
+    assert "critical batch per target" in shown and "p = 0.5 on N" in shown
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("n_params,target_loss,batch_tokens\n1e6,3.0,1024\n", "missing column 'steps_to_target'"),
+    ("n_params,target_loss,steps_to_target,batch_size\n1e6,3.0,100,8\n", "missing the batch"),
+    ("n_params,target_loss,steps_to_target,batch_tokens,loss\n1e6,3,100,1024,2\n", "unknown column 'loss'"),
+    ("n_params,model_size_M,target_loss,steps_to_target,batch_tokens\n1e6,1,3,100,1024\n", "both give n_params"),
+    ("n_params,target_loss,steps_to_target,batch_tokens\n1e6,3.0,0,1024\n", "t.csv:2: column 'steps_to_target': must be"),
+    ("n_params,target_loss,steps_to_target,batch_tokens\n1e6,3.0,x,1024\n", "t.csv:2: column 'steps_to_target': not a number"),
+    ("n_params,target_loss,steps_to_target,batch_size,seq_len\n1e6,3,9,8,1.5\n", "'seq_len': must be a whole number"),
+    ("n_params,target_loss,steps_to_target,batch_tokens\n1e6,3,9,8\n1e6,3,7,8\n", "t.csv:3: the measurement"),
+])
+def test_bad_steps_to_target_tables(cli_env, tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text(text)
+    result = hp("import", "steps-to-target", str(path))
+    assert result.exit_code == 1 and message in result.stderr and "Traceback" not in result.stderr
+    assert hp_json("runs", "list") == []
+
+
+def test_a_bad_steps_to_target_tag_names_the_run(cli_env, tmp_path: Path) -> None:
+    path = tmp_path / "runs.csv"
+    path.write_text("name,n_params,tokens,final_loss,batch_tokens,tags\n"
+                    + "".join(f"r{b},1e6,{b * 100},3.0,{b},steps_to_target=100\n" for b in (64, 128))
+                    + "bad,1e6,1e5,3.0,256,steps_to_target=soon\n")
+    hp_json("import", "runs", str(path))
+    result = hp("fit", "--kind", "critical-batch")
+    assert result.exit_code == 1 and "run runs/bad: tag steps_to_target='soon'" in result.stderr

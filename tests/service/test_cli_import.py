@@ -157,6 +157,23 @@ def test_steplaw_import(cli_env) -> None:
     assert len({(r["n_params"], r["tokens"]) for r in runs}) == 17
 
 
+def test_zhang_steps_to_target_table_imports_as_released(cli_env) -> None:
+    # The critical-batch fit on the imported table is the fitting package's fit on its arrays.
+    import numpy as np
+
+    from hpscale.fitting.critical import CriticalBatchLaw
+
+    path = external("critical_batch", "zhang2024_cbs_steps_to_target.csv")
+    assert hp_json("import", "steps-to-target", str(path), "--source", "zhang")["added"] == 45
+    law = hp_json("fit", "--kind", "critical-batch", "--bootstrap", "0")
+    rows = [line.split(",") for line in path.read_text().splitlines()[1:]]
+    direct = CriticalBatchLaw(n_bootstrap=0).fit(
+        n_params=np.array([float(r[0]) * 1e6 for r in rows]), target_loss=np.array([float(r[1]) for r in rows]),
+        batch_tokens=np.array([float(r[2]) * float(r[3]) for r in rows]), steps=np.array([float(r[4]) for r in rows]))
+    assert law["coefficients"] == pytest.approx(direct.coef_, rel=1e-6)  # least-squares tolerance
+    assert [t["b_crit"] for t in law["targets"]] == pytest.approx([t.b_crit for t in direct.targets_], rel=1e-6)
+
+
 def test_steplaw_bad_file(cli_env, tmp_path: Path) -> None:
     header = "h,ffnh,numh,numl,lr,bs,ti,loss,smooth loss,exp_name,D,N\n"
     bad = write(tmp_path, "s.csv", header + "960,9368,15,7,abc,736,66342,2.4,2.39,x,1e11,2e8\n")

@@ -335,6 +335,18 @@ def test_trajectory_law_page_compares_curves(page: Any, base_url: str, seeded: d
     page.assert_clean()
 
 
+def test_critical_batch_law_page_shows_each_target(page: Any, base_url: str, seeded: dict[str, Any]) -> None:
+    law = get_json(f"{base_url}/api/v1/laws/{seeded['critical_law_id']}")
+    open_page(page, f"{base_url}/laws.html?law={seeded['critical_law_id']}")
+    drawn = traces(page, "#plot-critical")
+    assert [t["n"] for t in drawn if t["meta"] == "data"] == [len(law["critical_batch"]["targets"])] == [3]
+    assert [t["meta"] for t in drawn].count("fit") == 1
+    assert page.locator("#critical-targets tbody tr").count() == 3
+    assert "p = 0.5 on n_params" in page.locator("#law-detail").inner_text()
+    page.shot("law-critical")
+    page.assert_clean()
+
+
 def test_loss_law_page_shows_its_data(page: Any, base_url: str, seeded: dict[str, Any]) -> None:
     law = get_json(f"{base_url}/api/v1/laws/{seeded['loss_law_id']}")
     open_page(page, f"{base_url}/laws.html?law={seeded['loss_law_id']}")

@@ -20,6 +20,7 @@ import numpy as np
 from hpscale.db import storage
 from hpscale.db.engine import Database
 from hpscale.fitting.coupling import LrBatchCoupling
+from hpscale.fitting.critical import CriticalBatchLaw
 from hpscale.fitting.hyper import HyperLaw
 from hpscale.fitting.loss import LossLaw
 from hpscale.fitting.runs import RunSet
@@ -225,7 +226,26 @@ def seed(db: Database, tmp: Path) -> dict[str, Any]:
         "extrapolation": judge(extrapolation_check(lion, lion_set)),
         "settings": lion.to_record()["settings"], "code_version": "test",
     }, [r.id for r in lion_rows])
+    # A steps-to-target table (S = 1000 (1 + B_crit / B), B_crit = 2e3 N^0.5 tokens) and its
+    # critical-batch law.
+    storage.add_runs(db, [
+        {"source": "cbs-demo", "name": f"n{n:g}-b{b}", "n_params": n, "tokens": s * b, "final_loss": 3.0,
+         "batch_tokens": b, "tags": {"steps_to_target": s}, "status": "done", "code_version": "test"}
+        for n in (1e6, 4e6, 1.6e7) for b in (1024, 4096, 16384, 65536) for s in [1e3 * (1 + 2e3 * n**0.5 / b)]
+    ])
+    cbs_rows = storage.list_runs(db, sources=["cbs-demo"])
+    critical = CriticalBatchLaw(n_bootstrap=50).fit(
+        **{k: np.array(v) for k, v in {
+            "n_params": [r.n_params for r in cbs_rows], "target_loss": [r.final_loss for r in cbs_rows],
+            "batch_tokens": [r.batch_tokens for r in cbs_rows],
+            "steps": [r.tags["steps_to_target"] for r in cbs_rows]}.items()})
+    critical_law = storage.add_law(db, {
+        "name": "cbs-demo-critical", "kind": "critical_batch", "form": "power", "origin": "fitted",
+        "title": "Critical batch fitted on cbs-demo", "source": "cbs-demo", "record": critical.to_record(),
+        "extrapolation": None, "settings": None, "code_version": "test",
+    }, [r.id for r in cbs_rows])
     return {
+        "critical_law_id": critical_law.id,
         "sweep_id": sweep.id, "running_sweep_id": running.id, "hyper_law_id": law.id, "trajectory_law_id": traj.id,
         "failed_hyper_law_id": failed.id,
         "loss_law_id": loss_row.id, "lion_law_id": lion_law.id,

@@ -52,6 +52,20 @@ def coupling(record: dict[str, Any]) -> s.LrBatchCoupling | None:
         return None
 
 
+def critical_batch(record: dict[str, Any]) -> s.CriticalBatchInfo | None:
+    """A critical-batch law's targets and exponents (``fitting.critical``); None for other
+    laws, or a record this code cannot read."""
+    targets = record.get("targets")
+    if not isinstance(targets, list):
+        return None
+    try:
+        return s.CriticalBatchInfo(targets=[s.CriticalTarget.model_validate(t) for t in targets],
+                                   exponents=_float_dict(record.get("exponents")))
+    except ValueError as exc:
+        logger.warning("critical batch record unreadable: %s", exc)
+        return None
+
+
 def _float_dict(raw: Any) -> dict[str, float]:
     if not isinstance(raw, dict):
         return {}
@@ -191,6 +205,7 @@ def law_detail(
         curve=curve,
         fitted_curves=fitted_curves,
         lr_batch_coupling=coupling(record),
+        critical_batch=critical_batch(record) if row.kind == "critical_batch" else None,
     )
 
 
