@@ -114,6 +114,17 @@ def _design(form: str, n: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.nda
     return x, x.copy()
 
 
+def _span_message(form: str, n: np.ndarray, d: np.ndarray) -> str:
+    """Why the groups' (N, D) cannot determine ``form``, in words a user can act on."""
+    sizes, budgets = np.unique(n).size, np.unique(d).size
+    text = f"the groups do not span the variables form {form!r} needs ({sizes} model sizes, {budgets} token counts"
+    if form != "compute" and sizes > 1 and budgets > 1:
+        # Both vary, yet the design is singular: D is a power of N (one tokens-per-parameter rule).
+        return (text + "; every group lies on one line D = c N^k, so N's effect and D's cannot be told apart): "
+                "fit --form compute, or add groups at a second token budget")
+    return text + ")"
+
+
 def _solve(form: str, n: np.ndarray, d: np.ndarray, lr: np.ndarray, bt: np.ndarray) -> np.ndarray | None:
     """OLS in log space; the log-space coefficient vector (each equation's intercept as a log)
     in COEFFICIENTS order, or None when the design is rank-deficient (e.g. a bootstrap draw
@@ -278,9 +289,10 @@ class HyperLaw:
             used = raw.subset(raw.usable).names
             used = [used[i] for i in np.flatnonzero(in_band)]
         else:
-            point = _solve(self.form, *map(np.concatenate, zip(*[self._group_points(runs, g) for g in groups])))
+            pts = [np.concatenate(a) for a in zip(*[self._group_points(runs, g) for g in groups])]
+            point = _solve(self.form, *pts)
             if point is None:
-                raise InsufficientDataError(f"the groups do not span the variables form {self.form!r} needs")
+                raise InsufficientDataError(_span_message(self.form, pts[0], pts[1]))
             used = runs.run_names(usable)
         combine = self._combiners(prior, groups, runs, point) if prior is not None else None
         posterior = self._posterior(combine, point) if combine else point
@@ -405,11 +417,11 @@ class HyperLaw:
     def _joint_point(self, data: joint_fit.JointData, groups: list[GroupOptimum],
                      noise: NoiseEstimate) -> tuple[np.ndarray, dict[str, float]]:
         """The joint model's fit, started from the smooth optima's law and a small shape grid."""
-        start = _solve(self.form, np.array([g.n_params for g in groups]), np.array([g.tokens for g in groups]),
-                       np.array([g.lr for g in groups]),
+        n, d = np.array([g.n_params for g in groups]), np.array([g.tokens for g in groups])
+        start = _solve(self.form, n, d, np.array([g.lr for g in groups]),
                        np.array([g.batch_tokens if np.isfinite(g.batch_tokens) else g.best_batch_tokens for g in groups]))
         if start is None:
-            raise InsufficientDataError(f"the groups do not span the variables form {self.form!r} needs")
+            raise InsufficientDataError(_span_message(self.form, n, d))
         k = _split(self.form)
         law_lr, law_b = start[:k].copy(), start[k:].copy()
         law_lr[0] += law_lr[1:] @ self._centre[0]

@@ -33,6 +33,25 @@ START_GRID = {
 }
 
 
+# Points all within this factor of one line D = c N^k do not tell N's term from D's: the
+# data of a single tokens-per-parameter ratio (e.g. every model at 20 tokens a parameter).
+ON_ONE_LINE = 1.1
+
+
+def loss_design(n: np.ndarray, d: np.ndarray) -> dict[str, float | int]:
+    """How the (N, D) points of a loss fit spread: counts of points, sizes and token counts, and
+    ``off_line``, the largest factor by which a point's D departs from the least-squares line
+    log D = log c + k log N (1.0: every point on one line, so the N and D terms trade freely)."""
+    ln, ld = np.log(n), np.log(d)
+    if np.ptp(ln) > 0:
+        k, c = np.polyfit(ln, ld, 1)
+        off = float(np.exp(np.max(np.abs(ld - (c + k * ln)))))
+    else:
+        off = 1.0  # one size: D alone varies, every point lies on the line N = const
+    return {"points": int(n.size), "sizes": int(np.unique(n).size), "token_counts": int(np.unique(d).size),
+            "off_line": off}
+
+
 @dataclass(frozen=True)
 class LossPrediction:
     """Predicted final loss (nats/token) with a 95% interval for one run's measured final loss:
@@ -177,6 +196,7 @@ class LossLaw:
     runs_used_: list[str] | None = field(default=None, init=False)
     warnings_: list[str] = field(default_factory=list, init=False)
     noise_: NoiseEstimate | None = field(default=None, init=False)
+    design_: dict[str, float | int] | None = field(default=None, init=False)
 
     kind: ClassVar[str] = "loss"
     form: ClassVar[str] = "chinchilla"
@@ -212,7 +232,12 @@ class LossLaw:
         theta = _fit_once(polished[np.argsort(costs)[:3]], ln, ld, log_y, self.huber_delta)
         self.coef_ = self._coef(theta)
         self.noise_ = self._noise(runs, theta, ln, ld, log_y)
+        self.design_ = loss_design(n, d)
         self.warnings_ = []
+        if self.design_["off_line"] < ON_ONE_LINE:
+            self.warnings_.append(
+                f"every (N, D) point lies within {100 * (ON_ONE_LINE - 1):.0f}% of one line D = c N^k: the law cannot tell "
+                "N's term from D's, and predicts nothing off that line (train some sizes at a second token budget)")
         if theta[3] < 1e-3 or theta[4] < 1e-3:
             self.warnings_.append("an exponent fitted to ~0: the data do not constrain that term")
         if self.coef_["E"] < 1e-3 * float(np.exp(log_y).min()):
@@ -332,6 +357,7 @@ class LossLaw:
             "coefficient_samples": self.coef_samples_, "fit_range": self.fit_range_,
             "warnings": list(self.warnings_), "runs_used": self.runs_used_,
             "noise": self.noise_.to_record() if self.noise_ is not None else None,
+            "design": self.design_,
             "settings": {"huber_delta": self.huber_delta, "n_refine": self.n_refine,
                          "n_bootstrap": self.n_bootstrap, "seed": self.seed, "level": self.level},
         }

@@ -54,6 +54,8 @@ def law_problems(record: dict[str, Any]) -> list[str]:
             problems.append(f"exponent {name} = {coef[name]:.3g} lies beyond +-{MAX_EXPONENT:g}")
     if kind == "hyper":
         problems.extend(design_notes(record)[0])
+    if kind == "loss":
+        problems.extend(loss_design_problems(record))
     intervals = record.get("intervals")
     if isinstance(intervals, dict):
         for name, pair in intervals.items():
@@ -89,3 +91,19 @@ def design_notes(record: dict[str, Any]) -> tuple[list[str], list[str]]:
                           if out is warnings else " (add learning rates to the sweep)"))
     return problems, warnings
 
+
+
+def loss_design_problems(record: dict[str, Any]) -> list[str]:
+    """What a loss law's (N, D) points leave undetermined (its record's ``design``, from
+    ``fitting.loss.loss_design``): points all on one line D = c N^k cannot separate the N and
+    D terms (a fit on them trades A, alpha against B, beta, to A = 0 with alpha in the
+    thousands on every model at 20 tokens a parameter), so no prediction off the line holds."""
+    from hpscale.fitting.loss import ON_ONE_LINE  # loss imports nothing from here at load time
+
+    design = record.get("design")
+    if record.get("kind") != "loss" or not isinstance(design, dict) or not _finite(design.get("off_line")):
+        return []
+    if design["off_line"] < ON_ONE_LINE:
+        return [f"its {design.get('points')} (N, D) points all lie within {100 * (ON_ONE_LINE - 1):.0f}% of one line "
+                "D = c N^k: N's term and D's cannot be told apart (train some sizes at a second token budget)"]
+    return []

@@ -141,3 +141,15 @@ def test_seeds_are_averaged_before_the_fit(method):
     samples = [np.array([[c[k] for k in sorted(c)] for c in law.coef_samples_]) for law in (one, two)]
     np.testing.assert_allclose(samples[1], samples[0], rtol=1e-9)
     assert len(two.runs_used_) == 2 * len(one.runs_used_)
+
+
+@pytest.mark.parametrize("method", ["near_optimal", "smooth", "joint"])
+def test_groups_on_one_tokens_per_parameter_line_say_so(method) -> None:
+    # Every group at 20 tokens a parameter: lr* on N and on D cannot be told apart. The error
+    # says so and names what answers (the compute form, which fits).
+    grid = synthetic_grid(sizes=(1e7, 4e7, 1.6e8, 6.4e8), tokens=(1e9,))
+    runs = RunSet(n_params=grid.n_params, tokens=20 * grid.n_params, lr=grid.lr, batch_tokens=grid.batch_tokens,
+                  final_loss=grid.final_loss, diverged=grid.diverged, names=grid.names)
+    with pytest.raises(InsufficientDataError, match="one line D = c N\\^k.*--form compute"):
+        HyperLaw(form="steplaw", method=method, n_bootstrap=0, on_edge="warn").fit(runs)
+    assert HyperLaw(form="compute", method=method, n_bootstrap=0, on_edge="warn").fit(runs).coef_["gamma_lr"] < 0

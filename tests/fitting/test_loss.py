@@ -129,3 +129,29 @@ def test_a_sample_without_bound_makes_the_interval_reach_infinity_not_nan() -> N
         warnings.simplefilter("error")  # and nothing reaches the terminal
         p = law.predict(1e8, 3e10)
     assert p.interval[0] <= p.loss and p.interval[1] == float("inf")
+
+
+def test_points_on_one_tokens_per_parameter_line_are_named_as_undetermined() -> None:
+    # Every model at 20 tokens a parameter: A/N^alpha and B/D^beta trade freely along the line
+    # (the fit went to A = 0 with alpha in the thousands). The law warns, its record carries the
+    # design, and the sanity check fails it; a second budget at a few sizes is enough.
+    from hpscale.fitting.sanity import law_problems
+
+    n = np.geomspace(1e7, 1e10, 8)
+    d = 20 * n
+    loss = TRUE["E"] + TRUE["A"] / n ** TRUE["alpha"] + TRUE["B"] / d ** TRUE["beta"]
+    line = RunSet(n_params=n, tokens=d, lr=np.full(8, np.nan), batch_tokens=np.full(8, np.nan), final_loss=loss,
+                  diverged=np.zeros(8, bool), names=[f"p{i}" for i in range(8)])
+    law = LossLaw(n_bootstrap=50).fit(line)
+    assert law.design_["off_line"] == pytest.approx(1.0)
+    assert any("one line D = c N^k" in w for w in law.warnings_)
+    assert any("cannot be told apart" in p for p in law_problems(law.to_record()))
+    # Three of the sizes at 4x the tokens as well: determined, no warning, no problem.
+    n2, d2 = np.concatenate([n, n[::3]]), np.concatenate([d, 4 * d[::3]])
+    loss2 = TRUE["E"] + TRUE["A"] / n2 ** TRUE["alpha"] + TRUE["B"] / d2 ** TRUE["beta"]
+    two = RunSet(n_params=n2, tokens=d2, lr=np.full(n2.size, np.nan), batch_tokens=np.full(n2.size, np.nan),
+                 final_loss=loss2, diverged=np.zeros(n2.size, bool), names=[f"p{i}" for i in range(n2.size)])
+    law = LossLaw(n_bootstrap=50).fit(two)
+    assert law.design_["off_line"] > 1.5 and not law.warnings_ and not law_problems(law.to_record())
+    assert law.predict(1e10, 2e10).loss == pytest.approx(
+        TRUE["E"] + TRUE["A"] / 1e10 ** TRUE["alpha"] + TRUE["B"] / 2e10 ** TRUE["beta"], rel=0.01)
