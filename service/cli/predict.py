@@ -58,7 +58,7 @@ def read_schedule(path: Path) -> np.ndarray:
 @app.command("curve")
 def curve(
     law: Annotated[str, typer.Option(help="Id or name of a trajectory law.")],
-    lr_schedule: Annotated[Path, typer.Option("--lr-schedule", help="CSV with columns step,lr (every step, or the steps where lr changes).")],
+    lr_schedule: Annotated[Path, typer.Option("--lr-schedule", help="CSV with columns step,lr (every step, or the steps where lr changes; other columns, such as a logged loss, are ignored).")],
     tokens_per_step: Annotated[Optional[float], typer.Option(help="Tokens per step, to add a tokens column.")] = None,
     every: Annotated[Optional[int], typer.Option(min=1, help="Predict every n-th step after warmup, and the last (default: every step with --json, every 100th in the table).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the curve as JSON.")] = False,
