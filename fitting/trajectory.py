@@ -76,6 +76,8 @@ def _prepare(lr: np.ndarray, steps: np.ndarray, warmup: int) -> _Prepared:
     steps = np.asarray(steps, dtype=int)
     if lr.ndim != 1 or lr.size == 0 or not np.all(np.isfinite(lr)) or np.any(lr < 0):
         raise FittingError("the lr schedule must be a non-empty 1-D array of finite values >= 0")
+    if lr.max() <= 0:
+        raise FittingError("the lr schedule is 0 at every step: the laws describe training with a learning rate > 0")
     if steps.size == 0 or steps.max() > lr.size:
         raise FittingError(f"evaluation steps must lie within the schedule's {lr.size} steps")
     if steps.min() < warmup:
@@ -362,6 +364,11 @@ class _TrajectoryLaw(ABC):
                 raise FittingError(f"curve {c.name!r}: {loss.size} losses for {np.asarray(c.steps).size} steps")
             if not np.all(np.isfinite(loss)) or np.any(loss <= 0):
                 raise InsufficientDataError(f"curve {c.name!r} has non-finite or non-positive losses (diverged?)")
+            lr = np.asarray(c.lr, dtype=float)
+            if lr.size == 0 or not np.nanmax(lr) > 0:
+                raise InsufficientDataError(
+                    f"curve {c.name!r}: its learning rate is 0 at every step (a logged lr of 0? import the run with "
+                    "its lr_schedule)")
         n_points = sum(np.asarray(c.steps).size for c in curves)
         if n_points < 2 * len(self.COEFFICIENTS):
             raise InsufficientDataError(
@@ -378,11 +385,32 @@ class _TrajectoryLaw(ABC):
                 "points, so the law is fitted to a schedule that never ran; import the runs with their schedule "
                 "(lr_schedule) to fit on the real one")
 
-    def _finish(self, curves: Sequence[LossCurve], coef: np.ndarray) -> None:
+    def _finish(self, curves: Sequence[LossCurve], coef: np.ndarray, at_bounds: Sequence[str] = ()) -> None:
+        """Store the coefficients and what the fit covered (steps, and the peak lr of the curves:
+        the laws describe one peak lr's family of schedules); warn where the curves leave the
+        law undetermined (``at_bounds``: coefficients on the edge of their search range)."""
         self.coef_ = dict(zip(self.COEFFICIENTS, map(float, coef)))
         self.curves_used_ = [c.name for c in curves]
         self.train_error_ = self.score(curves)["mean"]
-        self.fit_range_ = {"steps": [float(min(np.min(c.steps) for c in curves)), float(max(np.max(c.steps) for c in curves))]}
+        peaks = [float(np.max(c.lr)) for c in curves]
+        self.fit_range_ = {"steps": [float(min(np.min(c.steps) for c in curves)), float(max(np.max(c.steps) for c in curves))],
+                           "peak_lr": [min(peaks), max(peaks)]}
+        if at_bounds:
+            self.warnings_.append(
+                f"{', '.join(at_bounds)} fitted to the edge of {'its' if len(at_bounds) == 1 else 'their'} search range: "
+                "the curves do not determine the law's shape there, so schedules unlike the fitted ones are predicted "
+                "less reliably (add curves that anneal differently, or longer ones)")
+        floor = self.floor(max(peaks))
+        if floor <= 0:
+            self.warnings_.append(
+                f"annealed all the way (the lr dropped to 0 from {max(peaks):.3g}), this law would predict a loss of "
+                f"{floor:.3g}, at or below 0: its annealing term is not determined by these curves, and predictions "
+                "for schedules that anneal more than the fitted ones are not to be trusted")
+
+    @abstractmethod
+    def floor(self, peak_lr: float) -> float:
+        """The lowest loss the law can give a schedule of this peak lr: everything annealed, the
+        power term spent (nats/token). Below 0 the law is unphysical somewhere."""
 
     def predict(self, lr: np.ndarray, steps: np.ndarray | None = None, warmup_steps: int | None = None) -> np.ndarray:
         """Loss (nats/token) at ``steps`` (default: every step after warmup) of a run whose
@@ -525,9 +553,16 @@ class MultiPowerLaw(_TrajectoryLaw):
                 best = res
         assert best is not None
         l0, log_a, alpha, log_b, log_c, log_beta, log_gamma = best.x
+        edge = np.isclose(best.x, lower, rtol=0, atol=1e-6) | np.isclose(best.x, upper, rtol=0, atol=1e-6)
         self._finish(curves, np.array([l0, np.exp(log_a), alpha, np.exp(log_b), np.exp(log_c),
-                                       np.exp(log_beta), np.exp(log_gamma)]))
+                                       np.exp(log_beta), np.exp(log_gamma)]),
+                     at_bounds=[name for name, e in zip(self.COEFFICIENTS, edge) if e])
         return self
+
+    def floor(self, peak_lr: float) -> float:
+        """L0 - B x peak: every drop saturated (G = 1) and the drops summing to the peak."""
+        c = self._check_fitted()
+        return c["L0"] - c["B"] * peak_lr
 
     def _starts(self, y: np.ndarray, parts: Any) -> list[np.ndarray]:
         """Grid over the nonlinear exponents; L0, A, B solved linearly at each (variable
@@ -609,8 +644,16 @@ class MomentumLaw(_TrajectoryLaw):
                        options={"xatol": 1e-6, "fatol": 1e-14, "maxiter": 2000})
         alpha, lam = float(res.x[0]), float(1.0 - np.exp(res.x[1]))
         _, (l0_, a_, c_) = self._linear(prepared, y, alpha, lam)
-        self._finish(curves, np.array([l0_, a_, alpha, c_, lam]))
+        # Edges of the search: alpha in (0, 3); lam in (0, 1), where lam near 0 means no momentum
+        # at all (the paper finds ~0.999) and L0 = 0 is nnls's bound.
+        edges = {"alpha": not 1e-3 < alpha < 3 - 1e-3, "lam": not 1e-3 < lam < 1 - 1e-9, "L0": l0_ <= 0}
+        self._finish(curves, np.array([l0_, a_, alpha, c_, lam]), at_bounds=[k for k, e in edges.items() if e])
         return self
+
+    def floor(self, peak_lr: float) -> float:
+        """L0 - C peak / (1 - lam): the momentum of drops summing to the peak, fully accumulated."""
+        c = self._check_fitted()
+        return c["L0"] - c["C"] * peak_lr / max(1.0 - c["lam"], 1e-12)
 
     def _predict_prepared(self, p: _Prepared) -> np.ndarray:
         c = self._check_fitted()

@@ -191,6 +191,15 @@ def per_step_lr(run: Run, points: Sequence[CurvePoint]) -> tuple[np.ndarray, boo
     return np.interp(np.arange(1, last + 1), xs, ys), True
 
 
+def declared_warmup(run: Run) -> int | None:
+    """The warmup steps an imported run's recorded schedule states (None: not stated)."""
+    stored = (run.config or {}).get("lr_schedule")
+    if not stored:
+        return None
+    warmup = read_schedule(stored).warmup_steps
+    return None if warmup is None else int(warmup)
+
+
 def loss_curves(db: Database, rows: Sequence[Run]) -> list[LossCurve]:
     """Finished runs with curves as the trajectory laws' input (evaluation loss at each step).
     A curve whose per-step lr was interpolated is marked so (``LossCurve.lr_interpolated``):
@@ -205,12 +214,16 @@ def loss_curves(db: Database, rows: Sequence[Run]) -> list[LossCurve]:
             continue
         lr, guessed = per_step_lr(r, curves[r.id])
         # The laws model the curve after warmup: earlier points carry no information for them.
-        warmup = infer_warmup(lr)
+        # A recorded schedule's warmup is taken as stated (one that rises again later, e.g. a
+        # rewarm, would otherwise count as warming up until its highest lr).
+        declared = declared_warmup(r)
+        warmup = infer_warmup(lr) if declared is None else declared
         points = [p for p in points if warmup <= p.step <= lr.size]
         if len(points) < 3:
             continue
         out.append(LossCurve(name=f"{r.source}/{r.name}", lr=lr, steps=np.array([p.step for p in points]),
-                             loss=np.array([p.val_loss for p in points]), lr_interpolated=guessed))
+                             loss=np.array([p.val_loss for p in points]), warmup_steps=declared,
+                             lr_interpolated=guessed))
     if not out:
         raise InsufficientDataError("no finished run with a loss curve (at least 3 points) among the selected runs")
     sizes = sorted({r.n_params for r in rows if f"{r.source}/{r.name}" in {c.name for c in out}})
@@ -451,18 +464,64 @@ def predict_curve(db: Database, law_id: int | str, lr: np.ndarray, tokens_per_st
     lr = np.asarray(lr, dtype=float)
     if lr.ndim != 1 or lr.size < 2 or not np.all(np.isfinite(lr)) or np.any(lr < 0):
         raise InputError("the schedule must hold at least 2 finite learning rates >= 0")
+    if not lr.max() > 0:
+        raise InputError("the schedule's learning rate is 0 at every step: a trajectory law predicts training "
+                         "with a learning rate > 0")
     check_schedule_length(lr.size, limit=max_steps)
     if every < 1:
         raise InputError(f"every must be >= 1 (got {every})")
-    first = max(infer_warmup(lr), 1)
+    warmup = infer_warmup(lr)
+    first = max(warmup, 1)
     steps = np.unique(np.append(np.arange(first, lr.size + 1, every), lr.size))
-    loss = law.predict(lr, steps)
+    loss = np.asarray(law.predict(lr, steps), float)
+    bad = np.flatnonzero(~(np.isfinite(loss) & (loss > 0)))
+    if bad.size:
+        raise InputError(
+            f"law {row.id} ({row.name}) predicts a loss of {loss[bad[0]]:.4g} at step {int(steps[bad[0]])} of this "
+            f"schedule: it does not hold this far from the curves it was fitted on ({_span_steps(row)})")
     out: dict[str, Any] = {"law_id": row.id, "steps": steps.tolist(), "lr": lr[steps - 1].tolist(),
-                           "loss": loss.tolist()}
+                           "loss": loss.tolist(), "warmup_steps": warmup,
+                           "warnings": curve_warnings(row, lr, warmup)}
     if tokens_per_step is not None:
         if not (math.isfinite(tokens_per_step) and tokens_per_step > 0):
             raise InputError("tokens_per_step must be a finite number > 0")
         out["tokens"] = (steps * tokens_per_step).tolist()
+    return out
+
+
+def _span_steps(row: Law) -> str:
+    """'steps 2160-23936, peak lr 3e-04' of a trajectory law's fit range."""
+    fr = (row.record or {}).get("fit_range") or {}
+    parts = [f"{label} {fr[key][0]:.6g}-{fr[key][1]:.6g}" if fr[key][0] != fr[key][1] else f"{label} {fr[key][0]:.6g}"
+             for key, label in (("steps", "steps"), ("peak_lr", "peak lr")) if isinstance(fr.get(key), list)]
+    return ", ".join(parts) or "range not recorded"
+
+
+# A trajectory law describes schedules of the peak lr it was fitted at: beyond this factor from
+# the fitted peaks its predictions carry a warning.
+PEAK_LR_FACTOR = 1.5
+
+
+def curve_warnings(row: Law, lr: np.ndarray, warmup: int) -> list[str]:
+    """What a user must know about a trajectory law's predicted curve: the law's own fit
+    warnings, a failed or missing check, a schedule longer than the fitted curves or at another
+    peak lr, and a warmup inferred past an earlier drop of the lr (a rewarm)."""
+    record = row.record or {}
+    out = [f"trajectory law {row.name}: {w}" for w in record.get("warnings") or [] if isinstance(w, str)]
+    if check_passed(row) is False:
+        out.append(f"trajectory law {row.name}'s extrapolation check did not pass")
+    fr = record.get("fit_range") or {}
+    steps, peaks = fr.get("steps"), fr.get("peak_lr")
+    if isinstance(steps, list) and lr.size > steps[1]:
+        out.append(f"the schedule runs to step {lr.size}, {lr.size / steps[1]:.3g}x the longest curve law {row.name} "
+                   f"was fitted on ({steps[1]:.6g} steps): the further beyond, the less the prediction is to be trusted")
+    peak = float(lr.max())
+    if isinstance(peaks, list) and not peaks[0] / PEAK_LR_FACTOR <= peak <= peaks[1] * PEAK_LR_FACTOR:
+        out.append(f"the schedule's peak lr {peak:.3g} differs from the peak lr of the curves law {row.name} was "
+                   f"fitted on ({_span_steps(row)}): a trajectory law describes schedules of its own peak lr")
+    if warmup > 1 and np.any(np.diff(lr[:warmup]) < 0):
+        out.append(f"the lr falls before it first reaches its peak (step {warmup}): the steps before that are taken "
+                   "as warmup, and the curve is predicted from there on")
     return out
 
 

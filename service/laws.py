@@ -180,10 +180,11 @@ def choose_loss_law(candidates: list[LossLawChoice], n_params: float, tokens: fl
 
 
 def _span(fit_range: Any) -> str:
-    """'N 1.7e+05-1.8e+06, D 1.7e+06-1.8e+07' from a fit range (C only when it has no N)."""
+    """'N 1.7e+05-1.8e+06, D 1.7e+06-1.8e+07, C 1.7e+12-1.9e+14' from a fit range: each axis it
+    has (an extrapolation factor is the largest over N, D and C = 6ND, so C is shown too)."""
     if not isinstance(fit_range, dict):
         return "data of unknown range"
-    keys = (("n_params", "N"), ("tokens", "D")) if "n_params" in fit_range else (("compute", "C"),)
+    keys = (("n_params", "N"), ("tokens", "D"), ("compute", "C"))
     parts = []
     for key, label in keys:
         pair = fit_range.get(key)

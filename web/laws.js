@@ -429,7 +429,7 @@ async function renderCritical(law, el) {
     mount(el, h("p", { class: "muted" }, "This critical-batch law carries no per-target fits."));
     return;
   }
-  const by = Object.keys(law.fit_range ?? {})[0] ?? "n_params";
+  const by = Object.entries(law.fit_range ?? {}).find(([, v]) => v)?.[0] ?? "n_params";
   const axis = CRITICAL_X[by] ?? CRITICAL_X.n_params;
   const xs = info.targets.map(axis.of);
   const lo = Math.min(...xs), hi = Math.max(...xs);

@@ -167,6 +167,8 @@ class FitRange(BaseModel):
     n_params: Interval | None = None
     tokens: Interval | None = None
     compute: Interval | None = None
+    steps: Interval | None = Field(default=None, description="Trajectory laws: the steps of the fitted curves.")
+    peak_lr: Interval | None = Field(default=None, description="Trajectory laws: the peak lr of the fitted curves.")
 
 
 class LawDataPoint(BaseModel):
@@ -571,6 +573,10 @@ class CurvePrediction(BaseModel):
     lr: list[float]
     loss: list[float] = Field(description="Predicted loss at each step, nats/token.")
     tokens: list[float] | None = Field(default=None, description="Tokens seen at each step (with tokens_per_step).")
+    warmup_steps: int = Field(description="Steps taken as warmup (before the lr first reaches its peak); the "
+                                          "curve is predicted after them.")
+    warnings: list[str] = Field(description="The law's fit warnings, a failed check, a schedule longer than the "
+                                            "fitted curves or at another peak lr.")
 
 
 # -- health ------------------------------------------------------------------------------------

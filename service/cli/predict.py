@@ -65,7 +65,9 @@ def curve(
 ) -> None:
     """Predict the loss after warmup of a learning-rate schedule with a trajectory law. The
     schedule may be up to HPSCALE_MAX_CURVE_STEPS steps long (default 2,000,000); only the
-    printed steps are evaluated."""
+    printed steps are evaluated. Warnings follow the table: the law's own, a schedule longer
+    than the fitted curves or at another peak lr; a law that predicts a loss <= 0 for the
+    schedule refuses it."""
     from hpscale.service.fits import predict_curve
 
     step = every if every is not None else (1 if json_out else 100)
@@ -80,6 +82,8 @@ def curve(
     for i in range(len(out["steps"])):
         table.add_row(*(str(out[c][i]) if c == "steps" else fmt(out[c][i]) for c in cols))
     out_console.print(table)
+    for w in out["warnings"]:
+        out_console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
 
 
 @app.command("loss")

@@ -155,3 +155,17 @@ def test_points_on_one_tokens_per_parameter_line_are_named_as_undetermined() -> 
     assert law.design_["off_line"] > 1.5 and not law.warnings_ and not law_problems(law.to_record())
     assert law.predict(1e10, 2e10).loss == pytest.approx(
         TRUE["E"] + TRUE["A"] / 1e10 ** TRUE["alpha"] + TRUE["B"] / 2e10 ** TRUE["beta"], rel=0.01)
+
+
+def test_a_few_blown_up_runs_do_not_widen_the_noise() -> None:
+    # Three runs recorded as done at 3x their loss: the Huber fit ignores them, and the noise
+    # that widens prediction intervals must too (it went from ~0.5% to ~19% on Chinchilla's).
+    clean = chinchilla_like(noise=0.005, seed=2)
+    loss = clean.final_loss.copy()
+    loss[[3, 20, 41]] *= 3.0
+    dirty = RunSet(n_params=clean.n_params, tokens=clean.tokens, lr=clean.lr, batch_tokens=clean.batch_tokens,
+                   final_loss=loss, diverged=clean.diverged, names=clean.names)
+    a, b = LossLaw(n_bootstrap=0).fit(clean), LossLaw(n_bootstrap=0).fit(dirty)
+    assert a.noise_.source == b.noise_.source == "law residuals"
+    assert b.noise_.rel_std == pytest.approx(a.noise_.rel_std, rel=0.3)
+    assert 0.003 < a.noise_.rel_std < 0.008

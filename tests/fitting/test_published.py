@@ -114,6 +114,33 @@ def test_multi_power_law_schedules(external, size):
     assert momentum["mean"] < 0.003  # the simpler law, reported beside MPL
 
 
+def test_chinchilla_at_large_token_counts_only_warns_that_e_is_undetermined(external):
+    # Only the points with D > 5e10: E fits to 0.05 with an interval reaching 0 and beta to 0.04,
+    # and the 70B/1.4T prediction's interval then excluded Epoch's 1.974. It must say so.
+    runs = chinchilla_runs(external)
+    law = LossLaw(n_bootstrap=200).fit(runs.subset(runs.tokens > 5e10))
+    assert law.intervals_["E"][0] < 1e-3
+    assert any("E" in w and "interval reaching 0" in w for w in law.warnings_)
+
+
+def test_trajectory_laws_on_short_curves_say_what_they_cannot_determine(external):
+    # The published curves cut short: the momentum law's lam runs to 0 and, annealed fully, it
+    # would predict a negative loss (it predicted -9.0 at the end of cosine_72000); the
+    # multi-power law's C runs to its bound. Both fits say so in their warnings.
+    train = [mpl_curve(external, "25", n) for n in MPL_TRAIN]
+
+    def cut(c, k):
+        return type(c)(name=c.name, lr=c.lr, steps=c.steps[:k], loss=c.loss[:k], warmup_steps=c.warmup_steps)
+
+    mom = MomentumLaw().fit([cut(c, 5) for c in train])
+    assert any("lam fitted to the edge" in w for w in mom.warnings_)
+    assert mom.floor(3e-4) < 0 and any("at or below 0" in w for w in mom.warnings_)
+    mpl = MultiPowerLaw().fit([cut(c, c.steps.size // 2) for c in train])
+    assert any(w.startswith("C fitted to the edge") for w in mpl.warnings_)
+    full = MultiPowerLaw().fit(train)
+    assert full.warnings_ == []  # the whole curves determine it
+
+
 def test_zhang_critical_batch(external):
     data = zhang_critical_batch(external)
     law = CriticalBatchLaw(by="n_params").fit(**data)

@@ -6,7 +6,7 @@ import pytest
 from hpscale.fitting.errors import FittingError, InsufficientDataError, NotFittedError
 from hpscale.fitting.registry import law_from_record
 from hpscale.fitting.trajectory import LossCurve, MomentumLaw, MultiPowerLaw
-from fitting_synthetic import MOM_TRUE, MPL_TRUE, T, W, curves, known, schedules
+from fitting_synthetic import MOM_TRUE, MPL_TRUE, PEAK, T, W, curves, known, schedules
 from hpscale.fitting.schedules import lr_schedule
 
 def test_mpl_fit_on_three_schedules_predicts_the_others():
@@ -82,6 +82,21 @@ def test_failures():
     few = LossCurve("few", lr, np.array([400, 800]), np.array([4.0, 3.9]), W)
     with pytest.raises(InsufficientDataError, match="coefficients"):
         MultiPowerLaw().fit([few])
+    # An lr of 0 everywhere (a run logged with lr 0): named, not a scipy error from an inf term.
+    zero = LossCurve("zero", np.zeros(T), np.arange(W, T, 100), np.linspace(4.0, 3.5, len(range(W, T, 100))), W)
+    for cls in (MultiPowerLaw, MomentumLaw):
+        with pytest.raises(InsufficientDataError, match="'zero': its learning rate is 0 at every step"):
+            cls().fit([zero])
+    with pytest.raises(FittingError, match="0 at every step"):
+        known(MultiPowerLaw, MPL_TRUE).predict(np.zeros(1000))
+
+
+def test_floor_and_fit_range_say_what_the_law_covers():
+    law = MultiPowerLaw().fit(curves(known(MultiPowerLaw, MPL_TRUE), ["constant", "cosine", "wsd"]))
+    assert law.fit_range_ == {"steps": [W, T - (T - W) % 64], "peak_lr": [PEAK, PEAK]}
+    assert law.floor(PEAK) == pytest.approx(MPL_TRUE["L0"] - MPL_TRUE["B"] * PEAK)
+    mom = known(MomentumLaw, MOM_TRUE)
+    assert mom.floor(PEAK) == pytest.approx(MOM_TRUE["L0"] - MOM_TRUE["C"] * PEAK / (1 - MOM_TRUE["lam"]))
 
 
 def test_constant_only_warns_annealing_unidentified():

@@ -151,3 +151,72 @@ def test_predict_curve_at_real_lengths(cli_env, tmp_path: Path, monkeypatch: pyt
     result = hp("predict", "curve", "--law", str(law), "--lr-schedule", str(schedule))
     assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.stderr
     assert "72,000 steps exceed the limit of 50,000 (set HPSCALE_MAX_CURVE_STEPS" in result.stderr
+
+
+def _write_schedule(path: Path, rows: list[tuple[int, float]]) -> Path:
+    path.write_text("step,lr\n" + "".join(f"{s},{v!r}\n" for s, v in rows))
+    return path
+
+
+def test_predict_curve_says_how_far_the_schedule_lies_from_the_fitted_curves(cli_env, tmp_path: Path) -> None:
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in trajectory_records(True)))
+    hp("import", "runs", str(path))
+    law = hp_json("fit", "--kind", "trajectory")
+    assert law["fit_range"] == {"steps": [500.0, 8000.0], "peak_lr": [3e-4, 3e-4]}
+    # Like the fitted curves: no warning.
+    same = _write_schedule(tmp_path / "same.csv", [(1, 1e-5), (2, 3e-4), (8000, 3e-4)])
+    assert hp_json("predict", "curve", "--law", str(law["id"]), "--lr-schedule", str(same))["warnings"] == []
+    # 10x longer, at 10x the peak lr: both said, in the table's output too.
+    far = _write_schedule(tmp_path / "far.csv", [(1, 3e-3), (80_000, 3e-3)])
+    out = hp_json("predict", "curve", "--law", str(law["id"]), "--lr-schedule", str(far), "--every", "1000")
+    assert any("runs to step 80000, 10x the longest curve" in w for w in out["warnings"])
+    assert any("peak lr 0.003 differs" in w for w in out["warnings"])
+    shown = hp("predict", "curve", "--law", str(law["id"]), "--lr-schedule", str(far), "--every", "10000")
+    assert shown.exit_code == 0 and shown.stdout.count("warning:") == 2
+    # A rewarm: the lr falls, then rises above its first plateau. The steps before the highest lr
+    # are taken as warmup, and the answer says so.
+    rewarm = _write_schedule(tmp_path / "rewarm.csv", [(1, 1e-4), (2000, 5e-5), (4000, 3e-4), (8000, 3e-4)])
+    out = hp_json("predict", "curve", "--law", str(law["id"]), "--lr-schedule", str(rewarm), "--every", "1000")
+    assert out["warmup_steps"] == 4000 and out["steps"][0] == 4000
+    assert any("falls before it first reaches its peak (step 4000)" in w for w in out["warnings"])
+    # An lr of 0 throughout: refused in one line.
+    zero = _write_schedule(tmp_path / "zero.csv", [(1, 0.0), (8000, 0.0)])
+    result = hp("predict", "curve", "--law", str(law["id"]), "--lr-schedule", str(zero))
+    assert result.exit_code == 1 and "0 at every step" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_predict_curve_refuses_where_the_law_predicts_no_loss(cli_env, tmp_path: Path) -> None:
+    # A law whose annealing term outweighs everything once the lr falls (floor below 0): a
+    # schedule that anneals that far is refused with the step where the loss would turn <= 0.
+    from hpscale.db import storage
+    from hpscale.service.cli.common import open_db
+
+    law = MultiPowerLaw()
+    law.coef_ = {**TRUE_MPL, "B": 3e4}
+    law.fit_range_ = {"steps": [500.0, 8000.0], "peak_lr": [3e-4, 3e-4]}
+    row = storage.add_law(open_db(), {"name": "steep", "kind": "trajectory", "form": "multi_power",
+                                     "origin": "fitted", "title": "steep", "source": "test",
+                                     "record": law.to_record(), "extrapolation": None, "code_version": "test"}, [])
+    anneal = _write_schedule(tmp_path / "anneal.csv", [(1, 3e-4), (4000, 1e-6), (8000, 1e-6)])
+    result = hp("predict", "curve", "--law", str(row.id), "--lr-schedule", str(anneal))
+    assert result.exit_code == 1 and "predicts a loss of -" in result.stderr and "steps 500-8000" in result.stderr
+
+
+def test_a_recorded_warmup_is_taken_as_stated(cli_env, tmp_path: Path) -> None:
+    # A schedule that rises again after its warmup (1e-4, then 3e-4 from step 4001): inferring
+    # the warmup as "until the highest lr" dropped every point before step 4001.
+    from hpscale.db import storage
+    from hpscale.service.cli.common import open_db
+    from hpscale.service.fits import loss_curves
+
+    sched = {"kind": "table", "total_steps": 8000, "warmup_steps": 500,
+             "table": [{"step": 1, "lr": 1e-4}, {"step": 4001, "lr": 3e-4}]}
+    points = [{"step": s, "loss": 5.0 - s / 4000} for s in range(250, 8001, 250)]
+    rec = {"name": "rewarm", "n_params": 2e7, "tokens": 2e9, "final_loss": points[-1]["loss"], "curve": points,
+           "lr_schedule": sched}
+    (tmp_path / "r.jsonl").write_text(json.dumps(rec) + "\n")
+    hp("import", "runs", str(tmp_path / "r.jsonl"))
+    db = open_db()
+    (curve,) = loss_curves(db, storage.list_runs(db))
+    assert curve.warmup_steps == 500 and curve.steps[0] == 500 and curve.steps.size == 31

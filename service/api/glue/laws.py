@@ -79,10 +79,8 @@ def _float_dict(raw: Any) -> dict[str, float]:
 def _fit_range(raw: Any) -> s.FitRange | None:
     if not isinstance(raw, dict):
         return None
-    fr = s.FitRange(
-        n_params=interval(raw.get("n_params")), tokens=interval(raw.get("tokens")), compute=interval(raw.get("compute"))
-    )
-    return fr if (fr.n_params or fr.tokens or fr.compute) else None
+    fr = s.FitRange(**{k: interval(raw.get(k)) for k in s.FitRange.model_fields})
+    return fr if any(getattr(fr, k) for k in s.FitRange.model_fields) else None
 
 
 def law_curve(
