@@ -14,7 +14,7 @@ training, any CPU for the rest), so every stage leaves its results in files comm
     python benchmarks/run4_validation.py heldout --work validation-work/run4   # GPU, ~7 min
     python benchmarks/run4_validation.py report  --work validation-work/run4   # CPU
 
-(``benchmarks/validation/run4/gpu_session.sh`` chains the GPU stages in one device session.)
+(``bash benchmarks/gpu_session.sh run4 start`` chains the GPU stages in one device session.)
 Stages (each resumable; run4/stages.json records what each did and whether it is complete):
   sweep    train benchmarks/validation/run4/sweep.yaml (val4) and sched.yaml (val4-sched) with
            several workers on one GPU; export their runs and curves to run4/sweep.json.gz every
@@ -37,8 +37,6 @@ import argparse
 import json
 import math
 import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -49,7 +47,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import _repo  # noqa: E402,F401  (hpscale importable from a plain checkout)
+from _stages import (copy_out, export, hpscale, log, read_stages, record_stage,  # noqa: E402
+                     supervise)
+from _stages import restore as restore_exports  # noqa: E402
 
 from hpscale.db import storage  # noqa: E402
 from hpscale.db.engine import Database  # noqa: E402
@@ -62,8 +62,6 @@ SWEEP_EXPORT, HELD_EXPORT = "sweep.json.gz", "heldout.json.gz"
 TOKENS_PER_PARAM = 10
 SEEDS = [0, 1, 2]
 HELD_GRID, HELD_PRESETS = "val4-held", ("steplaw", "deepseek")
-STAGES = "stages.json"  # what each stage did: complete or not, when, how long, how many runs
-EXPORT_EVERY_S = 120.0  # a GPU stage exports what has finished this often: a lost machine loses less
 # The local grid around the prediction: lr x/÷ 2^0.5, 2, 4 at the predicted batch, and the batch
 # x/÷ 2 at the predicted lr (the issue's design, as a cross rather than a full product: the lr
 # line is where run 3 missed).
@@ -76,10 +74,6 @@ HYPER_CANDIDATES = {
     f"hyper-{method}{'-steplaw' if prior else ''}": dict(kind="hyper", form="steplaw", method=method, prior=prior)
     for method in ("near_optimal", "smooth", "joint") for prior in (None, "steplaw")
 }
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def held_shape(results: Path) -> dict[str, int]:
@@ -100,89 +94,9 @@ def held_n(results: Path) -> float:
     return 12.0 * shape["n_layers"] * shape["d_model"] ** 2
 
 
-def read_stages(results: Path) -> dict[str, Any]:
-    path = results / STAGES
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def record_stage(results: Path, stage: str, **info: Any) -> None:
-    """Note in run4/stages.json what a stage did (committed with its exports)."""
-    stages = read_stages(results)
-    stages[stage] = {**stages.get(stage, {}), **info, "recorded": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    tmp = results / f".{STAGES}.tmp"
-    tmp.write_text(json.dumps(stages, indent=2) + "\n")
-    os.replace(tmp, results / STAGES)  # a crash mid-write keeps the last record
-    copy_out(results / STAGES)
-
-
-def copy_out(path: Path) -> None:
-    """A copy under $OUT when the device tool runs this (its files come back to the project)."""
-    out = os.environ.get("OUT")
-    if out and Path(out).is_dir():
-        shutil.copy(path, Path(out) / path.name)
-
-
-def supervise(db: Database, procs: list[subprocess.Popen], sources: list[str], path: Path,
-              deadline: float) -> bool:
-    """Wait for ``procs``, exporting ``sources`` to ``path`` every EXPORT_EVERY_S seconds; at the
-    deadline, stop them (SIGINT: a worker stores what it has and takes nothing more). True when
-    every process ended on its own, i.e. the stage's work is complete."""
-    last = time.time()
-    while any(p.poll() is None for p in procs):
-        if time.time() > deadline:
-            log("the stage's minutes are spent: stopping the workers (finished runs are kept; a rerun resumes)")
-            for p in procs:
-                if p.poll() is None:
-                    p.send_signal(2)
-            for p in procs:
-                try:
-                    p.wait(timeout=120)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-            return False
-        if time.time() - last > EXPORT_EVERY_S:
-            export(db, sources, path)
-            last = time.time()
-        time.sleep(5)
-    return all(p.returncode == 0 for p in procs)
-
-
-def db_url(work: Path) -> str:
-    return f"sqlite:///{work / 'validation.db'}"
-
-
-def env(work: Path) -> dict[str, str]:
-    return {**os.environ, "HPSCALE_DATA_DIR": str(work / "data"), "PYTHONUNBUFFERED": "1"}
-
-
-def hpscale(work: Path, *args: str, log_name: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "hpscale.service.cli", "--database", db_url(work), *args]
-    log("$ hpscale " + " ".join(args))
-    out = open(work / f"log-{log_name}.txt", "a")
-    return subprocess.Popen(cmd, env=env(work), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-
-
 def restore(work: Path, results: Path) -> Database:
-    """The work database, with the exported results loaded (idempotent: a fresh machine gets the
-    earlier stages' runs, a warm one loses nothing)."""
-    from hpscale.service.demo import load_demo
-
-    db = Database(db_url(work))
-    db.ensure_schema()
-    for name in (SWEEP_EXPORT, HELD_EXPORT):
-        if (results / name).exists():
-            log(f"loading {name}: {load_demo(db, results / name)}")
-    return db
-
-
-def export(db: Database, sources: list[str], path: Path, laws: list[str] = ()) -> None:
-    """Write the sources' finished runs (with curves) and ``laws`` to ``path``, and a copy under
-    $OUT when the device tool runs this (its files come back to the project)."""
-    from hpscale.service.demo import export_demo
-
-    counts = export_demo(db, sources, path, laws)
-    log(f"exported {counts} to {path}")
-    copy_out(path)
+    """The work database with run 4's exports loaded (see ``_stages.restore``)."""
+    return restore_exports(work, results, (SWEEP_EXPORT, HELD_EXPORT))
 
 
 # -- stage sweep ----------------------------------------------------------------------------

@@ -1,0 +1,120 @@
+"""Stages of a GPU experiment that outlives its machine (run 4, the optimizer axis).
+
+A device machine is lent for 30 minutes and may be lost at any moment, so each experiment runs
+as stages whose results are files committed under a results folder: a stage trains with several
+``hpscale`` processes on one GPU, exports its sources' finished runs (with curves) every
+EXPORT_EVERY_S seconds and at its end, and records in ``stages.json`` whether it completed. A
+rerun, on the same machine or a fresh one, restores the exports into a new database and trains
+only what is missing. ``benchmarks/gpu_session.sh`` chains the stages in device calls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import _repo  # noqa: E402,F401  (hpscale importable from a plain checkout)
+
+from hpscale.db.engine import Database  # noqa: E402
+
+STAGES = "stages.json"  # what each stage did: complete or not, when, how long, how many runs
+EXPORT_EVERY_S = 120.0  # a GPU stage exports what has finished this often: a lost machine loses less
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def read_stages(results: Path) -> dict[str, Any]:
+    path = results / STAGES
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def record_stage(results: Path, stage: str, **info: Any) -> None:
+    """Note in ``results``/stages.json what a stage did (committed with its exports)."""
+    stages = read_stages(results)
+    stages[stage] = {**stages.get(stage, {}), **info, "recorded": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    tmp = results / f".{STAGES}.tmp"
+    tmp.write_text(json.dumps(stages, indent=2) + "\n")
+    os.replace(tmp, results / STAGES)  # a crash mid-write keeps the last record
+    copy_out(results / STAGES)
+
+
+def copy_out(path: Path) -> None:
+    """A copy under $OUT when the device tool runs this (its files come back to the project)."""
+    out = os.environ.get("OUT")
+    if out and Path(out).is_dir():
+        shutil.copy(path, Path(out) / path.name)
+
+
+def db_url(work: Path) -> str:
+    return f"sqlite:///{work / 'validation.db'}"
+
+
+def env(work: Path) -> dict[str, str]:
+    return {**os.environ, "HPSCALE_DATA_DIR": str(work / "data"), "PYTHONUNBUFFERED": "1"}
+
+
+def hpscale(work: Path, *args: str, log_name: str) -> subprocess.Popen:
+    """``hpscale ARGS`` on the work database, in the background, its output in work/log-NAME.txt."""
+    cmd = [sys.executable, "-m", "hpscale.service.cli", "--database", db_url(work), *args]
+    log("$ hpscale " + " ".join(args))
+    out = open(work / f"log-{log_name}.txt", "a")
+    return subprocess.Popen(cmd, env=env(work), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def restore(work: Path, results: Path, exports: Sequence[str]) -> Database:
+    """The work database, with the named exports in ``results`` loaded (idempotent: a fresh
+    machine gets the earlier stages' runs, a warm one loses nothing)."""
+    from hpscale.service.demo import load_demo
+
+    db = Database(db_url(work))
+    db.ensure_schema()
+    for name in exports:
+        if (results / name).exists():
+            log(f"loading {name}: {load_demo(db, results / name)}")
+    return db
+
+
+def export(db: Database, sources: list[str], path: Path, laws: Sequence[str] = ()) -> None:
+    """Write the sources' finished runs (with curves) and ``laws`` to ``path``, and a copy under
+    $OUT when the device tool runs this (its files come back to the project)."""
+    from hpscale.service.demo import export_demo
+
+    counts = export_demo(db, sources, path, list(laws))
+    log(f"exported {counts} to {path}")
+    copy_out(path)
+
+
+def supervise(db: Database, procs: list[subprocess.Popen], sources: list[str], path: Path,
+              deadline: float) -> bool:
+    """Wait for ``procs``, exporting ``sources`` to ``path`` every EXPORT_EVERY_S seconds; at the
+    deadline, stop them (SIGINT: a worker stores what it has and takes nothing more). True when
+    every process ended on its own, i.e. the stage's work is complete."""
+    last = time.time()
+    while any(p.poll() is None for p in procs):
+        if time.time() > deadline:
+            log("the stage's minutes are spent: stopping the workers (finished runs are kept; a rerun resumes)")
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(2)
+            for p in procs:
+                try:
+                    p.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+            return False
+        if time.time() - last > EXPORT_EVERY_S:
+            export(db, sources, path)
+            last = time.time()
+        time.sleep(5)
+    return all(p.returncode == 0 for p in procs)
