@@ -54,15 +54,19 @@ def steps_to_target(steps: np.ndarray, loss: np.ndarray, target: float) -> float
     return float(s0 + (s1 - s0) * (l0 - target) / (l0 - l1))
 
 
-def _fit_targets_batched(batch: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _fit_targets_batched(batch: np.ndarray, steps: np.ndarray, around: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """S_min and B_crit of K resamples of one target at once ((K, points) arrays).
 
     For fixed B_crit the best log S_min is a mean, so the fit is a 1-D profile over
     u = log B_crit: evaluated on a grid for all K, then refined by a parabola through the best
-    grid point and its neighbours (grid step 0.02 in log, far below bootstrap spread).
+    grid point and its neighbours (grid step 0.02 in log, far below bootstrap spread). The grid
+    spans the measured batches and ``around`` (the point fit's B_crit) by a factor e^6 each side.
     """
     lb, ls = np.log(batch), np.log(steps)
-    grid = np.arange(lb.min() - 6.0, lb.max() + 6.0, 0.02)
+    lo, hi = lb.min(), lb.max()
+    if around is not None and np.isfinite(around) and around > 0:
+        lo, hi = min(lo, np.log(around)), max(hi, np.log(around))
+    grid = np.arange(lo - 6.0, hi + 6.0, 0.02)
     # (K, grid, points): residual of log S after profiling out log S_min.
     r = ls[:, None, :] - np.log1p(np.exp(grid[None, :, None] - lb[:, None, :]))
     sse = ((r - r.mean(axis=2, keepdims=True)) ** 2).sum(axis=2)
@@ -141,6 +145,12 @@ class CriticalBatchLaw:
                 continue
             s_min, b_crit, err = fit_target(b[m], s[m])
             b0 = float(b[m].min())
+            if not b0 / 10 <= b_crit <= 10 * float(b[m].max()):
+                # Steps still halve with every doubling at the largest batch (or never fall):
+                # the data bound B_crit on one side only.
+                self.warnings_.append(
+                    f"target N={key[0]:.4g}, loss={key[1]}: B_crit {b_crit:.3g} lies more than 10x outside the batches "
+                    f"measured ({b0:.3g}..{float(b[m].max()):.3g} tokens): they bound it, they do not locate it")
             targets.append(TargetFit(key[0], key[1], s_min, b_crit, s_min * b_crit, b0 + 0.2 * (b0 + b_crit), err))
             members.append(np.flatnonzero(m))
         if len(targets) < 2:
@@ -185,7 +195,7 @@ class CriticalBatchLaw:
             resid = np.log(s[m]) - fitted
             inflate = np.sqrt(m.size / (m.size - 2)) if m.size > 2 else 1.0
             draws = fitted + inflate * resid[rng.integers(0, m.size, (k, m.size))]
-            s_min[t], b_crit[t] = _fit_targets_batched(np.broadcast_to(b[m], draws.shape), np.exp(draws))
+            s_min[t], b_crit[t] = _fit_targets_batched(np.broadcast_to(b[m], draws.shape), np.exp(draws), fit.b_crit)
         base = {"n_params": np.array([t.n_params for t in targets]), "target_loss": np.array([t.target_loss for t in targets])}
         samples = []
         for i in range(k):

@@ -403,7 +403,7 @@ class _TrajectoryLaw(ABC):
         floor = self.floor(max(peaks))
         if floor <= 0:
             self.warnings_.append(
-                f"annealed all the way (the lr dropped to 0 from {max(peaks):.3g}), this law would predict a loss of "
+                f"annealed all the way (from {max(peaks):.3g} to a negligible lr, every drop saturated), this law would predict a loss of "
                 f"{floor:.3g}, at or below 0: its annealing term is not determined by these curves, and predictions "
                 "for schedules that anneal more than the fitted ones are not to be trusted")
 

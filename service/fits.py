@@ -192,12 +192,11 @@ def per_step_lr(run: Run, points: Sequence[CurvePoint]) -> tuple[np.ndarray, boo
 
 
 def declared_warmup(run: Run) -> int | None:
-    """The warmup steps an imported run's recorded schedule states (None: not stated)."""
+    """The warmup steps an imported run's recorded schedule states (None: it states none, or 0,
+    the schedules' default: a table may hold its own ramp, which inference then finds)."""
     stored = (run.config or {}).get("lr_schedule")
-    if not stored:
-        return None
-    warmup = read_schedule(stored).warmup_steps
-    return None if warmup is None else int(warmup)
+    warmup = stored.get("warmup_steps") if isinstance(stored, dict) else None
+    return int(warmup) if isinstance(warmup, int) and not isinstance(warmup, bool) and warmup > 0 else None
 
 
 def loss_curves(db: Database, rows: Sequence[Run]) -> list[LossCurve]:
@@ -325,7 +324,13 @@ def _fit(db: Database, rows: Sequence[Run], kind: str, form: str, n_bootstrap: i
                        prior=prior, prior_width=prior_width)
         return law.fit(data), data
     if kind == "loss":
-        data = runset(rows)
+        # A steps-to-target measurement stopped at its target at whatever batch it had: its
+        # loss is no final loss of a run trained to its budget.
+        trained = [r for r in rows if steps_to_target_tag(r.tags) is None]
+        if not trained:
+            raise InputError("the selected runs are steps-to-target measurements (tagged steps_to_target), the data "
+                             "of a critical-batch fit: a loss law needs runs trained to their token budget")
+        data = runset(trained)
         return LossLaw(n_bootstrap=n_bootstrap, seed=seed).fit(data), data
     if kind == "trajectory":
         curves = loss_curves(db, rows)
@@ -455,11 +460,12 @@ def load_law(db: Database, law_id: int | str, kind: str | None = None) -> tuple[
 
 
 def predict_curve(db: Database, law_id: int | str, lr: np.ndarray, tokens_per_step: float | None = None,
-                  every: int = 1, max_steps: int | None = None) -> dict[str, Any]:
+                  every: int = 1, max_steps: int | None = None, warmup_steps: int | None = None) -> dict[str, Any]:
     """The predicted loss of a trajectory law after warmup of a schedule whose step i + 1 uses
     ``lr[i]``: at every ``every``-th step from the end of warmup, and at the last step (the law
     evaluates those steps only). ``tokens_per_step`` adds a tokens column (tokens per step).
-    Schedules longer than ``max_steps`` (default: HPSCALE_MAX_CURVE_STEPS) are refused."""
+    Schedules longer than ``max_steps`` (default: HPSCALE_MAX_CURVE_STEPS) are refused.
+    ``warmup_steps``: the schedule's stated warmup (default: until its lr first reaches its peak)."""
     row, law = load_law(db, law_id, kind="trajectory")
     lr = np.asarray(lr, dtype=float)
     if lr.ndim != 1 or lr.size < 2 or not np.all(np.isfinite(lr)) or np.any(lr < 0):
@@ -470,10 +476,12 @@ def predict_curve(db: Database, law_id: int | str, lr: np.ndarray, tokens_per_st
     check_schedule_length(lr.size, limit=max_steps)
     if every < 1:
         raise InputError(f"every must be >= 1 (got {every})")
-    warmup = infer_warmup(lr)
+    if warmup_steps is not None and not 0 <= warmup_steps < lr.size:
+        raise InputError(f"warmup_steps must lie in 0..{lr.size - 1} (got {warmup_steps})")
+    warmup = infer_warmup(lr) if warmup_steps is None else int(warmup_steps)
     first = max(warmup, 1)
     steps = np.unique(np.append(np.arange(first, lr.size + 1, every), lr.size))
-    loss = np.asarray(law.predict(lr, steps), float)
+    loss = np.asarray(law.predict(lr, steps, warmup), float)
     bad = np.flatnonzero(~(np.isfinite(loss) & (loss > 0)))
     if bad.size:
         raise InputError(
@@ -520,8 +528,12 @@ def curve_warnings(row: Law, lr: np.ndarray, warmup: int) -> list[str]:
         out.append(f"the schedule's peak lr {peak:.3g} differs from the peak lr of the curves law {row.name} was "
                    f"fitted on ({_span_steps(row)}): a trajectory law describes schedules of its own peak lr")
     if warmup > 1 and np.any(np.diff(lr[:warmup]) < 0):
-        out.append(f"the lr falls before it first reaches its peak (step {warmup}): the steps before that are taken "
-                   "as warmup, and the curve is predicted from there on")
+        out.append(f"the lr falls before step {warmup}, where warmup is taken to end: the curve is predicted from "
+                   "there on")
+    rises = np.flatnonzero(np.diff(lr[max(warmup - 1, 0):]) > 0)
+    if rises.size:
+        out.append(f"the lr rises after warmup (first at step {max(warmup, 1) + int(rises[0]) + 1}): the trajectory "
+                   "laws describe schedules that only fall after warmup, a rise enters them as a negative drop")
     return out
 
 

@@ -412,7 +412,7 @@ def _parse_tags(raw: str) -> dict[str, str]:
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # a spreadsheet's byte-order mark is no part of the header
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -663,6 +663,7 @@ def parse_steps_to_target_file(path: Path) -> list[RunIn]:
     if not reader.fieldnames:
         raise InputError(f"{path}: empty file (expected a header line)")
     header = [f.strip() for f in reader.fieldnames]
+    reader.fieldnames = header  # "n_params, target_loss" names the same columns as without spaces
     known = {alias: field for field, aliases in STEPS_COLUMNS.items() for alias in aliases}
     unknown = [f for f in header if f not in known]
     if unknown:
@@ -686,8 +687,12 @@ def parse_steps_to_target_file(path: Path) -> list[RunIn]:
         cells = {field: (row.get(col) or "").strip() for field, col in columns.items()}
         values: dict[str, float] = {}
         for field, raw in cells.items():
-            if field in ("name", "optimizer") or (field == "lr" and raw == ""):
-                continue  # text, or an optional number left empty
+            if field in ("name", "optimizer"):
+                continue  # text
+            if raw == "":
+                if field in ("n_params", "target_loss", "steps_to_target"):
+                    raise InputError(f"{path}:{line}: column {columns[field]!r}: empty (required)")
+                continue  # an optional number left empty
             try:
                 value = float(raw) * _STEPS_SCALE.get(columns[field], 1.0)
             except ValueError:
@@ -699,11 +704,15 @@ def parse_steps_to_target_file(path: Path) -> list[RunIn]:
             raise InputError(f"{path}:{line}: column {columns['seq_len']!r}: must be a whole number")
         batch = values.get("batch_tokens")
         if batch is None:
+            if "batch_size" not in values or "seq_len" not in values:
+                raise InputError(f"{path}:{line}: no batch: give batch_tokens, or batch_size with seq_len")
             batch = values["batch_size"] * values["seq_len"]
         steps = values["steps_to_target"]
-        name = cells.get("name") or (
-            f"N{values['n_params']:.4g}-target{values['target_loss']:g}-batch{batch:g}"
-        )
+        # The default name holds every number that tells two measurements apart.
+        name = cells.get("name") or "-".join(
+            [f"N{values['n_params']:.10g}", f"target{values['target_loss']:.10g}", f"batch{batch:.10g}"]
+            + ([f"lr{values['lr']:.10g}"] if "lr" in values else [])
+            + ([cells["optimizer"].lower()] if cells.get("optimizer") else []))
         record: dict[str, Any] = {
             "name": name, "n_params": values["n_params"], "tokens": steps * batch,
             "final_loss": values["target_loss"], "batch_tokens": batch,

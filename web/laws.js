@@ -418,9 +418,9 @@ async function renderTrajectory(law, el) {
 
 /** The variable a critical-batch law's power law is on, with each target's value of it. */
 const CRITICAL_X = {
-  n_params: { label: "N (non-embedding parameters)", of: (t) => t.n_params },
-  tokens: { label: "E_min (fewest tokens to the target)", of: (t) => t.e_min },
-  target_loss: { label: "target loss (nats/token)", of: (t) => t.target_loss },
+  n_params: { name: "N", label: "N (non-embedding parameters)", of: (t) => t.n_params },
+  tokens: { name: "E_min", label: "E_min (fewest tokens to the target)", of: (t) => t.e_min },
+  target_loss: { name: "target loss", label: "target loss (nats/token)", of: (t) => t.target_loss },
 };
 
 async function renderCritical(law, el) {
@@ -429,13 +429,12 @@ async function renderCritical(law, el) {
     mount(el, h("p", { class: "muted" }, "This critical-batch law carries no per-target fits."));
     return;
   }
-  const by = Object.entries(law.fit_range ?? {}).find(([, v]) => v)?.[0] ?? "n_params";
-  const axis = CRITICAL_X[by] ?? CRITICAL_X.n_params;
+  const axis = CRITICAL_X[info.by] ?? CRITICAL_X.n_params;
   const xs = info.targets.map(axis.of);
   const lo = Math.min(...xs), hi = Math.max(...xs);
   const line = Array.from({ length: 40 }, (_, i) => lo * (hi / lo) ** (i / 39));
   const fig = figure({ id: "plot-critical", "aria-label": "Critical batch against the fitted variable" });
-  const exps = Object.entries(info.exponents).map(([k, v]) => `p = ${fmt(v, 3)} on ${k}`).join(", ");
+  const exps = Object.entries(info.exponents).map(([k, v]) => `p = ${fmt(v, 3)} on ${CRITICAL_X[k]?.name ?? k}`).join(", ");
   mount(el, h("section", { class: "card" },
     h("h2", {}, "Critical batch per target"),
     h("p", { class: "muted small" }, "Points: each target's B_crit from S = S_min (1 + B_crit / B) fitted on its batch sizes; line: the law B_crit = k x^p across targets.",

@@ -301,6 +301,8 @@ class CriticalTarget(BaseModel):
 class CriticalBatchInfo(BaseModel):
     """A critical-batch law's per-target fits and the exponent of B_crit on each variable."""
 
+    by: Literal["n_params", "tokens", "target_loss"] = Field(
+        description="The variable x of the law B_crit = k x^p: n_params, tokens (E_min) or target_loss.")
     targets: list[CriticalTarget]
     exponents: dict[str, float] = Field(
         description="p of B_crit ~ x^p across targets, for x = n_params, tokens (E_min), target_loss where they vary.")

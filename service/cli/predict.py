@@ -61,6 +61,7 @@ def curve(
     lr_schedule: Annotated[Path, typer.Option("--lr-schedule", help="CSV with columns step,lr (every step, or the steps where lr changes; other columns, such as a logged loss, are ignored).")],
     tokens_per_step: Annotated[Optional[float], typer.Option(help="Tokens per step, to add a tokens column.")] = None,
     every: Annotated[Optional[int], typer.Option(min=1, help="Predict every n-th step after warmup, and the last (default: every step with --json, every 100th in the table).")] = None,
+    warmup_steps: Annotated[Optional[int], typer.Option(min=0, help="Steps of warmup (default: until the lr first reaches its peak).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the curve as JSON.")] = False,
 ) -> None:
     """Predict the loss after warmup of a learning-rate schedule with a trajectory law. The
@@ -71,7 +72,8 @@ def curve(
     from hpscale.service.fits import predict_curve
 
     step = every if every is not None else (1 if json_out else 100)
-    out = predict_curve(open_db(), law, read_schedule(lr_schedule), tokens_per_step, every=step)
+    out = predict_curve(open_db(), law, read_schedule(lr_schedule), tokens_per_step, every=step,
+                        warmup_steps=warmup_steps)
     if json_out:
         print_json(out)
         return

@@ -123,6 +123,6 @@ def test_critical_batch_law_shows_each_target(client) -> None:
     assert r.status_code == 201, r.text
     info = r.json()["critical_batch"]
     assert [t["b_crit"] for t in info["targets"]] == pytest.approx([2e3 * n ** 0.5 for n in (1e6, 4e6, 1.6e7)], rel=1e-3)
-    assert info["exponents"]["n_params"] == pytest.approx(0.5, abs=1e-3)
+    assert info["exponents"]["n_params"] == pytest.approx(0.5, abs=1e-3) and info["by"] == "n_params"
     hyper = client.get("/api/v1/laws/steplaw").json()
     assert hyper["critical_batch"] is None

@@ -37,6 +37,7 @@ def test_named_schedule(client, mpl) -> None:
     expected_lr = lr_schedule("cosine", 2000, 3e-4, warmup_steps=100, final_lr_ratio=0.1)
     assert body["lr"][-1] == pytest.approx(expected_lr[-1])
     assert body["loss"][-1] < body["loss"][0]  # a cosine run keeps improving to its end
+    assert body["warnings"] == [] and body["warmup_steps"] == 100
     law = MultiPowerLaw.from_record({"kind": "trajectory", "coefficients": COEF})
     # The law's own prediction at every step after warmup (1,901 of them).
     assert len(body["steps"]) == 1901 and body["steps"][0] == 100
@@ -51,6 +52,18 @@ def test_table_schedule_by_law_name(client, mpl) -> None:
     assert lr[799] == pytest.approx(1e-3) and lr[800] == pytest.approx(3e-4) and lr[1000] == pytest.approx(1e-4)
     loss = np.array(body["loss"])
     assert np.all(np.isfinite(loss)) and loss[-1] < loss[np.array(body["steps"]) == 799][0]  # the drop anneals
+
+
+def test_a_stated_warmup_is_the_schedules_and_a_rise_after_it_is_said(client, mpl) -> None:
+    table = [{"step": 1, "lr": 1e-4}, {"step": 4001, "lr": 3e-4}]
+    body = client.post(URL, json={"law": mpl, "every": 100, "schedule": {
+        "kind": "table", "table": table, "total_steps": 8000, "warmup_steps": 500}}).json()
+    assert body["warmup_steps"] == 500 and body["steps"][0] == 500
+    assert any("rises after warmup (first at step 4001)" in w for w in body["warnings"])
+    # Without a stated warmup the highest lr ends it, as inference has it.
+    body = client.post(URL, json={"law": mpl, "every": 100, "schedule": {
+        "kind": "table", "table": table, "total_steps": 8000}}).json()
+    assert body["warmup_steps"] == 4001 and body["steps"][0] == 4001
 
 
 @pytest.mark.parametrize(

@@ -224,7 +224,7 @@ def test_critical_batch_from_a_steps_to_target_table(cli_env, tmp_path: Path) ->
     table = _steps_table(tmp_path / "cbs.csv")
     assert hp_json("import", "steps-to-target", str(table)) == {"source": "cbs", "added": 18, "skipped": 0}
     runs = {r["name"]: r for r in hp_json("runs", "list")}
-    one = runs["N1e+07-target3.5-batch16384"]
+    one = runs["N10000000-target3.5-batch16384"]
     assert one["final_loss"] == 3.5 and one["batch_size"] == 32 and one["seq_len"] == 512
     assert one["tokens"] == pytest.approx(one["tags"]["steps_to_target"] * 32 * 512)
     law = hp_json("fit", "--kind", "critical-batch", "--bootstrap", "50")
@@ -234,6 +234,9 @@ def test_critical_batch_from_a_steps_to_target_table(cli_env, tmp_path: Path) ->
     assert set(law["exponents"]) == {"n_params", "tokens", "target_loss"}
     shown = hp("laws", "show", str(law["id"])).stdout
     assert "critical batch per target" in shown and "p = 0.5 on N" in shown
+    # Stopped at a target, these runs are no loss law's data.
+    result = hp("fit", "--kind", "loss")
+    assert result.exit_code == 1 and "steps-to-target measurements" in result.stderr
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -252,6 +255,27 @@ def test_bad_steps_to_target_tables(cli_env, tmp_path: Path, text: str, message:
     result = hp("import", "steps-to-target", str(path))
     assert result.exit_code == 1 and message in result.stderr and "Traceback" not in result.stderr
     assert hp_json("runs", "list") == []
+
+
+def test_steps_to_target_tables_as_spreadsheets_write_them(cli_env, tmp_path: Path) -> None:
+    # A byte-order mark, spaces after the commas, both batch forms with one left blank per row,
+    # and rows told apart only by their optimizer or lr: all read as meant.
+    path = tmp_path / "sheet.csv"
+    path.write_text("\ufeffn_params, target_loss, steps_to_target, batch_tokens, batch_size, seq_len, lr, optimizer\n"
+                    "123456789, 3.0, 100, 1024, , , 1e-3, adamw\n"
+                    "123456000, 3.0, 100, , 4, 256, 1e-3, adamw\n"
+                    "123456000, 3.0, 100, , 4, 256, 2e-3, adamw\n"
+                    "123456000, 3.0, 90, , 4, 256, 1e-3, lion\n", encoding="utf-8")
+    assert hp_json("import", "steps-to-target", str(path))["added"] == 4
+    names = sorted(r["name"] for r in hp_json("runs", "list"))
+    assert names[0] == "N123456000-target3-batch1024-lr0.001-adamw" and len(set(names)) == 4
+    bad = tmp_path / "bad.csv"
+    bad.write_text("n_params,target_loss,steps_to_target,batch_tokens,batch_size,seq_len\n1e6,3,100,,4,\n")
+    result = hp("import", "steps-to-target", str(bad))
+    assert result.exit_code == 1 and "bad.csv:2: no batch" in result.stderr
+    bad.write_text("n_params,target_loss,steps_to_target,batch_tokens\n1e6,,100,1024\n")
+    result = hp("import", "steps-to-target", str(bad))
+    assert result.exit_code == 1 and "column 'target_loss': empty (required)" in result.stderr
 
 
 def test_a_bad_steps_to_target_tag_names_the_run(cli_env, tmp_path: Path) -> None:

@@ -179,7 +179,17 @@ def test_predict_curve_says_how_far_the_schedule_lies_from_the_fitted_curves(cli
     rewarm = _write_schedule(tmp_path / "rewarm.csv", [(1, 1e-4), (2000, 5e-5), (4000, 3e-4), (8000, 3e-4)])
     out = hp_json("predict", "curve", "--law", str(law["id"]), "--lr-schedule", str(rewarm), "--every", "1000")
     assert out["warmup_steps"] == 4000 and out["steps"][0] == 4000
-    assert any("falls before it first reaches its peak (step 4000)" in w for w in out["warnings"])
+    assert any("falls before step 4000, where warmup is taken to end" in w for w in out["warnings"])
+    # Stated, the warmup is the schedule's; a rise after it is said.
+    out = hp_json("predict", "curve", "--law", str(law["id"]), "--lr-schedule", str(rewarm), "--every", "1000",
+                  "--warmup-steps", "500")
+    assert out["warmup_steps"] == 500 and out["steps"][0] == 500
+    assert any("rises after warmup (first at step 4000)" in w for w in out["warnings"])
+    late = _write_schedule(tmp_path / "late.csv", [(1, 3e-4), (2000, 1e-5), (4000, 3e-4), (8000, 1e-5)])
+    out = hp_json("predict", "curve", "--law", str(law["id"]), "--lr-schedule", str(late), "--every", "1000")
+    assert out["warmup_steps"] == 0 and any("rises after warmup (first at step 4000)" in w for w in out["warnings"])
+    result = hp("predict", "curve", "--law", str(law["id"]), "--lr-schedule", str(late), "--warmup-steps", "9000")
+    assert result.exit_code == 1 and "warmup_steps must lie in 0..7999" in result.stderr
     # An lr of 0 throughout: refused in one line.
     zero = _write_schedule(tmp_path / "zero.csv", [(1, 0.0), (8000, 0.0)])
     result = hp("predict", "curve", "--law", str(law["id"]), "--lr-schedule", str(zero))
@@ -220,3 +230,11 @@ def test_a_recorded_warmup_is_taken_as_stated(cli_env, tmp_path: Path) -> None:
     db = open_db()
     (curve,) = loss_curves(db, storage.list_runs(db))
     assert curve.warmup_steps == 500 and curve.steps[0] == 500 and curve.steps.size == 31
+    # A table that holds its own ramp and states no warmup: inferred, as before (the schedules'
+    # default of 0 is no statement).
+    ramp = {"kind": "table", "total_steps": 8000,
+            "table": [{"step": s, "lr": 3e-4 * s / 500} for s in range(1, 500, 50)] + [{"step": 500, "lr": 3e-4}]}
+    (tmp_path / "ramp.jsonl").write_text(json.dumps({**rec, "name": "ramp", "lr_schedule": ramp}) + "\n")
+    hp("import", "runs", str(tmp_path / "ramp.jsonl"), "--source", "ramp")
+    (curve,) = loss_curves(db, storage.list_runs(db, sources=["ramp"]))
+    assert curve.warmup_steps is None and curve.warmup() == 500 and curve.steps[0] == 500

@@ -342,7 +342,7 @@ def test_critical_batch_law_page_shows_each_target(page: Any, base_url: str, see
     assert [t["n"] for t in drawn if t["meta"] == "data"] == [len(law["critical_batch"]["targets"])] == [3]
     assert [t["meta"] for t in drawn].count("fit") == 1
     assert page.locator("#critical-targets tbody tr").count() == 3
-    assert "p = 0.5 on n_params" in page.locator("#law-detail").inner_text()
+    assert "p = 0.5 on N, p = 1 on E_min" in page.locator("#law-detail").inner_text()
     page.shot("law-critical")
     page.assert_clean()
 

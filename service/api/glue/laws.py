@@ -59,7 +59,8 @@ def critical_batch(record: dict[str, Any]) -> s.CriticalBatchInfo | None:
     if not isinstance(targets, list):
         return None
     try:
-        return s.CriticalBatchInfo(targets=[s.CriticalTarget.model_validate(t) for t in targets],
+        return s.CriticalBatchInfo(by=(record.get("settings") or {}).get("by", "n_params"),
+                                   targets=[s.CriticalTarget.model_validate(t) for t in targets],
                                    exponents=_float_dict(record.get("exponents")))
     except ValueError as exc:
         logger.warning("critical batch record unreadable: %s", exc)

@@ -14,7 +14,11 @@ def predict_curve(db: Database, body: s.CurvePredictionRequest, max_steps: int) 
     """A trajectory law's predicted loss curve for a schedule of at most ``max_steps`` steps."""
     row = storage.get_law(db, body.law)  # for the answer's law identity; predict checks the kind
     lr = schedule_lrs(body.schedule, max_steps=max_steps)
-    result = fits.predict_curve(db, row.id, lr, body.tokens_per_step, every=body.every, max_steps=max_steps)
+    # A stated warmup is the schedule's own (0, the default, leaves it to inference: a table may
+    # hold its own ramp); the fits read recorded schedules the same way (fits.declared_warmup).
+    stated = body.schedule.warmup_steps or None
+    result = fits.predict_curve(db, row.id, lr, body.tokens_per_step, every=body.every, max_steps=max_steps,
+                                warmup_steps=stated)
     tokens = result.get("tokens")
     return s.CurvePrediction(
         law=law_ref(row), steps=[int(v) for v in result["steps"]], lr=[float(v) for v in result["lr"]],
