@@ -15,4 +15,6 @@ FORMS: dict[str, tuple[str, ...]] = {
 }
 DEFAULT_FORM = {"hyper": "steplaw", "loss": "chinchilla", "trajectory": "multi_power", "critical-batch": "power"}
 METHODS = HYPER_METHODS
-__all__ = ["DEFAULT_FORM", "DEFAULT_PRIOR_WIDTH", "FORMS", "KINDS", "METHODS", "PRIOR_NAMES"]
+# Critical-batch laws: the variable x of B_crit = k x^p (fitting.critical.BY, here without numpy).
+CRITICAL_BY: tuple[str, ...] = ("n_params", "tokens", "target_loss")
+__all__ = ["CRITICAL_BY", "DEFAULT_FORM", "DEFAULT_PRIOR_WIDTH", "FORMS", "KINDS", "METHODS", "PRIOR_NAMES"]

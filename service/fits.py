@@ -24,7 +24,7 @@ from hpscale.fitting.runs import RunSet
 from hpscale.fitting.sanity import law_problems
 from hpscale.fitting.schedules import infer_warmup
 from hpscale.service.errors import InputError
-from hpscale.service.fitkinds import DEFAULT_FORM, DEFAULT_PRIOR_WIDTH, FORMS, KINDS, PRIOR_NAMES
+from hpscale.service.fitkinds import CRITICAL_BY, DEFAULT_FORM, DEFAULT_PRIOR_WIDTH, FORMS, KINDS, PRIOR_NAMES
 from hpscale.service.fitkinds import METHODS as HYPER_METHODS
 from hpscale.service.laws import check_passed, failure, loss_warnings
 from hpscale.service.runformat import check_schedule_length, read_schedule, schedule_lrs, steps_to_target_tag
@@ -55,13 +55,20 @@ METHOD_WORDS = {"near_optimal": "from near-optimal runs", "smooth": "from smooth
                 "joint": "from one basin model over every run"}
 
 
-def law_title(kind: str, form: str, method: str, sources: Sequence[str], optimizer: str = "adamw") -> str:
+def law_title(kind: str, form: str, method: str, sources: Sequence[str], optimizer: str = "adamw",
+              by: str = "n_params") -> str:
     """A fitted law's title: what it predicts (for which optimizer, but AdamW's laws keep the
     titles they had before laws named their optimizer), its form, for hyper laws how each
-    group's optimum was taken (two fits of one form differ by it), and the sources of its runs."""
+    group's optimum was taken (two fits of one form differ by it), for critical-batch laws the
+    variable it is a power of (when not N), and the sources of its runs."""
     opt_title = "" if optimizer == "adamw" else f" for {optimizer}"
     how = f"{form} form, {METHOD_WORDS.get(method, method)}" if kind == "hyper" else form
+    if kind == "critical-batch" and by != "n_params":
+        how = f"{form} of {BY_WORDS[by]}"
     return f"{TITLES[kind]}{opt_title} ({how}) fitted on {', '.join(sorted(sources))}"
+
+
+BY_WORDS = {"n_params": "N", "tokens": "E_min (tokens)", "target_loss": "the target loss"}
 
 
 def law_source(kind: str, used: int, selected: int, label: str) -> str:
@@ -290,7 +297,7 @@ def critical_points(db: Database, rows: Sequence[Run]) -> dict[str, np.ndarray]:
 
 def fit_law(db: Database, rows: Sequence[Run], kind: str, form: str, n_bootstrap: int, seed: int,
             on_edge: str = "error", method: str = "near_optimal", prior: str | None = None,
-            prior_width: float = DEFAULT_PRIOR_WIDTH) -> tuple[Any, dict[str, Any] | None]:
+            prior_width: float = DEFAULT_PRIOR_WIDTH, by: str = "n_params") -> tuple[Any, dict[str, Any] | None]:
     """Fit a law of ``kind``/``form`` on stored runs; returns (law, judged extrapolation report).
     Data enough for the law but not for refitting it without its largest scale still give a
     stored law, whose report says why it was not checked (and does not pass). A degenerate fit
@@ -300,7 +307,7 @@ def fit_law(db: Database, rows: Sequence[Run], kind: str, form: str, n_bootstrap
     # One order for the same runs, whatever order they were imported in: the bootstrap draws by
     # position, so a file's row order must not move a law's intervals.
     rows = sorted(rows, key=lambda r: (r.source, r.name))
-    law, data = _fit(db, rows, kind, form, n_bootstrap, seed, on_edge, method, prior, prior_width)
+    law, data = _fit(db, rows, kind, form, n_bootstrap, seed, on_edge, method, prior, prior_width, by)
     problems = law_problems(law.to_record())
     if problems:
         return law, {"kind": law.kind, "form": law.form, "passed": False, "checked": False, "failed": True,
@@ -313,7 +320,7 @@ def fit_law(db: Database, rows: Sequence[Run], kind: str, form: str, n_bootstrap
 
 
 def _fit(db: Database, rows: Sequence[Run], kind: str, form: str, n_bootstrap: int, seed: int,
-         on_edge: str, method: str, prior: str | None, prior_width: float) -> tuple[Any, Any]:
+         on_edge: str, method: str, prior: str | None, prior_width: float, by: str) -> tuple[Any, Any]:
     from hpscale.fitting.critical import CriticalBatchLaw
     from hpscale.fitting.loss import LossLaw
     from hpscale.fitting.trajectory import MomentumLaw, MultiPowerLaw
@@ -337,7 +344,7 @@ def _fit(db: Database, rows: Sequence[Run], kind: str, form: str, n_bootstrap: i
         return (MultiPowerLaw() if form == "multi_power" else MomentumLaw()).fit(curves), curves
     if kind == "critical-batch":
         pts = critical_points(db, rows)
-        return CriticalBatchLaw(n_bootstrap=n_bootstrap, seed=seed).fit(**pts), pts
+        return CriticalBatchLaw(by=by, n_bootstrap=n_bootstrap, seed=seed).fit(**pts), pts
     raise InputError(f"unknown law kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 
@@ -367,6 +374,7 @@ def fit_and_store(
     name: str | None = None,
     optimizer: str | None = None,
     mix: bool = False,
+    by: str = "n_params",
 ) -> Law:
     """Fit a law from stored runs (of one optimizer: ``optimizer``, or the one the selected runs
     share) and store it with its record, extrapolation report, the exact runs used and its
@@ -380,7 +388,8 @@ def fit_and_store(
     ``refuse_unrelated``), runs of different optimizers never. ``on_edge`` (hyper laws: a group's
     best run on the edge of the searched grid): "error" refuses, "warn" fits and records a
     warning; None: "error" when a run comes from a sweep (which can be widened), "warn" for
-    imported runs only (a published grid cannot be)."""
+    imported runs only (a published grid cannot be). ``by`` (critical-batch laws): the variable
+    x of B_crit = k x^p, one of n_params, tokens (E_min) or target_loss."""
     if kind not in KINDS:
         raise InputError(f"unknown law kind {kind!r}; expected one of {', '.join(KINDS)}")
     form = form or DEFAULT_FORM[kind]
@@ -397,6 +406,10 @@ def fit_and_store(
     prior = None if prior == "none" else prior
     if prior is not None and kind != "hyper":
         raise InputError("a published prior applies to hyper laws only (their exponents)")
+    if by not in CRITICAL_BY:
+        raise InputError(f"by must be one of {', '.join(CRITICAL_BY)} (got {by!r})")
+    if by != "n_params" and kind != "critical-batch":
+        raise InputError("by applies to critical-batch laws only (the variable B_crit is a power of)")
     if not (math.isfinite(prior_width) and prior_width > 0):
         raise InputError(f"the prior width must be a finite number > 0 (got {prior_width!r})")
     rows = select_runs(db, sources, run_names, optimizer)
@@ -406,7 +419,7 @@ def fit_and_store(
     if on_edge is None:
         on_edge = "error" if any(r.sweep_id is not None for r in rows) else "warn"
     try:
-        law, report = fit_law(db, rows, kind, form, n_bootstrap, seed, on_edge, method, prior, prior_width)
+        law, report = fit_law(db, rows, kind, form, n_bootstrap, seed, on_edge, method, prior, prior_width, by)
     except EdgeOptimumError as exc:
         raise InputError(
             f"{exc}. Widen the sweep's grid (a refinement round, or more learning rates / batch sizes in its spec), "
@@ -431,13 +444,14 @@ def fit_and_store(
             "form": form,
             "origin": "fitted",
             "optimizer": fitted_on,
-            "title": law_title(kind, form, method, {r.source for r in rows}, fitted_on),
+            "title": law_title(kind, form, method, {r.source for r in rows}, fitted_on, by),
             "source": law_source(kind, len(used_ids), len(rows), label),
             "record": record,
             "extrapolation": report,
             "settings": {"n_bootstrap": n_bootstrap, "seed": seed, "on_edge": on_edge, "method": method,
                          "prior": prior, "prior_width": prior_width if prior else None,
                          "sources": list(sources or []), "optimizer": optimizer, "mix": mix,
+                         **({"by": by} if kind == "critical-batch" else {}),
                          "runs": list(run_names or [])},
             "code_version": code_version(),
         },

@@ -549,6 +549,9 @@ class FitRequest(BaseModel):
         default=None, pattern=OPTIMIZER_RE,
         description="Fit on the runs of this optimizer only (default: the selected runs must share one).",
     )
+    by: Literal["n_params", "tokens", "target_loss"] = Field(
+        default="n_params", description="Critical-batch laws: the variable x of B_crit = k x^p (tokens: E_min, the "
+        "fewest tokens to the target).")
 
 
 # -- predict -----------------------------------------------------------------------------------

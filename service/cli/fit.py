@@ -8,7 +8,7 @@ import typer
 
 from hpscale.service.cli.common import fail, open_db, print_json
 from hpscale.service.cli.laws import law_summary, print_law
-from hpscale.service.fitkinds import DEFAULT_FORM, DEFAULT_PRIOR_WIDTH, FORMS, KINDS, PRIOR_NAMES
+from hpscale.service.fitkinds import CRITICAL_BY, DEFAULT_FORM, DEFAULT_PRIOR_WIDTH, FORMS, KINDS, PRIOR_NAMES
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -37,6 +37,9 @@ def fit(
         f"hyper laws: a published law's exponents as a Gaussian prior ({', '.join(PRIOR_NAMES)}): a sweep of few "
         "sizes then extrapolates like the literature unless its data say otherwise."))] = "none",
     prior_width: Annotated[float, typer.Option(help="Standard deviation of the prior on each exponent.")] = DEFAULT_PRIOR_WIDTH,
+    by: Annotated[str, typer.Option(help=(
+        f"critical-batch laws: the variable x of B_crit = k x^p ({', '.join(CRITICAL_BY)}: tokens is E_min, the "
+        "fewest tokens to the target; Zhang et al. find B_crit grows with the data, not the model)."))] = "n_params",
     allow_edge: Annotated[bool, typer.Option("--allow-edge", help="hyper laws on swept runs: fit even when a group's best run lies on the edge of the searched grid (recorded as a warning). Imported runs always fit so, with the warning: their grid cannot be widened.")] = False,
     mix: Annotated[bool, typer.Option("--mix", help="Fit one law over runs of several sources or corpora (refused otherwise; optimizers never mix).")] = False,
     name: Annotated[Optional[str], typer.Option(help="Name of the stored law (default: generated).")] = None,
@@ -62,7 +65,7 @@ def fit(
         db, kind=kind, form=form, sources=_split(source), run_names=_split([runs] if runs else None),
         n_bootstrap=bootstrap, seed=seed, on_edge="warn" if allow_edge else None, method=method,
         prior=prior, prior_width=prior_width, name=name, optimizer=optimizer.strip().lower() if optimizer else None,
-        mix=mix,
+        mix=mix, by=by,
     )
     if json_out:
         print_json(law_summary(db, row, detail=True))

@@ -126,3 +126,9 @@ def test_critical_batch_law_shows_each_target(client) -> None:
     assert info["exponents"]["n_params"] == pytest.approx(0.5, abs=1e-3) and info["by"] == "n_params"
     hyper = client.get("/api/v1/laws/steplaw").json()
     assert hyper["critical_batch"] is None
+    r = client.post("/api/v1/fits", json={"kind": "critical-batch", "sources": ["cbs"], "bootstrap": 0,
+                                          "by": "target_loss"}, headers=KEY)
+    assert r.status_code == 422 and "same target_loss" in r.json()["detail"]  # every target at loss 3.0
+    r = client.post("/api/v1/fits", json={"kind": "critical-batch", "sources": ["cbs"], "bootstrap": 0,
+                                          "by": "tokens"}, headers=KEY)
+    assert r.status_code == 201 and r.json()["critical_batch"]["by"] == "tokens"

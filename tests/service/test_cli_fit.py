@@ -234,6 +234,13 @@ def test_critical_batch_from_a_steps_to_target_table(cli_env, tmp_path: Path) ->
     assert set(law["exponents"]) == {"n_params", "tokens", "target_loss"}
     shown = hp("laws", "show", str(law["id"])).stdout
     assert "critical batch per target" in shown and "p = 0.5 on N" in shown
+    # Against E_min, the fewest tokens to the target (here 2e3 x B_crit): B_crit ~ E_min^1.
+    by_tokens = hp_json("fit", "--kind", "critical-batch", "--by", "tokens", "--bootstrap", "0")
+    assert by_tokens["coefficients"]["p"] == pytest.approx(1.0, abs=1e-3)
+    assert "power of E_min" in by_tokens["title"] and by_tokens["settings"]["by"] == "tokens"
+    assert "tokens" in by_tokens["fit_range"]
+    result = hp("fit", "--kind", "hyper", "--by", "tokens")
+    assert result.exit_code == 1 and "by applies to critical-batch laws only" in result.stderr
     # Stopped at a target, these runs are no loss law's data.
     result = hp("fit", "--kind", "loss")
     assert result.exit_code == 1 and "steps-to-target measurements" in result.stderr

@@ -13,6 +13,6 @@ def fit_law(db: Database, body: s.FitRequest) -> s.LawDetail:
     row = fits.fit_and_store(
         db, kind=body.kind, form=body.form, sources=body.sources, run_names=body.runs, n_bootstrap=body.bootstrap,
         seed=body.seed, method=body.method, prior=body.prior, prior_width=body.prior_width,
-        on_edge="warn" if body.allow_edge else None, mix=body.mix, optimizer=body.optimizer,
+        on_edge="warn" if body.allow_edge else None, mix=body.mix, optimizer=body.optimizer, by=body.by,
     )
     return law_detail(db, str(row.id))
