@@ -503,7 +503,7 @@ def predict_curve(db: Database, law_id: int | str, lr: np.ndarray, tokens_per_st
             f"schedule: it does not hold this far from the curves it was fitted on ({_span_steps(row)})")
     out: dict[str, Any] = {"law_id": row.id, "steps": steps.tolist(), "lr": lr[steps - 1].tolist(),
                            "loss": loss.tolist(), "warmup_steps": warmup,
-                           "warnings": curve_warnings(row, lr, warmup)}
+                           "warnings": curve_warnings(row, lr, warmup), "held_out": held_out_error(row)}
     if tokens_per_step is not None:
         if not (math.isfinite(tokens_per_step) and tokens_per_step > 0):
             raise InputError("tokens_per_step must be a finite number > 0")
@@ -517,6 +517,20 @@ def _span_steps(row: Law) -> str:
     parts = [f"{label} {fr[key][0]:.6g}-{fr[key][1]:.6g}" if fr[key][0] != fr[key][1] else f"{label} {fr[key][0]:.6g}"
              for key, label in (("steps", "steps"), ("peak_lr", "peak lr")) if isinstance(fr.get(key), list)]
     return ", ".join(parts) or "range not recorded"
+
+
+def held_out_error(row: Law) -> dict[str, Any] | None:
+    """How well a trajectory law predicts a curve it has not seen: its extrapolation check refitted
+    it without its longest curve and scored that curve (relative errors |pred / loss - 1|). The
+    nearest thing these laws have to an interval; None when the law has no such check."""
+    report = row.extrapolation if isinstance(row.extrapolation, dict) else {}
+    if report.get("kind") != "trajectory" or report.get("failed"):
+        return None
+    mean, worst = report.get("mean_rel_error"), report.get("max_rel_error")
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (mean, worst)):
+        return None
+    return {"curve": report.get("held_out_curve"), "mean_rel_error": float(mean), "max_rel_error": float(worst),
+            "fit_curves": list(report.get("fit_curves") or [])}
 
 
 # A trajectory law describes schedules of the peak lr it was fitted at: beyond this factor from

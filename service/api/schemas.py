@@ -570,6 +570,15 @@ class CurvePredictionRequest(BaseModel):
                            description="Predict at every n-th step after warmup (and at the last step) only.")
 
 
+class HeldOutCurveError(BaseModel):
+    """How well the law predicted a curve it had not seen (its extrapolation check)."""
+
+    curve: str | None = Field(description="The held-out curve: the longest the law was fitted on.")
+    fit_curves: list[str] = Field(description="The curves the law was refitted on without it.")
+    mean_rel_error: float = Field(description="Mean |predicted / measured - 1| over the held-out curve's points.")
+    max_rel_error: float = Field(description="Largest |predicted / measured - 1| over them.")
+
+
 class CurvePrediction(BaseModel):
     """A predicted loss curve."""
 
@@ -582,6 +591,9 @@ class CurvePrediction(BaseModel):
                                           "curve is predicted after them.")
     warnings: list[str] = Field(description="The law's fit warnings, a failed check, a schedule longer than the "
                                             "fitted curves or at another peak lr.")
+    held_out: HeldOutCurveError | None = Field(
+        default=None, description="The law's error on a curve it had not seen: the nearest thing a trajectory law has "
+        "to an interval (null when it was not checked).")
 
 
 # -- health ------------------------------------------------------------------------------------

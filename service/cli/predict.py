@@ -84,6 +84,15 @@ def curve(
     for i in range(len(out["steps"])):
         table.add_row(*(str(out[c][i]) if c == "steps" else fmt(out[c][i]) for c in cols))
     out_console.print(table)
+    held = out["held_out"]
+    if held:
+        out_console.print(
+            f"refitted without its longest curve ({held['curve']}), the law predicted that curve within "
+            f"{100 * held['mean_rel_error']:.2f}% on average, {100 * held['max_rel_error']:.2f}% at worst",
+            highlight=False)
+    else:
+        out_console.print("no held-out check: how close this law comes on a curve it has not seen is not known",
+                          highlight=False)
     for w in out["warnings"]:
         out_console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
 

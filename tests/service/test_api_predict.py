@@ -38,6 +38,7 @@ def test_named_schedule(client, mpl) -> None:
     assert body["lr"][-1] == pytest.approx(expected_lr[-1])
     assert body["loss"][-1] < body["loss"][0]  # a cosine run keeps improving to its end
     assert body["warnings"] == [] and body["warmup_steps"] == 100
+    assert body["held_out"] is None  # this law was stored without a held-out check
     law = MultiPowerLaw.from_record({"kind": "trajectory", "coefficients": COEF})
     # The law's own prediction at every step after warmup (1,901 of them).
     assert len(body["steps"]) == 1901 and body["steps"][0] == 100

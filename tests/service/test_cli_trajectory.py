@@ -166,7 +166,14 @@ def test_predict_curve_says_how_far_the_schedule_lies_from_the_fitted_curves(cli
     assert law["fit_range"] == {"steps": [500.0, 8000.0], "peak_lr": [3e-4, 3e-4]}
     # Like the fitted curves: no warning.
     same = _write_schedule(tmp_path / "same.csv", [(1, 1e-5), (2, 3e-4), (8000, 3e-4)])
-    assert hp_json("predict", "curve", "--law", str(law["id"]), "--lr-schedule", str(same))["warnings"] == []
+    out = hp_json("predict", "curve", "--law", str(law["id"]), "--lr-schedule", str(same))
+    assert out["warnings"] == []
+    # The law's error on a curve it had not seen comes with every prediction (its check's).
+    check = law["extrapolation"]
+    assert out["held_out"] == {"curve": check["held_out_curve"], "fit_curves": check["fit_curves"],
+                               "mean_rel_error": check["mean_rel_error"], "max_rel_error": check["max_rel_error"]}
+    shown = hp("predict", "curve", "--law", str(law["id"]), "--lr-schedule", str(same)).stdout
+    assert f"refitted without its longest curve ({check['held_out_curve']})" in shown
     # 10x longer, at 10x the peak lr: both said, in the table's output too.
     far = _write_schedule(tmp_path / "far.csv", [(1, 3e-3), (80_000, 3e-3)])
     out = hp_json("predict", "curve", "--law", str(law["id"]), "--lr-schedule", str(far), "--every", "1000")

@@ -24,4 +24,5 @@ def predict_curve(db: Database, body: s.CurvePredictionRequest, max_steps: int) 
         law=law_ref(row), steps=[int(v) for v in result["steps"]], lr=[float(v) for v in result["lr"]],
         loss=[float(v) for v in result["loss"]], tokens=[float(v) for v in tokens] if tokens is not None else None,
         warmup_steps=int(result["warmup_steps"]), warnings=list(result["warnings"]),
+        held_out=s.HeldOutCurveError(**result["held_out"]) if result["held_out"] else None,
     )
