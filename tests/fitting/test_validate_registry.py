@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from fitting_synthetic import synthetic_grid
+from fitting_synthetic import synthetic_grid, with_seeds
 from hpscale.fitting.critical import CriticalBatchLaw
 from hpscale.fitting.errors import FittingError, InsufficientDataError, InvalidLawRecordError
 from hpscale.fitting.hyper import HyperLaw
@@ -195,3 +195,14 @@ def test_the_held_out_part_is_named_for_each_kind_of_check() -> None:
     with pytest.raises(InsufficientDataError) as err:
         extrapolation_check(HyperLaw(form="compute", n_bootstrap=0, on_edge="warn"), one_size)
     assert not str(err.value).startswith("without the held-out")
+
+
+@pytest.mark.parametrize("method", ["near_optimal", "smooth", "joint"])
+def test_a_law_fitted_on_seeds_is_checked(method):
+    # The check refits on configuration means; their repeats are gone, so the refit measures no
+    # repeat noise (it raised a KeyError on the seeds' names, for every hyper fit with seeds).
+    runs = with_seeds(synthetic_grid(noise=0.0), spread=0.004, seed=1)
+    law = HyperLaw(form="steplaw", method=method, n_bootstrap=0).fit(runs)
+    assert law.noise_.source == "repeats"
+    report = extrapolation_check(law, runs)
+    assert report["holdout"] == "n_params" and report["mean_loss_regret"] < 0.01

@@ -8,6 +8,7 @@ import csv
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from support import hp, hp_json
 from synthetic_runs import SIZES, TOKENS, grid_records, optimum, write_jsonl
@@ -175,3 +176,17 @@ def test_a_sweep_of_the_lr_at_one_batch_gives_a_law_that_says_its_batch_is_not_f
     assert not law["failure"] and any("repeats the batch sizes that were run" in w for w in law["warnings"])
     rec = hp_json("recommend", "--params", "4e7", "--tokens", "8e9", "--law", str(law["id"]))
     assert any(w.startswith(f"law {law['name']}: only 0 of") for w in rec["warnings"])
+
+
+def test_a_sweep_with_seeds_fits_and_is_checked(cli_env, tmp_path: Path) -> None:
+    # Two seeds of every configuration: the law measures the noise from them, and its check
+    # (refitted on seed means) runs; every hyper fit with seeds once died there with a KeyError.
+    records = grid_records()
+    rng = np.random.default_rng(0)
+    seeded = [{**r, "name": f"{r['name']}-s{s}", "final_loss": r["final_loss"] * (1 + 0.003 * rng.standard_normal())}
+              for r in records for s in (0, 1)]
+    path = write_jsonl(tmp_path / "seeds.jsonl", seeded)
+    hp_json("import", "runs", str(path))
+    for method in ("near_optimal", "joint"):
+        law = hp_json("fit", "--kind", "hyper", "--method", method, "--bootstrap", "0")
+        assert law["noise"]["source"] == "repeats" and "mean_loss_regret" in law["extrapolation"], method
