@@ -32,7 +32,8 @@ from hpscale.fitting.errors import EdgeOptimumError, InsufficientDataError, Inva
 from hpscale.fitting.forms import HYPER_FORMS, HYPER_METHODS
 from hpscale.fitting.noise import NO_NOISE, NoiseEstimate, estimate_noise, near_optimal_band
 from hpscale.fitting.optimum import (
-    GroupOptimum, describe_edges, distinct_values, group_optima, near_optimal_mask, seed_counts, smooth_optima,
+    EDGE_NOTE, GroupOptimum, describe_edges, distinct_values, group_optima, near_optimal_mask, seed_counts,
+    smooth_optima,
 )
 from hpscale.fitting.priors import Combiner, Prior, combiner, prior_for
 from hpscale.fitting.records import restore_fitted
@@ -270,7 +271,7 @@ class HyperLaw:
         self._check_groups(groups)
         warnings = [
             f"{g.describe()}: the best run (lr {g.best_lr:.4g}, batch {g.best_batch_tokens:.4g} tokens) is "
-            f"{describe_edges(g.edges)}; the true optimum may lie outside the searched grid"
+            f"{describe_edges(g.edges)}; {EDGE_NOTE}"
             for g in groups if g.at_edge
         ]
         if warnings and self.on_edge == "error":

@@ -73,6 +73,8 @@ EDGE_WORDS = {
     "lr_unsearched": "at the only learning rate searched for its batch",
 }
 """``grid_edges``' names in words, for messages people read."""
+EDGE_NOTE = "the true optimum may lie outside the searched grid"
+"""How a fit's warning about a group on its grid's edge ends (recommendations count them by it)."""
 
 
 def describe_edges(edges: tuple[str, ...] | list[str]) -> str:

@@ -48,13 +48,14 @@ def law_from_record(record: dict[str, Any]) -> Law:
     raise InvalidLawRecordError(f"unknown law kind {kind!r}; expected one of {KINDS}")
 
 
-def extrapolation_factor(fit_range: dict[str, list[float]] | None, n_params: float, tokens: float) -> float:
-    """How far (N, D) lies outside the fitted data: the largest ratio by which N, D or
-    C = 6 N D exceeds the fitted [min, max] on either side; 1.0 inside the range (or when the
-    law has no fit range: a published law)."""
+def extrapolation_factor(fit_range: dict[str, list[float]] | None, n_params: float, tokens: float,
+                         compute: float | None = None) -> float:
+    """How far (N, D) lies outside the fitted data: the largest ratio by which N, D or C
+    (``compute`` FLOPs when the answer is for a given C, else 6 N D) exceeds the fitted
+    [min, max] on either side; 1.0 inside the range (or when the law has no fit range)."""
     if not fit_range:
         return 1.0
-    values = {"n_params": n_params, "tokens": tokens, "compute": 6.0 * n_params * tokens}
+    values = {"n_params": n_params, "tokens": tokens, "compute": compute if compute else 6.0 * n_params * tokens}
     factor = 1.0
     for key, value in values.items():
         if key not in fit_range or value <= 0:

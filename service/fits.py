@@ -353,9 +353,16 @@ def judge(report: dict[str, Any] | None) -> dict[str, Any] | None:
     if report is None:
         return None
     metric, limit = PASS_THRESHOLDS[report["kind"]]
-    value = float(report[metric])
-    return {**report, "metric": metric, "threshold": limit, "passed": bool(value <= limit),
-            "summary": f"held out the largest {report['holdout']}: {metric} = {value:.4g} (pass at <= {limit:.4g})"}
+    value = report.get(metric)
+    if report.get("inconclusive") or value is None:  # no score, or one that means nothing: not passed
+        why = report.get("inconclusive") or f"no held-out group gives a {metric}"
+        return {**report, "metric": metric, "threshold": limit, "passed": False,
+                "summary": f"held out the largest {report['holdout']}: not conclusive: {why}"}
+    value = float(value)
+    summary = f"held out the largest {report['holdout']}: {metric} = {value:.4g} (pass at <= {limit:.4g})"
+    if report.get("groups_on_lr_edge"):
+        summary += f" (over the groups whose optimum the grid brackets; {report['groups_on_lr_edge']} on its edge left out)"
+    return {**report, "metric": metric, "threshold": limit, "passed": bool(value <= limit), "summary": summary}
 
 
 def fit_and_store(

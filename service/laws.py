@@ -14,6 +14,7 @@ from hpscale.db.models import Law
 from hpscale.db.provenance import code_version
 from hpscale.fitting.errors import FittingError
 from hpscale.fitting.hyper import HyperLaw, compute_flops
+from hpscale.fitting.optimum import EDGE_NOTE
 from hpscale.fitting.presets import DEFAULT_PRESET, PRESETS
 from hpscale.fitting.registry import extrapolation_factor, law_from_record
 from hpscale.fitting.sanity import design_notes, law_problems
@@ -352,9 +353,13 @@ def recommend_with_law(
     if problems:
         rec.warnings.append(f"law {row.name} is a failed fit ({'; '.join(problems)}): do not rely on it")
     rec.warnings.extend(f"law {row.name}: {w}" for w in design_notes(row.record or {})[1])
+    edged = [w for w in (row.record or {}).get("warnings") or [] if isinstance(w, str) and EDGE_NOTE in w]
+    if edged:
+        rec.warnings.append(f"law {row.name} was fitted on {len(edged)} (N, D) groups whose best run lies on the edge "
+                            "of the searched grid: their optimum, and so the law, may be off (hpscale laws show)")
     fit_range = (row.record or {}).get("fit_range")
     if fit_range:
-        rec.extrapolation_factor = extrapolation_factor(fit_range, n_params, tokens)
+        rec.extrapolation_factor = extrapolation_factor(fit_range, n_params, tokens, compute)
         if rec.extrapolation_factor > warn_factor:
             rec.warnings.append(
                 f"the target lies {rec.extrapolation_factor:.3g}x outside the data law {row.name} was fitted on"

@@ -206,3 +206,27 @@ def test_a_law_fitted_on_seeds_is_checked(method):
     assert law.noise_.source == "repeats"
     report = extrapolation_check(law, runs)
     assert report["holdout"] == "n_params" and report["mean_loss_regret"] < 0.01
+
+
+def test_held_out_groups_on_their_grids_edge_are_not_scored():
+    # A held-out group whose lr grid stops below its optimum: a law predicting beyond the edge
+    # would score no regret there whatever it says. Such groups are left out of the scores; with
+    # only such groups the check is inconclusive.
+    runs = synthetic_grid()
+    big = runs.n_params == runs.n_params.max()
+    best_lr = {d: runs.lr[big & (runs.tokens == d)][np.argmin(runs.final_loss[big & (runs.tokens == d)])]
+               for d in np.unique(runs.tokens)}
+    law = HyperLaw(form="steplaw", n_bootstrap=0, on_edge="warn")
+
+    def cut(tokens):  # drop the best lr and all above it in the largest size's groups at these D
+        keep = ~(big & np.isin(runs.tokens, tokens) & (runs.lr >= np.array([best_lr.get(d, np.inf) for d in runs.tokens])))
+        return runs.subset(keep)
+
+    some = cut([runs.tokens.max()])
+    report = extrapolation_check(law.fit(some), some)
+    assert report["groups_on_lr_edge"] == 1 and report["inconclusive"] is None
+    scored = [g for g in report["groups"] if not g["lr_edge"]]
+    assert report["mean_loss_regret"] == pytest.approx(np.mean([g["loss_regret"] for g in scored]))
+    every = cut(list(best_lr))
+    report = extrapolation_check(law.fit(every), every)
+    assert report["groups_on_lr_edge"] == len(report["groups"]) and "all 3 held-out groups" in report["inconclusive"]

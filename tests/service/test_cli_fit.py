@@ -153,7 +153,16 @@ def test_imported_runs_at_the_grid_edge_fit_with_a_warning_in_words(cli_env, tmp
     text = result.stdout + result.stderr
     assert "warning: group N=1e+07, D=2e+09: the best run" in text and "at the lowest learning rate searched" in text
     assert "on_edge" not in text and "lr_low" not in text
-    assert hp_json("laws", "show", "hyper-steplaw-e-3")["settings"]["on_edge"] == "warn"
+    law = hp_json("laws", "show", "hyper-steplaw-e-3")
+    assert law["settings"]["on_edge"] == "warn"
+    # Every held-out group's best run on its grid's edge: the check cannot score the law there
+    # (a recommendation beyond the edge picks the edge run: no regret), so it does not pass, and
+    # recommendations from the law say what it was fitted on.
+    assert law["extrapolation"]["passed"] is False and "not conclusive: all 2 held-out groups" in law["extrapolation"]["summary"]
+    assert "extrapolation check did not pass" in text and "not conclusive" in text
+    rec = hp_json("recommend", "--params", "2e7", "--tokens", "2e9", "--law", str(law["id"]))
+    assert any("8 (N, D) groups whose best run lies on the edge" in w for w in rec["warnings"])
+    assert hp_json("recommend", "--params", "2e7", "--tokens", "2e9")["law"] == "steplaw"
 
 
 def test_swept_runs_at_the_grid_edge_are_refused_unless_allowed(cli_env) -> None:

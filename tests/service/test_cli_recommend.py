@@ -79,3 +79,10 @@ def test_human_output_gives_whole_sequences_beside_the_exact_tokens(cli_env) -> 
     # 0.58 D^0.571 = 4,998,815 tokens = 2440.83 sequences of 2048: 2,441 (as the web UI shows it).
     assert "4,998,815" in out and "2,441" in out and "rounded to the nearest whole sequence" in out
     assert "outside the law's data" not in out  # a published law: no data range, no factor
+
+
+def test_a_given_compute_is_where_the_extrapolation_is_measured(cli_env) -> None:
+    # DeepSeek's data reach C = 2e19; asked at C = 1e21 (not 6ND = 1.2e18), the answer is 50x out.
+    rec = hp_json("recommend", "--params", "1e8", "--tokens", "2e9", "--compute", "1e21", "--law", "deepseek")
+    assert rec["extrapolation_factor"] == pytest.approx(50.0, rel=1e-6)
+    assert any("50x outside" in w for w in rec["warnings"])
