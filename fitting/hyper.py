@@ -162,7 +162,7 @@ def grid_design(runs: RunSet) -> dict[str, int]:
         lr += one or n_lr >= 2
         batch += one or n_b >= 2
     return {"groups": len(keys), "groups_with_lr_choice": int(lr), "groups_with_batch_choice": int(batch),
-            "given_optima": int(given)}
+            "given_optima": int(given), "sizes": len({n for n, _ in keys}), "token_counts": len({d for _, d in keys})}
 
 
 def _split(form: str) -> int:
@@ -322,7 +322,7 @@ class HyperLaw:
             self.intervals_ = {k: [float(a), float(b)] for k, a, b in zip(names, lo, hi)}
         self.fit_range_ = fit_range(runs.n_params[usable], runs.tokens[usable])
         self.runs_used_ = used
-        self.warnings_ = warnings + design_notes({"kind": "hyper", "coefficients": self.coef_,
+        self.warnings_ = warnings + design_notes({"kind": "hyper", "form": self.form, "coefficients": self.coef_,
                                                   "design": self.design_})[1]
         return self
 
@@ -336,7 +336,8 @@ class HyperLaw:
         if self.form in ("steplaw", "full") and len(sizes) < 2:
             raise InsufficientDataError(
                 f"form {self.form!r} fits lr* on N but every group has n_params={next(iter(sizes)):.4g}: "
-                "train at least two model sizes, or use form='compute'"
+                "train at least two model sizes (the compute form fits on C = 6ND, but with one size it only says "
+                "how lr* moves with D at that size)"
             )
         if self.form in ("steplaw", "full") and len({g.tokens for g in groups}) < 2:
             raise InsufficientDataError(f"form {self.form!r} fits on D but every group has the same token count")

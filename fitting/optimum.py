@@ -234,7 +234,8 @@ def group_optima(runs: RunSet, eps: float = 0.0025, noise: NoiseEstimate | None 
     the optimum); raises InsufficientDataError when no run is usable or when lr is unknown for
     a usable run.
     """
-    usable = runs.average_repeats().require_usable()
+    configs = runs.average_repeats()
+    usable = configs.require_usable()
     seeds = seed_counts(usable)
     row_of = {name: i for i in range(len(runs)) for name in runs.run_names([i])}
     if np.isnan(usable.lr).any():
@@ -251,11 +252,19 @@ def group_optima(runs: RunSet, eps: float = 0.0025, noise: NoiseEstimate | None 
         near = near_optimal_mask(loss, eps, noise, seeds[idx])
         near_rows = np.unique([row_of[name] for name in usable.run_names(idx[near])])
         band = float(near_optimal_band(noise, eps, seeds[idx][best], int(seeds[idx][best])))
+        # The grid's edges count the diverged configurations too: a best run whose higher lrs all
+        # diverged is bracketed (they are worse), not on the edge of what was searched.
+        arch = (configs.arch or [""] * len(configs))
+        group_arch = (usable.arch or [""] * len(usable))[idx[0]]
+        every = np.flatnonzero((configs.n_params == n) & (configs.tokens == d) & np.isfinite(configs.lr)
+                               & np.array([a == group_arch for a in arch]))
+        best_all = [configs.names[i] for i in every].index(usable.names[idx[best]])
+        lr_all, bt_all = configs.lr[every], configs.batch_tokens[every]
         out.append(
             GroupOptimum(
                 n_params=n, tokens=d, best_loss=float(loss[best]), best_lr=float(lr[best]),
                 best_batch_tokens=float(bt[best]), near_optimal=near_rows,
-                lr=s_lr, batch_tokens=s_bt, method=method, edges=grid_edges(lr, bt, best), band=band,
+                lr=s_lr, batch_tokens=s_bt, method=method, edges=grid_edges(lr_all, bt_all, best_all), band=band,
             )
         )
     return out

@@ -8,6 +8,12 @@ too. Units: N non-embedding parameters, D tokens, C FLOPs, batch in tokens.
   N 2.147e8 - 1.074e9, D 4e9 - 1e11, C = 6 N D 5.15e18 - 3.67e20.
 - DeepSeek LLM: its hyperparameter laws are fitted on compute budgets of 1e17 - 2e19 FLOPs (the
   paper's C, non-embedding FLOPs per token x D); the law is on C only, so only C has a range.
+  The paper's FLOPs per token, M = 72 n_layer d_model^2 + 6 n_layer d_model seq_len, counts the
+  attention's own work, which 6 N (N = 12 n_layer d_model^2) leaves out: M / 6N = 1 + seq_len /
+  (12 d_model). Asked with N and D, hpscale takes C = 6 N D (it knows no model shape); for a 7B
+  model (d_model 4096) at seq_len 4096 that C is 8% below DeepSeek's, so its lr is 1% higher and
+  its batch 2.6% smaller than the paper's M would give, more for small models and long
+  sequences. ``hpscale recommend --compute C`` (the API's ``compute``) takes DeepSeek's C as given.
 """
 
 from __future__ import annotations

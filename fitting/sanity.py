@@ -80,6 +80,13 @@ def design_notes(record: dict[str, Any]) -> tuple[list[str], list[str]]:
     warnings: list[str] = []
     if record.get("kind") != "hyper" or not isinstance(design, dict) or not isinstance(coef, dict):
         return problems, warnings
+    # The compute form fits on C = 6ND alone: with one model size (or one token count) C moves
+    # only through the other variable, and the law cannot say what another size needs.
+    fixed = [f"every group has one {what}" for what, key in (("model size", "sizes"), ("token count", "token_counts"))
+             if design.get(key) == 1]
+    if record.get("form") == "compute" and fixed:
+        warnings.append(f"{' and '.join(fixed)}: C = 6ND varies only through the other, so this law says how lr* and "
+                        "B* move with that one at the size (or budget) trained, not what another needs")
     for what, key, suffix, out in (("learning rate", "groups_with_lr_choice", "_lr", problems),
                                    ("batch size", "groups_with_batch_choice", "_b", warnings)):
         need = sum(name.endswith(suffix) for name in coef)

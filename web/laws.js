@@ -266,6 +266,7 @@ async function couplingCard(law, el) {
     h("h2", {}, "How the optimal lr grows with the batch"),
     h("p", {}, h("strong", {}, "lr* ∝ B", h("sup", {}, "k"), " at fixed N and D: "), measured),
     h("p", { class: "muted small" }, theory, `. Method: ${c.method}.`),
+    c.warning ? h("div", { class: "warning" }, c.warning) : null,
     c.per_group.length ? fig.box : null));
   if (!c.per_group.length) return;
   // Each group's optima relative to its own geometric means: every group on one scale, the

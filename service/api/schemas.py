@@ -283,6 +283,8 @@ class LrBatchCoupling(BaseModel):
     per_group: list[CouplingGroup]
     method: str
     note: str
+    warning: str | None = Field(default=None, description="Why the exponent may be biased (too many cells on the "
+                                                          "lr grid's edge left out); null: no such concern.")
 
 
 class CriticalTarget(BaseModel):

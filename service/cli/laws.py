@@ -49,9 +49,10 @@ def coupling_line(c: dict[str, Any]) -> str:
     iv = c.get("interval")
     level = f"{c.get('level', 0.95) * 100:g}%"
     interval = f" ({level} interval {fmt(iv[0], 3)} .. {fmt(iv[1], 3)})" if iv else f" (no interval: {c.get('note', '')})"
+    warning = f". Warning: {c['warning']}" if c.get("warning") else ""
     return (f"lr-batch exponent (lr* ~ B^k at fixed N, D): k = {fmt(c['exponent'], 3)}{interval} from "
             f"{c['groups']} groups, {c['cells']} cells ({c['cells_excluded']} left out: optimum on the lr grid's "
-            f"edge); {theory}")
+            f"edge); {theory}{warning}")
 
 
 def print_law(db: Database, row: Law) -> None:

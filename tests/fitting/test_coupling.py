@@ -96,3 +96,20 @@ def test_the_record_is_json_safe() -> None:
     rec = LrBatchCoupling(optimizer="lion", n_bootstrap=50).fit(coupled_grid(0.5)).to_record()
     assert json.loads(json.dumps(rec)) == rec
     assert rec["groups"] == 6 and rec["cells"] == 24 and rec["theory"] == 0.5 and len(rec["per_group"]) == 6
+
+
+def test_many_cells_on_the_lr_grids_edge_warn_that_the_exponent_is_biased() -> None:
+    # One lr grid of 5 points per group, centred on the middle batch: at the smallest and largest
+    # batches lr* (k = 0.5) reaches the grid's edge and those cells are left out. The kept ones are biased
+    # inward, so the fit says so; the centred grids of coupled_grid leave none out and do not.
+    rows = []
+    for n in (1e6, 4e6, 1.6e7):
+        centre = 0.3 * n ** -0.5
+        for b in (2**14, 2**15, 2**16, 2**17, 2**18):
+            for lr in centre * 2.0 ** np.arange(-1.0, 1.5, 0.5):
+                loss = 2.0 + 0.03 * np.log(lr / (centre * (b / 2**16) ** 0.5)) ** 2
+                rows.append({"name": f"{n:g}-{b}-{lr:.4g}", "n_params": n, "tokens": 2e8, "lr": lr,
+                             "batch_tokens": float(b), "final_loss": loss})
+    fit = LrBatchCoupling(n_bootstrap=0).fit(RunSet.from_records(rows))
+    assert fit.excluded_ == 6 and "6 of 15 cells left out" in fit.to_record()["warning"]
+    assert LrBatchCoupling(n_bootstrap=0).fit(coupled_grid(0.5)).to_record()["warning"] is None

@@ -8,6 +8,7 @@ from hpscale.fitting.errors import InsufficientDataError, InvalidLawRecordError,
 from hpscale.fitting.hyper import HyperLaw
 from hpscale.fitting.registry import law_from_record
 from hpscale.fitting.runs import RunSet
+from hpscale.fitting.sanity import design_notes
 
 
 def test_smooth_method_recovers_known_coefficients():
@@ -79,10 +80,14 @@ def test_too_few_groups():
 
 
 def test_single_model_size():
-    with pytest.raises(InsufficientDataError, match="every group has n_params=1e\\+07.*form='compute'"):
+    with pytest.raises(InsufficientDataError, match="every group has n_params=1e\\+07.*only says how lr\\* moves with D"):
         HyperLaw(n_bootstrap=0).fit(synthetic_grid(sizes=(1e7,), tokens=(1e9, 2e9, 4e9, 8e9)))
-    # The compute form does not need two sizes.
-    HyperLaw(form="compute", n_bootstrap=0).fit(synthetic_grid(sizes=(1e7,), tokens=(1e9, 2e9, 4e9, 8e9)))
+    # The compute form fits, and says that with one size C moves only through D (the warning
+    # travels to every recommendation, as a design note).
+    law = HyperLaw(form="compute", n_bootstrap=0).fit(synthetic_grid(sizes=(1e7,), tokens=(1e9, 2e9, 4e9, 8e9)))
+    assert any(w.startswith("every group has one model size: C = 6ND varies only through the other")
+               for w in law.warnings_)
+    assert design_notes(law.to_record())[1] == [w for w in law.warnings_ if w.startswith("every group has one")]
 
 
 def test_all_diverged():

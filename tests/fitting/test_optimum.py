@@ -65,3 +65,17 @@ def test_seeds_with_mean_zero_noise_give_the_single_seed_optima():
         assert (a.best_lr, a.best_batch_tokens, a.lr, a.batch_tokens) == pytest.approx(
             (b.best_lr, b.best_batch_tokens, b.lr, b.batch_tokens), rel=1e-9)
         assert len(b.near_optimal) == 2 * len(a.near_optimal)
+
+
+def test_diverged_runs_above_the_best_lr_bracket_it():
+    # lrs 1e-3..8e-3 at one batch; the best finite run is 2e-3 and everything above 2e-3 diverged:
+    # the optimum is bracketed (those lrs are worse), not on the edge of what was searched.
+    lr = np.array([1e-3, 2e-3, 4e-3, 8e-3])
+    runs = RunSet(n_params=np.full(4, 1e6), tokens=np.full(4, 2e7), lr=lr, batch_tokens=np.full(4, 8192.0),
+                  final_loss=np.array([3.2, 3.1, np.nan, np.nan]), diverged=np.array([False, False, True, True]),
+                  names=[f"r{i}" for i in range(4)])
+    (g,) = group_optima(runs)
+    assert g.best_lr == 2e-3 and "lr_high" not in g.edges
+    # Without the diverged runs in the set, 2e-3 is the highest lr searched: an edge.
+    (g,) = group_optima(runs.subset(runs.usable))
+    assert "lr_high" in g.edges

@@ -50,7 +50,8 @@ def test_a_grid_that_never_searched_a_hyperparameter_is_a_failed_fit() -> None:
 
     grid = synthetic_grid()
     full = HyperLaw(n_bootstrap=0, on_edge="warn").fit(grid)
-    assert full.design_ == {"groups": 12, "groups_with_lr_choice": 12, "groups_with_batch_choice": 12, "given_optima": 0}
+    assert full.design_ == {"groups": 12, "groups_with_lr_choice": 12, "groups_with_batch_choice": 12, "given_optima": 0,
+                            "sizes": 4, "token_counts": 3}
     assert law_problems(full.to_record()) == []
 
     def one_per_group(values: np.ndarray) -> np.ndarray:
