@@ -77,9 +77,10 @@ def _vertex(x: np.ndarray, y: np.ndarray) -> float | None:
     return float(-b / (2 * a))
 
 
-def cell_optima(runs: RunSet) -> tuple[list[CellOptimum], int]:
-    """Every cell's bracketed lr optimum, and how many cells had none (optimum on the lr grid's
-    edge, fewer than 3 lrs, or every run diverged). Runs of unknown lr or batch are ignored."""
+def cell_optima(runs: RunSet) -> tuple[list[CellOptimum], int, int]:
+    """Every cell's bracketed lr optimum, how many cells had none (optimum on the lr grid's edge,
+    fewer than 3 lrs, or every run diverged), and how many of those were on the edge. Runs of
+    unknown lr or batch are ignored."""
     runs = runs.average_repeats()
     known = np.isfinite(runs.lr) & np.isfinite(runs.batch_tokens)
     loss = np.where(runs.diverged | ~np.isfinite(runs.final_loss), np.inf, runs.final_loss)
@@ -87,7 +88,7 @@ def cell_optima(runs: RunSet) -> tuple[list[CellOptimum], int]:
     for i in np.flatnonzero(known):
         cells.setdefault((runs.n_params[i], runs.tokens[i], runs.batch_tokens[i]), []).append(int(i))
     out: list[CellOptimum] = []
-    excluded = 0
+    excluded = on_edge = 0
     for (n, d, b), idx in sorted(cells.items()):
         order = np.argsort(runs.lr[idx])
         x, y = np.log(runs.lr[idx][order]), loss[idx][order]
@@ -102,6 +103,7 @@ def cell_optima(runs: RunSet) -> tuple[list[CellOptimum], int]:
         best = int(np.argmin(gy))
         if best == 0 or best == gx.size - 1:
             excluded += 1
+            on_edge += 1
             continue
         three_x, three_y = gx[best - 1:best + 2], gy[best - 1:best + 2]
         vertex = _vertex(three_x, three_y) if np.isfinite(three_y).all() else None
@@ -109,7 +111,7 @@ def cell_optima(runs: RunSet) -> tuple[list[CellOptimum], int]:
             out.append(CellOptimum(n, d, b, float(runs.lr[idx][order][keep][best]), "grid"))
         else:
             out.append(CellOptimum(n, d, b, float(math.exp(np.clip(vertex, three_x[0], three_x[2]))), "parabola"))
-    return out, excluded
+    return out, excluded, on_edge
 
 
 def _slope(sxy: np.ndarray, sxx: np.ndarray) -> np.ndarray:
@@ -156,7 +158,7 @@ class LrBatchCoupling:
         data too thin for an exponent give ``exponent_`` None and a ``note_`` saying why."""
         if len(runs) == 0:
             raise InsufficientDataError("no runs given")
-        self.cells_, self.excluded_ = cell_optima(runs)
+        self.cells_, self.excluded_, on_edge = cell_optima(runs)
         by_group: dict[tuple[float, float], list[CellOptimum]] = {}
         for c in self.cells_:
             by_group.setdefault((c.n_params, c.tokens), []).append(c)
@@ -178,8 +180,8 @@ class LrBatchCoupling:
         self.exponent_ = float(_slope(np.array(sum(s[0] for s in sums)), np.array(sum(s[1] for s in sums))))
         self.note_ = ""
         total = len(self.cells_) + self.excluded_
-        self.warning_ = "" if self.excluded_ <= EXCLUDED_WARN * total else (
-            f"{self.excluded_} of {total} cells left out (best lr on the lr grid's edge): the exponent is biased "
+        self.warning_ = "" if on_edge <= EXCLUDED_WARN * total else (
+            f"{on_edge} of {total} cells left out with their best lr on the lr grid's edge: the exponent is biased "
             "toward 0, since at the smallest and largest batches only the cells whose noise pulled the optimum "
             "inward are kept; widen the lr grid there")
         if self.n_bootstrap > 0:

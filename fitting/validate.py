@@ -44,12 +44,15 @@ def _holdout_mask(runs: RunSet, holdout: str) -> np.ndarray:
 
 
 def _split(runs: RunSet, holdout: str) -> tuple[RunSet, RunSet]:
-    # Scored on configuration means, as the laws are fitted: a lucky seed is no optimum.
-    usable = runs.average_repeats().require_usable()
-    mask = _holdout_mask(usable, holdout)
-    if not mask.any() or mask.all():
+    """(the runs the refit gets, the held-out configurations). The refit gets the kept runs as
+    they are, seeds and diverged runs too, so that it measures noise and grid edges as the fit
+    did; the held-out part is scored on configuration means (a lucky seed is no optimum), its
+    diverged configurations kept (they bracket an optimum; their loss is NaN)."""
+    mask = _holdout_mask(runs, holdout)
+    fit_runs, held = runs.subset(~mask), runs.subset(mask).average_repeats()
+    if not fit_runs.usable.any() or not held.usable.any():
         raise InsufficientDataError(f"holding out the largest {holdout} leaves nothing to fit or nothing to test")
-    return usable.subset(~mask), usable.subset(mask)
+    return fit_runs, held
 
 
 def _refit(law: Any, part: str, *args: Any, **kwargs: Any) -> Any:
@@ -62,6 +65,8 @@ def _refit(law: Any, part: str, *args: Any, **kwargs: Any) -> Any:
 
 
 HELD_OUT = {"n_params": "largest model size", "tokens": "largest token budget of each size"}
+# A held-out group whose best run is at one of these says nothing about where its lr* lies.
+LR_EDGE_WORDS = {"lr_low": "lowest lr searched", "lr_high": "highest lr searched", "lr_unsearched": "only lr searched"}
 
 
 def _hyper_report(law: HyperLaw, runs: RunSet, holdout: str) -> dict[str, Any]:
@@ -70,7 +75,7 @@ def _hyper_report(law: HyperLaw, runs: RunSet, holdout: str) -> dict[str, Any]:
     rows = []
     for g in group_optima(test_runs, law.eps):
         pred = refit.predict(g.n_params, g.tokens)
-        in_group = (test_runs.n_params == g.n_params) & (test_runs.tokens == g.tokens)
+        in_group = (test_runs.n_params == g.n_params) & (test_runs.tokens == g.tokens) & test_runs.usable
         lr, bt, loss = test_runs.lr[in_group], test_runs.batch_tokens[in_group], test_runs.final_loss[in_group]
         # The grid run a user would pick: nearest to the recommendation in (log lr, log B).
         dist = (np.log(lr) - np.log(pred.lr)) ** 2 + (np.log(bt) - np.log(pred.batch_tokens)) ** 2
@@ -84,19 +89,19 @@ def _hyper_report(law: HyperLaw, runs: RunSet, holdout: str) -> dict[str, Any]:
             "batch_log_error": float(np.log(pred.batch_tokens / g.batch_tokens)),
             "nearest_lr": float(lr[nearest]), "nearest_batch_tokens": float(bt[nearest]),
             "loss_regret": float(loss[nearest] / loss.min() - 1.0) if has_grid else None,
-            "lr_edge": [e for e in g.edges if e in ("lr_low", "lr_high")],
+            "lr_edge": [e for e in g.edges if e in LR_EDGE_WORDS],
         })
     # A held-out group whose best run is its grid's lowest or highest lr does not know its own
     # optimum: a recommendation beyond that edge scores the edge run, i.e. no regret at all, so
     # such a group can only make a law look good. The scores are over the bracketed groups; with
     # none, the check is inconclusive (and does not pass).
     scored = [r for r in rows if not r["lr_edge"]]
-    edges = sorted({e.removeprefix("lr_") for r in rows for e in r["lr_edge"]})
+    where = " or ".join(LR_EDGE_WORDS[e] for e in LR_EDGE_WORDS if any(e in r["lr_edge"] for r in rows))
     inconclusive = None if scored else (
-        f"all {len(rows)} held-out groups have their best run at the {' or '.join(edges)} edge of their lr grid, so "
-        "their optimum, and the law's error there, is not known")
-    use = scored or rows
-    regrets = [r["loss_regret"] for r in use if r["loss_regret"] is not None]
+        f"all {len(rows)} held-out groups have their best run at the {where} of their lr grid, so their optimum, "
+        "and the law's error there, is not known")
+    use = scored or rows  # the lr and batch errors are shown either way; a regret only where it means something
+    regrets = [r["loss_regret"] for r in scored if r["loss_regret"] is not None]
     return {
         "n_fit_runs": len(fit_runs), "n_held_out_runs": len(test_runs), "groups": rows,
         "groups_on_lr_edge": len(rows) - len(scored), "inconclusive": inconclusive,
@@ -227,6 +232,7 @@ def seed_regret(runs: RunSet, lr_rec: float, batch_rec: float, n_bootstrap: int 
 def _loss_report(law: LossLaw, runs: RunSet, holdout: str) -> dict[str, Any]:
     fit_runs, test_runs = _split(runs, holdout)
     refit = _refit(replace(law, n_bootstrap=0), HELD_OUT[holdout], fit_runs)
+    test_runs = test_runs.subset(test_runs.usable)
     gid, keys = test_runs.group_keys()
     rows = []
     for g, (n, d) in enumerate(keys):

@@ -359,7 +359,9 @@ def recommend_with_law(
                             "of the searched grid: their optimum, and so the law, may be off (hpscale laws show)")
     fit_range = (row.record or {}).get("fit_range")
     if fit_range:
-        rec.extrapolation_factor = extrapolation_factor(fit_range, n_params, tokens, compute)
+        # A compute-form law answers at the C given; the others at N and D, whatever C was said.
+        rec.extrapolation_factor = extrapolation_factor(fit_range, n_params, tokens,
+                                                        compute if row.form == "compute" else None)
         if rec.extrapolation_factor > warn_factor:
             rec.warnings.append(
                 f"the target lies {rec.extrapolation_factor:.3g}x outside the data law {row.name} was fitted on"

@@ -141,6 +141,7 @@ const REPORT_LABELS = {
   mean_abs_rel_error: "mean |relative error|", max_abs_rel_error: "worst |relative error|",
   mean_rel_error: "mean relative error", max_rel_error: "worst relative error",
   mean_abs_log_error: "mean |log error|", held_out_curve: "held-out curve",
+  groups_on_lr_edge: "groups on the lr edge", inconclusive: "not conclusive",
 };
 
 function extrapolationCard(law) {

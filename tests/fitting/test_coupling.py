@@ -73,7 +73,7 @@ def test_a_diverged_neighbour_brackets_the_optimum_at_its_grid_point() -> None:
     runs = RunSet(n_params=np.ones(4), tokens=np.ones(4), lr=lr, batch_tokens=np.full(4, 1024.0),
                   final_loss=np.array([3.2, 3.1, 3.0, np.nan]), diverged=np.array([False, False, False, True]),
                   names=list("abcd"))
-    (cell,), excluded = cell_optima(runs)
+    (cell,), excluded, _ = cell_optima(runs)
     assert (cell.lr, cell.method, excluded) == (4e-3, "grid", 0)
 
 
@@ -111,5 +111,5 @@ def test_many_cells_on_the_lr_grids_edge_warn_that_the_exponent_is_biased() -> N
                 rows.append({"name": f"{n:g}-{b}-{lr:.4g}", "n_params": n, "tokens": 2e8, "lr": lr,
                              "batch_tokens": float(b), "final_loss": loss})
     fit = LrBatchCoupling(n_bootstrap=0).fit(RunSet.from_records(rows))
-    assert fit.excluded_ == 6 and "6 of 15 cells left out" in fit.to_record()["warning"]
+    assert fit.excluded_ == 6 and "6 of 15 cells left out with their best lr on the lr grid's edge" in fit.to_record()["warning"]
     assert LrBatchCoupling(n_bootstrap=0).fit(coupled_grid(0.5)).to_record()["warning"] is None

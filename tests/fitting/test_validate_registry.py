@@ -10,6 +10,7 @@ from hpscale.fitting.hyper import HyperLaw
 from hpscale.fitting.loss import LossLaw
 from hpscale.fitting.presets import PRESETS
 from hpscale.fitting.registry import extrapolation_factor, law_from_record
+from hpscale.fitting.runs import RunSet
 from hpscale.fitting.trajectory import MomentumLaw
 from hpscale.fitting.validate import extrapolation_check, seed_regret
 from fitting_synthetic import MOM_TRUE, chinchilla_like, critical_data, curves, known
@@ -230,3 +231,36 @@ def test_held_out_groups_on_their_grids_edge_are_not_scored():
     every = cut(list(best_lr))
     report = extrapolation_check(law.fit(every), every)
     assert report["groups_on_lr_edge"] == len(report["groups"]) and "all 3 held-out groups" in report["inconclusive"]
+
+
+def test_the_check_sees_seeds_and_diverged_runs_as_the_fit_does():
+    # Every run above its group's best lr diverged: the fit calls the optima bracketed, and so must
+    # the check (it once dropped the diverged runs and found every held-out group on its edge).
+    grid = synthetic_grid()
+    diverged = np.zeros(len(grid), bool)
+    for n, d, b in set(zip(grid.n_params, grid.tokens, grid.batch_tokens)):
+        cell = (grid.n_params == n) & (grid.tokens == d) & (grid.batch_tokens == b)
+        diverged |= cell & (grid.lr > grid.lr[cell][np.argmin(grid.final_loss[cell])])
+    runs = RunSet(n_params=grid.n_params, tokens=grid.tokens, lr=grid.lr, batch_tokens=grid.batch_tokens,
+                  final_loss=np.where(diverged, np.nan, grid.final_loss), diverged=diverged, names=grid.names)
+    law = HyperLaw(form="steplaw", n_bootstrap=0).fit(runs)
+    report = extrapolation_check(law, runs)
+    assert report["groups_on_lr_edge"] == 0 and report["inconclusive"] is None
+    # The refit gets the kept runs as they are (seeds too, to measure their noise as the fit did).
+    seeded = with_seeds(grid, spread=0.004)
+    report = extrapolation_check(HyperLaw(form="steplaw", n_bootstrap=0).fit(seeded), seeded)
+    held = seeded.n_params == seeded.n_params.max()
+    assert report["n_fit_runs"] == int((~held).sum()) and report["n_held_out_runs"] == int(held.sum()) // 2
+
+
+def test_a_held_out_group_searched_at_one_lr_is_not_scored():
+    grid = synthetic_grid()
+    big = grid.n_params == grid.n_params.max()
+    one_lr = np.zeros(len(grid), bool)
+    for d in np.unique(grid.tokens):
+        g = big & (grid.tokens == d)
+        one_lr |= g & (grid.lr == np.unique(grid.lr[g])[0])  # the group's lowest lr only, 7 batches
+    runs = grid.subset(~big | one_lr)
+    report = extrapolation_check(HyperLaw(form="steplaw", n_bootstrap=0, on_edge="warn").fit(runs), runs)
+    assert report["groups_on_lr_edge"] == 3 and "only lr searched" in report["inconclusive"]
+    assert report["mean_loss_regret"] is None
