@@ -155,6 +155,7 @@ def grid_design(runs: RunSet) -> dict[str, int]:
         return int(distinct_values(finite).size) if finite.size else 0
 
     lr = batch = given = 0
+    live = [keys[g] for g in range(len(keys)) if ((gid == g) & ok).any()]  # groups not all diverged
     for g in range(len(keys)):
         n_lr, n_b = choices(runs.lr[(gid == g) & ok]), choices(runs.batch_tokens[(gid == g) & ok])
         one = int(((gid == g) & ok).sum()) == 1
@@ -162,7 +163,7 @@ def grid_design(runs: RunSet) -> dict[str, int]:
         lr += one or n_lr >= 2
         batch += one or n_b >= 2
     return {"groups": len(keys), "groups_with_lr_choice": int(lr), "groups_with_batch_choice": int(batch),
-            "given_optima": int(given), "sizes": len({n for n, _ in keys}), "token_counts": len({d for _, d in keys})}
+            "given_optima": int(given), "sizes": len({n for n, _ in live}), "token_counts": len({d for _, d in live})}
 
 
 def _split(form: str) -> int:
