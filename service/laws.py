@@ -52,7 +52,7 @@ def ensure_published_laws(db: Database) -> None:
         )
 
 
-def resolve_law(db: Database, law: str | int | None, target: tuple[float, float], warn_factor: float,
+def resolve_law(db: Database, law: str | int | None, target: tuple[float, ...], warn_factor: float,
                 kind: str = "hyper", optimizer: str | None = None) -> Law:
     """A stored law by id or name (which must be ``optimizer``'s when that is given); None: the
     default for ``target`` (N params, D tokens) and ``optimizer`` (default AdamW), see
@@ -90,15 +90,15 @@ def failure(row: Law) -> list[str]:
     return law_problems(record)
 
 
-def default_law(candidates: list[Law], target: tuple[float, float], warn_factor: float,
+def default_law(candidates: list[Law], target: tuple[float, ...], warn_factor: float,
                 optimizer: str = DEFAULT_OPTIMIZER) -> Law | None:
-    """The law to answer ``target`` (N, D) for ``optimizer`` from its ``candidates``
+    """The law to answer ``target`` (N, D, optionally the C asked for) for ``optimizer`` from its ``candidates``
     (``default_candidates``): the newest that answers without an extrapolation warning
     (``choose_default``). None: AdamW's published preset answers. The published laws are AdamW's:
     another optimizer with no candidate near the target gets its newest passing law (the answer
     then carries the extrapolation warning), and with none at all ``NotFoundError`` says so,
     rather than an AdamW law answering for it."""
-    chosen = choose_default(candidates, *target, warn_factor)
+    chosen = choose_default(candidates, target, warn_factor)
     if chosen is not None or optimizer == DEFAULT_OPTIMIZER:
         return chosen
     if candidates:
@@ -109,15 +109,24 @@ def default_law(candidates: list[Law], target: tuple[float, float], warn_factor:
         f"(`hpscale fit --kind hyper --optimizer {optimizer}`), or name a law")
 
 
-def choose_default(candidates: list[Law], n_params: float, tokens: float, warn_factor: float) -> Law | None:
+def choose_default(candidates: list[Law], target: tuple[float, ...], warn_factor: float) -> Law | None:
     """The first of ``candidates`` (newest first) that would answer the target (N params, D
-    tokens) without an extrapolation warning: the target lies within ``warn_factor`` of its data
-    (in N, D and C). None: use the published preset, fitted on models up to billions of
-    parameters (a sweep of 3M-parameter models says little about a 7B model)."""
+    tokens, and optionally the C FLOPs asked for) without an extrapolation warning: the target
+    lies within ``warn_factor`` of its data (in N, D and C; ``law_extrapolation``). None: use the
+    published preset, fitted on models up to billions of parameters (a sweep of 3M-parameter
+    models says little about a 7B model)."""
     for row in candidates:
-        if extrapolation_factor((row.record or {}).get("fit_range"), n_params, tokens) <= warn_factor:
+        if law_extrapolation(row, *target) <= warn_factor:
             return row
     return None
+
+
+def law_extrapolation(row: Law, n_params: float, tokens: float, compute: float | None = None) -> float:
+    """How far a hyper law's answer for a target lies outside its data (``extrapolation_factor``):
+    a compute-form law answers at the C asked for (``compute``), the others at N and D, whatever
+    C was said."""
+    return extrapolation_factor((row.record or {}).get("fit_range"), n_params, tokens,
+                                compute if row.form == "compute" else None)
 
 
 def check_passed(row: Law) -> bool | None:
@@ -306,7 +315,7 @@ def recommend(
     warnings), else the default of ``choose_loss_law`` among the optimizer's loss laws (none far
     from every loss law)."""
     tokens, compute = check_target(n_params, tokens, compute, seq_len)
-    row = resolve_law(db, law, (n_params, tokens), warn_factor, optimizer=optimizer)
+    row = resolve_law(db, law, (n_params, tokens, compute), warn_factor, optimizer=optimizer)
     rec = recommend_with_law(row, law_object(row), n_params, tokens, compute, seq_len, warn_factor)
     if loss_law is not None:
         add_loss_prediction(rec, named_loss_law(db, loss_law), warn_factor)
@@ -359,9 +368,7 @@ def recommend_with_law(
                             "of the searched grid: their optimum, and so the law, may be off (hpscale laws show)")
     fit_range = (row.record or {}).get("fit_range")
     if fit_range:
-        # A compute-form law answers at the C given; the others at N and D, whatever C was said.
-        rec.extrapolation_factor = extrapolation_factor(fit_range, n_params, tokens,
-                                                        compute if row.form == "compute" else None)
+        rec.extrapolation_factor = law_extrapolation(row, n_params, tokens, compute)
         if rec.extrapolation_factor > warn_factor:
             rec.warnings.append(
                 f"the target lies {rec.extrapolation_factor:.3g}x outside the data law {row.name} was fitted on"

@@ -128,7 +128,7 @@ class LawCache:
                 self._answers.clear()
             self._answers[key] = answer
 
-    def hyper(self, db: Database, law: str | None, target: tuple[float, float], warn_factor: float,
+    def hyper(self, db: Database, law: str | None, target: tuple[float, ...], warn_factor: float,
               optimizer: str | None = None) -> ResolvedLaw:
         """The hyper law ``law`` names (id or name; it must be ``optimizer``'s when that is given),
         or with ``law`` None the default for ``target`` (N params and D tokens) and ``optimizer``
@@ -144,7 +144,7 @@ class LawCache:
             law_service.check_optimizer(hit.row, optimizer)
         return hit
 
-    def _resolve(self, db: Database, key: str, target: tuple[float, float], warn_factor: float) -> ResolvedLaw:
+    def _resolve(self, db: Database, key: str, target: tuple[float, ...], warn_factor: float) -> ResolvedLaw:
         row = law_service.resolve_law(db, key, target, warn_factor)
         # Keyed by (id, creation time): SQLite may reuse the id of a deleted law.
         spread_key = (row.id, str(row.created_at))
@@ -175,7 +175,7 @@ class LawCache:
             self._loss[optimizer] = resolved
         return resolved
 
-    def _default_key(self, db: Database, target: tuple[float, float], warn_factor: float,
+    def _default_key(self, db: Database, target: tuple[float, ...], warn_factor: float,
                      optimizer: str | None) -> str:
         """The id (as a key of ``_resolved``) of the default law for ``target`` and ``optimizer``:
         the candidates are looked up once per change of the stored laws, the choice is made per
@@ -192,7 +192,7 @@ class LawCache:
             return DEFAULT_PRESET
         return str(chosen.id)
 
-    async def hyper_async(self, db: Database, law: str | None, target: tuple[float, float],
+    async def hyper_async(self, db: Database, law: str | None, target: tuple[float, ...],
                           warn_factor: float, optimizer: str | None = None) -> ResolvedLaw:
         """``hyper`` for async routes: a cached law at once, else looked up in a worker thread
         (queries must not block the event loop)."""
@@ -305,7 +305,7 @@ async def _recommend(db: Database, laws: LawCache, q: s.RecommendQuery, warn_fac
     tokens, compute, seq_len = q.tokens, q.compute, q.seq_len
     n, n_basis, embedding = model_size(n_params, d_model, n_layers, vocab_size)
     d, c = law_service.check_target(n, tokens, compute, seq_len)
-    resolved = await laws.hyper_async(db, q.law, (n, d), warn_factor, q.optimizer)
+    resolved = await laws.hyper_async(db, q.law, (n, d, c), warn_factor, q.optimizer)
     rec = law_service.recommend_with_law(resolved.row, resolved.law, n, d, c, seq_len, warn_factor)
     if q.loss_law is not None:  # asked for by name: it answers wherever the target lies, with warnings
         loss = await anyio.to_thread.run_sync(law_service.named_loss_law, db, q.loss_law)
