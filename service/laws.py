@@ -231,6 +231,10 @@ def law_object(row: Law) -> Any:
     return law_from_record(row.record)
 
 
+# A compute given with N and D beyond this factor of 6 N D is said to differ (DeepSeek's own C,
+# which counts attention, lies within it for most shapes: 1.08x for a 7B model at seq 4096).
+C_MISMATCH = 1.5
+
 BATCH_ROUNDING = "batch_tokens / seq_len rounded to the nearest whole sequence (halves up, at least 1)"
 """How a recommendation turns the law's batch in tokens into whole sequences (said in answers)."""
 
@@ -366,6 +370,11 @@ def recommend_with_law(
     if edged:
         rec.warnings.append(f"law {row.name} was fitted on {len(edged)} (N, D) groups whose best run lies on the edge "
                             "of the searched grid: their optimum, and so the law, may be off (hpscale laws show)")
+    ratio = compute / (6.0 * n_params * tokens)
+    if not 1 / C_MISMATCH <= ratio <= C_MISMATCH:
+        uses = "at C" if row.form == "compute" else "at N and D, not at C"
+        rec.warnings.append(f"the compute given ({compute:.3g} FLOPs) is {ratio:.3g}x 6 N D ({6.0 * n_params * tokens:.3g}): "
+                            f"law {row.name} answers {uses}")
     fit_range = (row.record or {}).get("fit_range")
     if fit_range:
         rec.extrapolation_factor = law_extrapolation(row, n_params, tokens, compute)

@@ -86,3 +86,9 @@ def test_a_given_compute_is_where_the_extrapolation_is_measured(cli_env) -> None
     rec = hp_json("recommend", "--params", "1e8", "--tokens", "2e9", "--compute", "1e21", "--law", "deepseek")
     assert rec["extrapolation_factor"] == pytest.approx(50.0, rel=1e-6)
     assert any("50x outside" in w for w in rec["warnings"])
+    assert any("is 833x 6 N D (1.2e+18): law deepseek answers at C" in w for w in rec["warnings"])
+    # Step Law answers at N and D whatever C was said, and says that too.
+    rec = hp_json("recommend", "--params", "1e8", "--tokens", "2e9", "--compute", "1e21", "--law", "steplaw")
+    assert any("law steplaw answers at N and D, not at C" in w for w in rec["warnings"])
+    plain = hp_json("recommend", "--params", "1e8", "--tokens", "2e9", "--law", "steplaw")
+    assert not any("compute given" in w for w in plain["warnings"])
