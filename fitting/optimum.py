@@ -42,7 +42,9 @@ class GroupOptimum:
     ("quadratic2d", "quadratic1d" or "near_optimal_mean" when no convex surface fits);
     ``edges`` lists "lr_low", "lr_high", "batch_low", "batch_high" or "lr_unsearched"
     where the best run touches the searched grid's boundary; ``band`` is the relative
-    near-optimal band a configuration with as many seeds as the best one had to fall within.
+    near-optimal band a configuration with as many seeds as the best one had to fall within;
+    ``arch`` the architecture label of its runs ("" without labels: two groups may share an
+    (N, D) when their architectures differ).
     """
 
     n_params: float
@@ -56,6 +58,7 @@ class GroupOptimum:
     method: str
     edges: tuple[str, ...]
     band: float = 0.0025
+    arch: str = ""
 
     @property
     def at_edge(self) -> bool:
@@ -265,6 +268,7 @@ def group_optima(runs: RunSet, eps: float = 0.0025, noise: NoiseEstimate | None 
                 n_params=n, tokens=d, best_loss=float(loss[best]), best_lr=float(lr[best]),
                 best_batch_tokens=float(bt[best]), near_optimal=near_rows,
                 lr=s_lr, batch_tokens=s_bt, method=method, edges=grid_edges(lr_all, bt_all, best_all), band=band,
+                arch=group_arch,
             )
         )
     return out

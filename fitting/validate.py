@@ -76,6 +76,8 @@ def _hyper_report(law: HyperLaw, runs: RunSet, holdout: str) -> dict[str, Any]:
     for g in group_optima(test_runs, law.eps):
         pred = refit.predict(g.n_params, g.tokens)
         in_group = (test_runs.n_params == g.n_params) & (test_runs.tokens == g.tokens) & test_runs.usable
+        if test_runs.arch is not None:  # two architectures of one (N, D) are two groups
+            in_group &= np.array([a == g.arch for a in test_runs.arch])
         lr, bt, loss = test_runs.lr[in_group], test_runs.batch_tokens[in_group], test_runs.final_loss[in_group]
         # The grid run a user would pick: nearest to the recommendation in (log lr, log B).
         dist = (np.log(lr) - np.log(pred.lr)) ** 2 + (np.log(bt) - np.log(pred.batch_tokens)) ** 2

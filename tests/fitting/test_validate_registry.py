@@ -264,3 +264,17 @@ def test_a_held_out_group_searched_at_one_lr_is_not_scored():
     report = extrapolation_check(HyperLaw(form="steplaw", n_bootstrap=0, on_edge="warn").fit(runs), runs)
     assert report["groups_on_lr_edge"] == 3 and "only lr searched" in report["inconclusive"]
     assert report["mean_loss_regret"] is None
+
+
+def test_two_architectures_of_one_size_are_scored_apart():
+    # Two architectures of each (N, D) (MoE layouts of one active size), the second 0.1 nats better
+    # everywhere: each held-out group is scored against its own best run, not the other's (the
+    # first's runs were once scored against the second's best: a 3% regret for a perfect law).
+    grid = synthetic_grid()
+    both = RunSet(n_params=np.tile(grid.n_params, 2), tokens=np.tile(grid.tokens, 2), lr=np.tile(grid.lr, 2),
+                  batch_tokens=np.tile(grid.batch_tokens, 2),
+                  final_loss=np.concatenate([grid.final_loss, grid.final_loss - 0.1]),
+                  diverged=np.zeros(2 * len(grid), bool), names=[f"{n}-{a}" for a in "ab" for n in grid.names],
+                  arch=["a"] * len(grid) + ["b"] * len(grid))
+    report = extrapolation_check(HyperLaw(form="steplaw", n_bootstrap=0).fit(both), both)
+    assert len(report["groups"]) == 6 and report["max_loss_regret"] < 0.01
