@@ -20,9 +20,8 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from hpscale.fitting.errors import FittingError, InsufficientDataError, InvalidLawRecordError, NotFittedError
+from hpscale.fitting.forms import CRITICAL_BY
 from hpscale.fitting.records import restore_fitted
-
-BY: tuple[str, ...] = ("n_params", "tokens", "target_loss")
 
 
 @dataclass(frozen=True)
@@ -127,8 +126,8 @@ class CriticalBatchLaw:
             names: list[str] | None = None) -> "CriticalBatchLaw":
         """Fit from measurements: one row per (model size, target loss, batch) with the steps
         it took to reach the target. Returns self."""
-        if self.by not in BY:
-            raise ValueError(f"by must be one of {BY}, got {self.by!r}")
+        if self.by not in CRITICAL_BY:
+            raise ValueError(f"by must be one of {CRITICAL_BY}, got {self.by!r}")
         n, tl, b, s = (np.asarray(a, dtype=float).reshape(-1) for a in (n_params, target_loss, batch_tokens, steps))
         if not (n.size == tl.size == b.size == s.size) or n.size == 0:
             raise FittingError("n_params, target_loss, batch_tokens and steps must be equal-length, non-empty")

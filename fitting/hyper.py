@@ -36,7 +36,7 @@ from hpscale.fitting.optimum import (
     smooth_optima,
 )
 from hpscale.fitting.priors import Combiner, Prior, combiner, prior_for
-from hpscale.fitting.records import restore_fitted
+from hpscale.fitting.records import percentile_interval, restore_fitted
 from hpscale.fitting.runs import RunSet, fit_range
 from hpscale.fitting.sanity import design_notes
 
@@ -316,10 +316,7 @@ class HyperLaw:
         if self.coef_samples_:
             names = COEFFICIENTS[self.form]
             arr = np.array([[smp[k] for k in names] for smp in self.coef_samples_])
-            # Interpolating towards an inf sample (an intercept beyond exp's range) gives NaN and
-            # a numpy warning: then take sample values (the sanity checks fail such a law).
-            method = "linear" if np.isfinite(arr).all() else "inverted_cdf"
-            lo, hi = np.quantile(arr, [(1 - self.level) / 2, (1 + self.level) / 2], axis=0, method=method)
+            lo, hi = percentile_interval(arr, self.level)  # an inf intercept: the sanity checks fail the law
             self.intervals_ = {k: [float(a), float(b)] for k, a, b in zip(names, lo, hi)}
         self.fit_range_ = fit_range(runs.n_params[usable], runs.tokens[usable])
         self.runs_used_ = used

@@ -20,7 +20,7 @@ from scipy.optimize import minimize
 
 from hpscale.fitting.errors import InsufficientDataError, InvalidLawRecordError, NotFittedError
 from hpscale.fitting.noise import NoiseEstimate, estimate_noise
-from hpscale.fitting.records import restore_fitted
+from hpscale.fitting.records import percentile_interval, restore_fitted
 from hpscale.fitting.runs import RunSet, fit_range
 
 # Epoch AI's grid of starting points (e, a, b, alpha, beta).
@@ -262,10 +262,7 @@ class LossLaw:
                     "too few distinct (N, D) points for an interval")
             self.coef_samples_ = samples
             arr = np.array([[s[k] for k in self.COEFFICIENTS] for s in samples])
-            # A scale that overflowed to inf in some samples: interpolating towards it gives NaN,
-            # so take sample values (the bound is then inf, which is what it is).
-            method = "linear" if np.isfinite(arr).all() else "inverted_cdf"
-            lo, hi = np.quantile(arr, [(1 - self.level) / 2, (1 + self.level) / 2], axis=0, method=method)
+            lo, hi = percentile_interval(arr, self.level)
             self.intervals_ = {k: [float(a), float(b)] for k, a, b in zip(self.COEFFICIENTS, lo, hi)}
             if self.intervals_["E"][0] < 1e-3 * float(np.exp(log_y).min()) and not any("E fitted" in w for w in self.warnings_):
                 self.warnings_.append(
@@ -341,9 +338,7 @@ class LossLaw:
                 draws = np.random.default_rng([self.seed, 2]).standard_normal(vals.size)
                 with np.errstate(over="ignore", invalid="ignore"):
                     vals = vals * np.exp(self.noise_.rel_std * draws)
-            # Interpolating towards an inf sample (see _eval) gives NaN: then take sample values.
-            method = "linear" if np.isfinite(vals).all() else "inverted_cdf"
-            lo, hi = np.quantile(vals, [(1 - level) / 2, (1 + level) / 2], method=method)
+            lo, hi = percentile_interval(vals, level)  # an inf sample (see _eval): an inf bound
             interval = (float(lo), float(hi))
         return LossPrediction(loss=loss, interval=interval)
 

@@ -82,8 +82,8 @@ def repeat_noise(runs: RunSet) -> NoiseEstimate | None:
     Diverged runs are left out."""
     usable = runs.subset(runs.usable)
     configs = usable.average_repeats()
-    # Nothing repeats. (A set averaged before, as an extrapolation check's refit gets, comes back
-    # as itself: its members name the seeds it no longer holds, so there is no spread to measure.)
+    # Nothing repeats. (A set averaged before comes back as itself: its members name the seeds it
+    # no longer holds, so there is no spread to measure.)
     if configs is usable or configs.members is None:
         return None
     row = {name: i for i, name in enumerate(usable.names)}

@@ -173,14 +173,14 @@ def smooth_optima(
     use = np.where(band.sum(axis=1, keepdims=True) >= MIN_SURFACE_POINTS, band, rank < MIN_SURFACE_POINTS)
     w = use.astype(float)
 
-    def ndistinct_values(ids: np.ndarray) -> np.ndarray:
+    def n_distinct(ids: np.ndarray) -> np.ndarray:
         onehot = np.zeros((k, m, int(ids.max()) + 1))
         np.put_along_axis(onehot, ids[pick][:, :, None], 1.0, axis=2)
         return ((onehot * w[:, :, None]).sum(axis=1) > 0).sum(axis=1)
 
-    nx = ndistinct_values(_lattice_ids(lr))
+    nx = n_distinct(_lattice_ids(lr))
     y_known = np.isfinite(y).all(axis=1)
-    ny = np.where(y_known, ndistinct_values(_lattice_ids(batch)), 1)
+    ny = np.where(y_known, n_distinct(_lattice_ids(batch)), 1)
     # Centre on each row's best run: better conditioned normal equations.
     best = np.argmin(z, axis=1)
     x0 = np.take_along_axis(x, best[:, None], axis=1)
@@ -245,6 +245,7 @@ def group_optima(runs: RunSet, eps: float = 0.0025, noise: NoiseEstimate | None 
         missing = usable.names[int(np.argmax(np.isnan(usable.lr)))]
         raise InsufficientDataError(f"run {missing!r} has no learning rate: an optimum needs the lr of every run")
     gid, keys = usable.group_keys()
+    arch, usable_arch = configs.arch or [""] * len(configs), usable.arch or [""] * len(usable)
     out: list[GroupOptimum] = []
     for g, (n, d) in enumerate(keys):
         idx = np.flatnonzero(gid == g)
@@ -257,8 +258,7 @@ def group_optima(runs: RunSet, eps: float = 0.0025, noise: NoiseEstimate | None 
         band = float(near_optimal_band(noise, eps, seeds[idx][best], int(seeds[idx][best])))
         # The grid's edges count the diverged configurations too: a best run whose higher lrs all
         # diverged is bracketed (they are worse), not on the edge of what was searched.
-        arch = (configs.arch or [""] * len(configs))
-        group_arch = (usable.arch or [""] * len(usable))[idx[0]]
+        group_arch = usable_arch[idx[0]]
         every = np.flatnonzero((configs.n_params == n) & (configs.tokens == d) & np.isfinite(configs.lr)
                                & np.array([a == group_arch for a in arch]))
         best_all = [configs.names[i] for i in every].index(usable.names[idx[best]])

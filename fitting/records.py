@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 
 def restore_fitted(law: Any, record: dict[str, Any]) -> Any:
     """Set the fitted attributes every law shares (samples, intervals, fit range, warnings,
@@ -14,3 +16,13 @@ def restore_fitted(law: Any, record: dict[str, Any]) -> Any:
     law.warnings_ = list(record.get("warnings") or [])
     law.runs_used_ = record.get("runs_used")
     return law
+
+
+def percentile_interval(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """The central ``level`` percentile interval of bootstrap ``samples`` along axis 0 (each
+    column a coefficient, or one prediction per sample). A sample that overflowed to inf (a
+    loosely determined law's scale) would make interpolation give NaN and a numpy warning, so
+    then the bounds are sample values: inf where the tail is unbounded."""
+    method = "linear" if np.isfinite(samples).all() else "inverted_cdf"
+    lo, hi = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2], axis=0, method=method)
+    return lo, hi

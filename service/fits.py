@@ -26,7 +26,7 @@ from hpscale.fitting.schedules import infer_warmup
 from hpscale.service.errors import InputError
 from hpscale.service.fitkinds import CRITICAL_BY, DEFAULT_FORM, DEFAULT_PRIOR_WIDTH, FORMS, KINDS, PRIOR_NAMES
 from hpscale.service.fitkinds import METHODS as HYPER_METHODS
-from hpscale.service.laws import check_passed, failure, loss_warnings
+from hpscale.service.laws import check_passed, failure, fit_span, loss_warnings
 from hpscale.service.runformat import check_schedule_length, read_schedule, schedule_lrs, steps_to_target_tag
 
 # The laws that need scipy (loss, trajectory, critical batch, the extrapolation check) are
@@ -55,6 +55,9 @@ METHOD_WORDS = {"near_optimal": "from near-optimal runs", "smooth": "from smooth
                 "joint": "from one basin model over every run"}
 
 
+BY_WORDS = {"n_params": "N", "tokens": "E_min (tokens)", "target_loss": "the target loss"}
+
+
 def law_title(kind: str, form: str, method: str, sources: Sequence[str], optimizer: str = "adamw",
               by: str = "n_params") -> str:
     """A fitted law's title: what it predicts (for which optimizer, but AdamW's laws keep the
@@ -66,9 +69,6 @@ def law_title(kind: str, form: str, method: str, sources: Sequence[str], optimiz
     if kind == "critical-batch" and by != "n_params":
         how = f"{form} of {BY_WORDS[by]}"
     return f"{TITLES[kind]}{opt_title} ({how}) fitted on {', '.join(sorted(sources))}"
-
-
-BY_WORDS = {"n_params": "N", "tokens": "E_min (tokens)", "target_loss": "the target loss"}
 
 
 def law_source(kind: str, used: int, selected: int, label: str) -> str:
@@ -507,7 +507,7 @@ def predict_curve(db: Database, law_id: int | str, lr: np.ndarray, tokens_per_st
     if bad.size:
         raise InputError(
             f"law {row.id} ({row.name}) predicts a loss of {loss[bad[0]]:.4g} at step {int(steps[bad[0]])} of this "
-            f"schedule: it does not hold this far from the curves it was fitted on ({_span_steps(row)})")
+            f"schedule: it does not hold this far from the curves it was fitted on ({fit_span((row.record or {}).get('fit_range'))})")
     out: dict[str, Any] = {"law_id": row.id, "steps": steps.tolist(), "lr": lr[steps - 1].tolist(),
                            "loss": loss.tolist(), "warmup_steps": warmup,
                            "warnings": curve_warnings(row, lr, warmup), "held_out": held_out_error(row)}
@@ -516,14 +516,6 @@ def predict_curve(db: Database, law_id: int | str, lr: np.ndarray, tokens_per_st
             raise InputError("tokens_per_step must be a finite number > 0")
         out["tokens"] = (steps * tokens_per_step).tolist()
     return out
-
-
-def _span_steps(row: Law) -> str:
-    """'steps 2160-23936, peak lr 3e-04' of a trajectory law's fit range."""
-    fr = (row.record or {}).get("fit_range") or {}
-    parts = [f"{label} {fr[key][0]:.6g}-{fr[key][1]:.6g}" if fr[key][0] != fr[key][1] else f"{label} {fr[key][0]:.6g}"
-             for key, label in (("steps", "steps"), ("peak_lr", "peak lr")) if isinstance(fr.get(key), list)]
-    return ", ".join(parts) or "range not recorded"
 
 
 def held_out_error(row: Law) -> dict[str, Any] | None:
@@ -561,7 +553,7 @@ def curve_warnings(row: Law, lr: np.ndarray, warmup: int) -> list[str]:
     peak = float(lr.max())
     if isinstance(peaks, list) and not peaks[0] / PEAK_LR_FACTOR <= peak <= peaks[1] * PEAK_LR_FACTOR:
         out.append(f"the schedule's peak lr {peak:.3g} differs from the peak lr of the curves law {row.name} was "
-                   f"fitted on ({_span_steps(row)}): a trajectory law describes schedules of its own peak lr")
+                   f"fitted on ({fit_span((row.record or {}).get('fit_range'))}): a trajectory law describes schedules of its own peak lr")
     if warmup > 1 and np.any(np.diff(lr[:warmup]) < 0):
         out.append(f"the lr falls before step {warmup}, where warmup is taken to end: the curve is predicted from "
                    "there on")

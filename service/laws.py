@@ -179,7 +179,7 @@ def choose_loss_law(candidates: list[LossLawChoice], n_params: float, tokens: fl
     if not factors:
         return None, None
     factor, nearest = min(factors, key=lambda fc: fc[0])
-    span = _span((nearest.row.record or {}).get("fit_range"))
+    span = fit_span((nearest.row.record or {}).get("fit_range"))
     others = f" (of {len(factors)} stored loss laws, the nearest)" if len(factors) > 1 else ""
     return None, (
         f"no final-loss prediction: the target lies {factor:.3g}x outside the data of every stored loss law; "
@@ -189,17 +189,23 @@ def choose_loss_law(candidates: list[LossLawChoice], n_params: float, tokens: fl
     )
 
 
-def _span(fit_range: Any) -> str:
-    """'N 1.7e+05-1.8e+06, D 1.7e+06-1.8e+07, C 1.7e+12-1.9e+14' from a fit range: each axis it
-    has (an extrapolation factor is the largest over N, D and C = 6ND, so C is shown too)."""
+# The axes of a law's fit range, as people read them (hyper and loss laws: N, D, C; trajectory
+# laws: steps and the fitted curves' peak lr).
+SPAN_LABELS = {"n_params": "N", "tokens": "D", "compute": "C", "steps": "steps", "peak_lr": "peak lr"}
+
+
+def fit_span(fit_range: Any) -> str:
+    """'N 1.7e+05-1.8e+06, D 1.7e+06-1.8e+07, C 1.7e+12-1.9e+14' (or 'steps 2160-23936, peak lr
+    0.0003') from a fit range: each axis it has (an extrapolation factor is the largest over N,
+    D and C = 6ND, so C is shown too); a range of one value shows it once."""
     if not isinstance(fit_range, dict):
         return "data of unknown range"
-    keys = (("n_params", "N"), ("tokens", "D"), ("compute", "C"))
     parts = []
-    for key, label in keys:
+    for key, label in SPAN_LABELS.items():
         pair = fit_range.get(key)
         if isinstance(pair, list) and len(pair) == 2:
-            parts.append(f"{label} {pair[0]:.3g}-{pair[1]:.3g}")
+            lo, hi = (f"{v:.0f}" if key == "steps" else f"{v:.3g}" for v in pair)  # steps are whole
+            parts.append(f"{label} {lo}" if lo == hi else f"{label} {lo}-{hi}")
     return ", ".join(parts) or "data of unknown range"
 
 
@@ -214,7 +220,7 @@ def loss_warnings(row: Law, passed: bool, n_params: float, tokens: float, warn_f
     factor = extrapolation_factor((row.record or {}).get("fit_range"), n_params, tokens)
     if factor > warn_factor:
         out.append(f"the target lies {factor:.3g}x outside the data loss law {row.name} was fitted on "
-                   f"({_span((row.record or {}).get('fit_range'))}): this is an extrapolation, not a prediction to trust")
+                   f"({fit_span((row.record or {}).get('fit_range'))}): this is an extrapolation, not a prediction to trust")
     return out
 
 
