@@ -15,4 +15,6 @@ FORMS: dict[str, tuple[str, ...]] = {
 }
 DEFAULT_FORM = {"hyper": "steplaw", "loss": "chinchilla", "trajectory": "multi_power", "critical-batch": "power"}
 METHODS = HYPER_METHODS
-__all__ = ["CRITICAL_BY", "DEFAULT_FORM", "DEFAULT_PRIOR_WIDTH", "FORMS", "KINDS", "METHODS", "PRIOR_NAMES"]
+# The variables of a critical-batch law, as answers name them.
+CRITICAL_BY_WORDS = {"n_params": "N", "tokens": "E_min (tokens)", "target_loss": "the target loss"}
+__all__ = ["CRITICAL_BY", "CRITICAL_BY_WORDS", "DEFAULT_FORM", "DEFAULT_PRIOR_WIDTH", "FORMS", "KINDS", "METHODS", "PRIOR_NAMES"]

@@ -24,7 +24,7 @@ from hpscale.fitting.runs import RunSet
 from hpscale.fitting.sanity import law_problems
 from hpscale.fitting.schedules import infer_warmup
 from hpscale.service.errors import InputError
-from hpscale.service.fitkinds import CRITICAL_BY, DEFAULT_FORM, DEFAULT_PRIOR_WIDTH, FORMS, KINDS, PRIOR_NAMES
+from hpscale.service.fitkinds import CRITICAL_BY, CRITICAL_BY_WORDS, DEFAULT_FORM, DEFAULT_PRIOR_WIDTH, FORMS, KINDS, PRIOR_NAMES
 from hpscale.service.fitkinds import METHODS as HYPER_METHODS
 from hpscale.service.laws import check_passed, failure, fit_span, loss_warnings
 from hpscale.service.runformat import check_schedule_length, read_schedule, schedule_lrs, steps_to_target_tag
@@ -55,9 +55,6 @@ METHOD_WORDS = {"near_optimal": "from near-optimal runs", "smooth": "from smooth
                 "joint": "from one basin model over every run"}
 
 
-BY_WORDS = {"n_params": "N", "tokens": "E_min (tokens)", "target_loss": "the target loss"}
-
-
 def law_title(kind: str, form: str, method: str, sources: Sequence[str], optimizer: str = "adamw",
               by: str = "n_params") -> str:
     """A fitted law's title: what it predicts (for which optimizer, but AdamW's laws keep the
@@ -67,7 +64,7 @@ def law_title(kind: str, form: str, method: str, sources: Sequence[str], optimiz
     opt_title = "" if optimizer == "adamw" else f" for {optimizer}"
     how = f"{form} form, {METHOD_WORDS.get(method, method)}" if kind == "hyper" else form
     if kind == "critical-batch" and by != "n_params":
-        how = f"{form} of {BY_WORDS[by]}"
+        how = f"{form} of {CRITICAL_BY_WORDS[by]}"
     return f"{TITLES[kind]}{opt_title} ({how}) fitted on {', '.join(sorted(sources))}"
 
 

@@ -287,6 +287,10 @@ class LrBatchCoupling(BaseModel):
                                                           "lr grid's edge left out); null: no such concern.")
 
 
+CriticalBy = Literal["n_params", "tokens", "target_loss"]
+"""The variable x of a critical-batch law B_crit = k x^p (``fitting.forms.CRITICAL_BY``)."""
+
+
 class CriticalTarget(BaseModel):
     """One target of a critical-batch law: S = S_min (1 + B_crit / B) fitted on its batches."""
 
@@ -303,7 +307,7 @@ class CriticalTarget(BaseModel):
 class CriticalBatchInfo(BaseModel):
     """A critical-batch law's per-target fits and the exponent of B_crit on each variable."""
 
-    by: Literal["n_params", "tokens", "target_loss"] = Field(
+    by: CriticalBy = Field(
         description="The variable x of the law B_crit = k x^p: n_params, tokens (E_min) or target_loss.")
     targets: list[CriticalTarget]
     exponents: dict[str, float] = Field(
@@ -551,7 +555,7 @@ class FitRequest(BaseModel):
         default=None, pattern=OPTIMIZER_RE,
         description="Fit on the runs of this optimizer only (default: the selected runs must share one).",
     )
-    by: Literal["n_params", "tokens", "target_loss"] = Field(
+    by: CriticalBy = Field(
         default="n_params", description="Critical-batch laws: the variable x of B_crit = k x^p (tokens: E_min, the "
         "fewest tokens to the target).")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -26,11 +26,18 @@ RUN_FORMAT_HELP = (
 )
 
 
-def _report(source: str, added: int, skipped: int, json_out: bool) -> None:
+def _store(runs: list[Any], source: str | None, path: Path, json_out: bool) -> None:
+    """Store parsed runs (``runformat.RunIn``) under ``source`` (default: the file's name) and
+    report the counts: all or nothing, and a re-import adds nothing."""
+    from hpscale.db import storage
+    from hpscale.service.runformat import check_source
+
+    label = check_source(source) if source is not None else check_source(path.stem, "source (the file's name)")
+    result = storage.add_runs(open_db(), [r.to_storage(label) for r in runs])
     if json_out:
-        print_json({"source": source, "added": added, "skipped": skipped})
+        print_json({"source": label, "added": result.added, "skipped": result.skipped})
     else:
-        typer.echo(f"{source}: {added} runs added, {skipped} already present")
+        typer.echo(f"{label}: {result.added} runs added, {result.skipped} already present")
 
 
 @app.command("steplaw")
@@ -41,13 +48,10 @@ def import_steplaw(
 ) -> None:
     """Import Step Law's released grid (batch column in sequences of 2,048 tokens; the
     smoothed loss is stored as final_loss, as the paper fits it)."""
-    from hpscale.db import storage
     from hpscale.service.runformat import check_source, parse_steplaw_file
 
-    check_source(source)
-    runs = parse_steplaw_file(path)
-    result = storage.add_runs(open_db(), [r.to_storage(source) for r in runs])
-    _report(source, result.added, result.skipped, json_out)
+    check_source(source)  # before the file is read: a bad label is refused at once
+    _store(parse_steplaw_file(path), source, path, json_out)
 
 
 @app.command("runs", help="Import runs in hpscale's format (.csv or .jsonl).\n\n" + RUN_FORMAT_HELP)
@@ -56,13 +60,9 @@ def import_runs(
     source: Annotated[Optional[str], typer.Option(help="Label for these runs (default: the file name).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
 ) -> None:
-    from hpscale.db import storage
-    from hpscale.service.runformat import check_source, parse_runs_file
+    from hpscale.service.runformat import parse_runs_file
 
-    runs = parse_runs_file(path)
-    label = check_source(source) if source is not None else check_source(path.stem, "source (the file's name)")
-    result = storage.add_runs(open_db(), [r.to_storage(label) for r in runs])
-    _report(label, result.added, result.skipped, json_out)
+    _store(parse_runs_file(path), source, path, json_out)
 
 
 @app.command("steps-to-target")
@@ -78,10 +78,6 @@ def import_steps_to_target(
     seq_len (batch_size_seqs is batch_size); optional name, lr, optimizer. Zhang et al.'s
     released table (critical-batch-size) imports as it stands. Each row is stored as a run whose
     final loss is the target and whose tokens are steps x batch, tagged steps_to_target."""
-    from hpscale.db import storage
-    from hpscale.service.runformat import check_source, parse_steps_to_target_file
+    from hpscale.service.runformat import parse_steps_to_target_file
 
-    runs = parse_steps_to_target_file(path)
-    label = check_source(source) if source is not None else check_source(path.stem, "source (the file's name)")
-    result = storage.add_runs(open_db(), [r.to_storage(label) for r in runs])
-    _report(label, result.added, result.skipped, json_out)
+    _store(parse_steps_to_target_file(path), source, path, json_out)

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from hpscale.service.cli.common import App, fmt, open_db, out_console, print_json
+from hpscale.service.fitkinds import CRITICAL_BY_WORDS
 
 if TYPE_CHECKING:
     from hpscale.db.engine import Database
@@ -101,9 +102,8 @@ def print_targets(targets: list[dict[str, Any]], exponents: dict[str, float]) ->
                       fmt(t["b_overhead20"]), f"{100 * t['rel_error']:.1f}%")
     out_console.print(table)
     if exponents:
-        names = {"n_params": "N", "tokens": "E_min", "target_loss": "target loss"}
         out_console.print("B_crit ~ x^p across targets: " + ", ".join(
-            f"p = {fmt(v, 3)} on {names.get(k, k)}" for k, v in exponents.items()), highlight=False)
+            f"p = {fmt(v, 3)} on {CRITICAL_BY_WORDS.get(k, k)}" for k, v in exponents.items()), highlight=False)
 
 
 def describe_fit(info: dict[str, Any]) -> list[str]:
