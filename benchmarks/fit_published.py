@@ -106,9 +106,11 @@ def steplaw(root: Path) -> str:
     rows = [[f"{g['n_params']:.3g}", f"{g['tokens']:.3g}", f"{g['tokens'] / g['n_params']:.0f}", str(len(g["lr"])),
              f"{g['slope']:.3f}"] for g in c.group_slopes_]
     out += ["", f"lr-batch coupling (fitting.coupling; lr* ~ B^k at fixed N, D): k = {c.exponent_:.3f} "
-            f"[{lo:.3f}, {hi:.3f}] (95%, 1,000 bootstrap) from {c.groups_} groups and {len(c.cells_)} cells "
-            f"({c.excluded_} cells left out: optimum on the lr grid's edge); theory for Adam: 0.5. Per group:",
-            table(["N", "D", "D / N", "batches", "k of the group"], rows)]
+            f"[{lo:.3f}, {hi:.3f}] (95%, 1,000 bootstrap): the loss basin's tilt over {c.runs_} runs near their "
+            f"group's best in {c.groups_} groups; theory for Adam: 0.5. Per group, the slope of the {len(c.cells_)} "
+            f"cells' bracketed lr optima on the batch ({c.excluded_} cells with the best lr on the lr grid's edge "
+            "have none):",
+            table(["N", "D", "D / N", "batches", "slope of the cells' optima"], rows)]
     return "\n".join(out)
 
 

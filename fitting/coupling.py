@@ -6,22 +6,25 @@ SGD and as its square root for Adam-type (adaptive, normalised) updates. This mo
 the exponent ``k`` of lr*(B) ~ B^k from a sweep's runs, for one optimizer, with a bootstrap
 interval, so that it can be read beside the theory's value (``THEORY``).
 
-The estimate, in three steps:
+The exponent is the tilt of the loss basin in (log lr, log B), fitted over every run near its
+group's best (every seed): the joint model of ``fitting.joint`` with each (N, D) group's own
+optimum (lr*_g, B*_g) in place of a law, and the basin's shape (the tilt ``k``, curvatures along
+lr and batch, each side its own) shared by the groups:
 
-1. Per (N, D, batch) cell, the optimal lr: the vertex of the parabola through the best lr and
-   its two grid neighbours, in (log lr, loss), clipped to the neighbours (the grid point itself
-   when a neighbour diverged: it brackets the optimum but has no loss). A cell whose best lr is
-   the smallest or largest it searched has no bracketed optimum and is left out (``excluded``);
-   so is a cell with fewer than 3 learning rates. Seeds count by their mean loss
-   (``RunSet.average_repeats``), diverged runs as an infinite loss.
-2. Per (N, D) group, the cells' (log B, log lr*) points, centred on the group's means: what is
-   left is the within-group variation, free of every effect of N and D.
-3. The exponent: the pooled least-squares slope over all groups of the centred log lr* on the
-   centred log B (a fixed-effects regression). Groups with one bracketed cell add nothing.
+    log L_r = f_g + A(w) w^2 + C(v) v^2,  u = log lr_r - log lr*_g,  v = log B_r - log B*_g,
+    w = u - k v.
 
-The interval resamples groups with replacement, then the cells within each drawn group, and
-redoes step 3 (the cells' optima are not refitted: their grid noise is what the cell resampling
-carries). Units: lr is the peak learning rate, batch in tokens, losses in nats/token.
+Per-group optima make ``k`` a within-group quantity, free of every effect of N and D. A group
+searched at one batch size has no tilt to show and is left out. Cells whose best lr is on their
+lr grid's edge still count: their runs lie on one wall of the basin, which the shared curvature
+places. (An earlier estimate took each (N, D, batch) cell's parabola-vertex optimum and regressed
+log lr* on log B; leaving out the cells whose optimum was on the edge biased it toward 0 on
+grids that do not follow the optimum: 0.32 for a true 0.5, see BENCHMARKS.md.) The cell optima
+remain, per group, as the descriptive table (``group_slopes_``): which lr each batch preferred.
+
+The interval resamples groups with replacement, then the runs within each drawn group, and
+refits the model from the full fit (``fitting.joint.bootstrap_weights``). Units: lr is the peak
+learning rate, batch in tokens, losses in nats/token.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from hpscale.fitting import joint as joint_fit
 from hpscale.fitting.errors import InsufficientDataError
+from hpscale.fitting.noise import estimate_noise
 from hpscale.fitting.optimum import LOG_TOL
 from hpscale.fitting.runs import RunSet
 
@@ -49,10 +54,12 @@ THEORY: dict[str, tuple[float, str]] = {
 }
 
 
-# Above this fraction of cells left out (optimum on the lr grid's edge) the exponent carries a
-# warning: one grid of 5 lrs per group over 5 batches at k = 0.5 leaves out 40% and measures 0.32,
-# its interval covering the truth in 22% of 50 grids (benchmarks/interval_coverage.py,
-# BENCHMARKS.md); Step Law's released grid leaves out 8%.
+# Above this fraction of cells with their best lr on the lr grid's edge the exponent carries a
+# warning: there the tilt rests on one wall of the basin and on the basin's shape shared across
+# groups, not on bracketed optima. On one grid of 5 lrs per group over 5 batches at k = 0.5 (40% of
+# cells on the edge) it measured 0.47 with its interval covering the truth in every one of 50
+# grids (the cell-optimum regression it replaced: 0.32 and 22%; benchmarks/interval_coverage.py,
+# BENCHMARKS.md); Step Law's released grid has 8% of its cells there.
 EXCLUDED_WARN = 0.15
 
 
@@ -115,17 +122,44 @@ def cell_optima(runs: RunSet) -> tuple[list[CellOptimum], int, int]:
     return out, excluded, on_edge
 
 
-def _slope(sxy: np.ndarray, sxx: np.ndarray) -> np.ndarray:
-    """Pooled within-group slope from the groups' centred cross and square sums (NaN: no spread)."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(sxx > 1e-12, sxy / np.where(sxx > 1e-12, sxx, 1.0), np.nan)
-
-
 def _centred_sums(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sum over the last axis of (x - mean)(y - mean) and (x - mean)^2."""
     xc = x - x.mean(axis=-1, keepdims=True)
     yc = y - y.mean(axis=-1, keepdims=True)
     return (xc * yc).sum(axis=-1), (xc * xc).sum(axis=-1)
+
+
+def basin_data(runs: RunSet, noise: float) -> joint_fit.JointData | None:
+    """The runs (every seed) within the joint model's window of their group's best, restricted
+    to groups with such runs at two or more batch sizes, with one design column per group for
+    lr* and for B* (each group its own optimum). ``noise``: one run's relative loss noise (it
+    widens the window). None when no group qualifies."""
+    ok = runs.usable & np.isfinite(runs.lr) & np.isfinite(runs.batch_tokens)
+    if not ok.any():
+        return None
+    kept = runs.subset(ok)
+    gid, _ = kept.group_keys()
+    log_loss = np.log(kept.final_loss)
+    near = joint_fit.select(log_loss, gid, joint_fit.DEFAULT_BAND + 2.0 * noise)
+    log_b = np.log(kept.batch_tokens)
+    informative = [g for g in np.unique(gid[near])
+                   if np.unique(np.round(log_b[near & (gid == g)], 3)).size >= 2
+                   and (near & (gid == g)).sum() >= joint_fit.MIN_RUNS_IN_BAND]
+    if not informative:
+        return None
+    keep = near & np.isin(gid, informative)
+    _, group = np.unique(gid[keep], return_inverse=True)
+    onehot = np.eye(len(informative))[group]
+    return joint_fit.JointData(x_lr=onehot, x_b=onehot.copy(), log_lr=np.log(kept.lr[keep]), log_b=log_b[keep],
+                               log_loss=log_loss[keep], group=group, n_groups=len(informative))
+
+
+def basin_starts(data: joint_fit.JointData) -> np.ndarray:
+    """The joint model's starting points with each group's optimum at its best run."""
+    best = np.full(data.n_groups, np.inf)
+    np.minimum.at(best, data.group, data.log_loss)
+    first = np.array([np.flatnonzero((data.group == g) & (data.log_loss == best[g]))[0] for g in range(data.n_groups)])
+    return joint_fit.starts(data, data.log_lr[first], data.log_b[first])
 
 
 @dataclass
@@ -136,9 +170,10 @@ class LrBatchCoupling:
     the theory value), ``n_bootstrap`` (0: no interval), ``seed``, ``level``.
 
     Fitted attributes: ``exponent_`` (None when no group has two bracketed batch sizes),
-    ``interval_``, ``cells_`` (the cell optima used), ``excluded_``, ``groups_`` (groups that
+    ``interval_``, ``runs_`` (runs in the basin fit), ``cells_`` (the cells' bracketed optima,
+    for the per-group table), ``excluded_``, ``groups_`` (groups that
     inform the slope), ``group_slopes_``, ``note_`` (why there is no exponent or interval),
-    ``warning_`` (the exponent is biased: too many cells left out).
+    ``warning_`` (many cells' best lr on the lr grid's edge: the tilt rests on extrapolation).
     """
 
     optimizer: str = "adamw"
@@ -150,6 +185,7 @@ class LrBatchCoupling:
     cells_: list[CellOptimum] = field(default_factory=list, init=False)
     excluded_: int = field(default=0, init=False)
     groups_: int = field(default=0, init=False)
+    runs_: int = field(default=0, init=False)
     group_slopes_: list[dict[str, Any]] = field(default_factory=list, init=False)
     note_: str = field(default="", init=False)
     warning_: str = field(default="", init=False)
@@ -163,52 +199,56 @@ class LrBatchCoupling:
         by_group: dict[tuple[float, float], list[CellOptimum]] = {}
         for c in self.cells_:
             by_group.setdefault((c.n_params, c.tokens), []).append(c)
-        informative = {k: v for k, v in by_group.items() if len({c.batch_tokens for c in v}) >= 2}
-        self.groups_ = len(informative)
         self.group_slopes_ = []
-        xs = [np.log([c.batch_tokens for c in v]) for v in informative.values()]
-        ys = [np.log([c.lr for c in v]) for v in informative.values()]
-        for (n, d), x, y in zip(informative, xs, ys):
+        for (n, d), cells in by_group.items():
+            if len({c.batch_tokens for c in cells}) < 2:
+                continue
+            x, y = np.log([c.batch_tokens for c in cells]), np.log([c.lr for c in cells])
             sxy, sxx = _centred_sums(x, y)
             self.group_slopes_.append({"n_params": n, "tokens": d, "batch_tokens": np.exp(x).tolist(),
                                        "lr": np.exp(y).tolist(), "slope": float(sxy / sxx)})
-        self.exponent_, self.interval_ = None, None
-        if not informative:
-            self.note_ = (f"no (N, D) group has a bracketed lr optimum at two or more batch sizes "
-                          f"({len(self.cells_)} cells bracketed, {self.excluded_} not)")
+        self.exponent_, self.interval_, self.warning_ = None, None, ""
+        usable = runs.subset(runs.usable)
+        noise = (estimate_noise(usable).rel_std or 0.0) if len(usable) else 0.0
+        data = basin_data(runs, noise)
+        self.groups_ = data.n_groups if data is not None else 0
+        self.runs_ = data.log_loss.size if data is not None else 0
+        if data is None:
+            self.note_ = ("no (N, D) group has runs near its best loss at two or more batch sizes "
+                          f"({len(self.cells_)} cells with a bracketed lr optimum, {self.excluded_} without)")
             return self
-        sums = [_centred_sums(x, y) for x, y in zip(xs, ys)]
-        self.exponent_ = float(_slope(np.array(sum(s[0] for s in sums)), np.array(sum(s[1] for s in sums))))
+        # The robust loss's residual scale, in log loss; below 0.1% (noiseless synthetic grids) the
+        # soft-L1 cost is nearly L1, which the Gauss-Newton steps do not converge on.
+        self._scale = max(noise, 1e-3)
+        theta, cost = joint_fit.solve(basin_starts(data), data, np.ones((6, data.log_loss.size)), self._scale)
+        self._theta = theta[int(np.argmin(np.where(np.isfinite(cost), cost, np.inf)))]
+        self.exponent_ = float(self._theta[data.n_law])
         self.note_ = ""
         total = len(self.cells_) + self.excluded_
-        self.warning_ = "" if on_edge <= EXCLUDED_WARN * total else (
-            f"{on_edge} of {total} cells left out with their best lr on the lr grid's edge: the exponent is biased "
-            "toward 0, since at the smallest and largest batches only the cells whose noise pulled the optimum "
-            "inward are kept; widen the lr grid there")
+        if on_edge > EXCLUDED_WARN * total:
+            self.warning_ = (
+                f"{on_edge} of {total} cells have their best lr on the lr grid's edge: there the basin's tilt "
+                "rests on one wall of the basin and the shared curvature; widen the lr grid there")
         if self.n_bootstrap > 0:
-            self.interval_ = self._bootstrap(xs, ys)
+            self.interval_ = self._bootstrap(data)
             if self.interval_ is None:
                 self.note_ = "too few groups and batch sizes for a bootstrap interval"
         return self
 
-    def _bootstrap(self, xs: list[np.ndarray], ys: list[np.ndarray]) -> tuple[float, float] | None:
-        """Percentile interval: groups drawn with replacement, then each drawn group's cells."""
+    def _bootstrap(self, data: joint_fit.JointData) -> tuple[float, float] | None:
+        """Percentile interval: groups drawn with replacement, then each drawn group's runs."""
         rng = np.random.default_rng(self.seed)
-        k, g = self.n_bootstrap, len(xs)
-        # Every group's centred sums under k resamples of its cells: [g, k] each.
-        sxy, sxx = np.empty((g, k)), np.empty((g, k))
-        for j, (x, y) in enumerate(zip(xs, ys)):
-            pick = rng.integers(0, x.size, (k, x.size))
-            sxy[j], sxx[j] = _centred_sums(x[pick], y[pick])
-        drawn = rng.integers(0, g, (k, g))
-        # Position j of draw i takes resample (i + j) % k of its group: a group drawn twice in
-        # one draw gets two independent resamples of its cells.
-        rows = (np.arange(k)[:, None] + np.arange(g)[None, :]) % k
-        slopes = _slope(sxy[drawn, rows].sum(axis=1), sxx[drawn, rows].sum(axis=1))
-        slopes = slopes[np.isfinite(slopes)]
-        if slopes.size < max(20, k // 2):  # mostly degenerate draws: no honest interval
+        weights, _ = joint_fit.bootstrap_weights(data.group, data.n_groups, self.n_bootstrap, rng)
+        # The solver's Jacobian is (rows, runs, parameters): chunk the resamples to bound memory.
+        chunk = max(1, int(2e7 // (data.log_loss.size * (data.n_law + 5))))
+        tilts = []
+        for lo in range(0, self.n_bootstrap, chunk):
+            theta, cost = joint_fit.solve(self._theta, data, weights[lo:lo + chunk], self._scale, tol=1e-7)
+            tilts.append(theta[np.isfinite(cost), data.n_law])
+        k = np.concatenate(tilts)
+        if k.size < max(20, self.n_bootstrap // 2):  # mostly failed refits: no honest interval
             return None
-        lo, hi = np.quantile(slopes, [(1 - self.level) / 2, (1 + self.level) / 2])
+        lo, hi = np.quantile(k, [(1 - self.level) / 2, (1 + self.level) / 2])
         return float(lo), float(hi)
 
     def to_record(self) -> dict[str, Any]:
@@ -222,13 +262,15 @@ class LrBatchCoupling:
             "theory": theory[0] if theory else None,
             "theory_basis": theory[1] if theory else f"no theory value for optimizer {self.optimizer!r}",
             "groups": self.groups_,
+            "runs": self.runs_,
             "cells": len(self.cells_),
             "cells_excluded": self.excluded_,
             "per_group": self.group_slopes_,
             "n_bootstrap": self.n_bootstrap,
             "seed": self.seed,
-            "method": "per-batch lr optimum (parabola in log lr through the best grid point and its neighbours), "
-                      "pooled within-group least squares of log lr* on log batch",
+            "method": "tilt of the loss basin in (log lr, log batch), fitted over every run near its group's best "
+                      "with per-group optima and a shared basin shape (fitting.joint); per_group: each batch's "
+                      "parabola-vertex lr optimum and their slope",
             "note": self.note_,
             "warning": self.warning_ or None,
         }

@@ -442,20 +442,12 @@ class HyperLaw:
         refit the joint model from the full fit (batched)."""
         rng = np.random.default_rng(self.seed)
         g = data.n_groups
-        members = [np.flatnonzero(data.group == i) for i in range(g)]
         grp_n, grp_d = self._group_nd(data)
         out: list[np.ndarray] = []
         attempts = 0
         while len(out) < self.n_bootstrap and attempts < 5:
             attempts += 1
-            want = self.n_bootstrap - len(out)
-            weights = np.zeros((want, data.log_loss.size))
-            drawn = rng.integers(0, g, (want, g))
-            counts = np.stack([np.bincount(row, minlength=g) for row in drawn])
-            for i, m in enumerate(members):
-                # c copies of the group, each with its runs resampled: Multinomial(c * m, 1/m).
-                for row in np.flatnonzero(counts[:, i]):
-                    weights[row, m] = rng.multinomial(counts[row, i] * m.size, np.full(m.size, 1.0 / m.size))
+            weights, counts = joint_fit.bootstrap_weights(data.group, g, self.n_bootstrap - len(out), rng)
             ok = np.array([self._spans(grp_n[c > 0], grp_d[c > 0]) for c in counts])
             for lo in range(0, int(ok.sum()), 250):
                 rows = np.flatnonzero(ok)[lo : lo + 250]

@@ -190,6 +190,22 @@ def starts(data: JointData, law_lr: np.ndarray, law_b: np.ndarray) -> np.ndarray
     return np.array(rows)
 
 
+def bootstrap_weights(group: np.ndarray, n_groups: int, count: int,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` bootstrap resamples of runs in groups, as weights: groups drawn with
+    replacement, then the runs (seeds) within each drawn copy of a group. Returns the run weights
+    (count, M) and how often each group was drawn (count, G)."""
+    weights = np.zeros((count, group.size))
+    drawn = rng.integers(0, n_groups, (count, n_groups))
+    counts = np.stack([np.bincount(row, minlength=n_groups) for row in drawn]) if count else np.zeros((0, n_groups), int)
+    for i in range(n_groups):
+        m = np.flatnonzero(group == i)
+        # c copies of the group, each with its runs resampled: Multinomial(c * m, 1/m).
+        for row in np.flatnonzero(counts[:, i]):
+            weights[row, m] = rng.multinomial(counts[row, i] * m.size, np.full(m.size, 1.0 / m.size))
+    return weights, counts
+
+
 def check(data: JointData) -> None:
     """Refuse data that cannot identify the model: a basin needs several runs per group and the
     batch law needs groups searched over more than one batch size."""

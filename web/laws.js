@@ -261,7 +261,8 @@ async function couplingCard(law, el) {
     : `k = ${fmt(c.exponent, 3)}` + (c.interval
       ? `, ${fmt(c.level * 100)}% interval ${fmtInterval(c.interval, (x) => fmt(x, 3))}`
       : ` (no interval: ${c.note || "fitted without a bootstrap"})`) +
-      ` from ${c.groups} (N, D) groups and ${c.cells} (N, D, batch) cells; ${c.cells_excluded} cells left out (optimum on the lr grid's edge).`;
+      ` from ${c.groups} (N, D) groups, ${c.runs ?? 0} runs near their group's best; ${c.cells_excluded} of ` +
+      `${c.cells + c.cells_excluded} (N, D, batch) cells with the best lr on the lr grid's edge.`;
   const fig = figure({ id: "plot-coupling", "aria-label": "Optimal lr against batch within each group" });
   mount(el, h("section", { class: "card", id: "coupling" },
     h("h2", {}, "How the optimal lr grows with the batch"),

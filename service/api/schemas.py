@@ -271,20 +271,22 @@ class LrBatchCoupling(BaseModel):
     hyper law's runs, beside the theory's value (1 for SGD, 0.5 for Adam-type updates)."""
 
     optimizer: str
-    exponent: float | None = Field(description="Pooled within-group exponent; null when no group has two batches "
-                                   "with a bracketed lr optimum (see note).")
-    interval: Interval | None = Field(description="Bootstrap interval (groups, then cells within them).")
+    exponent: float | None = Field(description="The loss basin's tilt in (log lr, log batch) within (N, D) groups; "
+                                   "null when no group has runs near its best at two batch sizes (see note).")
+    interval: Interval | None = Field(description="Bootstrap interval (groups, then runs within them).")
     level: float = Field(description="The interval's confidence level.")
     theory: float | None = Field(description="The theory's exponent for this optimizer; null when it gives none.")
     theory_basis: str
-    groups: int = Field(description="(N, D) groups with a bracketed optimum at two or more batch sizes.")
-    cells: int = Field(description="(N, D, batch) cells with a bracketed lr optimum.")
-    cells_excluded: int = Field(description="Cells left out: optimum on the lr grid's edge, or under 3 lrs.")
+    groups: int = Field(description="(N, D) groups with runs near their best loss at two or more batch sizes.")
+    runs: int = Field(default=0, description="Runs (every seed) near their group's best loss: the ones the tilt is "
+                                             "fitted on.")
+    cells: int = Field(description="(N, D, batch) cells with a bracketed lr optimum (the per-group table).")
+    cells_excluded: int = Field(description="Cells without one: best lr on the lr grid's edge, or under 3 lrs.")
     per_group: list[CouplingGroup]
     method: str
     note: str
-    warning: str | None = Field(default=None, description="Why the exponent may be biased (too many cells on the "
-                                                          "lr grid's edge left out); null: no such concern.")
+    warning: str | None = Field(default=None, description="Why the exponent rests on extrapolation (many cells' best "
+                                                          "lr on the lr grid's edge); null: no such concern.")
 
 
 CriticalBy = Literal["n_params", "tokens", "target_loss"]

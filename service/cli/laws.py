@@ -52,8 +52,9 @@ def coupling_line(c: dict[str, Any]) -> str:
     interval = f" ({level} interval {fmt(iv[0], 3)} .. {fmt(iv[1], 3)})" if iv else f" (no interval: {c.get('note', '')})"
     warning = f". Warning: {c['warning']}" if c.get("warning") else ""
     return (f"lr-batch exponent (lr* ~ B^k at fixed N, D): k = {fmt(c['exponent'], 3)}{interval} from "
-            f"{c['groups']} groups, {c['cells']} cells ({c['cells_excluded']} left out: optimum on the lr grid's "
-            f"edge); {theory}{warning}")
+            f"{c['groups']} groups, {c.get('runs', 0)} runs near their group's best ({c['cells_excluded']} of "
+            f"{c['cells'] + c['cells_excluded']} (N, D, batch) cells with the best lr on the lr grid's edge); "
+            f"{theory}{warning}")
 
 
 def print_law(db: Database, row: Law) -> None:

@@ -13,8 +13,9 @@ from hpscale.fitting.runs import RunSet
 
 def coupled_grid(k: float, noise: float = 0.0, seed: int = 0, batches: tuple[float, ...] = (2**15, 2**16, 2**17, 2**18),
                  lr_points: int = 9) -> RunSet:
-    """Groups (N, D) whose optimal lr is 0.3 N^-0.5 (B / 2^16)^k; loss a bowl in log lr, with a
-    batch term and per-group offsets (which the within-group estimate must ignore)."""
+    """Groups (N, D) whose optimal lr is 0.3 N^-0.5 (B / 2^16)^k; the loss a basin in (log lr,
+    log B) around it (the best batch 2^16.5 tokens), scaled by a per-group level (which the
+    within-group estimate must ignore)."""
     rng = np.random.default_rng(seed)
     rows: dict[str, list] = {c: [] for c in ("n_params", "tokens", "lr", "batch_tokens", "final_loss", "names")}
     for n in (1e6, 4e6, 1.6e7):
@@ -25,7 +26,8 @@ def coupled_grid(k: float, noise: float = 0.0, seed: int = 0, batches: tuple[flo
                 nearest = int(np.argmin(np.abs(np.log(grid / lr_star))))
                 lrs = grid[nearest - lr_points // 2: nearest + lr_points // 2 + 1]
                 for lr in lrs:
-                    loss = 2.0 + 30 / n ** 0.3 + 0.05 * np.log(b) + 0.03 * np.log(lr / lr_star) ** 2
+                    basin = 0.03 * np.log(lr / lr_star) ** 2 + 0.01 * (np.log(b) - 16.5 * np.log(2)) ** 2
+                    loss = (2.0 + 30 / n ** 0.3 + 0.1 * np.log(d / 2e8)) * np.exp(basin)
                     loss *= 1 + noise * rng.standard_normal()
                     for c, v in zip(rows, (n, d, lr, b, loss, f"{n:g}-{d:g}-{b:g}-{lr:.4g}")):
                         rows[c].append(v)
@@ -36,11 +38,12 @@ def coupled_grid(k: float, noise: float = 0.0, seed: int = 0, batches: tuple[flo
 @pytest.mark.parametrize("k", [0.0, 0.5, 1.0])
 def test_the_exponent_of_a_noiseless_grid_is_exact(k: float) -> None:
     fit = LrBatchCoupling(n_bootstrap=200).fit(coupled_grid(k))
-    # A quadratic bowl in log lr: every cell's parabola vertex is its true optimum.
-    assert fit.exponent_ == pytest.approx(k, abs=1e-9)
+    # The loss is the basin model itself: its tilt is the truth.
+    assert fit.exponent_ == pytest.approx(k, abs=1e-4)
     assert fit.groups_ == 6 and len(fit.cells_) == 24 and fit.excluded_ == 0
-    assert fit.interval_ == pytest.approx((k, k), abs=1e-9)
-    assert all(g["slope"] == pytest.approx(k, abs=1e-9) for g in fit.group_slopes_)
+    assert fit.interval_ == pytest.approx((k, k), abs=1e-3)
+    # The per-group table: each cell's parabola vertex in (log lr, loss), near its optimum.
+    assert all(g["slope"] == pytest.approx(k, abs=0.02) for g in fit.group_slopes_)
 
 
 @pytest.mark.parametrize("k", [0.5, 1.0])
@@ -65,7 +68,8 @@ def test_cells_with_the_optimum_on_the_grid_edge_are_left_out() -> None:
     keep = ~((runs.batch_tokens == 2**18) & (runs.lr > lr_star * 1.01))
     fit = LrBatchCoupling(n_bootstrap=0).fit(runs.subset(keep))
     assert fit.excluded_ == 6 and len(fit.cells_) == 18
-    assert fit.exponent_ == pytest.approx(0.5, abs=1e-9) and fit.interval_ is None
+    # Their runs still count: one wall of the basin, placed by the shared curvature.
+    assert fit.exponent_ == pytest.approx(0.5, abs=1e-3) and fit.interval_ is None
 
 
 def test_a_diverged_neighbour_brackets_the_optimum_at_its_grid_point() -> None:
@@ -98,18 +102,22 @@ def test_the_record_is_json_safe() -> None:
     assert rec["groups"] == 6 and rec["cells"] == 24 and rec["theory"] == 0.5 and len(rec["per_group"]) == 6
 
 
-def test_many_cells_on_the_lr_grids_edge_warn_that_the_exponent_is_biased() -> None:
+def test_one_lr_grid_for_every_batch_is_measured_without_bias_and_warns() -> None:
     # One lr grid of 5 points per group, centred on the middle batch: at the smallest and largest
-    # batches lr* (k = 0.5) reaches the grid's edge and those cells are left out. The kept ones are biased
-    # inward, so the fit says so; the centred grids of coupled_grid leave none out and do not.
+    # batches lr* (k = 0.5) reaches the grid's edge. A regression of the cells' optima would
+    # leave those cells out and keep only the ones whose noise pulled the optimum inward (0.32
+    # for 0.5 on such grids, BENCHMARKS.md); the basin's tilt uses their runs too.
+    rng = np.random.default_rng(4)
     rows = []
     for n in (1e6, 4e6, 1.6e7):
         centre = 0.3 * n ** -0.5
         for b in (2**14, 2**15, 2**16, 2**17, 2**18):
             for lr in centre * 2.0 ** np.arange(-1.0, 1.5, 0.5):
-                loss = 2.0 + 0.03 * np.log(lr / (centre * (b / 2**16) ** 0.5)) ** 2
-                rows.append({"name": f"{n:g}-{b}-{lr:.4g}", "n_params": n, "tokens": 2e8, "lr": lr,
-                             "batch_tokens": float(b), "final_loss": loss})
-    fit = LrBatchCoupling(n_bootstrap=0).fit(RunSet.from_records(rows))
-    assert fit.excluded_ == 6 and "6 of 15 cells left out with their best lr on the lr grid's edge" in fit.to_record()["warning"]
+                basin = 0.03 * np.log(lr / (centre * (b / 2**16) ** 0.5)) ** 2 + 0.01 * np.log(b / 2**16) ** 2
+                rows.append({"name": f"{n:g}-{b}-{lr:.4g}", "n_params": n, "tokens": 2e8, "lr": lr, "batch_tokens": float(b),
+                             "final_loss": 2.0 * np.exp(basin) * (1 + 0.002 * rng.standard_normal())})
+    fit = LrBatchCoupling(n_bootstrap=300).fit(RunSet.from_records(rows))
+    assert fit.excluded_ >= 6 and "cells have their best lr on the lr grid's edge" in fit.to_record()["warning"]
+    lo, hi = fit.interval_  # type: ignore[misc]
+    assert lo < 0.5 < hi and abs(fit.exponent_ - 0.5) < 0.1  # type: ignore[operator]
     assert LrBatchCoupling(n_bootstrap=0).fit(coupled_grid(0.5)).to_record()["warning"] is None

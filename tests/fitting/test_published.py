@@ -23,13 +23,14 @@ MPL_BARS = {"25": (0.0012, 0.0040), "100": (0.0013, 0.0058)}
 MPL_PUBLISHED = {"25": (0.0011, 0.0041), "100": (0.0014, 0.0058)}
 
 
-def test_steplaw_lr_batch_coupling_is_below_adams_theory(external):
-    # AdamW on Step Law's grid: lr* ~ B^0.30 within groups (BENCHMARKS.md), under the 0.5 of the
-    # random-matrix theory, and rising with the tokens per parameter.
+def test_steplaw_lr_batch_coupling_within_groups(external):
+    # AdamW on Step Law's grid: lr* ~ B^0.38 within groups (BENCHMARKS.md), the tilt the joint
+    # hyper fit finds with a law in place of per-group optima (0.39); the random-matrix theory's
+    # 0.5 is inside the interval. Per group it rises with the tokens per parameter.
     fit = LrBatchCoupling("adamw", n_bootstrap=300, seed=0).fit(steplaw_runs(external))
-    assert fit.exponent_ == pytest.approx(0.300, abs=0.005)
+    assert fit.exponent_ == pytest.approx(0.384, abs=0.005)
     lo, hi = fit.interval_
-    assert 0.15 < lo < 0.3 < hi < 0.5
+    assert 0.25 < lo < 0.35 and 0.45 < hi < 0.6
     assert fit.groups_ == 17 and len(fit.cells_) == 157 and fit.excluded_ == 13
     short = [g["slope"] for g in fit.group_slopes_ if g["tokens"] / g["n_params"] < 25]
     long = [g["slope"] for g in fit.group_slopes_ if g["tokens"] / g["n_params"] > 100]

@@ -35,15 +35,18 @@ def test_a_fit_is_one_optimizers_and_records_it_with_the_coupling(two_optimizers
     assert lion["optimizer"] == "lion" and len(lion["run_ids"]) == PER_OPTIMIZER
     assert "for lion" in lion["title"] and lion["name"].startswith("hyper-steplaw-lion-")
     coupling = lion["lr_batch_coupling"]
-    assert coupling["exponent"] == pytest.approx(0.5, abs=1e-6)  # quadratic bowls: each cell's vertex is exact
+    # Bowls additive in loss, the basin model's in log loss: near, not exact.
+    assert coupling["exponent"] == pytest.approx(0.5, abs=0.01)
     assert coupling["theory"] == 0.5 and coupling["groups"] == len(SIZES) * len(TOKENS) and coupling["cells_excluded"] == 0
-    assert coupling["interval"][0] - 1e-9 <= 0.5 <= coupling["interval"][1] + 1e-9
+    assert coupling["interval"][0] - 0.01 <= 0.5 <= coupling["interval"][1] + 0.01
     adamw = hp_json("fit", "--kind", "hyper", "--optimizer", "adamw", "--bootstrap", "0")
-    assert adamw["optimizer"] == "adamw" and adamw["lr_batch_coupling"]["exponent"] == pytest.approx(0.0, abs=1e-6)
+    assert adamw["optimizer"] == "adamw" and adamw["lr_batch_coupling"]["exponent"] == pytest.approx(0.0, abs=0.01)
     assert adamw["lr_batch_coupling"]["interval"] is None  # no bootstrap, no interval
     shown = hp("laws", "show", str(lion["id"]))
     assert shown.exit_code == 0 and "optimizer lion" in shown.stdout
-    assert "lr-batch exponent (lr* ~ B^k at fixed N, D): k = 0.5 (95% interval" in " ".join(shown.stdout.split())
+    said = " ".join(shown.stdout.split())
+    assert f"lr-batch exponent (lr* ~ B^k at fixed N, D): k = {coupling['exponent']:.3g} (95% interval" in said
+    assert f"from {coupling['groups']} groups, {coupling['runs']} runs near their group's best" in said
     assert "theory 0.5 (Adam-type: a sign-based" in " ".join(shown.stdout.split())
     listed = hp("laws", "list")
     assert "lion" in listed.stdout
@@ -112,7 +115,7 @@ def test_the_api_recommends_per_optimizer_and_shows_the_coupling(client) -> None
     detail = client.get(f"/api/v1/laws/{law.id}").json()
     assert detail["optimizer"] == "sgd"
     coupling = detail["lr_batch_coupling"]
-    assert coupling["exponent"] == pytest.approx(1.0, abs=1e-6) and coupling["theory"] == 1.0
+    assert coupling["exponent"] == pytest.approx(1.0, abs=0.01) and coupling["theory"] == 1.0
     assert coupling["interval"]["low"] - 1e-9 <= 1.0 <= coupling["interval"]["high"] + 1e-9
     assert len(coupling["per_group"]) == len(SIZES) * len(TOKENS)
     listed = client.get("/api/v1/laws", params={"optimizer": "sgd"}).json()
