@@ -53,7 +53,7 @@ def coupling_line(c: dict[str, Any]) -> str:
     warning = f". Warning: {c['warning']}" if c.get("warning") else ""
     return (f"lr-batch exponent (lr* ~ B^k at fixed N, D): k = {fmt(c['exponent'], 3)}{interval} from "
             f"{c['groups']} groups, {c.get('runs', 0)} runs near their group's best ({c['cells_excluded']} of "
-            f"{c['cells'] + c['cells_excluded']} (N, D, batch) cells with the best lr on the lr grid's edge); "
+            f"{c['cells'] + c['cells_excluded']} (N, D, batch) cells without a bracketed lr optimum); "
             f"{theory}{warning}")
 
 
