@@ -3,8 +3,10 @@
 #   bash benchmarks/gpu_session.sh CHAIN start     # every device call (carry .whl)
 # CHAIN is one of:
 #   run4        issue 16 (benchmarks/run4_validation.py, results in benchmarks/validation/run4/):
-#               sweep (SWEEP_MIN minutes) -> predict (CPU) -> heldout (HELD_MIN minutes) -> report
-#               (CPU) -> the WSD-branch benchmark of issue 15 (WSD_S seconds), in that order of importance
+#               the WSD-branch benchmark of issue 15 (WSD_S seconds for each of two cooldown
+#               fractions, 0.1 and 0.2; first, because it is short and machines have been lost
+#               mid-chain) -> sweep (SWEEP_MIN minutes) -> predict (CPU) -> heldout (HELD_MIN
+#               minutes) -> report (CPU); the WSD benchmark is skipped where its results exist
 #   optimizers  issue 17 (benchmarks/optimizer_axis.py, results in benchmarks/optimizers/):
 #               steptime (~3 minutes) -> sweep (OPT_MIN minutes, the six optimizers at once) -> report (CPU)
 # Every device call runs `start`: on a machine where no chain runs (the first call, or a fresh
@@ -38,7 +40,7 @@ WORK=/tmp/$NAME
 RES=$WORK/results
 SWEEP_MIN=${SWEEP_MIN:-14}
 HELD_MIN=${HELD_MIN:-6}
-WSD_S=${WSD_S:-150}
+WSD_S=${WSD_S:-100}
 OPT_MIN=${OPT_MIN:-15}
 POLL_S=${POLL_S:-300}
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
@@ -53,13 +55,18 @@ chain() {
   # Each stage does nothing when stages.json says it is complete, and resumes from the exports.
   if [ "$NAME" = run4 ]; then
     local stage=(python3 benchmarks/run4_validation.py)
+    mkdir -p $RES/logs
+    # Budgets 10/15/20 tokens per parameter: cooldown 0.1 promises 2.0x fewer steps, 0.2 1.8x.
+    for f in 0.1 0.2; do
+      [ -s $RES/logs/wsd_h200_f$f.json ] && continue
+      python3 benchmarks/wsd_branches.py --device cuda --widths 64,128 --batch-sizes 16 --seeds 0,1 \
+        --cooldown-fraction $f --corpus-bytes 20000000 --time-budget "$WSD_S" \
+        --out $RES/logs/wsd_h200_f$f.json 2> $RES/logs/wsd_h200_f$f.log || echo "wsd benchmark (cooldown $f) failed: $?"
+    done
     "${stage[@]}" sweep --work $WORK --results $RES --minutes "$SWEEP_MIN" || echo "sweep stage failed: $?"
     "${stage[@]}" predict --work $WORK --results $RES || echo "predict stage failed: $?"
     "${stage[@]}" heldout --work $WORK --results $RES --minutes "$HELD_MIN" || echo "heldout stage failed: $?"
     "${stage[@]}" report --work $WORK --results $RES || echo "report stage failed: $?"
-    mkdir -p $RES/logs
-    python3 benchmarks/wsd_branches.py --device cuda --widths 64,128 --batch-sizes 16 --seeds 0,1 \
-      --time-budget "$WSD_S" --out $RES/logs/wsd_h200.json || echo "wsd benchmark failed: $?"
   else
     local stage=(python3 benchmarks/optimizer_axis.py)
     "${stage[@]}" steptime --work $WORK --results $RES || echo "steptime stage failed: $?"
