@@ -62,6 +62,15 @@ THEORY: dict[str, tuple[float, str]] = {
 # BENCHMARKS.md); Step Law's released grid has 8% of its cells there.
 EXCLUDED_WARN = 0.15
 
+# Beyond these the runs do not determine the exponent, and none is reported: a tilt above 3 in
+# magnitude (lr* growing as the cube of the batch) or an interval wider than 5 is what a basin
+# fitted to too few or too flat runs gives, not a measurement.
+MAX_ABS_EXPONENT = 3.0
+MAX_INTERVAL_WIDTH = 5.0
+# The coupling's bootstrap refits a model with 3 parameters per group; more resamples than
+# this do not change a 95% interval's ends by more than its own sampling error.
+MAX_BOOTSTRAP = 2000
+
 
 @dataclass(frozen=True)
 class CellOptimum:
@@ -162,6 +171,24 @@ def basin_starts(data: joint_fit.JointData) -> np.ndarray:
     return joint_fit.starts(data, data.log_lr[first], data.log_b[first])
 
 
+def undetermined(theta: np.ndarray, data: joint_fit.JointData, scale: float) -> str:
+    """Why a fitted basin does not determine its tilt, or "" when it does: the tilt is absurd
+    (beyond ``MAX_ABS_EXPONENT``), or the loss does not rise along lr, on either side of the
+    optimum, by more than the noise (``scale``, log loss) within the runs: a flat lr direction
+    leaves the tilt free."""
+    q = data.n_law
+    k, curv = float(theta[q]), np.exp(theta[q + 1 : q + 5])
+    if not abs(k) <= MAX_ABS_EXPONENT:
+        return f"the fitted tilt {k:.3g} is beyond +-{MAX_ABS_EXPONENT:g}: the runs do not determine it"
+    p_lr = data.x_lr.shape[1]
+    w = data.log_lr - data.x_lr @ theta[:p_lr] - k * (data.log_b - data.x_b @ theta[p_lr:q])
+    for mask, a in ((w < 0, curv[0]), (w > 0, curv[1])):
+        if mask.any() and a * np.max(w[mask] ** 2) > 3 * scale:
+            return ""
+    return ("the loss does not rise away from the best lr by more than the noise within these runs (the basin is "
+            "flat along lr), which leaves the tilt free; widen the lr grids")
+
+
 @dataclass
 class LrBatchCoupling:
     """The measured exponent of lr* on the batch at fixed (N, D), for one optimizer.
@@ -169,7 +196,7 @@ class LrBatchCoupling:
     Parameters (stored by ``__init__``): ``optimizer`` (the kind the runs trained with; picks
     the theory value), ``n_bootstrap`` (0: no interval), ``seed``, ``level``.
 
-    Fitted attributes: ``exponent_`` (None when no group has two bracketed batch sizes),
+    Fitted attributes: ``exponent_`` (None when the runs cannot determine it: see ``note_``),
     ``interval_``, ``runs_`` (runs in the basin fit), ``cells_`` (the cells' bracketed optima,
     for the per-group table), ``excluded_``, ``groups_`` (groups that
     inform the slope), ``group_slopes_``, ``note_`` (why there is no exponent or interval),
@@ -217,13 +244,23 @@ class LrBatchCoupling:
             self.note_ = ("no (N, D) group has runs near its best loss at two or more batch sizes "
                           f"({len(self.cells_)} cells with a bracketed lr optimum, {self.excluded_} without)")
             return self
+        n_par = 3 * data.n_groups + len(joint_fit.SHAPE)  # lr*, B*, floor per group; the shared shape
+        if self.runs_ < 2 * n_par:
+            self.note_ = (f"{self.runs_} runs near their group's best in {data.n_groups} groups: too few for the "
+                          f"basin's {n_par} parameters (3 per group and 5 shared); search more lrs and batches")
+            return self
         # The robust loss's residual scale, in log loss; below 0.1% (noiseless synthetic grids) the
         # soft-L1 cost is nearly L1, which the Gauss-Newton steps do not converge on.
         self._scale = max(noise, 1e-3)
-        theta, cost = joint_fit.solve(basin_starts(data), data, np.ones((6, data.log_loss.size)), self._scale)
+        starts = basin_starts(data)
+        theta, cost = joint_fit.solve(starts, data, np.ones((len(starts), data.log_loss.size)), self._scale)
         self._theta = theta[int(np.argmin(np.where(np.isfinite(cost), cost, np.inf)))]
-        self.exponent_ = float(self._theta[data.n_law])
-        self.note_ = ""
+        k = float(self._theta[data.n_law])
+        why = undetermined(self._theta, data, self._scale)
+        if why:
+            self.note_ = why
+            return self
+        self.exponent_, self.note_ = k, ""
         total = len(self.cells_) + self.excluded_
         if on_edge > EXCLUDED_WARN * total:
             self.warning_ = (
@@ -232,21 +269,27 @@ class LrBatchCoupling:
         if self.n_bootstrap > 0:
             self.interval_ = self._bootstrap(data)
             if self.interval_ is None:
-                self.note_ = "too few groups and batch sizes for a bootstrap interval"
+                self.note_ = "most bootstrap refits failed: no interval"
+            elif self.interval_[1] - self.interval_[0] > MAX_INTERVAL_WIDTH:
+                self.note_ = (f"the bootstrap interval [{self.interval_[0]:.3g}, {self.interval_[1]:.3g}] is wider "
+                              f"than {MAX_INTERVAL_WIDTH:g}: the runs do not determine the exponent")
+                self.exponent_, self.interval_, self.warning_ = None, None, ""
         return self
 
     def _bootstrap(self, data: joint_fit.JointData) -> tuple[float, float] | None:
         """Percentile interval: groups drawn with replacement, then each drawn group's runs."""
         rng = np.random.default_rng(self.seed)
-        weights, _ = joint_fit.bootstrap_weights(data.group, data.n_groups, self.n_bootstrap, rng)
-        # The solver's Jacobian is (rows, runs, parameters): chunk the resamples to bound memory.
+        count = min(self.n_bootstrap, MAX_BOOTSTRAP)
+        # The solver's Jacobian is (rows, runs, parameters): resamples are drawn and refitted in
+        # chunks, which bounds memory.
         chunk = max(1, int(2e7 // (data.log_loss.size * (data.n_law + 5))))
         tilts = []
-        for lo in range(0, self.n_bootstrap, chunk):
-            theta, cost = joint_fit.solve(self._theta, data, weights[lo:lo + chunk], self._scale, tol=1e-7)
+        for lo in range(0, count, chunk):
+            weights, _ = joint_fit.bootstrap_weights(data.group, data.n_groups, min(chunk, count - lo), rng)
+            theta, cost = joint_fit.solve(self._theta, data, weights, self._scale, tol=1e-7)
             tilts.append(theta[np.isfinite(cost), data.n_law])
         k = np.concatenate(tilts)
-        if k.size < max(20, self.n_bootstrap // 2):  # mostly failed refits: no honest interval
+        if k.size < max(min(20, count), count // 2):  # mostly failed refits: no honest interval
             return None
         lo, hi = np.quantile(k, [(1 - self.level) / 2, (1 + self.level) / 2])
         return float(lo), float(hi)

@@ -139,9 +139,12 @@ def solve(theta0: np.ndarray, data: JointData, weights: np.ndarray, scale: float
         # Newton in the residuals, Gauss-Newton in the model: for the soft-L1 cost the gradient
         # weights are (1 + z)^-1/2 and the curvature weights (1 + z)^-3/2 (z = (r/s)^2); the
         # curvature's own weights, not IRLS's, make it converge in a few steps, not dozens.
-        z1 = 1.0 + (r / scale) ** 2
-        w_grad = weights[active] / np.sqrt(z1)
-        w_curv = weights[active] / (z1 * np.sqrt(z1))
+        # A run a resample leaves out (weight 0) can sit far off the model: its z overflows to
+        # inf and its weights go to 0, as they should; numpy's warning would reach the terminal.
+        with np.errstate(over="ignore"):
+            z1 = 1.0 + (r / scale) ** 2
+            w_grad = weights[active] / np.sqrt(z1)
+            w_curv = weights[active] / (z1 * np.sqrt(z1))
         jw_t = (jac * w_curv[:, :, None]).transpose(0, 2, 1)  # batched BLAS products below
         h_jj = jw_t @ jac
         h_jf = -(jw_t @ onehot)  # d r / d floor = -1

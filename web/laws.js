@@ -262,7 +262,7 @@ async function couplingCard(law, el) {
       ? `, ${fmt(c.level * 100)}% interval ${fmtInterval(c.interval, (x) => fmt(x, 3))}`
       : ` (no interval: ${c.note || "fitted without a bootstrap"})`) +
       ` from ${c.groups} (N, D) groups, ${c.runs ?? 0} runs near their group's best; ${c.cells_excluded} of ` +
-      `${c.cells + c.cells_excluded} (N, D, batch) cells without a bracketed lr optimum (best lr on the grid's edge, or under 3 lrs).`;
+      `${c.cells + c.cells_excluded} (N, D, batch) cells without a bracketed lr optimum (best lr on the grid's edge, under 3 lrs, or every run diverged).`;
   const fig = figure({ id: "plot-coupling", "aria-label": "Optimal lr against batch within each group" });
   mount(el, h("section", { class: "card", id: "coupling" },
     h("h2", {}, "How the optimal lr grows with the batch"),

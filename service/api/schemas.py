@@ -277,11 +277,13 @@ class LrBatchCoupling(BaseModel):
     level: float = Field(description="The interval's confidence level.")
     theory: float | None = Field(description="The theory's exponent for this optimizer; null when it gives none.")
     theory_basis: str
-    groups: int = Field(description="(N, D) groups with runs near their best loss at two or more batch sizes.")
+    groups: int = Field(description="(N, D) groups (one per architecture) with runs near their best loss at two or "
+                                    "more batch sizes.")
     runs: int = Field(default=0, description="Runs (every seed) near their group's best loss: the ones the tilt is "
                                              "fitted on.")
     cells: int = Field(description="(N, D, batch) cells with a bracketed lr optimum (the per-group table).")
-    cells_excluded: int = Field(description="Cells without one: best lr on the lr grid's edge, or under 3 lrs.")
+    cells_excluded: int = Field(description="Cells without one: best lr on the lr grid's edge, under 3 lrs, or every "
+                                            "run diverged.")
     per_group: list[CouplingGroup]
     method: str
     note: str

@@ -121,3 +121,27 @@ def test_one_lr_grid_for_every_batch_is_measured_without_bias_and_warns() -> Non
     lo, hi = fit.interval_  # type: ignore[misc]
     assert lo < 0.5 < hi and abs(fit.exponent_ - 0.5) < 0.1  # type: ignore[operator]
     assert LrBatchCoupling(n_bootstrap=0).fit(coupled_grid(0.5)).to_record()["warning"] is None
+
+
+def test_runs_that_cannot_determine_the_tilt_give_no_exponent_and_say_why() -> None:
+    def sweep(n_lr: int, lr_effect: float, seed: int) -> RunSet:
+        rng = np.random.default_rng(seed)
+        rows = []
+        for n in (1e6, 4e6, 1.6e7):
+            centre = 0.3 * n ** -0.5
+            for b in (2**15, 2**17):
+                for lr in centre * 2.0 ** (0.5 * (np.arange(n_lr) - (n_lr - 1) / 2)):
+                    basin = lr_effect * np.log(lr / (centre * (b / 2**16) ** 0.5)) ** 2 + 0.01 * np.log(b / 2**16) ** 2
+                    rows.append({"name": f"{n:g}-{b}-{lr:.5g}", "n_params": n, "tokens": 2e8, "lr": lr,
+                                 "batch_tokens": float(b), "final_loss": 2.5 * np.exp(basin) * (1 + 0.008 * rng.standard_normal())})
+        return RunSet.from_records(rows)
+
+    # Two lrs per batch: 12 runs for the basin's 14 parameters (before, a confident exponent of
+    # whatever the noise said, with an interval of zero width).
+    thin = LrBatchCoupling(n_bootstrap=100).fit(sweep(2, 0.03, 0))
+    assert thin.exponent_ is None and thin.interval_ is None and "too few for the basin's 14 parameters" in thin.note_
+    # Enough runs, but the loss does not depend on the lr: the tilt is free, whatever it fits to.
+    for seed in range(3):
+        flat = LrBatchCoupling(n_bootstrap=100, seed=seed).fit(sweep(6, 0.0, seed))
+        assert flat.exponent_ is None and flat.interval_ is None and flat.note_
+        assert flat.to_record()["exponent"] is None
