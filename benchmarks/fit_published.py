@@ -108,8 +108,7 @@ def steplaw(root: Path) -> str:
     out += ["", f"lr-batch coupling (fitting.coupling; lr* ~ B^k at fixed N, D): k = {c.exponent_:.3f} "
             f"[{lo:.3f}, {hi:.3f}] (95%, 1,000 bootstrap): the loss basin's tilt over {c.runs_} runs near their "
             f"group's best in {c.groups_} groups; theory for Adam: 0.5. Per group, the slope of the {len(c.cells_)} "
-            f"cells' bracketed lr optima on the batch ({c.excluded_} cells with the best lr on the lr grid's edge "
-            "have none):",
+            f"cells' bracketed lr optima on the batch ({c.excluded_} cells have none: best lr on the lr grid's edge):",
             table(["N", "D", "D / N", "batches", "slope of the cells' optima"], rows)]
     return "\n".join(out)
 

@@ -9,7 +9,7 @@ Synthetic data with a known answer, many trials per row; prints two markdown tab
 2. lr-batch exponent (``fitting.coupling``): groups whose lr* = 0.3 N^-0.5 (B / 2^16)^k, a loss
    bowl in log lr with multiplicative noise; the lr grid either centred on each cell's optimum
    (9 points) or one grid of 5 points per group centred on the middle batch, where the extreme
-   batches' optima reach the grid's edge and those cells are left out (the fit then warns).
+   batches' best lr sits on the grid's edge (the fit then warns); the tilt uses those runs too.
 
     python benchmarks/interval_coverage.py [--trials 100]
 """

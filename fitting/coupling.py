@@ -67,8 +67,8 @@ EXCLUDED_WARN = 0.15
 # fitted to too few or too flat runs gives, not a measurement.
 MAX_ABS_EXPONENT = 3.0
 MAX_INTERVAL_WIDTH = 5.0
-# The coupling's bootstrap refits a model with 3 parameters per group; more resamples than
-# this do not change a 95% interval's ends by more than its own sampling error.
+# Each resample refits a model with 3 parameters per group (minutes at thousands of resamples on
+# a large sweep): the coupling's interval uses at most this many, whatever a law's bootstrap.
 MAX_BOOTSTRAP = 2000
 
 
@@ -149,7 +149,7 @@ def basin_data(runs: RunSet, noise: float) -> joint_fit.JointData | None:
     kept = runs.subset(ok)
     gid, _ = kept.group_keys()
     log_loss = np.log(kept.final_loss)
-    near = joint_fit.select(log_loss, gid, joint_fit.DEFAULT_BAND + 2.0 * noise)
+    near = joint_fit.select(log_loss, gid, joint_fit.window(joint_fit.DEFAULT_BAND, noise))
     log_b = np.log(kept.batch_tokens)
     informative = [g for g in np.unique(gid[near])
                    if np.unique(np.round(log_b[near & (gid == g)], 3)).size >= 2

@@ -390,7 +390,7 @@ class HyperLaw:
             raise InsufficientDataError("the joint fit needs the lr and batch of every usable run")
         gid, _ = usable.group_keys()
         log_loss = np.log(usable.final_loss)
-        window = self.band + 2.0 * (noise.rel_std or 0.0)
+        window = joint_fit.window(self.band, noise.rel_std)
         keep = joint_fit.select(log_loss, gid, window)
         n, d = usable.n_params[keep], usable.tokens[keep]
         x_lr, x_b = _design(self.form, n, d)
@@ -434,7 +434,7 @@ class HyperLaw:
         q = data.n_law
         shape = dict(zip(joint_fit.SHAPE, [float(best[q]), *map(float, np.exp(best[q + 1 : q + 5]))]))
         return self._uncentre(best), {**shape, "runs_in_band": int(data.log_loss.size),
-                                      "window": float(self.band + 2.0 * (noise.rel_std or 0.0))}
+                                      "window": joint_fit.window(self.band, noise.rel_std)}
 
     def _bootstrap_joint(self, raw: RunSet, data: joint_fit.JointData, point: np.ndarray,
                          noise: NoiseEstimate) -> list[np.ndarray]:

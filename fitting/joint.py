@@ -57,6 +57,13 @@ class JointData:
         return self.x_lr.shape[1] + self.x_b.shape[1]
 
 
+def window(band: float, noise: float | None) -> float:
+    """The log-loss window above a group's best run that the model is fitted in: ``band`` plus
+    two run-to-run noise standard deviations (relative; None: unknown, 0), so that a noisy
+    group's near-best runs are not cut off by its luckiest one."""
+    return band + 2.0 * (noise or 0.0)
+
+
 def select(log_loss: np.ndarray, group: np.ndarray, band: float) -> np.ndarray:
     """Runs within ``band`` (log loss) of their group's best run."""
     best = np.full(group.max() + 1, np.inf)

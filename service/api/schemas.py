@@ -272,7 +272,8 @@ class LrBatchCoupling(BaseModel):
 
     optimizer: str
     exponent: float | None = Field(description="The loss basin's tilt in (log lr, log batch) within (N, D) groups; "
-                                   "null when no group has runs near its best at two batch sizes (see note).")
+                                   "null when the runs cannot determine it, e.g. no group has runs near its best at two "
+                                   "batch sizes (note says why).")
     interval: Interval | None = Field(description="Bootstrap interval (groups, then runs within them).")
     level: float = Field(description="The interval's confidence level.")
     theory: float | None = Field(description="The theory's exponent for this optimizer; null when it gives none.")
