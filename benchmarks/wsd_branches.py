@@ -309,6 +309,19 @@ def table(cases: list[Case], args: argparse.Namespace, device: str) -> str:
     return "\n".join(lines)
 
 
+def saved_table(path: Path) -> str:
+    """The tables of a result that ``--out`` wrote: the device, the arguments and every case come
+    from the file, so a run whose printed output was lost can still be reported."""
+    try:
+        doc = json.loads(path.read_text())
+        fields = set(Case.__dataclass_fields__)
+        cases = [Case(**{k: v for k, v in c.items() if k in fields}) for c in doc["cases"]]
+        args = argparse.Namespace(**doc["args"])
+        return table(cases, args, f"{doc['device']} ({doc['machine']})")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"error: {path}: not a result of --out ({e})") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="cuda, cuda:N, cpu or auto (default).")
@@ -342,7 +355,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny", action="store_true", help="CPU smoke test: width 32, 2 layers, seq 64, batch 8, "
                    "random tokens, budgets of 2, 3 and 4 tokens/param.")
     p.add_argument("--out", type=Path, default=None, help="write the result as JSON here (after every case).")
+    p.add_argument("--table", type=Path, default=None, metavar="JSON",
+                   help="print the tables of a result that --out wrote, and exit (trains nothing).")
     args = p.parse_args(argv)
+    if args.table is not None:
+        print(saved_table(args.table))
+        return 0
     if args.tiny:
         args.widths, args.layers, args.seq_len, args.batch_sizes = [32], 2, 64, [8]
         args.lrs, args.budgets, args.data, args.vocab = [2e-3, 4e-3], [2, 3, 4], "random", 512
