@@ -99,7 +99,11 @@ def supervise(db: Database, procs: list[subprocess.Popen], sources: list[str], p
               deadline: float) -> bool:
     """Wait for ``procs``, exporting ``sources`` to ``path`` every EXPORT_EVERY_S seconds; at the
     deadline, stop them (SIGINT: a worker stores what it has and takes nothing more). True when
-    every process ended on its own, i.e. the stage's work is complete."""
+    every process ended on its own and no run of ``sources`` failed, i.e. the stage's work is
+    complete. (A failed run, a cell that raised, is finished for the workers; the stage's next
+    ``hpscale sweep run`` puts it back in the queue. Run 4's sweep once called itself complete
+    with a refinement cell failed by CUDA out of memory, and its group's optimum stayed on the
+    batch grid's edge.)"""
     last = time.time()
     while any(p.poll() is None for p in procs):
         if time.time() > deadline:
@@ -117,4 +121,11 @@ def supervise(db: Database, procs: list[subprocess.Popen], sources: list[str], p
             export(db, sources, path)
             last = time.time()
         time.sleep(5)
-    return all(p.returncode == 0 for p in procs)
+    from hpscale.db import storage
+
+    failed = storage.list_runs(db, sources=sources, statuses=["failed"])
+    if failed:
+        errors = sorted({str((r.tags or {}).get("error", "no error recorded")) for r in failed})
+        log(f"{len(failed)} runs failed ({'; '.join(errors[:3])}): the stage is not complete, and a rerun "
+            "retries them")
+    return not failed and all(p.returncode == 0 for p in procs)

@@ -115,3 +115,26 @@ def test_a_recommendation_that_was_not_trained_is_not_scored_as_trained(tmp_path
     assert rep["targets"]["regret"] and not rep["targets"]["below_presets"]
     assert rep["targets"]["loss_error"] is False and rep["targets"]["loss_inside_interval"] is False
     assert "**missed**" in run4.report_markdown(rep, [{"noise": {"rel_std": None, "source": "none", "dof": 0}}])
+
+
+def test_a_stage_with_failed_runs_is_not_complete(tmp_path: Path) -> None:
+    # Run 4's sweep once called itself complete with a refinement cell failed (CUDA out of
+    # memory): a failed run is finished for the workers, not for the experiment.
+    import subprocess
+
+    import _stages
+
+    db = Database(f"sqlite:///{tmp_path / 'work.db'}")
+    db.ensure_schema()
+    row = {"source": "val4", "n_params": 1e6, "tokens": 1e7, "lr": 0.004, "batch_size": 64, "seq_len": 256,
+           "code_version": "t"}
+    storage.add_runs(db, [{**row, "name": "a", "status": "done", "final_loss": 3.0},
+                          {**row, "name": "b", "status": "failed", "tags": {"error": "OutOfMemoryError: CUDA"}}])
+
+    def ended() -> list[subprocess.Popen]:
+        proc = subprocess.Popen([sys.executable, "-c", "pass"])
+        proc.wait()
+        return [proc]
+
+    assert not _stages.supervise(db, ended(), ["val4"], tmp_path / "x.json.gz", deadline=float("inf"))
+    assert _stages.supervise(db, ended(), ["other"], tmp_path / "x.json.gz", deadline=float("inf"))
