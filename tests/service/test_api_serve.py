@@ -55,7 +55,7 @@ def test_serve_two_workers_on_a_new_database(tmp_path: Path) -> None:
             assert status == 200 and rec["law"]["name"] == "steplaw"
         # A new database gets the demo dataset, so a new user sees real sweeps at once.
         status, sweeps = _get(f"http://127.0.0.1:{port}/api/v1/sweeps")
-        assert status == 200 and "val-main" in {s["name"] for s in sweeps}
+        assert status == 200 and "val4" in {s["name"] for s in sweeps}
         status, problem = _get(f"http://127.0.0.1:{port}/api/v1/laws/404")
         assert status == 404 and problem["status"] == 404
     finally:

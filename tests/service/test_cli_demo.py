@@ -15,7 +15,7 @@ from hpscale.service.demo import DEMO_FILE, read_demo
 def test_the_shipped_demo_is_small_and_real() -> None:
     assert DEMO_FILE.stat().st_size < 5 * 1024 * 1024
     doc = read_demo()
-    assert {s["name"] for s in doc["sweeps"]} >= {"val-main", "val-long"}
+    assert {s["name"] for s in doc["sweeps"]} >= {"val4", "val4-held"}
     runs = doc["runs"]
     assert len(runs) >= 150 and all(r["curve"] for r in runs if r["status"] == "done")
     assert all(r["corpus_hash"] and r["code_version"] for r in runs)
@@ -27,13 +27,13 @@ def test_demo_load_is_idempotent_and_keeps_provenance(cli_env) -> None:
     assert first["runs"] == len(read_demo()["runs"]) and first["laws"] == len(read_demo()["laws"])
     assert hp_json("demo", "load") == {**first, "runs": 0, "laws": 0}
     laws = {law["name"]: law for law in hp_json("laws", "list")}
-    fitted = laws["validation-hyper"]
+    fitted = laws["val4-hyper-joint-steplaw"]
     shown = hp_json("laws", "show", str(fitted["id"]))
-    shipped = next(law for law in read_demo()["laws"] if law["name"] == "validation-hyper")
+    shipped = next(law for law in read_demo()["laws"] if law["name"] == "val4-hyper-joint-steplaw")
     assert len(shipped["runs"]) >= 150  # the law's runs, linked again by name after the load
     assert len(shown["run_ids"]) == len(shipped["runs"])
     status = json.loads(hp("sweep", "status", "--json").stdout)
-    assert {s["name"] for s in status} >= {"val-main", "held-grid"}
+    assert {s["name"] for s in status} >= {"val4", "val4-held"}
     assert {s["state"] for s in status} == {"finished"}  # every shipped run is done or diverged
 
 

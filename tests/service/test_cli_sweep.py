@@ -224,11 +224,11 @@ def test_status_fits_a_narrow_terminal_without_cutting_values(cli_env: Path, mon
     from hpscale.service.cli import sweep as sweep_cli
 
     assert hp("demo", "load").exit_code == 0
-    st = next(s for s in hp_json("sweep", "status") if s["name"] == "val-main")
+    st = next(s for s in hp_json("sweep", "status") if s["name"] == "val4")
     for width in (80, 120):
         out = io.StringIO()
         monkeypatch.setattr(sweep_cli, "out_console", Console(file=out, width=width, color_system=None))
-        assert hp("sweep", "status", "val-main").exit_code == 0
+        assert hp("sweep", "status", "val4").exit_code == 0
         text = out.getvalue()
         assert "…" not in text and max(map(len, text.splitlines())) <= width
         flat = " ".join(text.split())
