@@ -323,10 +323,13 @@ class RefineSpec(_Strict):
 
 class WorkersSpec(_Strict):
     """Liveness: a worker beats every ``heartbeat_s``; a trial silent for ``grace_s`` is failed
-    and re-queued (Optuna's RDB heartbeat)."""
+    and re-queued (Optuna's RDB heartbeat). A cell whose training raised (CUDA out of memory on a
+    GPU that other processes share, say) goes back in the queue up to ``retries`` times before
+    its runs stay failed (then the next ``hpscale sweep run`` of the spec queues them again)."""
 
     heartbeat_s: Annotated[int, Field(ge=1, le=3600)] = 20
     grace_s: Annotated[int, Field(ge=2, le=36000)] = 120
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
 
     @model_validator(mode="after")
     def _grace_exceeds_beat(self) -> WorkersSpec:

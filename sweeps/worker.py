@@ -86,6 +86,7 @@ class WorkerSummary:
     runs_done: int = 0
     runs_diverged: int = 0
     runs_failed: int = 0
+    runs_retried: int = 0  # failed attempts put back in the queue (``workers.retries``)
     duplicates: int = 0
     refinements: list[book.Refinement] = field(default_factory=list)
 
@@ -309,14 +310,29 @@ class Worker:
             self.summary.runs_diverged += 1
 
     def _fail(self, owned: list[tuple[optuna.Trial, Run]], exc: Exception) -> None:
+        """Record the runs of a cell whose training raised: failed, and back in the queue (a new
+        trial, the row queued with ``attempts`` counted in its tags) while ``workers.retries``
+        allows; a run whose row another trial took over meanwhile is left to that trial."""
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        error = f"{type(exc).__name__}: {text}"[:500]
+        retries = self.spec.workers.retries
         if owned:
-            self.reporter.message(f"cell {owned[0][1].cell_key} failed: {type(exc).__name__}: {text}")
+            attempt = int((owned[0][1].tags or {}).get("attempts", 0))
+            again = "; queued again" if attempt < retries else ""
+            self.reporter.message(f"cell {owned[0][1].cell_key} failed (attempt {attempt + 1} of {retries + 1}): "
+                                  f"{error}{again}")
         for trial, row in owned:
-            storage.finish_sweep_run(self.db, row.id, trial._trial_id, "failed", None,
-                                     tags={**(row.tags or {}), "error": f"{type(exc).__name__}: {text}"[:500]})
+            attempts = int((row.tags or {}).get("attempts", 0))
+            retry = attempts < retries
+            tags = {**(row.tags or {}), "error": error, **({"attempts": attempts + 1} if retry else {})}
+            mine = storage.finish_sweep_run(self.db, row.id, trial._trial_id, "failed", None, tags=tags)
             queue.tell_failed(trial.study, trial, "error")
-            self.summary.runs_failed += 1
+            if mine and retry:
+                storage.release_sweep_runs(self.db, [row.id], statuses=["failed"])
+                queue.requeue(trial.study, trial)
+                self.summary.runs_retried += 1
+            else:
+                self.summary.runs_failed += 1
 
     def _release(self, claimed: queue.Claimed) -> None:
         """Ctrl-C: the cell's unfinished runs go back to the queue now, with fresh trials, so a

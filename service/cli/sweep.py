@@ -227,7 +227,7 @@ def _work(db: Any, sweep_name: str, device: str | None, cpu_threads: int | None,
 def _summary_dict(summary: Any) -> dict[str, Any]:
     return {"worker": summary.worker, "cells": summary.cells, "runs_done": summary.runs_done,
             "runs_diverged": summary.runs_diverged, "runs_failed": summary.runs_failed,
-            "duplicates": summary.duplicates,
+            "runs_retried": summary.runs_retried, "duplicates": summary.duplicates,
             "refinements": [{"group": r.group, "round": r.round, "edge": r.edge, "lrs": list(r.lrs)}
                             for r in summary.refinements]}
 
@@ -385,4 +385,5 @@ def worker_cmd(
         print_json(_summary_dict(summary))
     else:
         err_console.print(f"worker {summary.worker}: {summary.cells} cells, {summary.runs_done} runs done, "
-                          f"{summary.runs_diverged} diverged, {summary.runs_failed} failed")
+                          f"{summary.runs_diverged} diverged, {summary.runs_failed} failed"
+                          + (f" ({summary.runs_retried} failed attempts queued again)" if summary.runs_retried else ""))

@@ -311,13 +311,27 @@ def test_a_run_stored_by_a_worker_that_died_before_telling_is_told_by_the_retry(
     assert retry.value == stored.final_loss and "failed_trial" in retry.system_attrs
 
 
-def test_a_failing_cell_is_recorded_and_retried_by_the_next_run(sdb: Database) -> None:
+def test_a_failing_cell_is_queued_again_and_then_trained(sdb: Database) -> None:
+    # Run 4 lost a refinement cell to CUDA out of memory on a shared GPU, and nothing retried it.
     sweep = plan_into(sdb, spec_dict())
+    summary = Worker(sdb, "fake", lambda s: FakeRunner(fail_on=1), poll_s=0.05).run()
+    assert summary.runs_retried == 4 and summary.runs_failed == 0 and summary.runs_done == 16
+    runs = storage.list_runs(sdb, sweep_id=sweep.id)
+    assert {r.status for r in runs} == {"done"} and not [r for r in runs if "error" in r.tags]
+    again = [r for r in runs if r.tags.get("attempts") == 1]
+    assert len(again) == 4 and len({r.cell_key for r in again}) == 1
+    outcomes = [t.user_attrs.get("outcome") for t in trials(sdb, "fake") if t.state == TrialState.FAIL]
+    assert outcomes == ["error"] * 4  # exactly once per failed attempt; each run told done once
+    assert len([t for t in trials(sdb, "fake") if t.state == TrialState.COMPLETE]) == 16
+
+
+def test_a_cell_that_keeps_failing_is_recorded_and_retried_by_the_next_run(sdb: Database) -> None:
+    sweep = plan_into(sdb, {**spec_dict(), "workers": {**spec_dict()["workers"], "retries": 0}})
     summary = Worker(sdb, "fake", lambda s: FakeRunner(fail_on=1), poll_s=0.05).run()
     assert summary.runs_failed == 4 and summary.runs_done == 12
     failed = storage.list_runs(sdb, sweep_id=sweep.id, statuses=["failed"])
     assert len(failed) == 4 and "simulated CUDA out of memory" in failed[0].tags["error"]
-    plan_into(sdb, spec_dict())  # `hpscale sweep run` again: failed runs go back in the queue
+    plan_into(sdb, {**spec_dict(), "workers": {**spec_dict()["workers"], "retries": 0}})  # `hpscale sweep run` again: queued again
     runner = FakeRunner()
     Worker(sdb, "fake", lambda s: runner, poll_s=0.05).run()
     assert sorted(runner.trained) == sorted(r.name for r in failed)
