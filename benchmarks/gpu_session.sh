@@ -58,12 +58,16 @@ chain() {
     mkdir -p $RES/logs
     # Budgets 10/15/20 tokens per parameter: cooldown 0.1 promises 2.0x fewer steps, 0.2 1.8x.
     # (Named for the card the device tool lent: the JSON records its name.)
-    local card; card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | grep -o 'H[0-9]*' | tr H h)
+    # ("NVIDIA H100 80GB HBM3" -> h100; the H of HBM3 is no card.)
+    local card; card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | grep -oE 'H[0-9]+' | head -1 | tr H h)
+    card=${card:-gpu}
     for f in 0.1 0.2; do
-      ls $RES/logs/wsd_*_f$f.json >/dev/null 2>&1 && continue
+      local have=""
+      for j in "$RES"/logs/wsd_*_f$f.json; do [ -s "$j" ] && have=1; done
+      [ -n "$have" ] && continue
       python3 benchmarks/wsd_branches.py --device cuda --widths 64,128 --batch-sizes 16 --seeds 0,1 \
         --cooldown-fraction $f --corpus-bytes 20000000 --time-budget "$WSD_S" \
-        --out $RES/logs/wsd_${card:-gpu}_f$f.json 2> $RES/logs/wsd_${card:-gpu}_f$f.log || echo "wsd benchmark (cooldown $f) failed: $?"
+        --out "$RES/logs/wsd_${card}_f$f.json" 2> "$RES/logs/wsd_${card}_f$f.log" || echo "wsd benchmark (cooldown $f) failed: $?"
     done
     "${stage[@]}" sweep --work $WORK --results $RES --minutes "$SWEEP_MIN" || echo "sweep stage failed: $?"
     "${stage[@]}" predict --work $WORK --results $RES || echo "predict stage failed: $?"

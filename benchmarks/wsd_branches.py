@@ -318,7 +318,7 @@ def saved_table(path: Path) -> str:
         cases = [Case(**{k: v for k, v in c.items() if k in fields}) for c in doc["cases"]]
         args = argparse.Namespace(**doc["args"])
         return table(cases, args, f"{doc['device']} ({doc['machine']})")
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise SystemExit(f"error: {path}: not a result of --out ({e})") from None
 
 

@@ -514,8 +514,11 @@ def finish_sweep_run(db: Database, run_id: int, trial_id: int, status: str, fina
         return result.rowcount == 1
 
 
-def release_sweep_runs(db: Database, run_ids: Sequence[int], statuses: Sequence[str] = ("running",)) -> int:
-    """Put runs back in the queue ("queued", no points): after Ctrl-C, or to retry "failed" runs."""
+def release_sweep_runs(db: Database, run_ids: Sequence[int], statuses: Sequence[str] = ("running",),
+                       drop_tags: Sequence[str] = ()) -> int:
+    """Put runs back in the queue ("queued", no points): after Ctrl-C, or to retry "failed" runs;
+    ``drop_tags`` names tags the released runs lose (a new ``sweep run`` resets the count of
+    failed attempts, "attempts")."""
     if not run_ids:
         return 0
     with db.session() as s:
@@ -526,6 +529,10 @@ def release_sweep_runs(db: Database, run_ids: Sequence[int], statuses: Sequence[
             .execution_options(synchronize_session=False)
         )
         s.execute(delete(CurvePoint).where(CurvePoint.run_id.in_(list(run_ids))))
+        if drop_tags:
+            for run in s.scalars(select(Run).where(Run.id.in_(list(run_ids)), Run.status == "queued")):
+                if run.tags and any(t in run.tags for t in drop_tags):
+                    run.tags = {k: v for k, v in run.tags.items() if k not in drop_tags}
         return int(result.rowcount)
 
 

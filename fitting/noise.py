@@ -8,7 +8,7 @@ fit therefore estimates this noise, and says how:
 
 - ``repeats``: the pooled within-configuration standard deviation of log loss, over the
   configurations trained with several seeds (one degree of freedom per extra seed) whose seed
-  mean lies within ``NOISE_BASIN`` of their group's best. This is the measurement, and is used
+  mean loss lies within ``NOISE_BASIN`` (in log loss) of their group's best. This is the measurement, and is used
   whenever it has ``MIN_DOF`` degrees of freedom. Only the basin's bottom counts because that is
   where the noise is used (near-optimal bands, fitting windows, regrets), and the noise grows up
   the basin's walls: in validation run 4 (624 runs, 2 seeds each) the configurations within 2%
@@ -35,7 +35,7 @@ import numpy as np
 from hpscale.fitting.runs import RunSet
 
 MIN_DOF = 3
-# Repeated configurations whose seed-mean log loss lies within this of their group's best measure
+# Repeated configurations whose log seed-mean loss lies within this of their group's best measure
 # the noise (the module doc says why); with fewer than MIN_DOF degrees of freedom there, all do.
 NOISE_BASIN = 0.02
 # Runs within this band of log loss above a group's best describe the basin's bottom.
@@ -87,7 +87,7 @@ NO_NOISE = NoiseEstimate(rel_std=None, source="none", dof=0, configurations=0)
 def repeat_noise(runs: RunSet, basin: float | None = NOISE_BASIN) -> NoiseEstimate | None:
     """Pooled within-configuration std of log loss over configurations with several finite runs
     (the repeats ``RunSet.average_repeats`` merges: one configuration and architecture, a
-    duplicated row counted once) whose seed-mean log loss is within ``basin`` of the best of
+    duplicated row counted once) whose log seed-mean loss is within ``basin`` of the best of
     their (N, D) group; over every repeated configuration when those have fewer than MIN_DOF
     degrees of freedom, or when ``basin`` is None. None when fewer than MIN_DOF degrees of
     freedom exist at all. Diverged runs are left out."""

@@ -144,7 +144,7 @@ def store_plan(db: Database, plan: Plan) -> Sweep:
     rows = [row for cell in plan.cells for row in run_rows(spec, cell)]
     _insert(db, sweep.id, rows)
     failed = [r.id for r in storage.list_runs(db, sweep_id=sweep.id, statuses=["failed"])]
-    storage.release_sweep_runs(db, failed, statuses=["failed"])
+    storage.release_sweep_runs(db, failed, statuses=["failed"], drop_tags=("attempts",))  # a fresh retry budget
     store = open_queue(db, spec)
     repair(db, store, sweep, studies(db, store, sweep, create=True))
     return storage.get_sweep(db, sweep.id)

@@ -120,6 +120,14 @@ class TorchCellRunner:
                                      streams=streams)
         val = data.validation_batches(self.corpus, spec.eval.batches, spec.eval.batch_size, cell.seq_len,
                                       seed=spec.data_seed)
-        train_branches(model, train, [lr for lr, _ in members], schedules, sampler, val,
-                       seeds=[seed for _, seed in members], device=self.device,
-                       on_eval=on_eval, on_progress=on_progress, on_result=on_result)
+        import torch
+
+        try:
+            train_branches(model, train, [lr for lr, _ in members], schedules, sampler, val,
+                           seeds=[seed for _, seed in members], device=self.device,
+                           on_eval=on_eval, on_progress=on_progress, on_result=on_result)
+        except torch.cuda.OutOfMemoryError:
+            # The cell's tensors are gone with its frames: hand the cached blocks back, so that the
+            # other processes on this GPU (and this cell's retry) find the memory free.
+            torch.cuda.empty_cache()
+            raise

@@ -325,7 +325,8 @@ class WorkersSpec(_Strict):
     """Liveness: a worker beats every ``heartbeat_s``; a trial silent for ``grace_s`` is failed
     and re-queued (Optuna's RDB heartbeat). A cell whose training raised (CUDA out of memory on a
     GPU that other processes share, say) goes back in the queue up to ``retries`` times before
-    its runs stay failed (then the next ``hpscale sweep run`` of the spec queues them again)."""
+    its runs stay failed (then the next ``hpscale sweep run`` of the spec queues them again, with
+    a new budget); the worker that saw it fail waits ``heartbeat_s`` x attempts first."""
 
     heartbeat_s: Annotated[int, Field(ge=1, le=3600)] = 20
     grace_s: Annotated[int, Field(ge=2, le=36000)] = 120

@@ -310,29 +310,36 @@ class Worker:
             self.summary.runs_diverged += 1
 
     def _fail(self, owned: list[tuple[optuna.Trial, Run]], exc: Exception) -> None:
-        """Record the runs of a cell whose training raised: failed, and back in the queue (a new
-        trial, the row queued with ``attempts`` counted in its tags) while ``workers.retries``
-        allows; a run whose row another trial took over meanwhile is left to that trial."""
+        """Record the runs of a cell whose training raised: failed, with the failed attempts
+        counted in their tags ("attempts"), and back in the queue (a new trial, the row queued)
+        while ``workers.retries`` allows. Then this worker waits ``heartbeat_s`` x attempts
+        before it claims again, so that a GPU the other processes filled (CUDA out of memory)
+        has time to free up. A run whose row another trial took over meanwhile is that trial's."""
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         error = f"{type(exc).__name__}: {text}"[:500]
         retries = self.spec.workers.retries
+        attempt = int((owned[0][1].tags or {}).get("attempts", 0)) + 1 if owned else 0
         if owned:
-            attempt = int((owned[0][1].tags or {}).get("attempts", 0))
-            again = "; queued again" if attempt < retries else ""
-            self.reporter.message(f"cell {owned[0][1].cell_key} failed (attempt {attempt + 1} of {retries + 1}): "
+            again = "; queued again" if attempt <= retries else ""
+            self.reporter.message(f"cell {owned[0][1].cell_key} failed (attempt {attempt} of {retries + 1}): "
                                   f"{error}{again}")
+        retried = False
         for trial, row in owned:
-            attempts = int((row.tags or {}).get("attempts", 0))
-            retry = attempts < retries
-            tags = {**(row.tags or {}), "error": error, **({"attempts": attempts + 1} if retry else {})}
-            mine = storage.finish_sweep_run(self.db, row.id, trial._trial_id, "failed", None, tags=tags)
-            queue.tell_failed(trial.study, trial, "error")
-            if mine and retry:
+            attempts = int((row.tags or {}).get("attempts", 0)) + 1
+            mine = storage.finish_sweep_run(self.db, row.id, trial._trial_id, "failed", None,
+                                            tags={**(row.tags or {}), "error": error, "attempts": attempts})
+            queue.tell_failed(trial.study, trial, "error" if mine else "duplicate")
+            if not mine:
+                self.summary.duplicates += 1
+            elif attempts <= retries:
                 storage.release_sweep_runs(self.db, [row.id], statuses=["failed"])
                 queue.requeue(trial.study, trial)
                 self.summary.runs_retried += 1
+                retried = True
             else:
                 self.summary.runs_failed += 1
+        if retried:
+            time.sleep(self.spec.workers.heartbeat_s * attempt)
 
     def _release(self, claimed: queue.Claimed) -> None:
         """Ctrl-C: the cell's unfinished runs go back to the queue now, with fresh trials, so a

@@ -325,6 +325,37 @@ def test_a_failing_cell_is_queued_again_and_then_trained(sdb: Database) -> None:
     assert len([t for t in trials(sdb, "fake") if t.state == TrialState.COMPLETE]) == 16
 
 
+class OneBadCell(FakeRunner):
+    """Raises for every job holding the cell ``bad`` (the first cell of the plan); trains the rest."""
+
+    def __init__(self, bad: str) -> None:
+        super().__init__()
+        self.bad, self.failures = bad, 0
+
+    def __call__(self, task: Any, *args: Any) -> None:
+        if any(c.key == self.bad for c in task.cells):
+            self.failures += 1
+            raise RuntimeError("simulated CUDA out of memory")
+        super().__call__(task, *args)
+
+
+def test_retries_stop_at_the_budget_and_a_new_sweep_run_gives_a_new_one(sdb: Database) -> None:
+    sweep = plan_into(sdb, spec_dict())  # workers.retries: 2 (the default)
+    bad = storage.list_runs(sdb, sweep_id=sweep.id)[0].cell_key
+    runner = OneBadCell(bad)
+    summary = Worker(sdb, "fake", lambda s: runner, poll_s=0.05).run()
+    assert runner.failures == 3  # the first attempt and two retries
+    assert summary.runs_retried == 8 and summary.runs_failed == 4 and summary.runs_done == 12
+    failed = storage.list_runs(sdb, sweep_id=sweep.id, statuses=["failed"])
+    assert {r.cell_key for r in failed} == {bad} and {r.tags["attempts"] for r in failed} == {3}
+    assert len([t for t in trials(sdb, "fake") if t.state == TrialState.COMPLETE]) == 12
+    plan_into(sdb, spec_dict())  # `hpscale sweep run` again: queued again, with a new budget
+    assert {r.tags.get("attempts") for r in storage.list_runs(sdb, sweep_id=sweep.id, statuses=["queued"])} == {None}
+    again = OneBadCell(bad)
+    Worker(sdb, "fake", lambda s: again, poll_s=0.05).run()
+    assert again.failures == 3
+
+
 def test_a_cell_that_keeps_failing_is_recorded_and_retried_by_the_next_run(sdb: Database) -> None:
     sweep = plan_into(sdb, {**spec_dict(), "workers": {**spec_dict()["workers"], "retries": 0}})
     summary = Worker(sdb, "fake", lambda s: FakeRunner(fail_on=1), poll_s=0.05).run()
