@@ -164,7 +164,9 @@ def seed_regret(runs: RunSet, lr_rec: float, batch_rec: float, n_bootstrap: int 
     over that best, minus 1 (None, and so are the interval, p_best, nearest and smooth, when that
     configuration diverged or no other configuration is finite: nothing to compare). ``interval`` is its 95%
     interval from a parametric bootstrap of the seed means with the pooled within-configuration
-    noise (:func:`fitting.noise.repeat_noise`, its own uncertainty drawn too) that chooses the
+    noise (:func:`fitting.noise.repeat_noise`: the basin bottom's, where the contest for the best
+    is, so a recommendation far up a wall, whose seeds spread more, gets a narrower interval than
+    its own spread would give; its own uncertainty drawn too) that chooses the
     best again in every sample; ``p_best`` is the share of samples in which the recommended
     configuration is the best. Both are None without enough repeats to measure the noise.
     In synthetic held-out lines (8 configurations, 3 seeds, 0.2-1% noise, 300 trials each;
