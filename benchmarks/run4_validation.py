@@ -127,29 +127,16 @@ def stage_sweep(work: Path, results: Path, minutes: float, workers: int, device:
 
 
 # -- stage predict --------------------------------------------------------------------------
-def _score(row: Any, tie: float = 0.0) -> tuple[float, float]:
+def _score(row: Any) -> tuple[float, float]:
     """An extrapolation check's rank: mean loss regret on the held-out size, then the summed
-    |log error| of lr* and B*; a missing number ranks last (0.0 is a perfect score). A regret of
-    at most ``tie`` (relative; what the sweep's seed noise cannot tell from 0) counts as 0, so
-    that among candidates the noise cannot separate the location error decides: run 4 chose on
-    a regret of 0.000% against 0.03-0.95%, all within its noise, the law whose lr + batch error
-    was the worst but one."""
+    |log error| of lr* and B*; a missing number ranks last (0.0 is a perfect score)."""
     check = row.extrapolation or {}
 
     def value(name: str) -> float:
         v = check.get(name)
         return math.inf if v is None or check.get("failed") else float(v)
 
-    regret = value("mean_loss_regret")
-    return (0.0 if regret <= tie else regret), value("mean_abs_lr_log_error") + value("mean_abs_batch_log_error")
-
-
-def tie_regret(runs: Any, seeds: int) -> float:
-    """The loss regret the sweep's seed noise cannot tell from 0: the near-optimal band (one-sided
-    95%) of one seed mean against another, each of ``seeds`` runs (0 without a noise estimate)."""
-    from hpscale.fitting.noise import estimate_noise, near_optimal_band
-
-    return float(near_optimal_band(estimate_noise(runs), 0.0, seeds, seeds))
+    return value("mean_loss_regret"), value("mean_abs_lr_log_error") + value("mean_abs_batch_log_error")
 
 
 def _trajectory_runs(db: Database) -> list[str]:
@@ -167,7 +154,6 @@ def _trajectory_runs(db: Database) -> list[str]:
 def stage_predict(work: Path, results: Path, allow_incomplete: bool = False) -> dict[str, Any]:
     from hpscale.service import fits
     from hpscale.service.laws import recommend
-    from hpscale.sweeps.spec import load_spec
 
     if (results / "prediction.json").exists():
         log("prediction.json exists: it was decided before the held-out runs and stays (delete it, and every "
@@ -222,11 +208,8 @@ def stage_predict(work: Path, results: Path, allow_incomplete: bool = False) -> 
     fitted = [k for k in HYPER_CANDIDATES if k in laws]
     if not fitted:
         raise SystemExit("no candidate lr/batch law could be fitted on the sweep")
-    swept = fits.runset([r for r in storage.list_runs(db, sources=[SWEEP]) if r.status in ("done", "diverged")])
-    tie = tie_regret(swept, len(load_spec(results / "sweep.yaml").seeds))
-    chosen = min(fitted, key=lambda k: _score(laws[k], tie))
-    log(f"prediction law: {laws[chosen].name} (best extrapolation check of {len(HYPER_CANDIDATES)} candidates; "
-        f"regrets within {100 * tie:.2f}% count as ties)")
+    chosen = min(fitted, key=lambda k: _score(laws[k]))
+    log(f"prediction law: {laws[chosen].name} (best extrapolation check of {len(HYPER_CANDIDATES)} candidates)")
     n = held_n(results)
     d = TOKENS_PER_PARAM * n
     seq = seq_len(results)
@@ -237,8 +220,7 @@ def stage_predict(work: Path, results: Path, allow_incomplete: bool = False) -> 
     prediction = {
         "n_params": n, "tokens": d, "hyper_law": laws[chosen].name,
         "candidates": {k: {"law": laws[k].name, "check": (laws[k].extrapolation or {}).get("summary"),
-                           "score": [v if math.isfinite(v) else None for v in _score(laws[k], tie)]} for k in fitted},
-        "tie_regret": tie,
+                           "score": [v if math.isfinite(v) else None for v in _score(laws[k])]} for k in fitted},
         "lr": pred.lr, "batch_tokens": pred.batch_tokens, "batch_size": max(1, round(pred.batch_tokens / seq)),
         "lr_interval": pred.lr_interval, "batch_tokens_interval": pred.batch_tokens_interval,
         "final_loss": loss_pred["final_loss"], "final_loss_interval": loss_pred["interval"],

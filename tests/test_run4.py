@@ -6,7 +6,6 @@ themselves run on the device; their CPU smoke run is in BENCHMARKS.md."""
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import sys
 from pathlib import Path
@@ -139,28 +138,3 @@ def test_a_stage_with_failed_runs_is_not_complete(tmp_path: Path) -> None:
 
     assert not _stages.supervise(db, ended(), ["val4"], tmp_path / "x.json.gz", deadline=float("inf"))
     assert _stages.supervise(db, ended(), ["other"], tmp_path / "x.json.gz", deadline=float("inf"))
-
-
-def test_check_regrets_the_noise_cannot_separate_are_ties_broken_by_the_location_error() -> None:
-    from types import SimpleNamespace
-
-    lucky = SimpleNamespace(extrapolation={"mean_loss_regret": 0.0, "mean_abs_lr_log_error": 0.5,
-                                           "mean_abs_batch_log_error": 0.26})
-    close = SimpleNamespace(extrapolation={"mean_loss_regret": 0.006, "mean_abs_lr_log_error": 0.2,
-                                           "mean_abs_batch_log_error": 0.09})
-    failed = SimpleNamespace(extrapolation={"mean_loss_regret": 0.0, "failed": True})
-    laws = {"lucky": lucky, "close": close, "failed": failed}
-    assert min(laws, key=lambda k: run4._score(laws[k])) == "lucky"  # no tolerance: the regret decides
-    assert min(laws, key=lambda k: run4._score(laws[k], tie=0.01)) == "close"
-    assert run4._score(failed, tie=0.01) == (math.inf, math.inf)
-    # The tolerance comes from the sweep's seeds: 4 configurations of one group, 2 seeds each
-    # 1% apart in log loss (noise 0.71%), give expm1(1.645 * 0.0071 * sqrt(1/2 + 1/2)) = 1.17%.
-    from hpscale.fitting.runs import RunSet
-
-    loss = np.repeat([3.0, 2.99, 3.0, 3.01], 2) * np.exp(np.tile([0.005, -0.005], 4))
-    runs = RunSet(n_params=np.full(8, 1e6), tokens=np.full(8, 1e7), lr=np.repeat([1e-3, 2e-3, 4e-3, 8e-3], 2),
-                  batch_tokens=np.full(8, 4096.0), final_loss=loss, diverged=np.zeros(8, bool),
-                  names=[f"r{i}" for i in range(8)])
-    assert run4.tie_regret(runs, 2) == pytest.approx(np.expm1(1.645 * 0.005 * np.sqrt(2)), rel=1e-6)
-    one_seed = runs.subset(np.arange(0, 8, 2))
-    assert run4.tie_regret(one_seed, 1) == 0.0  # no repeats, too few runs for residuals: no noise, no ties
