@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _repo  # noqa: E402,F401  (hpscale importable from a plain checkout)
 
 from _external import DEFAULT_ROOT, MPL_TRAIN, mpl_curve, steplaw_runs, zhang_critical_batch  # noqa: E402
+from hpscale.fitting.coupling import LrBatchCoupling  # noqa: E402
 from hpscale.fitting.critical import CriticalBatchLaw  # noqa: E402
 from hpscale.fitting.hyper import HyperLaw  # noqa: E402
 from hpscale.fitting.loss import LossLaw  # noqa: E402
@@ -45,6 +46,8 @@ def main() -> None:
                  timed(lambda: HyperLaw(form="steplaw", method="joint", on_edge="warn", n_bootstrap=0).fit(runs)), False))
     rows.append(("hyper steplaw, joint, 1,000 bootstrap",
                  timed(lambda: HyperLaw(form="steplaw", method="joint", on_edge="warn").fit(runs)), False))
+    rows.append(("lr-batch coupling (the basin's tilt, per-group lr* and B*), 1,000 bootstrap",
+                 timed(lambda: LrBatchCoupling(n_bootstrap=1000).fit(runs)), False))
     data = zhang_critical_batch(root)
     rows.append(("critical batch (Zhang, 45 measurements)", timed(lambda: CriticalBatchLaw().fit(**data)), False))
     for size in ("25", "100"):

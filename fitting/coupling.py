@@ -160,7 +160,7 @@ def basin_data(runs: RunSet, noise: float) -> joint_fit.JointData | None:
     _, group = np.unique(gid[keep], return_inverse=True)
     onehot = np.eye(len(informative))[group]
     return joint_fit.JointData(x_lr=onehot, x_b=onehot.copy(), log_lr=np.log(kept.lr[keep]), log_b=log_b[keep],
-                               log_loss=log_loss[keep], group=group, n_groups=len(informative))
+                               log_loss=log_loss[keep], group=group, n_groups=len(informative), local=True)
 
 
 def basin_starts(data: joint_fit.JointData) -> np.ndarray:
@@ -281,7 +281,8 @@ class LrBatchCoupling:
         rng = np.random.default_rng(self.seed)
         count = min(self.n_bootstrap, MAX_BOOTSTRAP)
         # The solver's Jacobian is (rows, runs, parameters): resamples are drawn and refitted in
-        # chunks, which bounds memory.
+        # chunks, which bounds memory. (The chunks fix the random stream: sized as they were before
+        # the solver went group by group, so that a seed gives the interval it gave then.)
         chunk = max(1, int(2e7 // (data.log_loss.size * (data.n_law + 5))))
         tilts = []
         for lo in range(0, count, chunk):

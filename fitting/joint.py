@@ -20,7 +20,9 @@ diverging lrs beyond them.
 The solver is a Levenberg-Marquardt Gauss-Newton with robust (IRLS) weights, batched over many
 weightings of the same runs at once, so that a 1,000-fold bootstrap (runs resampled within
 groups, groups resampled too) costs a few seconds. The per-group floors are eliminated by a
-Schur complement: each touches one group's runs only.
+Schur complement: each touches one group's runs only. Where lr* and B* are each group's own
+(``JointData.local``: the lr-batch coupling's basin), they are eliminated with the floors, group
+by group, so a step costs time linear in the groups, not cubic.
 
 Units: lr the peak learning rate, B batch in tokens, losses in nats/token (the model is in log
 loss, so curvatures are relative loss per squared log-step).
@@ -51,6 +53,9 @@ class JointData:
     log_loss: np.ndarray
     group: np.ndarray  # (M,) int in 0..G-1
     n_groups: int
+    # x_lr and x_b are each group's own column (one-hot): lr* and B* per group, not a law (the
+    # lr-batch coupling's basin). The solver then eliminates them with the floors, group by group.
+    local: bool = False
 
     @property
     def n_law(self) -> int:
@@ -90,8 +95,14 @@ def residuals(theta: np.ndarray, data: JointData, jac: bool = False) -> tuple[np
 
 def _residuals(data: JointData, c_lr: np.ndarray, c_b: np.ndarray, k: np.ndarray, curv: np.ndarray,
                floors: np.ndarray, jac: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    u = data.log_lr[None, :] - c_lr @ data.x_lr.T
-    v = data.log_b[None, :] - c_b @ data.x_b.T
+    """As ``residuals``; for ``data.local`` the Jacobian's lr-law and batch-law columns are
+    the run's own group's two (K, M, 2 + 5): the rest of their columns are 0."""
+    if data.local:  # one-hot designs: each run reads its own group's lr* and B*
+        u = data.log_lr[None, :] - np.take(c_lr, data.group, axis=1)
+        v = data.log_b[None, :] - np.take(c_b, data.group, axis=1)
+    else:
+        u = data.log_lr[None, :] - c_lr @ data.x_lr.T
+        v = data.log_b[None, :] - c_b @ data.x_b.T
     w = u - k[:, None] * v
     a = np.where(w < 0, curv[:, 0:1], curv[:, 1:2])
     c = np.where(v < 0, curv[:, 2:3], curv[:, 3:4])
@@ -99,9 +110,10 @@ def _residuals(data: JointData, c_lr: np.ndarray, c_b: np.ndarray, k: np.ndarray
     if not jac:
         return r, None
     aw, cv = 2 * a * w, 2 * c * v
+    x_lr, x_b = (np.ones((data.log_lr.size, 1)),) * 2 if data.local else (data.x_lr, data.x_b)
     cols = [
-        aw[:, :, None] * data.x_lr[None, :, :],  # d r / d lr-law
-        -(aw * k[:, None] - cv)[:, :, None] * data.x_b[None, :, :],  # d r / d batch-law
+        aw[:, :, None] * x_lr[None, :, :],  # d r / d lr-law
+        -(aw * k[:, None] - cv)[:, :, None] * x_b[None, :, :],  # d r / d batch-law
         (aw * v)[:, :, None],  # d r / d k
         np.where(w < 0, -a * w * w, 0.0)[:, :, None],
         np.where(w >= 0, -a * w * w, 0.0)[:, :, None],
@@ -132,6 +144,10 @@ def solve(theta0: np.ndarray, data: JointData, weights: np.ndarray, scale: float
     theta = np.array(np.broadcast_to(theta0, (k_rows, theta0.shape[-1])), dtype=float)
     onehot = np.zeros((m, g))
     onehot[np.arange(m), data.group] = 1.0
+    order = np.argsort(data.group, kind="stable")  # the runs by group, for the local step's sums
+    segments = np.searchsorted(data.group[order], np.arange(g))
+    if data.local and np.bincount(data.group, minlength=g).min() == 0:
+        raise ValueError("a local joint model needs runs in every group")
     r, _ = residuals(theta, data)
     cost = _cost(r, weights, scale)
     lam = np.full(k_rows, 1e-3)
@@ -152,25 +168,15 @@ def solve(theta0: np.ndarray, data: JointData, weights: np.ndarray, scale: float
             z1 = 1.0 + (r / scale) ** 2
             w_grad = weights[active] / np.sqrt(z1)
             w_curv = weights[active] / (z1 * np.sqrt(z1))
-        jw_t = (jac * w_curv[:, :, None]).transpose(0, 2, 1)  # batched BLAS products below
-        h_jj = jw_t @ jac
-        h_jf = -(jw_t @ onehot)  # d r / d floor = -1
-        d_ff = w_curv @ onehot + 1e-12
-        g_j = ((jac * w_grad[:, :, None]).transpose(0, 2, 1) @ r[:, :, None])[:, :, 0]
-        g_f = -(w_grad * r) @ onehot
         la = lam[active]
-        eye = np.eye(h_jj.shape[1])
-        h_jj = h_jj + la[:, None, None] * (h_jj * eye + 1e-12 * eye)
-        d_damped = d_ff * (1.0 + la[:, None])
-        scaled = h_jf / d_damped[:, None, :]
-        schur = h_jj - scaled @ h_jf.transpose(0, 2, 1)
-        rhs = g_j - (scaled @ g_f[:, :, None])[:, :, 0]
-        try:
-            step_j = np.linalg.solve(schur, -rhs[:, :, None])[:, :, 0]
-        except np.linalg.LinAlgError:
-            step_j = np.stack([np.linalg.lstsq(s_, -b_, rcond=None)[0] for s_, b_ in zip(schur, rhs)])
-        step_f = -(g_f + (step_j[:, None, :] @ h_jf)[:, 0, :]) / d_damped
-        candidate = th + np.concatenate([step_j, step_f], axis=1)
+        if data.local:
+            step_j, step_f = _local_step(jac, r, w_curv, w_grad, segments, order, la)
+            g_ = data.n_groups  # theta: lr* (G), B* (G), shape (5), floors (G)
+            full = np.concatenate([step_j[:, :g_], step_j[:, g_:2 * g_], step_j[:, 2 * g_:], step_f], axis=1)
+        else:
+            step_j, step_f = _law_step(jac, r, w_curv, w_grad, onehot, la)
+            full = np.concatenate([step_j, step_f], axis=1)
+        candidate = th + full
         r_new, _ = residuals(candidate, data)
         new_cost = _cost(r_new, weights[active], scale)
         better = np.isfinite(new_cost) & (new_cost < cost[active])
@@ -185,6 +191,90 @@ def solve(theta0: np.ndarray, data: JointData, weights: np.ndarray, scale: float
         small = better & ((gain <= tol * np.maximum(cost[idx], 1e-300)) | tiny_step)
         done[idx] = small | (lam[idx] > 1e4)
     return theta, cost
+
+
+def _law_step(jac: np.ndarray, r: np.ndarray, w_curv: np.ndarray, w_grad: np.ndarray, onehot: np.ndarray,
+              la: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One damped Gauss-Newton step (K rows): the non-floor parameters (K, P - G) by the Schur
+    complement of the floors, then the floors (K, G). Marquardt damping ``la`` (K,)."""
+    jw_t = (jac * w_curv[:, :, None]).transpose(0, 2, 1)  # batched BLAS products below
+    h_jj = jw_t @ jac
+    h_jf = -(jw_t @ onehot)  # d r / d floor = -1
+    d_ff = w_curv @ onehot + 1e-12
+    g_j = ((jac * w_grad[:, :, None]).transpose(0, 2, 1) @ r[:, :, None])[:, :, 0]
+    g_f = -(w_grad * r) @ onehot
+    eye = np.eye(h_jj.shape[1])
+    h_jj = h_jj + la[:, None, None] * (h_jj * eye + 1e-12 * eye)
+    d_damped = d_ff * (1.0 + la[:, None])
+    scaled = h_jf / d_damped[:, None, :]
+    schur = h_jj - scaled @ h_jf.transpose(0, 2, 1)
+    rhs = g_j - (scaled @ g_f[:, :, None])[:, :, 0]
+    try:
+        step_j = np.linalg.solve(schur, -rhs[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:
+        step_j = np.stack([np.linalg.lstsq(s_, -b_, rcond=None)[0] for s_, b_ in zip(schur, rhs)])
+    step_f = -(g_f + (step_j[:, None, :] @ h_jf)[:, 0, :]) / d_damped
+    return step_j, step_f
+
+
+def _local_step(jac: np.ndarray, r: np.ndarray, w_curv: np.ndarray, w_grad: np.ndarray, segments: np.ndarray,
+                order: np.ndarray, la: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``_law_step`` for ``JointData.local``: each group's lr*, B* and floor touch its own runs
+    only, so they are eliminated group by group (3 x 3 blocks, inverted in closed form) and the
+    shared shape (5) is solved on their Schur complement: linear in the groups, where the dense
+    step is cubic. The same damped system, so the same step to rounding. ``jac`` (K, M, 2 + 5)
+    as ``_residuals`` gives it; ``order`` sorts the runs by group and ``segments`` are where each
+    group's runs start in that order (every group has runs). Returns the non-floor step
+    (K, 2G + 5: lr*, B*, shape) and the floors' (K, G)."""
+    k_rows, m, _ = jac.shape
+    jac, r, w_curv, w_grad = jac[:, order], r[:, order], w_curv[:, order], w_grad[:, order]
+    local = np.concatenate([jac[:, :, :2], -np.ones((k_rows, m, 1))], axis=2)  # (K, M, 3): lr*, B*, floor
+    shared = jac[:, :, 2:]  # (K, M, 5)
+    lw = local * w_curv[:, :, None]
+
+    def by_group(x: np.ndarray) -> np.ndarray:  # (K, M, ...) summed over each group's runs: (K, G, ...)
+        return np.add.reduceat(x, segments, axis=1)
+
+    h_ll = by_group((lw[:, :, :, None] * local[:, :, None, :]).reshape(k_rows, m, 9)).reshape(k_rows, -1, 3, 3)
+    h_ls = by_group((lw[:, :, :, None] * shared[:, :, None, :]).reshape(k_rows, m, 15)).reshape(k_rows, -1, 3, 5)
+    h_ss = np.einsum("kma,kmb->kab", shared * w_curv[:, :, None], shared, optimize=True)  # (K, 5, 5)
+    wr = (w_grad * r)[:, :, None]
+    g_l = by_group(local * wr)  # (K, G, 3)
+    g_s = (shared * wr).sum(axis=1)  # (K, 5)
+    # The damping of ``_law_step``: lr*, B* and the shape as h + la (h + 1e-12) on the diagonal,
+    # the floors as (h + 1e-12)(1 + la).
+    idx = np.arange(3)
+    diag = h_ll[:, :, idx, idx]  # (K, G, 3), a copy
+    damped = diag + la[:, None, None] * (diag + 1e-12)
+    damped[:, :, 2] = (diag[:, :, 2] + 1e-12) * (1.0 + la[:, None])
+    h_ll[:, :, idx, idx] = damped
+    d_ss = np.diagonal(h_ss, axis1=1, axis2=2)
+    h_ss = h_ss + np.eye(5)[None] * (la[:, None] * (d_ss + 1e-12))[:, :, None]
+    inv = _inverse3(h_ll)  # (K, G, 3, 3)
+    inv_ls = inv @ h_ls  # (K, G, 3, 5)
+    inv_gl = (inv @ g_l[..., None])[..., 0]  # (K, G, 3)
+    schur = h_ss - np.einsum("kgab,kgac->kbc", h_ls, inv_ls, optimize=True)
+    rhs = g_s - np.einsum("kgab,kga->kb", h_ls, inv_gl, optimize=True)
+    try:
+        step_s = np.linalg.solve(schur, -rhs[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:
+        step_s = np.stack([np.linalg.lstsq(s_, -b_, rcond=None)[0] for s_, b_ in zip(schur, rhs)])
+    step_l = -(inv_gl + (inv_ls @ step_s[:, None, :, None])[..., 0])  # (K, G, 3)
+    return np.concatenate([step_l[:, :, 0], step_l[:, :, 1], step_s], axis=1), step_l[:, :, 2]
+
+
+def _inverse3(a: np.ndarray) -> np.ndarray:
+    """Inverses of a stack of 3 x 3 matrices (..., 3, 3) by their adjugates: one vectorised
+    pass, where LAPACK would be called once per matrix. (The damped blocks are positive definite.)"""
+    c = np.empty_like(a)
+    for i in range(3):
+        for j in range(3):
+            r0, r1 = [x for x in range(3) if x != j]
+            c0, c1 = [x for x in range(3) if x != i]
+            # adj[i, j] = (-1)^(i+j) det(a without row j, column i)
+            c[..., i, j] = (-1) ** (i + j) * (a[..., r0, c0] * a[..., r1, c1] - a[..., r0, c1] * a[..., r1, c0])
+    det = np.einsum("...j,...j->...", a[..., 0, :], c[..., :, 0])
+    return c / det[..., None, None]
 
 
 def starts(data: JointData, law_lr: np.ndarray, law_b: np.ndarray) -> np.ndarray:

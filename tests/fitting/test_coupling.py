@@ -145,3 +145,24 @@ def test_runs_that_cannot_determine_the_tilt_give_no_exponent_and_say_why() -> N
         flat = LrBatchCoupling(n_bootstrap=100, seed=seed).fit(sweep(6, 0.0, seed))
         assert flat.exponent_ is None and flat.interval_ is None and flat.note_
         assert flat.to_record()["exponent"] is None
+
+
+def test_the_group_by_group_solver_takes_the_dense_solvers_steps() -> None:
+    # The basin's per-group lr* and B* are eliminated with the floors, group by group; the same
+    # damped system as the dense Schur step, so the same fits and resample fits to rounding.
+    from dataclasses import replace
+
+    from hpscale.fitting import joint
+    from hpscale.fitting.coupling import basin_data, basin_starts
+
+    data = basin_data(coupled_grid(0.5, noise=0.003, seed=5), 0.003)
+    assert data is not None and data.local and data.n_groups == 6
+    dense = replace(data, local=False)
+    weights, _ = joint.bootstrap_weights(data.group, data.n_groups, 6, np.random.default_rng(0))
+    weights = np.vstack([np.ones(data.log_loss.size), weights])
+    start = basin_starts(data)[0]
+    for it in (1, 3, 200):  # after one step, a few, and at convergence
+        fast, cost_fast = joint.solve(start, data, weights, 0.003, max_iter=it)
+        slow, cost_slow = joint.solve(start, dense, weights, 0.003, max_iter=it)
+        assert np.allclose(fast, slow, rtol=1e-7, atol=1e-9) and np.allclose(cost_fast, cost_slow, rtol=1e-9)
+    assert np.abs(fast[0] - start).max() > 1e-3  # it moved
