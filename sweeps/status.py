@@ -60,6 +60,9 @@ class SweepStatus:
     corpus_hash: str | None
     counts: dict[str, int]
     groups: list[GroupStatus]
+    # Why runs failed: one entry per distinct error, {"error", "runs", "cells"}, most runs first
+    # (a failed run's cell raised in every attempt ``workers.retries`` allowed).
+    failures: list[dict[str, object]]
 
     @property
     def state(self) -> str:
@@ -109,4 +112,15 @@ def sweep_status(db: Database, sweep: Sweep) -> SweepStatus:
     now = utcnow()
     groups = [group_status(g, rs, grace, now) for g, rs in by_group.items()]
     counts = {s: sum(g.counts[s] for g in groups) for s in STATUSES}
-    return SweepStatus(sweep.id, sweep.name, sweep.created_at.isoformat(), sweep.corpus_hash, counts, groups)
+    return SweepStatus(sweep.id, sweep.name, sweep.created_at.isoformat(), sweep.corpus_hash, counts, groups,
+                       failures(rows))
+
+
+def failures(rows: list[Run]) -> list[dict[str, object]]:
+    """The failed runs' errors (their ``error`` tag), each with how many runs and which cells."""
+    by_error: dict[str, list[Run]] = defaultdict(list)
+    for r in rows:
+        if r.status == "failed":
+            by_error[str((r.tags or {}).get("error") or "no error recorded")].append(r)
+    return [{"error": error, "runs": len(rs), "cells": sorted({str(r.cell_key or r.name) for r in rs})}
+            for error, rs in sorted(by_error.items(), key=lambda item: (-len(item[1]), item[0]))]

@@ -340,6 +340,11 @@ def _show_status(db: Any, sweeps: list[Any], json_out: bool) -> None:
             table.add_row(g.group, *([g.optimizer] if several else []), runs or "none", fmt(g.best_lr, 3),
                           fmt(g.best_batch_size), fmt(g.best_loss, 5), bracket, str(g.rounds))
         out_console.print(table)
+        for f in st.failures:
+            cells = ", ".join(f["cells"][:3]) + (f" and {len(f['cells']) - 3} more" if len(f["cells"]) > 3 else "")
+            out_console.print(f"failed: {f['runs']} runs (cells {cells}): {f['error']}", markup=False)
+        if st.failures:
+            out_console.print("`hpscale sweep run SPEC` again queues the failed runs again", markup=False)
 
 
 @app.command("status")
@@ -348,7 +353,8 @@ def status_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
 ) -> None:
     """Progress per group: runs done, diverged, running, queued; best lr, batch and loss so far;
-    whether the optimum is bracketed by the lr grid."""
+    whether the optimum is bracketed by the lr grid; and why runs failed (each error, its runs
+    and cells; `hpscale sweep run SPEC` queues them again)."""
     from hpscale.db import storage
 
     db = open_db()

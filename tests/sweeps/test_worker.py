@@ -339,7 +339,8 @@ class OneBadCell(FakeRunner):
         super().__call__(task, *args)
 
 
-def test_retries_stop_at_the_budget_and_a_new_sweep_run_gives_a_new_one(sdb: Database) -> None:
+def test_retries_stop_at_the_budget_and_a_new_sweep_run_gives_a_new_one(
+        sdb: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     sweep = plan_into(sdb, spec_dict())  # workers.retries: 2 (the default)
     bad = storage.list_runs(sdb, sweep_id=sweep.id)[0].cell_key
     runner = OneBadCell(bad)
@@ -349,6 +350,23 @@ def test_retries_stop_at_the_budget_and_a_new_sweep_run_gives_a_new_one(sdb: Dat
     failed = storage.list_runs(sdb, sweep_id=sweep.id, statuses=["failed"])
     assert {r.cell_key for r in failed} == {bad} and {r.tags["attempts"] for r in failed} == {3}
     assert len([t for t in trials(sdb, "fake") if t.state == TrialState.COMPLETE]) == 12
+    # `hpscale sweep status` says which cells failed and why.
+    from hpscale.sweeps.status import sweep_status
+
+    st = sweep_status(sdb, storage.get_sweep(sdb, sweep.id))
+    assert st.state == "finished" and st.counts["failed"] == 4
+    assert st.failures == [{"error": "RuntimeError: simulated CUDA out of memory", "runs": 4, "cells": [bad]}]
+    import io
+
+    from rich.console import Console
+
+    from hpscale.service.cli import sweep as sweep_cli
+
+    out = io.StringIO()
+    monkeypatch.setattr(sweep_cli, "out_console", Console(file=out, width=200, color_system=None))
+    sweep_cli._show_status(sdb, [storage.get_sweep(sdb, sweep.id)], False)
+    assert f"failed: 4 runs (cells {bad}): RuntimeError: simulated CUDA out of memory" in out.getvalue()
+    assert "`hpscale sweep run SPEC` again queues the failed runs again" in out.getvalue()
     plan_into(sdb, spec_dict())  # `hpscale sweep run` again: queued again, with a new budget
     assert {r.tags.get("attempts") for r in storage.list_runs(sdb, sweep_id=sweep.id, statuses=["queued"])} == {None}
     again = OneBadCell(bad)
