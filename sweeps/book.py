@@ -191,8 +191,9 @@ class Refinement:
 
 def refine(db: Database, store: RDBStorage, sweep: Sweep, spec: SweepSpec,
            by_group: dict[str, optuna.Study]) -> list[Refinement]:
-    """For every finished group whose best lr is on the grid's edge (and rounds remain), add
-    ``spec.refine.points`` lrs beyond that edge at every batch size, as round r + 1; with
+    """For every finished group (no run queued, running or failed) whose best lr is on the grid's
+    edge (and rounds remain), add ``spec.refine.points`` lrs beyond that edge at every batch
+    size, as round r + 1; with
     ``spec.refine.batches``, a best batch on the batch grid's edge adds one batch size beyond it
     (half the smallest, twice the largest) at every lr the group has.
 
@@ -206,7 +207,10 @@ def refine(db: Database, store: RDBStorage, sweep: Sweep, spec: SweepSpec,
     for r in rows:
         groups[str(r.group_key)].append(r)
     for group, members in groups.items():
-        if any(r.status in ACTIVE for r in members):
+        # A group with runs still to train, or with failed runs (holes in its grid, which the next
+        # `sweep run` retries: judged now, a group whose every run failed would read as all
+        # diverged and grow lower lrs), is not judged yet.
+        if any(r.status in ACTIVE or r.status == "failed" for r in members):
             continue
         rnd = max(int((r.tags or {}).get("round", 0)) for r in members)
         if rnd >= spec.refine.max_rounds:

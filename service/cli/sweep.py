@@ -275,7 +275,8 @@ def run_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print the sweep's status as JSON at the end.")] = False,
 ) -> None:
     """Plan a sweep into the database and train it here: one worker per visible GPU, or one on the
-    CPU. Rerunning the same spec resumes it; finished runs are never trained again."""
+    CPU. Rerunning the same spec resumes it; finished runs are never trained again, failed ones
+    are queued again. Exits 1 when runs are left failed (the status says why)."""
     from hpscale.db import storage
     from hpscale.service.settings import get_settings
     from hpscale.sweeps.book import store_plan
@@ -299,11 +300,26 @@ def run_cmd(
         # Build the corpus cache once here, so the workers open it instead of racing to write it.
         prepare_corpus(spec, get_settings().data_dir / "corpora")
         code = _spawn_workers(slots, sweep.name, cpu_threads)
-        if code:
-            raise typer.Exit(code)
     else:
         _work(db, sweep.name, device, cpu_threads, progress=True)
+        code = 0
     _show_status(db, [storage.get_sweep(db, sweep.id)], json_out)
+    _exit_if_failed(db, sweep.id, spec_path)
+    if code:
+        raise typer.Exit(code)
+
+
+def _exit_if_failed(db: Any, sweep_id: int, spec_path: Any = None) -> None:
+    """Exit 1 with one line when runs of the sweep are left failed (their errors are in the status
+    above), so that a script does not go on to fit a sweep with holes in it."""
+    from hpscale.db import storage
+
+    failed = storage.sweep_run_counts(db).get(sweep_id, {}).get("failed", 0)
+    if failed:
+        again = f"`hpscale sweep run {spec_path}`" if spec_path else "`hpscale sweep run` with its spec"
+        err_console.print(f"error: {failed} runs failed (why: `hpscale sweep status`); {again} queues them again",
+                          markup=False)
+        raise typer.Exit(1)
 
 
 def _show_status(db: Any, sweeps: list[Any], json_out: bool) -> None:
@@ -393,3 +409,5 @@ def worker_cmd(
         err_console.print(f"worker {summary.worker}: {summary.cells} cells, {summary.runs_done} runs done, "
                           f"{summary.runs_diverged} diverged, {summary.runs_failed} failed"
                           + (f" ({summary.runs_retried} failed attempts queued again)" if summary.runs_retried else ""))
+    if summary.runs_failed:  # the runs this worker gave up on: a non-zero exit, as `sweep run`'s
+        raise typer.Exit(1)

@@ -257,3 +257,33 @@ def test_progress_lines_inside_a_cell_when_stderr_is_not_a_terminal(capsys) -> N
         quiet.cell_started(task, 0, 16)
         quiet.progress(16, 64, 1.0)
     assert ": step " not in capsys.readouterr().err
+
+
+def test_runs_left_failed_are_said_and_exit_non_zero(cli_env: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # A script running `hpscale sweep run spec && hpscale fit ...` must not fit a sweep with holes.
+    from hpscale.service.cli import sweep as sweep_cli
+
+    class Failing:
+        corpus_hash = "f" * 64
+
+        def __call__(self, task, *args):  # type: ignore[no-untyped-def]
+            raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(sweep_cli, "_runner_factory", lambda device, threads: (lambda spec: Failing()))
+    spec = tmp_path / "failing.yaml"
+    spec.write_text(TINY.read_text().replace("name: tiny-cpu", "name: tiny-failing")
+                    .replace("workers:", "workers:\n  retries: 0"))
+    result = hp("sweep", "run", spec)
+    assert result.exit_code == 1 and "Traceback" not in result.stderr + result.stdout
+    import re
+
+    said = re.search(r"error: (\d+) runs failed \(why: `hpscale sweep status`\); `hpscale sweep run (\S+)` queues "
+                     r"them again", " ".join(result.stderr.split()))
+    assert said and said.group(2) == str(spec)
+    failed = int(said.group(1))
+    shown = " ".join(result.stdout.split())
+    assert f"failed: {failed} runs (cells" in shown and "RuntimeError: CUDA out of memory (simulated)" in shown
+    status = hp_json("sweep", "status", "tiny-failing")[0]
+    # Exactly the 16 planned runs: a group whose runs failed is not refined (read as all diverged,
+    # it once grew lower lrs that failed too).
+    assert status["counts"]["failed"] == failed == 16 and sum(f["runs"] for f in status["failures"]) == 16
