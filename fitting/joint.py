@@ -220,7 +220,7 @@ def _law_step(jac: np.ndarray, r: np.ndarray, w_curv: np.ndarray, w_grad: np.nda
 def _local_step(jac: np.ndarray, r: np.ndarray, w_curv: np.ndarray, w_grad: np.ndarray, segments: np.ndarray,
                 order: np.ndarray, la: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``_law_step`` for ``JointData.local``: each group's lr*, B* and floor touch its own runs
-    only, so they are eliminated group by group (3 x 3 blocks, inverted in closed form) and the
+    only, so they are eliminated group by group (3 x 3 blocks, one batched solve) and the
     shared shape (5) is solved on their Schur complement: linear in the groups, where the dense
     step is cubic. The same damped system, so the same step to rounding. ``jac`` (K, M, 2 + 5)
     as ``_residuals`` gives it; ``order`` sorts the runs by group and ``segments`` are where each
@@ -250,9 +250,14 @@ def _local_step(jac: np.ndarray, r: np.ndarray, w_curv: np.ndarray, w_grad: np.n
     h_ll[:, :, idx, idx] = damped
     d_ss = np.diagonal(h_ss, axis1=1, axis2=2)
     h_ss = h_ss + np.eye(5)[None] * (la[:, None] * (d_ss + 1e-12))[:, :, None]
-    inv = _inverse3(h_ll)  # (K, G, 3, 3)
-    inv_ls = inv @ h_ls  # (K, G, 3, 5)
-    inv_gl = (inv @ g_l[..., None])[..., 0]  # (K, G, 3)
+    # One batched solve for both right-hand sides. (Not a closed-form inverse: a group a resample
+    # draws as copies of one run has a nearly rank-1 block, whose determinant loses every digit.)
+    rhs_l = np.concatenate([h_ls, g_l[..., None]], axis=-1)  # (K, G, 3, 6)
+    try:
+        solved = np.linalg.solve(h_ll, rhs_l)
+    except np.linalg.LinAlgError:
+        solved = np.linalg.pinv(h_ll) @ rhs_l
+    inv_ls, inv_gl = solved[..., :5], solved[..., 5]  # (K, G, 3, 5), (K, G, 3)
     schur = h_ss - np.einsum("kgab,kgac->kbc", h_ls, inv_ls, optimize=True)
     rhs = g_s - np.einsum("kgab,kga->kb", h_ls, inv_gl, optimize=True)
     try:
@@ -261,20 +266,6 @@ def _local_step(jac: np.ndarray, r: np.ndarray, w_curv: np.ndarray, w_grad: np.n
         step_s = np.stack([np.linalg.lstsq(s_, -b_, rcond=None)[0] for s_, b_ in zip(schur, rhs)])
     step_l = -(inv_gl + (inv_ls @ step_s[:, None, :, None])[..., 0])  # (K, G, 3)
     return np.concatenate([step_l[:, :, 0], step_l[:, :, 1], step_s], axis=1), step_l[:, :, 2]
-
-
-def _inverse3(a: np.ndarray) -> np.ndarray:
-    """Inverses of a stack of 3 x 3 matrices (..., 3, 3) by their adjugates: one vectorised
-    pass, where LAPACK would be called once per matrix. (The damped blocks are positive definite.)"""
-    c = np.empty_like(a)
-    for i in range(3):
-        for j in range(3):
-            r0, r1 = [x for x in range(3) if x != j]
-            c0, c1 = [x for x in range(3) if x != i]
-            # adj[i, j] = (-1)^(i+j) det(a without row j, column i)
-            c[..., i, j] = (-1) ** (i + j) * (a[..., r0, c0] * a[..., r1, c1] - a[..., r0, c1] * a[..., r1, c0])
-    det = np.einsum("...j,...j->...", a[..., 0, :], c[..., :, 0])
-    return c / det[..., None, None]
 
 
 def starts(data: JointData, law_lr: np.ndarray, law_b: np.ndarray) -> np.ndarray:

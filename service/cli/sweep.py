@@ -194,7 +194,8 @@ class RichReporter:
             err_console.print(text)
 
     def message(self, text: str) -> None:
-        (self.bars.console if self.bars is not None else err_console).print(f"{self.prefix}{text}")
+        # Messages carry error texts ("expected [/dev/shm] to be writable"): never Rich markup.
+        (self.bars.console if self.bars is not None else err_console).print(f"{self.prefix}{text}", markup=False)
 
 
 def _runner_factory(device: str | None, cpu_threads: int | None):  # type: ignore[no-untyped-def]
@@ -259,7 +260,8 @@ def _spawn_workers(slots: list[str], sweep_name: str, cpu_threads: int | None) -
         procs.append(subprocess.Popen(base, env=env))
     err_console.print(f"started {len(procs)} workers, one per GPU ({', '.join(slots)})")
     try:
-        return max(p.wait() for p in procs)
+        # A worker killed by a signal returns -N: report it as the shell does (128 + N), not as 0.
+        return max((128 - c if c < 0 else c) for c in (p.wait() for p in procs))
     except KeyboardInterrupt:
         # The children got the same Ctrl-C: each puts its runs back in the queue; wait for that.
         for p in procs:
@@ -304,14 +306,14 @@ def run_cmd(
         _work(db, sweep.name, device, cpu_threads, progress=True)
         code = 0
     _show_status(db, [storage.get_sweep(db, sweep.id)], json_out)
-    _exit_if_failed(db, sweep.id, spec_path)
-    if code:
-        raise typer.Exit(code)
+    if _say_failed(db, sweep.id, spec_path) or code:
+        raise typer.Exit(max(code, 1))
 
 
-def _exit_if_failed(db: Any, sweep_id: int, spec_path: Any = None) -> None:
-    """Exit 1 with one line when runs of the sweep are left failed (their errors are in the status
-    above), so that a script does not go on to fit a sweep with holes in it."""
+def _say_failed(db: Any, sweep_id: int, spec_path: Any = None) -> bool:
+    """One line when runs of the sweep are left failed (their errors are in the status above);
+    True then, so that the command exits non-zero and a script does not go on to fit a sweep
+    with holes in it."""
     from hpscale.db import storage
 
     failed = storage.sweep_run_counts(db).get(sweep_id, {}).get("failed", 0)
@@ -319,7 +321,7 @@ def _exit_if_failed(db: Any, sweep_id: int, spec_path: Any = None) -> None:
         again = f"`hpscale sweep run {spec_path}`" if spec_path else "`hpscale sweep run` with its spec"
         err_console.print(f"error: {failed} runs failed (why: `hpscale sweep status`); {again} queues them again",
                           markup=False)
-        raise typer.Exit(1)
+    return bool(failed)
 
 
 def _show_status(db: Any, sweeps: list[Any], json_out: bool) -> None:
@@ -360,7 +362,8 @@ def _show_status(db: Any, sweeps: list[Any], json_out: bool) -> None:
             cells = ", ".join(f["cells"][:3]) + (f" and {len(f['cells']) - 3} more" if len(f["cells"]) > 3 else "")
             out_console.print(f"failed: {f['runs']} runs (cells {cells}): {f['error']}", markup=False)
         if st.failures:
-            out_console.print("`hpscale sweep run SPEC` again queues the failed runs again", markup=False)
+            out_console.print("`hpscale sweep run SPEC` again queues the failed runs again (their groups are "
+                              "refined once they finish)", markup=False)
 
 
 @app.command("status")

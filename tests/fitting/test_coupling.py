@@ -166,3 +166,32 @@ def test_the_group_by_group_solver_takes_the_dense_solvers_steps() -> None:
         slow, cost_slow = joint.solve(start, dense, weights, 0.003, max_iter=it)
         assert np.allclose(fast, slow, rtol=1e-7, atol=1e-9) and np.allclose(cost_fast, cost_slow, rtol=1e-9)
     assert np.abs(fast[0] - start).max() > 1e-3  # it moved
+
+
+def test_the_group_step_holds_for_a_group_drawn_as_copies_of_one_run() -> None:
+    # A resample can draw a group's runs as copies of one run: its 3 x 3 block is then nearly
+    # rank 1, and at the small damping near convergence a closed-form inverse lost every digit.
+    from dataclasses import replace
+
+    from hpscale.fitting import joint
+    from hpscale.fitting.coupling import basin_data, basin_starts
+
+    data = basin_data(coupled_grid(0.5, noise=0.003, seed=5), 0.003)
+    assert data is not None
+    dense = replace(data, local=False)
+    weights = np.ones(data.log_loss.size)
+    first = np.flatnonzero(data.group == 0)
+    weights[first] = 0.0
+    weights[first[0]] = first.size  # group 0: one run, drawn every time
+    theta = basin_starts(data)[:1]
+    r, jac_local = joint.residuals(theta, data, jac=True)
+    _, jac_dense = joint.residuals(theta, dense, jac=True)
+    onehot = np.eye(data.n_groups)[data.group]
+    order = np.argsort(data.group, kind="stable")
+    segments = np.searchsorted(data.group[order], np.arange(data.n_groups))
+    w = weights[None, :]
+    for la in (1e-3, 1e-9):
+        lam = np.array([la])
+        fast_j, fast_f = joint._local_step(jac_local, r, w, w, segments, order, lam)
+        slow_j, slow_f = joint._law_step(jac_dense, r, w, w, onehot, lam)
+        assert np.allclose(fast_j, slow_j, rtol=1e-6, atol=1e-9) and np.allclose(fast_f, slow_f, rtol=1e-6, atol=1e-9)

@@ -259,6 +259,15 @@ def test_progress_lines_inside_a_cell_when_stderr_is_not_a_terminal(capsys) -> N
     assert ": step " not in capsys.readouterr().err
 
 
+def test_an_error_text_with_brackets_is_printed_as_it_is(capsys) -> None:  # type: ignore[no-untyped-def]
+    # Read as Rich markup, "[/dev/shm]" raised inside the worker's failure path and killed it.
+    from hpscale.service.cli.sweep import RichReporter
+
+    with RichReporter(live=False) as reporter:
+        reporter.message("cell X failed: OSError: expected [/dev/shm] to be writable [bold]")
+    assert "expected [/dev/shm] to be writable [bold]" in capsys.readouterr().err
+
+
 def test_runs_left_failed_are_said_and_exit_non_zero(cli_env: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     # A script running `hpscale sweep run spec && hpscale fit ...` must not fit a sweep with holes.
     from hpscale.service.cli import sweep as sweep_cli
