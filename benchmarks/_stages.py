@@ -122,10 +122,11 @@ def supervise(db: Database, procs: list[subprocess.Popen], sources: list[str], p
             last = time.time()
         time.sleep(5)
     from hpscale.db import storage
+    from hpscale.sweeps.status import failures
 
-    failed = storage.list_runs(db, sources=sources, statuses=["failed"])
+    failed = failures(storage.list_runs(db, sources=sources, statuses=["failed"]))
+    for f in failed:
+        log(f"{f['runs']} runs failed ({', '.join(f['cells'][:3])}): {f['error']}")
     if failed:
-        errors = sorted({str((r.tags or {}).get("error", "no error recorded")) for r in failed})
-        log(f"{len(failed)} runs failed ({'; '.join(errors[:3])}): the stage is not complete, and a rerun "
-            "retries them")
+        log("the stage is not complete: a rerun retries the failed runs")
     return not failed and all(p.returncode == 0 for p in procs)

@@ -144,10 +144,11 @@ def solve(theta0: np.ndarray, data: JointData, weights: np.ndarray, scale: float
     theta = np.array(np.broadcast_to(theta0, (k_rows, theta0.shape[-1])), dtype=float)
     onehot = np.zeros((m, g))
     onehot[np.arange(m), data.group] = 1.0
-    order = np.argsort(data.group, kind="stable")  # the runs by group, for the local step's sums
-    segments = np.searchsorted(data.group[order], np.arange(g))
-    if data.local and np.bincount(data.group, minlength=g).min() == 0:
-        raise ValueError("a local joint model needs runs in every group")
+    if data.local:  # the runs by group, for the local step's sums
+        if np.bincount(data.group, minlength=g).min() == 0:
+            raise ValueError("a local joint model needs runs in every group")
+        order = np.argsort(data.group, kind="stable")
+        segments = np.searchsorted(data.group[order], np.arange(g))
     r, _ = residuals(theta, data)
     cost = _cost(r, weights, scale)
     lam = np.full(k_rows, 1e-3)
@@ -171,12 +172,9 @@ def solve(theta0: np.ndarray, data: JointData, weights: np.ndarray, scale: float
         la = lam[active]
         if data.local:
             step_j, step_f = _local_step(jac, r, w_curv, w_grad, segments, order, la)
-            g_ = data.n_groups  # theta: lr* (G), B* (G), shape (5), floors (G)
-            full = np.concatenate([step_j[:, :g_], step_j[:, g_:2 * g_], step_j[:, 2 * g_:], step_f], axis=1)
         else:
             step_j, step_f = _law_step(jac, r, w_curv, w_grad, onehot, la)
-            full = np.concatenate([step_j, step_f], axis=1)
-        candidate = th + full
+        candidate = th + np.concatenate([step_j, step_f], axis=1)
         r_new, _ = residuals(candidate, data)
         new_cost = _cost(r_new, weights[active], scale)
         better = np.isfinite(new_cost) & (new_cost < cost[active])
@@ -191,6 +189,15 @@ def solve(theta0: np.ndarray, data: JointData, weights: np.ndarray, scale: float
         small = better & ((gain <= tol * np.maximum(cost[idx], 1e-300)) | tiny_step)
         done[idx] = small | (lam[idx] > 1e4)
     return theta, cost
+
+
+def _solve_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """x with a[k] x[k] = b[k] for every row k ((K, P, P), (K, P)); least squares for a row
+    whose matrix is singular."""
+    try:
+        return np.linalg.solve(a, b[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:
+        return np.stack([np.linalg.lstsq(a_, b_, rcond=None)[0] for a_, b_ in zip(a, b)])
 
 
 def _law_step(jac: np.ndarray, r: np.ndarray, w_curv: np.ndarray, w_grad: np.ndarray, onehot: np.ndarray,
@@ -209,10 +216,7 @@ def _law_step(jac: np.ndarray, r: np.ndarray, w_curv: np.ndarray, w_grad: np.nda
     scaled = h_jf / d_damped[:, None, :]
     schur = h_jj - scaled @ h_jf.transpose(0, 2, 1)
     rhs = g_j - (scaled @ g_f[:, :, None])[:, :, 0]
-    try:
-        step_j = np.linalg.solve(schur, -rhs[:, :, None])[:, :, 0]
-    except np.linalg.LinAlgError:
-        step_j = np.stack([np.linalg.lstsq(s_, -b_, rcond=None)[0] for s_, b_ in zip(schur, rhs)])
+    step_j = _solve_rows(schur, -rhs)
     step_f = -(g_f + (step_j[:, None, :] @ h_jf)[:, 0, :]) / d_damped
     return step_j, step_f
 
@@ -260,10 +264,7 @@ def _local_step(jac: np.ndarray, r: np.ndarray, w_curv: np.ndarray, w_grad: np.n
     inv_ls, inv_gl = solved[..., :5], solved[..., 5]  # (K, G, 3, 5), (K, G, 3)
     schur = h_ss - np.einsum("kgab,kgac->kbc", h_ls, inv_ls, optimize=True)
     rhs = g_s - np.einsum("kgab,kga->kb", h_ls, inv_gl, optimize=True)
-    try:
-        step_s = np.linalg.solve(schur, -rhs[:, :, None])[:, :, 0]
-    except np.linalg.LinAlgError:
-        step_s = np.stack([np.linalg.lstsq(s_, -b_, rcond=None)[0] for s_, b_ in zip(schur, rhs)])
+    step_s = _solve_rows(schur, -rhs)
     step_l = -(inv_gl + (inv_ls @ step_s[:, None, :, None])[..., 0])  # (K, G, 3)
     return np.concatenate([step_l[:, :, 0], step_l[:, :, 1], step_s], axis=1), step_l[:, :, 2]
 
