@@ -210,6 +210,23 @@ def profile_step(fn, label: str, device: torch.device, out_dir: Path | None) -> 
         (out_dir / f"profile_{label}.txt").write_text(table)
 
 
+def profile_optimizers(cfg: GPTConfig, batch: int, optimizers: list[str], lrs: list[float], device: torch.device,
+                       compile: bool, out_dir: Path | None) -> None:
+    """The engine's step with each optimizer under the profiler (kernels by GPU time), without the
+    CUDA graph: inside a replayed graph the profiler sees one launch, not the kernels."""
+    data = _batches(cfg, batch, 1, device, seed=3)[0]
+    for name in optimizers:
+        tc = TrainConfig(batch_size=batch, total_steps=10, compile=compile, cuda_graph=False,
+                         optimizer=OPTIMIZER_SPECS[name]())
+        trainer = CellTrainer(cfg, tc, [lr * LR_SCALE[name] for lr in lrs], [0] * len(lrs), device)
+        for _ in range(2):  # compiles on the first call
+            trainer.step(data)
+        profile_step(lambda: trainer.step(data), f"{name}_d{cfg.d_model}_B{batch}", device, out_dir)
+        del trainer
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
 def _shapes(text: str) -> list[tuple[int, int]]:
     """'64:6,192:6' -> [(64, 6), (192, 6)] (d_model, n_layers); argparse reports a bad value."""
     try:
@@ -285,7 +302,9 @@ def main() -> None:
     ap.add_argument("--head-dim", type=int, default=64)
     ap.add_argument("--lr-count", type=int, default=8, help="learning rates per cell (K)")
     ap.add_argument("--engine-only", action="store_true", help="skip the one-run-at-a-time baseline (a)")
-    ap.add_argument("--profile", action="store_true", help="profile the smallest and a d>=512 cell after the grid")
+    ap.add_argument("--profile", action="store_true",
+                    help="profile the smallest and a d>=512 cell after the grid (with --optimizers: each "
+                         "optimizer's step on the largest size's first batch)")
     ap.add_argument("--optimizers", type=_optimizers, default=[],
                     help=f"time the engine's step per optimizer against AdamW's instead ({','.join(OPTIMIZER_SPECS)})")
     ap.add_argument("--out", default=os.environ.get("OUT", ""))
@@ -324,6 +343,8 @@ def main() -> None:
     if args.optimizers:
         compare_optimizers([(d, layers, b) for d, layers in sizes for b in batches], args.optimizers, config, lrs,
                            args, device, compile, cuda_graph, out_dir)
+        if args.profile:
+            profile_optimizers(config(*sizes[-1]), batches[0], args.optimizers, lrs, device, compile, out_dir)
         return
     layers_of = dict(SIZES) | dict(sizes)
     extra = [(int(d), int(b)) for d, b in (c.split(":") for c in args.extra_cells.split(",") if c)]
