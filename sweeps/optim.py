@@ -182,8 +182,10 @@ def newton_schulz(x: Tensor, steps: int, dtype: torch.dtype = torch.float32) -> 
     y = y / (y.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # spectral norm <= 1
     for _ in range(steps):
         gram = y @ y.mT
-        poly = b * gram + c * gram @ gram
-        y = a * y + poly @ y
+        # b gram + c gram @ gram, then a y + poly @ y: each one GEMM whose epilogue adds the scaled
+        # input (no separate elementwise pass over y, the largest tensor here).
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)
+        y = torch.baddbmm(y, poly, y, beta=a)
     if tall:
         y = y.mT
     return y.float()
