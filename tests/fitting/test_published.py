@@ -116,12 +116,13 @@ def test_multi_power_law_schedules(external, size):
 
 
 def test_chinchilla_at_large_token_counts_only_warns_that_e_is_undetermined(external):
-    # Only the points with D > 5e10: E fits to 0.05 with an interval reaching 0 and beta to 0.04,
-    # and the 70B/1.4T prediction's interval then excluded Epoch's 1.974. It must say so.
+    # Only the points with D > 5e10: E fits to 0.05 with an interval reaching 0 (or, on another
+    # machine's numerical libraries, to ~0: the objective is flat in E here), beta to 0.04, and
+    # the 70B/1.4T prediction's interval then excluded Epoch's 1.974. It must say so, either way.
     runs = chinchilla_runs(external)
     law = LossLaw(n_bootstrap=200).fit(runs.subset(runs.tokens > 5e10))
     assert law.intervals_["E"][0] < 1e-3
-    assert any("E" in w and "interval reaching 0" in w for w in law.warnings_)
+    assert any("irreducible loss E" in w and "the data do not determine it" in w for w in law.warnings_)
 
 
 def test_trajectory_laws_on_short_curves_say_what_they_cannot_determine(external):
