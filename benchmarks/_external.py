@@ -106,9 +106,10 @@ def zhang_critical_batch(root: Path = DEFAULT_ROOT) -> dict[str, np.ndarray]:
     }
 
 
-def demo_runs() -> tuple[RunSet, RunSet, RunSet]:
-    """Run 3 of the GPU validation, from the shipped demo file: the sweep's runs (val-main and
-    val-long), the held-out model's local grid (held-grid), and the presets' runs on it."""
+def demo_runs() -> tuple[RunSet, RunSet]:
+    """Run 4 of the GPU validation, from the shipped demo file: the sweep's runs (val4) and every
+    held-out run of the 4.72M model (its local grid, the batch x2 cells and the presets'
+    recommendations; 3 seeds each)."""
     from hpscale.service.demo import read_demo  # the demo file ships inside the package
 
     doc = read_demo()
@@ -121,4 +122,4 @@ def demo_runs() -> tuple[RunSet, RunSet, RunSet]:
              "diverged": r["status"] == "diverged" or r["final_loss"] is None}
             for r in rows)
 
-    return runs({"val-main", "val-long"}), runs({"held-grid"}), runs({"held-steplaw", "held-deepseek"})
+    return runs({"val4"}), runs({"val4-held", "val4-held-batch", "val4-held-steplaw", "val4-held-deepseek"})

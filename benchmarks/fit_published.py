@@ -23,7 +23,7 @@ from hpscale.fitting.loss import LossLaw  # noqa: E402
 from hpscale.fitting.presets import PRESETS  # noqa: E402
 from hpscale.fitting.trajectory import MomentumLaw, MultiPowerLaw  # noqa: E402
 from hpscale.fitting.runs import RunSet  # noqa: E402
-from hpscale.fitting.validate import extrapolation_check, regret  # noqa: E402
+from hpscale.fitting.validate import extrapolation_check, regret, seed_regret  # noqa: E402
 
 EPOCH = {"E": 1.817, "A": 477.8, "B": 2143.9, "alpha": 0.347, "beta": 0.367}
 MPL_PAPER = {"25": (0.0012, 0.0040), "100": (0.0013, 0.0058)}
@@ -126,33 +126,38 @@ def _published_row(runs: RunSet, fit_sizes: np.ndarray) -> list[str]:
             f"{100 * np.max(regrets):.3f}%", "-0.713", "0.307"]
 
 
-def run3() -> str:
-    """Run 3 of the GPU validation (the demo file): what each method's prediction for the
-    held-out 7.37M model would have scored on its 15-run local grid."""
-    sweep, held, presets = demo_runs()
+def demo_run() -> str:
+    """The GPU validation run in the demo file (run 4): what each method's prediction for the
+    held-out 4.72M model would have scored on its held-out runs (seed means, 95% intervals)."""
+    sweep, held = demo_runs()
     n, d = float(held.n_params[0]), float(held.tokens[0])
+    seq = 256  # run 4's sequence length: batch sizes in sequences
+
+    def row(name: str, prior: str, lr: float, batch_tokens: float) -> list[str]:
+        r = seed_regret(held, lr, batch_tokens)
+        iv = r["interval"]
+        return [name, prior, f"{lr:.4g}", f"{batch_tokens / seq:.0f}",
+                f"{r['config']['lr']:.4g} / {r['config']['batch_tokens'] / seq:.0f}",
+                "-" if r["regret"] is None else f"{100 * r['regret']:.2f}%",
+                "-" if not iv else f"[{100 * iv[0]:.2f}%, {100 * iv[1]:.2f}%]"]
+
     rows = []
     for method in METHODS:
         for prior in (None, "steplaw", "deepseek"):
             law = HyperLaw(form="steplaw", method=method, on_edge="warn", prior=prior, n_bootstrap=0).fit(sweep)
             p = law.predict(n, d)
-            r = regret(held.lr, held.batch_tokens, held.final_loss, p.lr, p.batch_tokens)
-            rows.append([method, prior or "none", f"{p.lr:.4g}", f"{p.batch_tokens / 256:.0f}",
-                         f"{r['nearest_lr']:.4g} / {r['nearest_batch_tokens'] / 256:.0f}",
-                         f"{100 * r['nearest']:.2f}%", "-" if r["smooth"] is None else f"{100 * r['smooth']:.2f}%"])
+            rows.append(row(method, prior or "none", p.lr, p.batch_tokens))
     for name in ("steplaw", "deepseek"):
         p = PRESETS[name].law.predict(n, d)
-        r = regret(held.lr, held.batch_tokens, held.final_loss, p.lr, p.batch_tokens)
-        rows.append([f"{PRESETS[name].title} preset", "-", f"{p.lr:.4g}", f"{p.batch_tokens / 256:.0f}",
-                     f"{r['nearest_lr']:.4g} / {r['nearest_batch_tokens'] / 256:.0f}", f"{100 * r['nearest']:.2f}%",
-                     "-" if r["smooth"] is None else f"{100 * r['smooth']:.2f}%"])
+        rows.append(row(f"{PRESETS[name].title} preset", "-", p.lr, p.batch_tokens))
     noise = HyperLaw(n_bootstrap=0, on_edge="warn").fit(sweep).noise_
+    configs = len(held.average_repeats())
     return "\n".join([
-        f"### Run 3 (the demo file: {len(sweep)} sweep runs of 0.17M-1.84M params; held out: 7.37M on 73.7M tokens, "
-        f"{len(held)} grid runs, one seed)",
-        f"Noise measured on the sweep: {noise.describe()} (measured on the H200 with seeds: 0.43-0.79% at 1.84M).",
-        table(["method", "prior", "lr", "batch (seq of 256)", "nearest grid run (lr / seq)", "regret, nearest run",
-               "regret, smooth landscape"], rows),
+        f"### Run 4 (the demo file: {len(sweep)} sweep runs of 0.074M-1.18M params; held out: 4.72M on 47.2M tokens, "
+        f"{len(held)} runs, {configs} configurations x 3 seeds)",
+        f"Noise measured on the sweep: {noise.describe()}.",
+        table(["method", "prior", "lr", "batch (seq of 256)", "nearest held-out configuration (lr / seq)",
+               "regret (seed means)", "95% interval"], rows),
     ])
 
 
@@ -224,7 +229,7 @@ def main() -> None:
     for section in (steplaw, chinchilla, mpl, critical):
         print(section(root))
         print()
-    print(run3())
+    print(demo_run())
 
 
 if __name__ == "__main__":
