@@ -173,6 +173,8 @@ def report_markdown(rep: dict[str, Any]) -> str:
         cells = [f"{_num(c.get(k))}{_iv(iv.get(k))}" for k in ("a_lr", "alpha_lr", "beta_lr", "a_b", "beta_b")]
         k = f"{_num(cp.get('exponent'))}{_iv(cp.get('interval'))}" if cp.get("exponent") is not None else "-"
         note = "; ".join(fit["failure"] or []) or ("; ".join(fit["warnings"][:1]) if fit["warnings"] else "")
+        if cp.get("exponent") is None and cp.get("note"):  # why the lr-batch exponent is missing
+            note = "; ".join(filter(None, [f"k: {cp['note']}", note]))
         lines.append(f"| {kind} | {' | '.join(cells)} | {k} | {THEORY.get(kind, 0.5):g} | {note} |")
     steps = rep.get("step_times")
     if steps:
@@ -221,6 +223,7 @@ def main() -> None:
     log(f"stage {args.stage}")
     from hpscale.db.errors import NotFoundError
     from hpscale.service.errors import InputError
+    from hpscale.sweeps.errors import SweepError
 
     try:
         if args.stage == "steptime":
@@ -229,7 +232,7 @@ def main() -> None:
             stage_sweep(work, results, args.minutes, args.device)
         else:
             stage_report(work, results, args.bootstrap)
-    except (FittingError, InputError, OSError, NotFoundError) as exc:  # one line, not a traceback
+    except (FittingError, InputError, OSError, NotFoundError, SweepError) as exc:  # one line, not a traceback
         raise SystemExit(f"stage {args.stage}: {exc}") from None
     log("done")
 
