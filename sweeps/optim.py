@@ -191,13 +191,13 @@ def newton_schulz(x: Tensor, steps: int, dtype: torch.dtype = torch.float32) -> 
     return y.float()
 
 
-def _columns(pieces: dict[int, Tensor], k: int, width: int, like: Tensor) -> Tensor:
-    """A [k, width] tensor holding each piece ([k, n]) at its column offset and 0 elsewhere, built
-    as one concatenation. (Written into a zeroed buffer one slice at a time, the pieces compiled to
+def _columns(pieces: dict[int, Tensor], like: Tensor) -> Tensor:
+    """A tensor shaped like ``like`` ([K, P]) holding each piece ([K, n]) at its column offset and
+    0 elsewhere, built as one concatenation. (Written into a zeroed buffer one slice at a time, the pieces compiled to
     a chain of slice_scatters that inductor fused into the update's one pointwise kernel, each
     element choosing among all 32 slices at d_model 768: that kernel took 30.2 ms a step on an
     H100, AdamW's whole update kernel 5.8 ms; benchmarks/optimizers/muon-h100-2026-12-06/.)"""
-    cols, at = [], 0
+    (k, width), cols, at = like.shape, [], 0
     for o in sorted(pieces):
         if o > at:
             cols.append(like.new_zeros(k, o - at))
@@ -227,7 +227,7 @@ def muon_step(w: Tensor, g: Tensor, state: dict[str, Tensor], lr: Tensor, t: Ten
         out = newton_schulz(mats, ns_steps, ns_dtype) * max(1.0, cols / rows) ** 0.5
         out = out.reshape(k, len(offsets), n)
         pieces.update((o, out[:, i]) for i, o in enumerate(offsets))
-    ortho = _columns(pieces, k, w.shape[1], w)  # [K, P]: Muon's update on the hidden columns, 0 elsewhere
+    ortho = _columns(pieces, w)  # [K, P]: Muon's update on the hidden columns, 0 elsewhere
     muon_new = w * (1.0 - lr * weight_decay) - lr * ortho
     adam_lr = lr * adam_lr_ratio
     adam_update = (m / (1.0 - adam_beta1 ** t)) / ((v / (1.0 - adam_beta2 ** t)).sqrt() + adam_eps)
