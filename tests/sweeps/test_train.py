@@ -129,7 +129,7 @@ def test_gradient_clipping_is_per_member() -> None:
     grad = grad / grad.norm(dim=1, keepdim=True) * torch.tensor([[1.0], [1000.0]])
     flat, m, v = torch.zeros(K, P), torch.zeros(K, P), torch.zeros(K, P)
     layout = Layout(decay=torch.ones(1, P), blocks=((0, P),), block_of=torch.zeros(P, dtype=torch.int64),
-                    hidden=torch.zeros(1, P), matrices=())
+                    hidden=torch.zeros(1, P), matrices=(), outside_cols=torch.arange(P), outside=((0, P),))
     update = make_update(AdamWSpec(weight_decay=0.0), layout, max_norm=10.0, factor=2.0, ema_decay=0.98)
     update(flat, grad, {"m": m, "v": v}, torch.full((K,), 1e-3), torch.tensor(1.0), torch.ones(K, dtype=torch.bool),
            torch.full((K,), float("inf")), torch.zeros(K), torch.full((K,), -1.0), torch.zeros(()), torch.ones(K))
