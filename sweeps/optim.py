@@ -203,8 +203,8 @@ def newton_schulz(x: Tensor, steps: int, dtype: torch.dtype = torch.float32) -> 
         # elementwise pass over the small Gram matrices. (With the terms as baddbmm's input, each
         # GEMM first copied it, y the largest tensor here: the step at d_model 768, batch 8 took
         # 73.1 ms against 69.5 ms so on an H100. In bf16 the folded polynomial rounds like the
-        # reference's b A + c A @ A: 2.3-2.5% from float32 on
-        # random 256-1024 matrices, the reference's formula 2.4-2.7%; baddbmm's 1.2%.)
+        # reference's b A + c A @ A: 2.3-2.5% from float32 on random 256-1024 matrices, the
+        # reference's formula 2.4-2.7%, baddbmm's 1.2%.)
         y = (a * eye + b * gram + c * (gram @ gram)) @ y
     if tall:
         y = y.mT

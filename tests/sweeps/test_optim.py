@@ -231,6 +231,24 @@ def test_sgd_sai_keeps_the_first_steps_scale() -> None:
     assert torch.equal(state["gsnr"], first)
 
 
+def test_muon_columns_split_into_hidden_matrices_and_runs_outside_them() -> None:
+    """Muon's two halves tile the flat columns: its hidden matrices, and the runs of columns outside
+    them (embedding, head, gains, padding) on which its second moment lives, [K, Q]."""
+    model = StackedGPT(CFG, [0, 1])
+    layout = layout_of(model)
+    owner = torch.zeros(model.n_flat, dtype=torch.int64)
+    for (rows, cols), offsets in layout.matrices:
+        for o in offsets:
+            owner[o:o + rows * cols] += 1
+    for o, n in layout.outside:
+        owner[o:o + n] += 1
+    assert torch.equal(owner, torch.ones_like(owner))  # every column in exactly one half
+    runs = torch.cat([torch.arange(o, o + n) for o, n in layout.outside])
+    assert torch.equal(runs, layout.outside_cols)
+    assert all(a[0] + a[1] < b[0] for a, b in zip(layout.outside, layout.outside[1:]))  # maximal runs
+    assert init_state("muon", 2, layout, model.flat)["v"].shape == (2, layout.outside_cols.numel())
+
+
 def test_newton_schulz_orthogonalises() -> None:
     from hpscale.sweeps.optim import newton_schulz
 
