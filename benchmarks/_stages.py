@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from hpscale.db.engine import Database  # noqa: E402
 
 STAGES = "stages.json"  # what each stage did: complete or not, when, how long, how many runs
 EXPORT_EVERY_S = 120.0  # a GPU stage exports what has finished this often: a lost machine loses less
+STOP_GRACE_S = 120.0  # after the stop, how long the workers together get to put their runs back
 
 
 def log(msg: str) -> None:
@@ -68,6 +70,19 @@ def hpscale(work: Path, *args: str, log_name: str) -> subprocess.Popen:
     """``hpscale ARGS`` on the work database, in the background, its output in work/log-NAME.txt."""
     cmd = [sys.executable, "-m", "hpscale.service.cli", "--database", db_url(work), *args]
     log("$ hpscale " + " ".join(args))
+    return start(cmd, work, log_name)
+
+
+def start(cmd: list[str], work: Path, log_name: str) -> subprocess.Popen:
+    """``cmd`` in the background, its output in work/log-NAME.txt, stoppable by ``supervise``'s
+    SIGINT.
+
+    gpu_session.sh runs the stages as a background job of a non-interactive shell, which starts
+    them with SIGINT ignored; children inherit that, and a Python started so never raises
+    KeyboardInterrupt. The workers then did not hear the stop: each ran on until killed, 120 s
+    apiece (2026-12-06: 6.6 minutes of a session's GPU). Handling SIGINT here makes it default
+    again in every child this process starts (exec resets a handled signal, not an ignored one)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     out = open(work / f"log-{log_name}.txt", "a")
     return subprocess.Popen(cmd, env=env(work), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
 
@@ -110,12 +125,15 @@ def supervise(db: Database, procs: list[subprocess.Popen], sources: list[str], p
             log("the stage's minutes are spent: stopping the workers (finished runs are kept; a rerun resumes)")
             for p in procs:
                 if p.poll() is None:
-                    p.send_signal(2)
+                    p.send_signal(signal.SIGINT)
+            grace = time.time() + STOP_GRACE_S  # one grace for all: they stop side by side
             for p in procs:
                 try:
-                    p.wait(timeout=120)
+                    p.wait(timeout=max(0.0, grace - time.time()))
                 except subprocess.TimeoutExpired:
+                    log(f"a worker (pid {p.pid}) did not stop in {STOP_GRACE_S:.0f} s: killed")
                     p.kill()
+                    p.wait()
             return False
         if time.time() - last > EXPORT_EVERY_S:
             export(db, sources, path)

@@ -138,3 +138,28 @@ def test_a_stage_with_failed_runs_is_not_complete(tmp_path: Path) -> None:
 
     assert not _stages.supervise(db, ended(), ["val4"], tmp_path / "x.json.gz", deadline=float("inf"))
     assert _stages.supervise(db, ended(), ["other"], tmp_path / "x.json.gz", deadline=float("inf"))
+
+
+def test_the_stop_reaches_workers_started_with_sigint_ignored(tmp_path: Path) -> None:
+    # gpu_session.sh starts the stages with SIGINT ignored (a background job of a script): the
+    # stop must still reach the workers as KeyboardInterrupt, not wait for each and kill it.
+    import signal
+    import subprocess
+    import time
+
+    import _stages
+
+    db = Database(f"sqlite:///{tmp_path / 'work.db'}")
+    db.ensure_schema()
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        worker = _stages.start([sys.executable, "-c", "import time\ntry:\n    time.sleep(60)\n"
+                                "except KeyboardInterrupt:\n    print('put back')\n    raise SystemExit(3)"],
+                               tmp_path, "w")
+        time.sleep(1.0)  # the child's interpreter is up and sleeping
+        t0 = time.time()
+        assert not _stages.supervise(db, [worker], ["val4"], tmp_path / "x.json.gz", deadline=0.0)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert worker.returncode == 3 and time.time() - t0 < 30
+    assert (tmp_path / "log-w.txt").read_text().strip() == "put back"
