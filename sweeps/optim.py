@@ -196,16 +196,18 @@ def newton_schulz(x: Tensor, steps: int, dtype: torch.dtype = torch.float32) -> 
     if tall:  # iterate on the smaller Gram matrix
         y = y.mT
     y = y / (y.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # spectral norm <= 1
-    eye = torch.eye(y.size(-2), dtype=y.dtype, device=y.device)
+    acc = torch.promote_types(y.dtype, torch.float32)  # the polynomial's sums: float32 at least
+    eye = torch.eye(y.size(-2), dtype=acc, device=y.device)
     for _ in range(steps):
         gram = y @ y.mT
         # a y + (b gram + c gram^2) y as (a I + b gram + c gram^2) y: plain GEMMs and one
         # elementwise pass over the small Gram matrices. (With the terms as baddbmm's input, each
         # GEMM first copied it, y the largest tensor here: the step at d_model 768, batch 8 took
-        # 73.1 ms against 69.5 ms so on an H100. In bf16 the folded polynomial rounds like the
-        # reference's b A + c A @ A: 2.3-2.5% from float32 on random 256-1024 matrices, the
-        # reference's formula 2.4-2.7%, baddbmm's 1.2%.)
-        y = (a * eye + b * gram + c * (gram @ gram)) @ y
+        # 73.1 ms against 69.5 ms so on an H100.) The three terms are summed in float32 and
+        # rounded once: in bf16 each term rounded (a itself to 3.4375) put the result 2.3-2.5% from
+        # float32's on random 256-1024 matrices, the reference's own formula 2.4-2.7%.
+        poly = a * eye + b * gram.to(acc) + c * (gram @ gram).to(acc)
+        y = poly.to(y.dtype) @ y
     if tall:
         y = y.mT
     return y.float()
@@ -259,7 +261,8 @@ def muon_step(w: Tensor, g: Tensor, state: dict[str, Tensor], lr: Tensor, t: Ten
         pieces[o] = adam[:, at:at + n]
         at += n
     update = _columns(pieces, w)  # [K, P]
-    decay = weight_decay * layout.decay * (hidden + adam_lr_ratio * (1.0 - hidden))  # [1, P], per lr
+    # [1, P], per unit of lr. (The hidden matrices all decay, layout.decay being 1 on every matrix.)
+    decay = weight_decay * layout.decay * (hidden + adam_lr_ratio * (1.0 - hidden))
     return w * (1.0 - lr * decay) - lr * update
 
 

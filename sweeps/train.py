@@ -168,7 +168,8 @@ class CellTrainer:
         self.lrs, self.seeds = [float(x) for x in lrs], [int(s) for s in seeds]
         self.model = StackedGPT(model_config, self.seeds, self.device)
         layout = layout_of(self.model)
-        # The optimizer's state ([K, P] buffers laid out like the weights; AdamW: "m" and "v").
+        # The optimizer's state (mostly [K, P] buffers laid out like the weights, as AdamW's "m" and
+        # "v"; ``sweeps.optim.init_state`` says which are not).
         self.opt_state = init_state(train_config.optimizer.kind, self.k, layout, self.model.flat)
         self.lr_t = torch.tensor(self.lrs, dtype=torch.float32, device=self.device)  # [K]
         self.active = torch.ones(self.k, dtype=torch.bool, device=self.device)  # [K] not diverged

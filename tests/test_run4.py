@@ -153,13 +153,17 @@ def test_the_stop_reaches_workers_started_with_sigint_ignored(tmp_path: Path) ->
     db.ensure_schema()
     before = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        worker = _stages.start([sys.executable, "-c", "import time\ntry:\n    time.sleep(60)\n"
+        worker = _stages.start([sys.executable, "-c", "import time\ntry:\n    print('ready')\n    time.sleep(60)\n"
                                 "except KeyboardInterrupt:\n    print('put back')\n    raise SystemExit(3)"],
                                tmp_path, "w")
-        time.sleep(1.0)  # the child's interpreter is up and sleeping
+        log = tmp_path / "log-w.txt"
+        for _ in range(600):  # until the child is inside its try (its output is unbuffered)
+            if log.read_text().startswith("ready"):
+                break
+            time.sleep(0.05)
         t0 = time.time()
         assert not _stages.supervise(db, [worker], ["val4"], tmp_path / "x.json.gz", deadline=0.0)
     finally:
         signal.signal(signal.SIGINT, before)
     assert worker.returncode == 3 and time.time() - t0 < 30
-    assert (tmp_path / "log-w.txt").read_text().strip() == "put back"
+    assert log.read_text().split() == ["ready", "put", "back"]
