@@ -8,7 +8,8 @@
 #               mid-chain) -> sweep (SWEEP_MIN minutes) -> predict (CPU) -> heldout (HELD_MIN
 #               minutes) -> report (CPU); the WSD benchmark is skipped where its results exist
 #   optimizers  issue 17 (benchmarks/optimizer_axis.py, results in benchmarks/optimizers/):
-#               steptime (~3 minutes) -> sweep (OPT_MIN minutes, the six optimizers at once) -> report (CPU)
+#               steptime (~3 minutes) -> sweep (OPT_MIN minutes, the six optimizers at once, or those
+#               OPT_ONLY names, e.g. OPT_ONLY=lamb) -> report (CPU)
 # Every device call runs `start`: on a machine where no chain runs (the first call, or a fresh
 # machine after a lost one) it starts the chain detached (setsid, without $OUT); then it polls:
 # waits up to POLL_S seconds (or until the chain ends) and packs what the stages have exported
@@ -76,7 +77,7 @@ chain() {
   else
     local stage=(python3 benchmarks/optimizer_axis.py)
     "${stage[@]}" steptime --work $WORK --results $RES || echo "steptime stage failed: $?"
-    "${stage[@]}" sweep --work $WORK --results $RES --minutes "$OPT_MIN" || echo "sweep stage failed: $?"
+    "${stage[@]}" sweep --work $WORK --results $RES --minutes "$OPT_MIN" ${OPT_ONLY:+--only "$OPT_ONLY"} || echo "sweep stage failed: $?"
     "${stage[@]}" report --work $WORK --results $RES || echo "report stage failed: $?"
   fi
 }

@@ -14,7 +14,8 @@ batch sizes with refinement, one seed. Every stage leaves its results under
             compiled, CUDA graph, bf16): optimizer_step_times.json
   sweep     all six specs at once, one ``hpscale sweep run`` each on one GPU; their runs and
             curves exported to sweeps.json.gz every two minutes and at the end (``--minutes``
-            stops the workers; a rerun restores the export and trains only the rest)
+            stops the workers; a rerun restores the export and trains only the rest; ``--only
+            lamb`` trains that optimizer's sweep alone, the export keeping all six)
   report    per optimizer: each (N, D) group's best lr and loss and whether it lies inside the
             searched grid; the lr* law (Step Law's form, near-optimal) with its intervals; the
             exponent of lr* on the batch beside the theory's; the step-time table against the
@@ -56,6 +57,18 @@ def specs(results: Path) -> list[Path]:
     return sorted(paths, key=lambda p: p.stem != "adamw")
 
 
+def chosen(paths: list[Path], only: str) -> list[Path]:
+    """The specs whose optimizer kind ``only`` names (comma-separated; empty: all of them)."""
+    if not only:
+        return paths
+    kinds = {spec_info(p)[1]: p for p in paths}
+    wanted = [k.strip() for k in only.split(",") if k.strip()]
+    unknown = [k for k in wanted if k not in kinds]
+    if unknown or not wanted:
+        raise ValueError(f"--only {only!r}: expected optimizers among {', '.join(kinds)}")
+    return [kinds[k] for k in kinds if k in wanted]
+
+
 def spec_info(path: Path) -> tuple[str, str]:
     """(sweep name, optimizer kind) of a spec."""
     doc = yaml.safe_load(path.read_text())
@@ -81,7 +94,9 @@ def stage_steptime(results: Path, device: str) -> None:
 
 
 # -- stage sweep ----------------------------------------------------------------------------
-def stage_sweep(work: Path, results: Path, minutes: float, device: str) -> None:
+def stage_sweep(work: Path, results: Path, minutes: float, device: str, only: str = "") -> None:
+    """Train the specs' sweeps side by side for ``minutes`` (``only``: those optimizers alone,
+    the GPU to the ones with work worth it; the export keeps every sweep's runs)."""
     from hpscale.service.settings import Settings
     from hpscale.sweeps.cellrun import prepare_corpus
     from hpscale.sweeps.spec import load_spec
@@ -93,11 +108,13 @@ def stage_sweep(work: Path, results: Path, minutes: float, device: str) -> None:
     os.environ["HPSCALE_DATA_DIR"] = str(work / "data")
     t0 = time.time()
     paths = specs(results)
+    running = chosen(paths, only)
     prepare_corpus(load_spec(paths[0]), Settings().data_dir / "corpora")  # one corpus for all six
     log(f"corpus ready in {time.time() - t0:.0f} s")
-    procs = [hpscale(work, "sweep", "run", str(p), "--device", device, log_name=p.stem) for p in paths]
+    procs = [hpscale(work, "sweep", "run", str(p), "--device", device, log_name=p.stem) for p in running]
     sources = [spec_info(p)[0] for p in paths]
-    complete = supervise(db, procs, sources, results / EXPORT, t0 + 60 * minutes)
+    # A subset's end is not the stage's: the others still have their work.
+    complete = supervise(db, procs, sources, results / EXPORT, t0 + 60 * minutes) and running == paths
     counts = {s: len(storage.list_runs(db, sources=[s], statuses=["done", "diverged"])) for s in sources}
     log(f"finished runs: {counts}; logs in {work}")
     export(db, sources, results / EXPORT)
@@ -213,12 +230,18 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=15.0, help="sweep: stop starting work after this long")
     parser.add_argument("--device", default="cuda", help="GPU stages: the device (cpu for a smoke run)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="report: bootstrap resamples of each law")
+    parser.add_argument("--only", default="", help="sweep: train only these optimizers' sweeps, comma-separated "
+                                                   "(e.g. lamb); the export keeps every sweep's runs")
     args = parser.parse_args()
     if not (args.minutes > 0 and args.bootstrap >= 0):
         parser.error("--minutes must be > 0 and --bootstrap >= 0")
     work, results = args.work.resolve(), args.results.resolve()
     if not specs(results):
         parser.error(f"--results {results}: no optimizer specs (*.yaml) there")
+    try:
+        chosen(specs(results), args.only)  # a wrong name stops here, before anything starts
+    except ValueError as exc:
+        parser.error(str(exc))
     work.mkdir(parents=True, exist_ok=True)
     log(f"stage {args.stage}")
     from hpscale.db.errors import NotFoundError
@@ -229,7 +252,7 @@ def main() -> None:
         if args.stage == "steptime":
             stage_steptime(results, args.device)
         elif args.stage == "sweep":
-            stage_sweep(work, results, args.minutes, args.device)
+            stage_sweep(work, results, args.minutes, args.device, args.only)
         else:
             stage_report(work, results, args.bootstrap)
     except (FittingError, InputError, OSError, NotFoundError, SweepError) as exc:  # one line, not a traceback

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +43,15 @@ def test_one_spec_per_optimizer_with_the_issues_design() -> None:
         same = (sizes, sorted({c.tokens for c in plan.cells}), list(spec.batch_sizes), spec.seq_len)
         assert shared in (None, same), path.name
         shared = same
+
+
+def test_a_sweep_stage_can_train_some_optimizers_alone() -> None:
+    paths = axis.specs(axis.RESULTS)
+    assert axis.chosen(paths, "") == paths
+    assert [axis.spec_info(p)[1] for p in axis.chosen(paths, "lamb, muon")] == ["lamb", "muon"]
+    for bad in ("adam", ",", "lamb,nope"):
+        with pytest.raises(ValueError, match="expected optimizers among adamw"):
+            axis.chosen(paths, bad)
 
 
 def _bowl(n: float, d: float, lr: float, b: float, lr_opt: float) -> float:
