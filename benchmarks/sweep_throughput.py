@@ -34,6 +34,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -221,8 +222,8 @@ def profile_optimizers(cfg: GPTConfig, batch: int, optimizers: list[str], lrs: l
         trainer = CellTrainer(cfg, tc, [lr * LR_SCALE[name] for lr in lrs], [0] * len(lrs), device)
         for _ in range(2):  # compiles on the first call
             trainer.step(data)
-        profile_step(lambda: trainer.step(data), f"{name}_d{cfg.d_model}_B{batch}", device, out_dir)
-        del trainer
+        profile_step(partial(trainer.step, data), f"{name}_d{cfg.d_model}_B{batch}", device, out_dir)
+        del trainer  # its buffers go before the next optimizer's are made
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -270,7 +271,7 @@ def compare_optimizers(cells: list[tuple[int, int, int]], optimizers: list[str],
                   f"losses {min(final):.3f}..{max(final):.3f}", flush=True)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    print(f"\n| d_model | layers | batch (seq) | K | optimizer | step ms | vs AdamW | target | tok/s |")
+    print("\n| d_model | layers | batch (seq) | K | optimizer | step ms | vs AdamW | target | tok/s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         target = OPTIMIZER_TARGET.get(r["optimizer"])

@@ -144,7 +144,6 @@ def test_the_stop_reaches_workers_started_with_sigint_ignored(tmp_path: Path) ->
     # gpu_session.sh starts the stages with SIGINT ignored (a background job of a script): the
     # stop must still reach the workers as KeyboardInterrupt, not wait for each and kill it.
     import signal
-    import subprocess
     import time
 
     import _stages
