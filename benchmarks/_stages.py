@@ -81,10 +81,23 @@ def start(cmd: list[str], work: Path, log_name: str) -> subprocess.Popen:
     them with SIGINT ignored; children inherit that, and a Python started so never raises
     KeyboardInterrupt. The workers then did not hear the stop: each ran on until killed, 120 s
     apiece (2026-12-06: 6.6 minutes of a session's GPU). Handling SIGINT here makes it default
-    again in every child this process starts (exec resets a handled signal, not an ignored one)."""
+    again in every child this process starts (exec resets a handled signal, not an ignored one).
+
+    Each command leads its own process group, and ``supervise`` signals the group: on a machine
+    with several GPUs ``hpscale sweep run`` starts one worker per GPU, which must hear the stop as
+    they would a Ctrl-C at a terminal, not be orphaned when their parent is killed."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     out = open(work / f"log-{log_name}.txt", "a")
-    return subprocess.Popen(cmd, env=env(work), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    return subprocess.Popen(cmd, env=env(work), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                            process_group=0)
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """``sig`` to every process of ``proc``'s group (see ``start``); nothing when it is gone."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def restore(work: Path, results: Path, exports: Sequence[str]) -> Database:
@@ -125,14 +138,14 @@ def supervise(db: Database, procs: list[subprocess.Popen], sources: list[str], p
             log("the stage's minutes are spent: stopping the workers (finished runs are kept; a rerun resumes)")
             for p in procs:
                 if p.poll() is None:
-                    p.send_signal(signal.SIGINT)
+                    _signal_group(p, signal.SIGINT)
             grace = time.time() + STOP_GRACE_S  # one grace for all: they stop side by side
             for p in procs:
                 try:
                     p.wait(timeout=max(0.0, grace - time.time()))
                 except subprocess.TimeoutExpired:
                     log(f"a worker (pid {p.pid}) did not stop in {STOP_GRACE_S:.0f} s: killed")
-                    p.kill()
+                    _signal_group(p, signal.SIGKILL)
                     p.wait()
             return False
         if time.time() - last > EXPORT_EVERY_S:

@@ -166,3 +166,29 @@ def test_the_stop_reaches_workers_started_with_sigint_ignored(tmp_path: Path) ->
         signal.signal(signal.SIGINT, before)
     assert worker.returncode == 3 and time.time() - t0 < 30
     assert log.read_text().split() == ["ready", "put", "back"]
+
+
+def test_the_stop_reaches_the_workers_children(tmp_path: Path) -> None:
+    # On several GPUs `hpscale sweep run` starts one worker per GPU: the stop must reach those
+    # grandchildren too (as a Ctrl-C at a terminal does), not leave them running when it ends.
+    import time
+
+    import _stages
+
+    db = Database(f"sqlite:///{tmp_path / 'work.db'}")
+    db.ensure_schema()
+    child = ("import sys, time\ntry:\n    print('ready', flush=True)\n    time.sleep(60)\n"
+             "except KeyboardInterrupt:\n    open(sys.argv[1], 'w').write('put back')")
+    parent = ("import subprocess, sys\np = subprocess.Popen([sys.executable, '-c', sys.argv[1], sys.argv[2]])\n"
+              "try:\n    p.wait()\nexcept KeyboardInterrupt:\n    p.wait()\n    raise SystemExit(3)")
+    mark = tmp_path / "grandchild.txt"
+    worker = _stages.start([sys.executable, "-c", parent, child, str(mark)], tmp_path, "w")
+    log = tmp_path / "log-w.txt"
+    for _ in range(600):  # until the grandchild is inside its try
+        if log.read_text().startswith("ready"):
+            break
+        time.sleep(0.05)
+    t0 = time.time()
+    assert not _stages.supervise(db, [worker], ["val4"], tmp_path / "x.json.gz", deadline=0.0)
+    assert worker.returncode == 3 and time.time() - t0 < 30
+    assert mark.read_text() == "put back"
