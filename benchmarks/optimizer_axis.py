@@ -19,7 +19,9 @@ batch sizes with refinement, one seed. Every stage leaves its results under
   report    per optimizer: each (N, D) group's best lr and loss and whether it lies inside the
             searched grid; the lr* law (Step Law's form, near-optimal) with its intervals; the
             exponent of lr* on the batch beside the theory's; the step-time table against the
-            issue's targets (at most 1.15x AdamW's for Lion, SGD, SGD-SaI and LAMB, 1.5x for Muon)
+            issue's targets (at most 1.15x AdamW's for Lion, SGD, SGD-SaI and LAMB, 1.5x for Muon),
+            and the later re-timings found in folders beside it (FOLDER/optimizer_step_times.json,
+            sweep_throughput.py's output; the folders sort in the order they were timed)
 """
 
 from __future__ import annotations
@@ -195,15 +197,38 @@ def report_markdown(rep: dict[str, Any]) -> str:
         lines.append(f"| {kind} | {' | '.join(cells)} | {k} | {THEORY.get(kind, 0.5):g} | {note} |")
     steps = rep.get("step_times")
     if steps:
+        recorded = rep.get("stages", {}).get("steptime", {}).get("recorded", "?")
         lines += ["", f"## Step time against AdamW's ({steps['device']}, torch {steps['torch']})", "",
+                  f"The steptime stage's table (recorded {recorded}, with the code of then).", "",
                   "| d_model | batch (seq) | optimizer | step ms | vs AdamW | target |", "|---|---|---|---|---|---|"]
         for r in steps["rows"]:
-            target = STEP_TARGETS.get(r["optimizer"])
-            verdict = "(reference)" if target is None else f"<= {target:.2f}x " + (
-                "(met)" if r["ratio"] <= target else "(**missed**)")
             lines.append(f"| {r['d_model']} | {r['batch']} | {r['optimizer']} | {r['step_s'] * 1e3:.2f} | "
-                         f"{r['ratio']:.3f}x | {verdict} |")
+                         f"{r['ratio']:.3f}x | {_verdict(r)} |")
+    later = rep.get("later_step_times") or {}
+    if later:
+        lines += ["", "## Step times measured since", "",
+                  "Each folder beside this report holds one later timing (its name says of what, on "
+                  "which card and when; BENCHMARKS.md says what changed), AdamW timed again in the same run.", "",
+                  "| folder | device | d_model | batch (seq) | optimizer | step ms | AdamW ms | vs AdamW | target |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for folder, t in later.items():
+            adamw = {(r["d_model"], r["batch"]): r["step_s"] for r in t["rows"] if r["optimizer"] == "adamw"}
+            for r in t["rows"]:
+                if r["optimizer"] == "adamw":
+                    continue
+                base = adamw.get((r["d_model"], r["batch"]))
+                lines.append(f"| {folder} | {t['device']} | {r['d_model']} | {r['batch']} | {r['optimizer']} | "
+                             f"{r['step_s'] * 1e3:.2f} | {'-' if base is None else f'{base * 1e3:.2f}'} | "
+                             f"{r['ratio']:.3f}x | {_verdict(r)} |")
     return "\n".join(lines) + "\n"
+
+
+def _verdict(row: dict[str, Any]) -> str:
+    """A step-time row's target and whether it is met ("(reference)" for AdamW's own)."""
+    target = STEP_TARGETS.get(row["optimizer"])
+    if target is None:
+        return "(reference)"
+    return f"<= {target:.2f}x " + ("(met)" if row["ratio"] <= target else "(**missed**)")
 
 
 def stage_report(work: Path, results: Path, bootstrap: int) -> dict[str, Any]:
@@ -216,6 +241,9 @@ def stage_report(work: Path, results: Path, bootstrap: int) -> dict[str, Any]:
                                    "fit": fit_optimizer(db, source, bootstrap) if groups else {"error": "no runs"}}
     if (results / STEP_TIMES).exists():
         rep["step_times"] = json.loads((results / STEP_TIMES).read_text())
+    # Later re-timings (one folder each, named for what was timed, the card and the date).
+    rep["later_step_times"] = {p.parent.name: json.loads(p.read_text())
+                               for p in sorted(results.glob(f"*/{STEP_TIMES}"))}
     (results / "report.json").write_text(json.dumps(rep, indent=1, default=str) + "\n")
     (results / "report.md").write_text(report_markdown(rep))
     log(f"wrote {results / 'report.md'}")

@@ -83,6 +83,11 @@ def test_the_report_tabulates_each_optimizer(tmp_path: Path) -> None:
     (results / axis.STEP_TIMES).write_text(json.dumps({"device": "test", "torch": "t", "rows": [
         {"d_model": 512, "batch": 8, "optimizer": "adamw", "step_s": 0.010, "ratio": 1.0},
         {"d_model": 512, "batch": 8, "optimizer": "lion", "step_s": 0.012, "ratio": 1.2}]}))
+    # A later re-timing of one optimizer, in its own folder: tabulated beside AdamW's of that run.
+    (results / "lion-retimed").mkdir()
+    (results / "lion-retimed" / axis.STEP_TIMES).write_text(json.dumps({"device": "card", "torch": "t", "rows": [
+        {"d_model": 512, "batch": 8, "optimizer": "adamw", "step_s": 0.011, "ratio": 1.0},
+        {"d_model": 512, "batch": 8, "optimizer": "lion", "step_s": 0.0121, "ratio": 1.1}]}))
     rep = axis.stage_report(tmp_path / "work", results, bootstrap=50)
     adamw, lion = rep["optimizers"]["adamw"], rep["optimizers"]["lion"]
     assert len(adamw["groups"]) == len(lion["groups"]) == 6
@@ -94,5 +99,6 @@ def test_the_report_tabulates_each_optimizer(tmp_path: Path) -> None:
     assert "| lion | 6.6e+05 |" in text and "**no**" in text
     assert "| 512 | 8 | lion | 12.00 | 1.200x | <= 1.15x (**missed**) |" in text
     assert "| 512 | 8 | adamw | 10.00 | 1.000x | (reference) |" in text
+    assert "| lion-retimed | card | 512 | 8 | lion | 12.10 | 11.00 | 1.100x | <= 1.15x (met) |" in text
     assert json.loads((results / "report.json").read_text())["optimizers"]["lion"]["source"] == "opt-lion"
     assert yaml.safe_load((results / "lion.yaml").read_text())["name"] == "opt-lion"
