@@ -83,9 +83,10 @@ def start(cmd: list[str], work: Path, log_name: str) -> subprocess.Popen:
     apiece (2026-12-06: 6.6 minutes of a session's GPU). Handling SIGINT here makes it default
     again in every child this process starts (exec resets a handled signal, not an ignored one).
 
-    Each command leads its own process group, and ``supervise`` signals the group: on a machine
-    with several GPUs ``hpscale sweep run`` starts one worker per GPU, which must hear the stop as
-    they would a Ctrl-C at a terminal, not be orphaned when their parent is killed."""
+    Each command leads its own process group, and ``stop`` signals the group: on a machine with
+    several GPUs ``hpscale sweep run`` starts one worker per GPU, which must hear the stop as they
+    would a Ctrl-C at a terminal, not be orphaned when their parent is killed. (A Ctrl-C at the
+    terminal now reaches only this process; ``supervise`` passes it on.)"""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     out = open(work / f"log-{log_name}.txt", "a")
     return subprocess.Popen(cmd, env=env(work), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
@@ -123,35 +124,56 @@ def export(db: Database, sources: list[str], path: Path, laws: Sequence[str] = (
     copy_out(path)
 
 
+def stop(procs: list[subprocess.Popen]) -> None:
+    """Stop the running ``procs`` as a Ctrl-C would: SIGINT to each one's process group (a worker
+    stores what it has and takes nothing more), one STOP_GRACE_S for all of them to end, then
+    SIGKILL to the groups of those still running."""
+    for p in procs:
+        if p.poll() is None:
+            _signal_group(p, signal.SIGINT)
+    grace = time.time() + STOP_GRACE_S  # one grace for all: they stop side by side
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, grace - time.time()))
+        except subprocess.TimeoutExpired:
+            log(f"a worker (pid {p.pid}) did not stop in {STOP_GRACE_S:.0f} s: killed")
+            _signal_group(p, signal.SIGKILL)
+            p.wait()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def supervise(db: Database, procs: list[subprocess.Popen], sources: list[str], path: Path,
               deadline: float) -> bool:
     """Wait for ``procs``, exporting ``sources`` to ``path`` every EXPORT_EVERY_S seconds; at the
-    deadline, stop them (SIGINT: a worker stores what it has and takes nothing more). True when
-    every process ended on its own and no run of ``sources`` failed, i.e. the stage's work is
-    complete. (A failed run, a cell that raised, is finished for the workers; the stage's next
-    ``hpscale sweep run`` puts it back in the queue. Run 4's sweep once called itself complete
-    with a refinement cell failed by CUDA out of memory, and its group's optimum stayed on the
-    batch grid's edge.)"""
+    deadline, ``stop`` them. True when every process ended on its own and no run of ``sources``
+    failed, i.e. the stage's work is complete. (A failed run, a cell that raised, is finished for
+    the workers; the stage's next ``hpscale sweep run`` puts it back in the queue. Run 4's sweep
+    once called itself complete with a refinement cell failed by CUDA out of memory, and its
+    group's optimum stayed on the batch grid's edge.)
+
+    Interrupted (Ctrl-C, or SIGTERM as from ``timeout``), it stops the workers before it ends:
+    they lead their own process groups (``start``), which a Ctrl-C at the terminal does not reach."""
     last = time.time()
-    while any(p.poll() is None for p in procs):
-        if time.time() > deadline:
-            log("the stage's minutes are spent: stopping the workers (finished runs are kept; a rerun resumes)")
-            for p in procs:
-                if p.poll() is None:
-                    _signal_group(p, signal.SIGINT)
-            grace = time.time() + STOP_GRACE_S  # one grace for all: they stop side by side
-            for p in procs:
-                try:
-                    p.wait(timeout=max(0.0, grace - time.time()))
-                except subprocess.TimeoutExpired:
-                    log(f"a worker (pid {p.pid}) did not stop in {STOP_GRACE_S:.0f} s: killed")
-                    _signal_group(p, signal.SIGKILL)
-                    p.wait()
-            return False
-        if time.time() - last > EXPORT_EVERY_S:
-            export(db, sources, path)
-            last = time.time()
-        time.sleep(5)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while any(p.poll() is None for p in procs):
+            if time.time() > deadline:
+                log("the stage's minutes are spent: stopping the workers (finished runs are kept; a rerun resumes)")
+                stop(procs)
+                return False
+            if time.time() - last > EXPORT_EVERY_S:
+                export(db, sources, path)
+                last = time.time()
+            time.sleep(5)
+    except KeyboardInterrupt:
+        log("interrupted: stopping the workers (finished runs are kept; a rerun resumes)")
+        stop(procs)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     from hpscale.db import storage
     from hpscale.sweeps.status import failures
 

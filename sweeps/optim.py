@@ -190,6 +190,8 @@ def lamb_step(w: Tensor, g: Tensor, state: dict[str, Tensor], lr: Tensor, t: Ten
 def newton_schulz(x: Tensor, steps: int, dtype: torch.dtype = torch.float32) -> Tensor:
     """Approximately orthogonalise a batch of matrices [B, r, c] (the reference Muon's
     ``zeropower_via_newtonschulz5``, computed in ``dtype``; bfloat16 there). Returns float32."""
+    if steps < 1:  # the normalisation happens in the first step
+        raise ValueError(f"newton_schulz needs at least one step, got {steps}")
     a, b, c = NS_COEFFICIENTS
     y = x.to(dtype)
     tall = x.size(-2) > x.size(-1)

@@ -192,3 +192,34 @@ def test_the_stop_reaches_the_workers_children(tmp_path: Path) -> None:
     assert not _stages.supervise(db, [worker], ["val4"], tmp_path / "x.json.gz", deadline=0.0)
     assert worker.returncode == 3 and time.time() - t0 < 30
     assert mark.read_text() == "put back"
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_stage_stops_its_workers(tmp_path: Path, sig: str) -> None:
+    # The workers lead their own process groups, which a Ctrl-C at the terminal (or `timeout`'s
+    # SIGTERM to the stage) does not reach: supervise must pass the stop on, not orphan them.
+    import signal
+    import subprocess
+    import time
+
+    worker = ("import sys, time\ntry:\n    print('ready', flush=True)\n    time.sleep(60)\n"
+              "except KeyboardInterrupt:\n    open(sys.argv[1], 'w').write('put back')")
+    stage = ("import sys\nfrom pathlib import Path\nsys.path.insert(0, sys.argv[1])\nimport _stages\n"
+             "from hpscale.db.engine import Database\nwork = Path(sys.argv[2])\n"
+             "db = Database(f'sqlite:///{work / \"work.db\"}')\ndb.ensure_schema()\n"
+             "p = _stages.start([sys.executable, '-c', sys.argv[3], sys.argv[4]], work, 'w')\n"
+             "_stages.supervise(db, [p], ['val4'], work / 'x.json.gz', deadline=float('inf'))")
+    mark = tmp_path / "worker.txt"
+    proc = subprocess.Popen([sys.executable, "-c", stage, str(ROOT / "benchmarks"), str(tmp_path), worker,
+                             str(mark)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "log-w.txt"
+    for _ in range(600):  # until the worker is inside its try
+        if log.exists() and log.read_text().startswith("ready"):
+            break
+        time.sleep(0.05)
+    t0 = time.time()
+    proc.send_signal(getattr(signal, sig))  # to the stage alone, not to its workers' group
+    out, _ = proc.communicate(timeout=60)
+    assert time.time() - t0 < 30 and proc.returncode != 0
+    assert mark.exists() and mark.read_text() == "put back", out
+    assert "interrupted: stopping the workers" in out
