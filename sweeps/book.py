@@ -150,6 +150,11 @@ def store_plan(db: Database, plan: Plan) -> Sweep:
     return storage.get_sweep(db, sweep.id)
 
 
+def _failed_for_good(run: Run, spec: SweepSpec) -> bool:
+    """Whether a failed run has spent its retries (the worker queues it again otherwise)."""
+    return int((run.tags or {}).get("attempts", 0)) > spec.workers.retries
+
+
 def _insert(db: Database, sweep_id: int, rows: list[dict[str, Any]]) -> int:
     try:
         return storage.add_sweep_runs(db, sweep_id, rows)
@@ -191,11 +196,17 @@ class Refinement:
 
 def refine(db: Database, store: RDBStorage, sweep: Sweep, spec: SweepSpec,
            by_group: dict[str, optuna.Study]) -> list[Refinement]:
-    """For every finished group (no run queued, running or failed) whose best lr is on the grid's
-    edge (and rounds remain), add ``spec.refine.points`` lrs beyond that edge at every batch
-    size, as round r + 1; with
+    """For every finished group (no run queued or running, none failed with retries left) whose
+    best lr is on the grid's edge (and rounds remain), add ``spec.refine.points`` lrs beyond that
+    edge at every batch size, as round r + 1; with
     ``spec.refine.batches``, a best batch on the batch grid's edge adds one batch size beyond it
     (half the smallest, twice the largest) at every lr the group has.
+
+    Runs failed for good (their ``workers.retries`` spent: CUDA out of memory at one batch size,
+    say) are holes in the grid: the group is judged on the runs that finished, and refinement
+    adds nothing at a failed cell's batch size nor beyond it, where the same failure awaits.
+    (Waiting for them held the group's refinement back for good: each ``sweep run`` retried the
+    cell, which failed again.) A group whose every run failed is not judged.
 
     Deterministic in the group's finished runs, so workers refining at once compute the same
     run names; the unique names make the second insert a no-op, and only the inserting worker
@@ -207,15 +218,17 @@ def refine(db: Database, store: RDBStorage, sweep: Sweep, spec: SweepSpec,
     for r in rows:
         groups[str(r.group_key)].append(r)
     for group, members in groups.items():
-        # A group with runs still to train, or with failed runs (holes in its grid, which the next
-        # `sweep run` retries: judged now, a group whose every run failed would read as all
-        # diverged and grow lower lrs), is not judged yet.
-        if any(r.status in ACTIVE or r.status == "failed" for r in members):
+        # Runs still to train, or failed with retries left (between the failure and the worker
+        # queueing them again), will change the verdict: not judged yet.
+        if any(r.status in ACTIVE or (r.status == "failed" and not _failed_for_good(r, spec)) for r in members):
             continue
         rnd = max(int((r.tags or {}).get("round", 0)) for r in members)
         if rnd >= spec.refine.max_rounds:
             continue
         judged = [r for r in members if r.status in ("done", "diverged")]
+        if not judged:  # every run failed: judged, it would read as all diverged and grow lower lrs
+            continue
+        failed_batches = {int(r.batch_size or 0) for r in members if r.status == "failed"}
         verdict = judge_group([float(r.lr or 0) for r in judged], [float(r.batch_size or 0) for r in judged],
                               [r.final_loss if r.status == "done" else None for r in judged])
         edge = verdict.lr_edge
@@ -233,13 +246,16 @@ def refine(db: Database, store: RDBStorage, sweep: Sweep, spec: SweepSpec,
         bases = [cell_from_rows(cell_rows) for cell_rows in cells_rows.values()]
         if lrs:
             for base in bases:
+                if base.batch_size in failed_batches:
+                    continue
                 new_rows += run_rows(spec, make_cell(spec, base.shape, base.tokens, base.batch_size, lrs, rnd + 1,
                                                      optimizer))
         new_batches: tuple[int, ...] = ()
         if batch_edge:
             sizes = sorted({b.batch_size for b in bases})
-            batch = sizes[0] // 2 if batch_edge == "low" else sizes[-1] * 2
-            if batch >= 1 and batch not in sizes:
+            outer = sizes[0] if batch_edge == "low" else sizes[-1]  # the searched batch on that side
+            batch = outer // 2 if batch_edge == "low" else outer * 2
+            if batch >= 1 and batch not in sizes and outer not in failed_batches:
                 new_batches = (batch,)
                 base = bases[0]
                 cell = make_cell(spec, base.shape, base.tokens, batch, sorted(set(searched) | set(lrs)), rnd + 1,

@@ -374,6 +374,36 @@ def test_retries_stop_at_the_budget_and_a_new_sweep_run_gives_a_new_one(
     assert again.failures == 3
 
 
+@pytest.mark.parametrize("bad_batch", [8, 2])
+def test_a_cell_failed_for_good_leaves_a_hole_and_refinement_goes_on_around_it(sdb: Database, bad_batch: int) -> None:
+    # One batch size fails on every attempt (out of memory, say); the optimum lies above the lr
+    # grid and at the smallest batch. Refinement must still widen the lr grid, at the batches that
+    # trained, and halve the batch unless the smallest batch is the one that failed (nothing is
+    # added at or beyond a failure). Before, the failed cell held the group's refinement back for good.
+    spec = spec_dict(sizes=[{"d_model": 32, "n_layers": 2, "n_heads": 2}], batch_sizes=[2, 4, 8],
+                     refine={"max_rounds": 1, "points": 1, "batches": True},
+                     workers={"heartbeat_s": 1, "grace_s": 3, "retries": 1})
+    sweep = plan_into(sdb, spec)
+    bad = next(r.cell_key for r in storage.list_runs(sdb, sweep_id=sweep.id) if r.batch_size == bad_batch)
+    runner = OneBadCell(bad)
+    runner.opt_lrs = 0.03
+    summary = Worker(sdb, "fake", lambda s: runner, poll_s=0.05).run()
+    assert runner.failures == 2  # the first attempt and one retry
+    (ref,) = summary.refinements
+    assert ref.edge == "high" and ref.lrs == pytest.approx((0.0215443,), rel=1e-5)
+    runs = storage.list_runs(sdb, sweep_id=sweep.id)
+    added = sorted((int(r.batch_size), round(r.lr, 5)) for r in runs if (r.tags or {}).get("round") == 1)
+    grid = [1e-3, 2.15443e-3, 4.64159e-3, 1e-2, 2.15443e-2]
+    if bad_batch == 8:  # lr 0.0215 at batches 2 and 4; batch 1 at the group's five lrs
+        assert ref.batches == (1,)
+        assert added == sorted([(2, 0.02154), (4, 0.02154)] + [(1, round(x, 5)) for x in grid])
+    else:  # lr 0.0215 at batches 4 and 8; no batch below the failed 2
+        assert ref.batches == ()
+        assert added == [(4, 0.02154), (8, 0.02154)]
+    assert all(r.status == "done" for r in runs if (r.tags or {}).get("round") == 1)
+    assert {r.status for r in runs if r.cell_key == bad} == {"failed"}
+
+
 def test_a_cell_that_keeps_failing_is_recorded_and_retried_by_the_next_run(sdb: Database) -> None:
     sweep = plan_into(sdb, {**spec_dict(), "workers": {**spec_dict()["workers"], "retries": 0}})
     summary = Worker(sdb, "fake", lambda s: FakeRunner(fail_on=1), poll_s=0.05).run()
