@@ -22,7 +22,7 @@ from hpscale.db.models import Run, Sweep
 from hpscale.db.provenance import code_version
 from hpscale.sweeps import queue
 from hpscale.sweeps.errors import SweepError
-from hpscale.sweeps.plan import Cell, Member, Plan, Shape, judge_group, make_cell, refinement_lrs
+from hpscale.sweeps.plan import Cell, Member, Plan, Shape, judge_group, make_cell, refinement_lrs, round_lr
 from hpscale.sweeps.spec import SweepSpec, parse_spec
 
 if TYPE_CHECKING:
@@ -188,10 +188,23 @@ class Refinement:
 
     group: str
     round: int
-    edge: str  # "low"/"high": the lr grid's edge; "batch_low"/"batch_high" when only the batch was
+    # "low"/"high": the lr grid's edge; "batch_low"/"batch_high" when only the batch was; "fill":
+    # lrs the group searched elsewhere added at batch sizes that lacked them (``batches``).
+    edge: str
     lrs: tuple[float, ...]
     runs_added: int
-    batches: tuple[int, ...] = ()  # batch sizes (sequences) added beyond the batch grid's edge
+    batches: tuple[int, ...] = ()  # batch sizes (sequences) added beyond the batch grid's edge, or filled
+
+    def describe(self) -> str:
+        """One line for the worker's progress output."""
+        lrs = ", ".join(f"{x:.3g}" for x in self.lrs)
+        sizes = ", ".join(str(b) for b in self.batches)
+        if self.edge == "fill":
+            return f"refine {self.group}: batch {sizes} trained after the group was refined around it: adds lr {lrs}"
+        what = [f"lr {lrs}"] if self.lrs else []
+        what += [f"batch {sizes}"] if self.batches else []
+        where = f"best batch on the {self.edge[6:]}" if self.edge.startswith("batch_") else f"best lr on the {self.edge}"
+        return f"refine {self.group}: {where} edge, round {self.round} adds {' and '.join(what)}"
 
 
 def refine(db: Database, store: RDBStorage, sweep: Sweep, spec: SweepSpec,
@@ -203,10 +216,14 @@ def refine(db: Database, store: RDBStorage, sweep: Sweep, spec: SweepSpec,
     (half the smallest, twice the largest) at every lr the group has.
 
     Runs failed for good (their ``workers.retries`` spent: CUDA out of memory at one batch size,
-    say) are holes in the grid: the group is judged on the runs that finished, and refinement
-    adds nothing at a failed cell's batch size nor beyond it, where the same failure awaits.
-    (Waiting for them held the group's refinement back for good: each ``sweep run`` retried the
-    cell, which failed again.) A group whose every run failed is not judged.
+    say) are holes in the grid. Waiting for them held the group's refinement back for good (each
+    ``sweep run`` retried the cell, which failed again), so the group is judged on the runs that
+    finished, unless its best batch size has failed runs (its lr edge could then never close):
+    refinement adds no runs at a batch size with failed runs, and no batch size past one on the
+    optimum's side. When a later ``sweep run`` trains the hole, the lrs the group searched
+    meanwhile are added there first ("fill", whatever the rounds). (A batch size past it that the
+    hole kept back stays out once the rounds are spent.) A group whose every run failed is not
+    judged.
 
     Deterministic in the group's finished runs, so workers refining at once compute the same
     run names; the unique names make the second insert a no-op, and only the inserting worker
@@ -219,31 +236,40 @@ def refine(db: Database, store: RDBStorage, sweep: Sweep, spec: SweepSpec,
         groups[str(r.group_key)].append(r)
     for group, members in groups.items():
         # Runs still to train, or failed with retries left (between the failure and the worker
-        # queueing them again), will change the verdict: not judged yet.
+        # queueing them again, or a worker killed in between), will change the verdict: not yet.
         if any(r.status in ACTIVE or (r.status == "failed" and not _failed_for_good(r, spec)) for r in members):
-            continue
-        rnd = max(int((r.tags or {}).get("round", 0)) for r in members)
-        if rnd >= spec.refine.max_rounds:
             continue
         judged = [r for r in members if r.status in ("done", "diverged")]
         if not judged:  # every run failed: judged, it would read as all diverged and grow lower lrs
             continue
+        rnd = max(int((r.tags or {}).get("round", 0)) for r in members)
+        optimizer = members[0].optimizer  # a group is one optimizer's
         failed_batches = {int(r.batch_size or 0) for r in members if r.status == "failed"}
+        cells_rows: dict[str, list[Run]] = defaultdict(list)
+        for r in members:
+            cells_rows[str(r.cell_key)].append(r)
+        bases = [cell_from_rows(cell_rows) for cell_rows in cells_rows.values()]
+        searched = sorted({round_lr(float(r.lr or 0)) for r in members})
+        filled = _fill(spec, bases, searched, failed_batches, rnd, optimizer)
+        if filled:
+            added = _enqueue_rows(db, store, sweep, group, by_group, [row for _, rows_ in filled for row in rows_])
+            if added:
+                done.append(Refinement(group, rnd, "fill", tuple(sorted({lr for b, _ in filled for lr in b[1]})), added,
+                                       tuple(sorted(b[0] for b, _ in filled))))
+            continue  # judged again once the filled runs have trained
+        if rnd >= spec.refine.max_rounds:
+            continue
         verdict = judge_group([float(r.lr or 0) for r in judged], [float(r.batch_size or 0) for r in judged],
                               [r.final_loss if r.status == "done" else None for r in judged])
+        if verdict.best_batch is not None and int(verdict.best_batch) in failed_batches:
+            continue  # the best batch size has a hole: wait for the next `sweep run` to retry it
         edge = verdict.lr_edge
         batch_edge = verdict.batch_edge if spec.refine.batches else None
         if edge is None and batch_edge is None:
             continue
-        searched = sorted({float(r.lr or 0) for r in members})
-        optimizer = members[0].optimizer  # a group is one optimizer's
         log_step = spec.lr_grid(optimizer).log_step()
         lrs = refinement_lrs(searched, edge, log_step, spec.refine.points) if edge else []
-        cells_rows: dict[str, list[Run]] = defaultdict(list)
-        for r in members:
-            cells_rows[str(r.cell_key)].append(r)
         new_rows = []
-        bases = [cell_from_rows(cell_rows) for cell_rows in cells_rows.values()]
         if lrs:
             for base in bases:
                 if base.batch_size in failed_batches:
@@ -253,21 +279,47 @@ def refine(db: Database, store: RDBStorage, sweep: Sweep, spec: SweepSpec,
         new_batches: tuple[int, ...] = ()
         if batch_edge:
             sizes = sorted({b.batch_size for b in bases})
-            outer = sizes[0] if batch_edge == "low" else sizes[-1]  # the searched batch on that side
-            batch = outer // 2 if batch_edge == "low" else outer * 2
-            if batch >= 1 and batch not in sizes and outer not in failed_batches:
+            batch = sizes[0] // 2 if batch_edge == "low" else sizes[-1] * 2
+            # Not past a failed batch size on that side of the optimum: the new batch would skip
+            # the hole (and out of memory at batch 8 awaits batch 16 too).
+            best = int(verdict.best_batch or 0)
+            beyond_failure = any(f < best if batch_edge == "low" else f > best for f in failed_batches)
+            if batch >= 1 and batch not in sizes and not beyond_failure:
                 new_batches = (batch,)
-                base = bases[0]
+                base = next(b for b in bases if b.batch_size not in failed_batches)
                 cell = make_cell(spec, base.shape, base.tokens, batch, sorted(set(searched) | set(lrs)), rnd + 1,
                                  optimizer)
                 new_rows += run_rows(spec, cell)
         if not new_rows:
             continue
-        added = _insert(db, sweep.id, new_rows)
-        if added:
-            study = by_group.get(group) or queue.load_study(store, queue.study_name(sweep.name, group), create=True)
-            for row in new_rows:
-                queue.enqueue_run(study, row["name"], row["cell_key"], group, row["lr"], int(row["batch_size"]),
-                                  row["seed"], trunk=row["trunk_key"])
+        added = _enqueue_rows(db, store, sweep, group, by_group, new_rows)
         done.append(Refinement(group, rnd + 1, edge or f"batch_{batch_edge}", tuple(lrs), added, new_batches))
     return done
+
+
+def _fill(spec: SweepSpec, bases: list[Cell], searched: Sequence[float], failed_batches: set[int], rnd: int,
+          optimizer: str) -> list[tuple[tuple[int, tuple[float, ...]], list[dict[str, Any]]]]:
+    """Rows for the lrs of ``searched`` that a batch size without failed runs lacks (a hole that
+    trained after its group was refined around it), as ((batch, lrs), rows) per batch size."""
+    out = []
+    for base in bases:
+        if base.batch_size in failed_batches:
+            continue
+        have = {round_lr(m.lr) for m in base.members}
+        missing = tuple(lr for lr in searched if lr not in have)
+        if missing:
+            cell = make_cell(spec, base.shape, base.tokens, base.batch_size, missing, rnd, optimizer)
+            out.append(((base.batch_size, missing), run_rows(spec, cell)))
+    return out
+
+
+def _enqueue_rows(db: Database, store: RDBStorage, sweep: Sweep, group: str, by_group: dict[str, optuna.Study],
+                  rows: list[dict[str, Any]]) -> int:
+    """Insert refinement rows and, if this call inserted them, queue their trials; how many were new."""
+    added = _insert(db, sweep.id, rows)
+    if added:
+        study = by_group.get(group) or queue.load_study(store, queue.study_name(sweep.name, group), create=True)
+        for row in rows:
+            queue.enqueue_run(study, row["name"], row["cell_key"], group, row["lr"], int(row["batch_size"]),
+                              row["seed"], trunk=row["trunk_key"])
+    return added

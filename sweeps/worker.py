@@ -164,8 +164,7 @@ class Worker:
             self.summary.refinements += [r for r in refined if r.runs_added]
             for r in refined:
                 if r.runs_added:
-                    self.reporter.message(f"refine {r.group}: best lr on the {r.edge} edge, round {r.round} "
-                                          f"adds lr {', '.join(f'{x:.3g}' for x in r.lrs)}")
+                    self.reporter.message(r.describe())
             if sum(r.runs_added for r in refined) + book.repair(self.db, self.store, self.sweep, self.studies):
                 continue
             if not self._has_work():

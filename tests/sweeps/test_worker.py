@@ -404,6 +404,52 @@ def test_a_cell_failed_for_good_leaves_a_hole_and_refinement_goes_on_around_it(s
     assert {r.status for r in runs if r.cell_key == bad} == {"failed"}
 
 
+def test_a_hole_that_trains_later_gets_the_lrs_its_group_searched_meanwhile(sdb: Database) -> None:
+    # Batch 2 fails for good in the first `sweep run`; its group is refined around it (lr 0.0215
+    # at batches 4 and 8). The next `sweep run` trains batch 2, and refinement fills in the lr it
+    # missed there, though the rounds are spent.
+    spec = spec_dict(sizes=[{"d_model": 32, "n_layers": 2, "n_heads": 2}], batch_sizes=[2, 4, 8],
+                     refine={"max_rounds": 1, "points": 1, "batches": True},
+                     workers={"heartbeat_s": 1, "grace_s": 3, "retries": 0})
+    sweep = plan_into(sdb, spec)
+    bad = next(r.cell_key for r in storage.list_runs(sdb, sweep_id=sweep.id) if r.batch_size == 2)
+    runner = OneBadCell(bad)
+    runner.opt_lrs = 0.03
+    first = Worker(sdb, "fake", lambda s: runner, poll_s=0.05).run()
+    assert [(r.edge, r.batches) for r in first.refinements] == [("high", ())]
+    plan_into(sdb, spec)  # `hpscale sweep run` again: the failed runs are queued again, and train
+    second = Worker(sdb, "fake", lambda s: FakeRunner(opt_lr=0.03), poll_s=0.05).run()
+    (fill,) = second.refinements
+    assert fill.edge == "fill" and fill.batches == (2,) and fill.lrs == pytest.approx((0.0215443,), rel=1e-5)
+    assert fill.describe().startswith("refine N24576-D8192: batch 2 trained after the group was refined")
+    runs = storage.list_runs(sdb, sweep_id=sweep.id)
+    assert {r.status for r in runs} == {"done"}
+    lrs_by_batch = {b: sorted(round(r.lr, 5) for r in runs if r.batch_size == b) for b in (2, 4, 8)}
+    assert lrs_by_batch[2] == lrs_by_batch[4] == lrs_by_batch[8] and len(lrs_by_batch[2]) == 5
+
+
+def test_a_hole_at_the_best_batch_holds_its_group_back(sdb: Database) -> None:
+    # Round 1's cell at the best batch (2) fails for good: its lr edge cannot close there, and
+    # refining on at the other batches only would run to max_rounds past their own optima.
+    class FailsHighLrAtBatch2(FakeRunner):
+        def loss(self, lr: float, batch: float, optimizer: str = "adamw", tokens: float = 8192) -> float:
+            return super().loss(lr, batch, optimizer, tokens) + math.log(batch)  # batch 2 is best
+
+        def __call__(self, task: Any, *args: Any) -> None:
+            if any(c.batch_size == 2 and any(m.lr > 0.0101 for m in c.members) for c in task.cells):
+                raise RuntimeError("simulated CUDA out of memory")
+            super().__call__(task, *args)
+
+    spec = spec_dict(sizes=[{"d_model": 32, "n_layers": 2, "n_heads": 2}], batch_sizes=[2, 4, 8],
+                     refine={"max_rounds": 4, "points": 1}, workers={"heartbeat_s": 1, "grace_s": 3, "retries": 0})
+    sweep = plan_into(sdb, spec)
+    summary = Worker(sdb, "fake", lambda s: FailsHighLrAtBatch2(opt_lr=0.03), poll_s=0.05).run()
+    assert [(r.round, r.edge) for r in summary.refinements] == [(1, "high")]  # then it waits
+    runs = storage.list_runs(sdb, sweep_id=sweep.id)
+    assert max(r.lr for r in runs) == pytest.approx(0.0215443, rel=1e-5)
+    assert {r.status for r in runs if r.batch_size == 2 and r.lr > 0.0101} == {"failed"}
+
+
 def test_a_cell_that_keeps_failing_is_recorded_and_retried_by_the_next_run(sdb: Database) -> None:
     sweep = plan_into(sdb, {**spec_dict(), "workers": {**spec_dict()["workers"], "retries": 0}})
     summary = Worker(sdb, "fake", lambda s: FakeRunner(fail_on=1), poll_s=0.05).run()
