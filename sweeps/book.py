@@ -203,7 +203,8 @@ class Refinement:
             return f"refine {self.group}: batch {sizes} trained after the group was refined around it: adds lr {lrs}"
         what = [f"lr {lrs}"] if self.lrs else []
         what += [f"batch {sizes}"] if self.batches else []
-        where = f"best batch on the {self.edge[6:]}" if self.edge.startswith("batch_") else f"best lr on the {self.edge}"
+        where = (f"best batch on the {self.edge.removeprefix('batch_')}" if self.edge.startswith("batch_")
+                 else f"best lr on the {self.edge}")
         return f"refine {self.group}: {where} edge, round {self.round} adds {' and '.join(what)}"
 
 
@@ -250,12 +251,12 @@ def refine(db: Database, store: RDBStorage, sweep: Sweep, spec: SweepSpec,
             cells_rows[str(r.cell_key)].append(r)
         bases = [cell_from_rows(cell_rows) for cell_rows in cells_rows.values()]
         searched = sorted({round_lr(float(r.lr or 0)) for r in members})
-        filled = _fill(spec, bases, searched, failed_batches, rnd, optimizer)
-        if filled:
-            added = _enqueue_rows(db, store, sweep, group, by_group, [row for _, rows_ in filled for row in rows_])
+        fill_rows = _fill(spec, bases, searched, failed_batches, rnd, optimizer)
+        if fill_rows:
+            added = _enqueue_rows(db, store, sweep, group, by_group, fill_rows)
             if added:
-                done.append(Refinement(group, rnd, "fill", tuple(sorted({lr for b, _ in filled for lr in b[1]})), added,
-                                       tuple(sorted(b[0] for b, _ in filled))))
+                done.append(Refinement(group, rnd, "fill", tuple(sorted({r["lr"] for r in fill_rows})), added,
+                                       tuple(sorted({int(r["batch_size"]) for r in fill_rows}))))
             continue  # judged again once the filled runs have trained
         if rnd >= spec.refine.max_rounds:
             continue
@@ -298,19 +299,18 @@ def refine(db: Database, store: RDBStorage, sweep: Sweep, spec: SweepSpec,
 
 
 def _fill(spec: SweepSpec, bases: list[Cell], searched: Sequence[float], failed_batches: set[int], rnd: int,
-          optimizer: str) -> list[tuple[tuple[int, tuple[float, ...]], list[dict[str, Any]]]]:
+          optimizer: str) -> list[dict[str, Any]]:
     """Rows for the lrs of ``searched`` that a batch size without failed runs lacks (a hole that
-    trained after its group was refined around it), as ((batch, lrs), rows) per batch size."""
-    out = []
+    trained after its group was refined around it)."""
+    rows: list[dict[str, Any]] = []
     for base in bases:
         if base.batch_size in failed_batches:
             continue
         have = {round_lr(m.lr) for m in base.members}
-        missing = tuple(lr for lr in searched if lr not in have)
+        missing = [lr for lr in searched if lr not in have]
         if missing:
-            cell = make_cell(spec, base.shape, base.tokens, base.batch_size, missing, rnd, optimizer)
-            out.append(((base.batch_size, missing), run_rows(spec, cell)))
-    return out
+            rows += run_rows(spec, make_cell(spec, base.shape, base.tokens, base.batch_size, missing, rnd, optimizer))
+    return rows
 
 
 def _enqueue_rows(db: Database, store: RDBStorage, sweep: Sweep, group: str, by_group: dict[str, optuna.Study],
